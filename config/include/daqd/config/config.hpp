@@ -1,0 +1,96 @@
+#pragma once
+// daqd's one configuration type, loaded from TOML (docs/CONFIG.md).
+//
+// Built once at start by the main thread, then read-only: every thread may
+// read it concurrently. load_* functions throw config_error with a message
+// that names the key and the line.
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace daqd::config {
+
+struct config_error : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+// A UDP endpoint to listen on: "127.0.0.1:4660", "[::1]:4660", "0.0.0.0:4660".
+struct endpoint {
+    std::string host;
+    std::uint16_t port = 0;
+    [[nodiscard]] std::string to_string() const;
+    // Parses HOST:PORT or [V6]:PORT; throws config_error naming `what`.
+    static endpoint parse(const std::string& text, const std::string& what);
+};
+
+enum class receiver_backend { automatic, io_uring, recvmmsg };
+
+struct unit_config {
+    std::uint16_t id = 0;
+    std::uint32_t channels = 0;
+};
+
+struct acquisition_config {
+    std::vector<endpoint> listen{{"127.0.0.1", 4660}};
+    receiver_backend backend = receiver_backend::automatic;
+    bool gro = false;                          // UDP_GRO: kernel coalesces same-size datagrams
+    std::uint32_t batch = 64;                  // datagrams per recvmmsg call / io_uring reap
+    std::uint32_t max_datagram_bytes = 9000;   // ring slot payload size (65535 with gro)
+    std::uint32_t socket_buffer_datagrams = 32768;  // receive buffer, sized in datagrams
+    std::uint32_t expected_datagram_bytes = 1472;   // used to turn datagrams into bytes
+    std::uint32_t ring_slots = 16384;          // packet ring slots, a power of two
+    std::string ring_name = "daqd-{pid}";      // shm name; {pid} replaced; /dev/shm/<name>-<n>
+};
+
+struct units_config {
+    bool learn = true;                 // accept any unit, learn its frame size from its first packet
+    std::vector<unit_config> units;    // listed units (always accepted, sizes fixed)
+};
+
+struct assembly_config {
+    std::uint32_t reorder_frames = 8;                       // open frames per unit
+    std::chrono::milliseconds reorder_timeout{100};          // an open frame older than this closes
+    std::uint32_t max_frame_bytes = 65536;                   // frame pool buffer size
+    std::uint32_t pool_frames = 2048;                        // frame pool buffers
+};
+
+struct storage_config {
+    std::filesystem::path output_dir = "./runs";
+    std::chrono::milliseconds flush_interval{1000};
+    std::uint64_t rotate_bytes = 0;          // 0: no rotation
+    std::uint32_t chunk_bytes = 1u << 20;    // target raw chunk size
+    std::uint32_t queue_frames = 0;          // 0: as many as pool_frames
+};
+
+struct log_config {
+    std::string level = "info";
+};
+
+struct config {
+    acquisition_config acquisition;
+    units_config units;
+    assembly_config assembly;
+    storage_config storage;
+    log_config log;
+    std::string source = "<embedded default>";  // where it came from
+    std::string text;                           // the effective configuration as TOML text
+
+    // Semantic checks across keys; throws config_error.
+    void validate() const;
+};
+
+// The embedded default configuration, as TOML text.
+std::string_view default_toml();
+config load_default();
+config load_file(const std::filesystem::path& path);
+config load_string(std::string_view toml, const std::string& source_name);
+// Renders the effective configuration as TOML (round-trips through load_string).
+std::string to_toml(const config& c);
+
+std::string_view name(receiver_backend b);
+
+}  // namespace daqd::config

@@ -1,0 +1,23 @@
+#pragma once
+// One rebuilt frame as it travels from the assembler to the writer.
+//
+// A frame is a small descriptor; its samples live in a buffer of the
+// frame_pool. The assembler fills it, hands the descriptor to the writer
+// through an spsc_queue, and the writer gives the buffer back to the pool when
+// it has copied the samples into its chunk buffers.
+#include <cstdint>
+
+namespace daqd::processing {
+
+struct frame {
+    std::uint16_t unit_id = 0;
+    std::uint16_t missing_packets = 0;  // 0 for a complete frame
+    std::uint16_t packet_count = 0;
+    std::uint32_t channels = 0;
+    std::uint32_t pool_index = 0;  // which frame_pool buffer holds the samples
+    std::uint64_t frame_number = 0;
+    std::uint64_t timestamp_ns = 0;
+    std::uint16_t* samples = nullptr;  // channels samples, host order
+};
+
+}  // namespace daqd::processing

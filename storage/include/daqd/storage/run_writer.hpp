@@ -1,0 +1,135 @@
+#pragma once
+// Writing runs to HDF5 (docs/DATASET.md).
+//
+// run_file: the synchronous writer of one run (one file, or a numbered series
+// when rotating by size). Not thread-safe: one thread (the writer thread) owns
+// it. Every HDF5 call is checked; failures throw storage_error whose message
+// names the call, the file, and carries the HDF5 error stack.
+//
+// writer: the writer thread. It pops frames from a bounded spsc_queue fed by
+// the assembler, appends them to the active run (if any), and gives every
+// frame buffer back to the frame_pool. start_run/stop_run are called from a
+// control thread (main, later the web API); they never touch HDF5 themselves.
+#include "daqd/common/event.hpp"
+#include "daqd/common/spsc_queue.hpp"
+#include "daqd/processing/frame.hpp"
+#include "daqd/processing/frame_pool.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace daqd::storage {
+
+struct storage_error : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+struct run_options {
+    std::filesystem::path output_dir;
+    std::string run_name;              // validated by the caller: [A-Za-z0-9._-], no leading '.'
+    std::uint64_t rotate_bytes = 0;    // 0: one file <run>.h5; else <run>_00000.h5, ...
+    std::uint32_t chunk_bytes = 1u << 20;  // target size of one raw chunk
+    std::chrono::milliseconds flush_interval{1000};
+    std::string config_text;           // root attribute "config"
+    std::string server_version;        // root attribute "server_version"
+};
+
+struct unit_stats {
+    std::uint32_t channels = 0;
+    std::uint64_t frames_written = 0;
+    std::uint64_t first_frame = 0;
+    std::uint64_t last_frame = 0;
+};
+
+struct run_stats {
+    std::string run_name;
+    std::vector<std::filesystem::path> files;
+    std::map<std::uint16_t, unit_stats> units;
+    std::uint64_t frames_written = 0;
+    std::uint64_t bytes_written = 0;  // payload bytes handed to HDF5 (all datasets)
+    std::uint64_t flushes = 0;
+    bool failed = false;
+    std::string error;                // first error, when failed
+};
+
+class run_file {
+public:
+    // Creates the first file. Refuses (storage_error) when a file of that run
+    // name already exists in output_dir.
+    explicit run_file(run_options options);
+    ~run_file();  // closes if still open; never throws (logs instead)
+    run_file(const run_file&) = delete;
+    run_file& operator=(const run_file&) = delete;
+
+    // Appends one frame (copies its samples). Frames of one unit arrive in
+    // ascending frame_number order.
+    void append(const processing::frame& f);
+    // Makes everything appended so far durable and visible to SWMR readers.
+    void flush();
+    // Flushes, writes stopped_at, closes every file. Idempotent.
+    void close();
+
+    [[nodiscard]] const run_stats& stats() const noexcept;
+
+private:
+    struct impl;
+    std::unique_ptr<impl> _impl;
+};
+
+struct writer_counters {
+    std::atomic<std::uint64_t> frames_written{0};
+    std::atomic<std::uint64_t> frames_unrecorded{0};  // arrived with no run active
+    std::atomic<std::uint64_t> frames_failed{0};      // arrived while the run had failed
+    std::atomic<std::uint64_t> bytes_written{0};
+    std::atomic<std::uint64_t> flushes{0};
+    std::atomic<std::uint64_t> flush_ns_total{0};
+};
+
+class writer {
+public:
+    writer(common::spsc_queue<processing::frame>& in, processing::frame_pool& pool,
+           common::wake_event& in_ready);
+    ~writer();  // stops the thread (closing an active run)
+    writer(const writer&) = delete;
+    writer& operator=(const writer&) = delete;
+
+    void start();  // starts the thread
+    // Control thread: starts a run. Throws storage_error if the file cannot
+    // be created (name taken, directory unwritable); the error is synchronous.
+    void start_run(const run_options& options);
+    // Control thread: writes every frame already queued, closes the run and
+    // returns its stats. Returns nullopt when no run is active.
+    std::optional<run_stats> stop_run();
+    // Control thread: stops the thread after draining the queue.
+    void stop();
+
+    [[nodiscard]] bool run_active() const noexcept { return _run_active.load(std::memory_order_acquire); }
+    [[nodiscard]] const writer_counters& counters() const noexcept { return _counters; }
+
+private:
+    void loop();
+    struct command;
+
+    common::spsc_queue<processing::frame>& _in;
+    processing::frame_pool& _pool;
+    common::wake_event& _in_ready;
+    writer_counters _counters;
+    std::atomic<bool> _run_active{false};
+    std::atomic<bool> _stopping{false};
+    std::mutex _command_mutex;
+    std::shared_ptr<command> _command;  // guarded by _command_mutex
+    std::atomic<bool> _command_pending{false};
+    std::thread _thread;
+};
+
+}  // namespace daqd::storage
