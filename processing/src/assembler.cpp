@@ -1,1 +1,437 @@
-// placeholder
+#include "daqd/processing/assembler.hpp"
+
+#include "daqd/common/log_once.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cassert>
+#include <cstring>
+
+namespace daqd::processing {
+
+namespace daq1 = acquisition::daq1;
+using daq1::drop_reason;
+
+namespace {
+constexpr std::uint32_t bitmap_words = 65536 / 64;  // packet_count is a u16
+constexpr std::uint64_t seq_base = 1ull << 40;       // extended sequence numbers start here
+}  // namespace
+
+struct assembler::open_frame {
+    std::uint64_t frame_number;
+    std::uint64_t timestamp_ns;
+    std::uint64_t opened_ns;
+    std::uint32_t pool_index;
+    std::uint32_t slice;  // payload bytes of a non-last packet, once known
+    std::uint32_t bitmap;  // index into unit_state::bits
+    std::uint16_t packet_count;
+    std::uint16_t received;
+    bool eos;
+};
+
+struct assembler::unit_state {
+    std::uint16_t id = 0;
+    std::uint32_t frame_bytes = 0;
+    std::unique_ptr<unit_counters> counters;
+    std::vector<open_frame> window;          // ascending frame_number, at most reorder_frames
+    std::vector<std::uint64_t> bits;         // reorder_frames bitmaps of packet indices
+    std::vector<std::uint32_t> free_bitmaps;
+    bool have_emitted = false;
+    std::uint64_t last_emitted = 0;
+    // packet_seq tracking
+    bool seq_started = false;
+    std::uint64_t seq_high = 0;
+    std::uint64_t seq_first = 0;
+    std::vector<std::uint64_t> seq_bits;  // seq_window bits, by extended seq mod seq_window
+    std::uint64_t last_overflow_frame = ~0ull;
+    common::edge_logger overflow_log{"frame pool exhausted: dropping frames (the writer is behind)"};
+
+    bool seq_seen(std::uint64_t s) const noexcept {
+        const std::uint64_t p = s % seq_window;
+        return (seq_bits[p / 64] >> (p % 64)) & 1u;
+    }
+    void seq_mark(std::uint64_t s, bool on) noexcept {
+        const std::uint64_t p = s % seq_window;
+        if (on)
+            seq_bits[p / 64] |= 1ull << (p % 64);
+        else
+            seq_bits[p / 64] &= ~(1ull << (p % 64));
+    }
+};
+
+assembler::assembler(const config::config& cfg, std::vector<acquisition::packet_ring*> rings,
+                     common::wake_event& in_ready, frame_pool& pool, common::spsc_queue<frame>& out,
+                     common::wake_event& out_ready)
+    : _cfg(cfg), _rings(std::move(rings)), _in_ready(in_ready), _pool(pool), _out(out), _out_ready(out_ready),
+      _units(max_units), _unit_list(std::make_unique<std::atomic<unit_counters*>[]>(max_units)),
+      _expected_bytes(max_units, 0),
+      _timeout_ns(static_cast<std::uint64_t>(cfg.assembly.reorder_timeout.count()) * 1'000'000ull) {
+    assert(_out.capacity() >= _pool.buffers() && "the output queue must hold every pool buffer");
+    for (const auto& u : cfg.units.units) _expected_bytes[u.id] = u.channels * 2;
+    _active.reserve(max_units);
+}
+
+assembler::~assembler() {
+    _stop.store(true);
+    _in_ready.signal();
+    if (_thread.joinable()) _thread.join();
+}
+
+void assembler::start() {
+    _thread = std::thread([this] { loop(); });
+}
+
+void assembler::stop() {
+    _stop.store(true, std::memory_order_release);
+    _in_ready.signal();
+    if (_thread.joinable()) _thread.join();
+}
+
+void assembler::loop() {
+    unsigned idle = 0;
+    for (;;) {
+        const std::uint64_t now = common::monotonic_ns();
+        const std::size_t n = poll(now);
+        if (now - _last_expire_ns > 1'000'000) {
+            expire(now);
+            _last_expire_ns = now;
+        }
+        if (n) {
+            idle = 0;
+            continue;
+        }
+        // The receiver stops before the assembler is told to: an empty poll
+        // after the request means the rings are drained for good.
+        if (_stop.load(std::memory_order_acquire)) {
+            if (poll(common::monotonic_ns()) == 0) break;
+            continue;
+        }
+        if (++idle < 64) continue;
+        idle = 0;
+        _in_ready.prepare_wait();
+        bool any = false;
+        for (auto* r : _rings) any |= r->available() > 0;
+        if (any || _stop.load(std::memory_order_acquire)) {
+            _in_ready.cancel_wait();
+            continue;
+        }
+        _in_ready.wait(std::chrono::microseconds(2000));
+    }
+    flush_all();
+}
+
+std::size_t assembler::poll(std::uint64_t now_ns) {
+    std::size_t total = 0;
+    for (auto* ring : _rings) {
+        const std::uint64_t n = std::min<std::uint64_t>(ring->available(), 256);
+        const std::uint64_t tail = ring->consumer_tail();
+        for (std::uint64_t i = 0; i < n; ++i) {
+            const auto& s = *ring->slot(tail + i);
+            if (s.bytes == 0) continue;
+            const std::byte* data = ring->slot_data(tail + i) + s.data_offset;
+            if (s.segment_bytes == 0) {
+                on_packet(data, s.bytes, now_ns);
+                continue;
+            }
+            unsigned k = 0;
+            for (std::uint32_t off = 0; off < s.bytes; off += s.segment_bytes, ++k) {
+                if (k < 64 && ((s.invalid_mask >> k) & 1u)) continue;
+                const std::uint32_t len = std::min<std::uint32_t>(s.segment_bytes, s.bytes - off);
+                on_packet(data + off, len, now_ns);
+            }
+        }
+        if (n) ring->consume(n);
+        total += n;
+    }
+    return total;
+}
+
+assembler::unit_state* assembler::unit_for(std::uint16_t id, std::uint32_t frame_bytes, drop_reason& why) {
+    if (auto* u = _units[id].get()) {
+        if (frame_bytes != u->frame_bytes) {
+            why = drop_reason::frame_bytes_mismatch;
+            return nullptr;
+        }
+        return u;
+    }
+    const std::uint32_t expected = _expected_bytes[id];
+    if (expected == 0 && !_cfg.units.learn) {
+        why = drop_reason::unknown_unit;
+        return nullptr;
+    }
+    if (expected != 0 && frame_bytes != expected) {
+        why = drop_reason::frame_bytes_mismatch;
+        return nullptr;
+    }
+    if (frame_bytes > _pool.buffer_bytes()) {
+        why = drop_reason::frame_too_large_for_pool;
+        if (_counters.invalid[static_cast<std::size_t>(why)].get() == 0)
+            spdlog::error("unit {} sends {}-byte frames, more than assembly.max_frame_bytes = {}: its packets are "
+                          "dropped; raise assembly.max_frame_bytes",
+                          id, frame_bytes, _pool.buffer_bytes());
+        return nullptr;
+    }
+    // A new unit: set up its state once (not on the per-packet path).
+    auto u = std::make_unique<unit_state>();
+    u->id = id;
+    u->frame_bytes = frame_bytes;
+    u->counters = std::make_unique<unit_counters>();
+    u->counters->unit_id = id;
+    u->counters->channels = frame_bytes / 2;
+    const std::uint32_t slots = _cfg.assembly.reorder_frames;
+    u->window.reserve(slots);
+    u->bits.assign(static_cast<std::size_t>(slots) * bitmap_words, 0);
+    for (std::uint32_t i = 0; i < slots; ++i) u->free_bitmaps.push_back(slots - 1 - i);
+    u->seq_bits.assign(seq_window / 64, 0);
+    auto* raw = u.get();
+    _units[id] = std::move(u);
+    _active.push_back(raw);
+    const std::uint32_t n = _unit_count.load(std::memory_order_relaxed);
+    _unit_list[n].store(raw->counters.get(), std::memory_order_release);
+    _unit_count.store(n + 1, std::memory_order_release);
+    spdlog::info("unit {}: {} channels ({})", id, frame_bytes / 2,
+                 expected ? "configured" : "learned from its first packet");
+    return raw;
+}
+
+void assembler::track_seq(unit_state& u, std::uint32_t seq, bool& duplicate) {
+    duplicate = false;
+    if (!u.seq_started) {
+        u.seq_started = true;
+        u.seq_high = u.seq_first = seq_base + seq;
+        std::fill(u.seq_bits.begin(), u.seq_bits.end(), 0);
+        u.seq_mark(u.seq_high, true);
+        return;
+    }
+    const auto diff = static_cast<std::int32_t>(seq - static_cast<std::uint32_t>(u.seq_high));
+    const std::uint64_t ext = u.seq_high + static_cast<std::int64_t>(diff);
+    if (diff > 0) {
+        // Sequence numbers leaving the window are settled: unseen ones are lost.
+        std::uint64_t lost = 0;
+        const std::uint64_t old_high = u.seq_high;
+        const std::uint64_t leave_end = ext >= seq_window ? ext - seq_window : 0;  // inclusive
+        std::uint64_t s = std::max(u.seq_first, old_high >= seq_window ? old_high - seq_window + 1 : 0);
+        for (; s <= leave_end && s <= old_high; ++s)
+            if (!u.seq_seen(s)) ++lost;
+        if (leave_end > old_high) lost += leave_end - old_high;  // never even entered the window
+        // Clear the positions the new sequence numbers take over.
+        if (ext - old_high >= seq_window) {
+            std::fill(u.seq_bits.begin(), u.seq_bits.end(), 0);
+        } else {
+            for (std::uint64_t t = old_high + 1; t <= ext; ++t) u.seq_mark(t, false);
+        }
+        u.seq_high = ext;
+        u.seq_mark(ext, true);
+        if (lost) u.counters->packets_lost.add(lost);
+        return;
+    }
+    if (u.seq_high - ext >= seq_window) return;  // too old to judge
+    if (ext < u.seq_first) {
+        u.seq_first = ext;  // an early packet overtaken by the first one seen
+        u.seq_mark(ext, true);
+        return;
+    }
+    if (u.seq_seen(ext)) {
+        duplicate = true;
+        return;
+    }
+    u.seq_mark(ext, true);
+}
+
+void assembler::settle_seq(unit_state& u) {
+    if (!u.seq_started) return;
+    std::uint64_t lost = 0;
+    const std::uint64_t from = std::max(u.seq_first, u.seq_high >= seq_window ? u.seq_high - seq_window + 1 : 0);
+    for (std::uint64_t s = from; s <= u.seq_high; ++s)
+        if (!u.seq_seen(s)) ++lost;
+    if (lost) u.counters->packets_lost.add(lost);
+    u.seq_started = false;
+}
+
+assembler::open_frame* assembler::find_or_open(unit_state& u, const daq1::header& h, std::uint64_t now_ns,
+                                               bool& late) {
+    late = false;
+    const std::uint64_t fnum = h.frame_number;
+    if (u.have_emitted && fnum <= u.last_emitted) {
+        late = true;
+        return nullptr;
+    }
+    for (auto& f : u.window)
+        if (f.frame_number == fnum) return &f;
+    const std::uint32_t cap = _cfg.assembly.reorder_frames;
+    // Keep the window bounded in frames: close the oldest as they fall out.
+    while (!u.window.empty() && u.window.front().frame_number < fnum &&
+           (u.window.size() >= cap || fnum - u.window.front().frame_number >= cap)) {
+        const bool eos = u.window.front().eos;
+        close_front(u);
+        if (eos) {
+            close_all(u);
+            settle_seq(u);
+        }
+    }
+    if (u.window.size() >= cap) {  // older than every open frame, and no room
+        late = true;
+        return nullptr;
+    }
+    const auto index = _pool.acquire();
+    if (!index) {
+        if (fnum != u.last_overflow_frame) {
+            u.last_overflow_frame = fnum;
+            u.counters->frames_overflow.add();
+            u.overflow_log.on(u.counters->frames_overflow.get());
+        }
+        return nullptr;
+    }
+    u.overflow_log.off(u.counters->frames_overflow.get());
+    const std::uint32_t bm = u.free_bitmaps.back();
+    u.free_bitmaps.pop_back();
+    std::uint64_t* bits = u.bits.data() + static_cast<std::size_t>(bm) * bitmap_words;
+    std::memset(bits, 0, ((h.packet_count + 63u) / 64u) * sizeof(std::uint64_t));
+    open_frame f{fnum, h.timestamp_ns, now_ns, *index, 0, bm, h.packet_count, 0, false};
+    auto pos = std::upper_bound(u.window.begin(), u.window.end(), fnum,
+                                [](std::uint64_t n, const open_frame& o) { return n < o.frame_number; });
+    return &*u.window.insert(pos, f);
+}
+
+void assembler::on_packet(const std::byte* datagram, std::uint32_t bytes, std::uint64_t now_ns) {
+    const daq1::header h = daq1::decode_header(datagram);
+    drop_reason why = drop_reason::none;
+    unit_state* u = unit_for(h.unit_id, h.frame_bytes, why);
+    if (!u) {
+        _counters.invalid[static_cast<std::size_t>(why)].add();
+        return;
+    }
+    auto& c = *u->counters;
+    const std::uint32_t payload = bytes - static_cast<std::uint32_t>(daq1::header_bytes);
+    c.packets.add();
+    c.bytes.add(payload);
+    c.last_receive_ns.set(now_ns);
+    bool duplicate = false;
+    track_seq(*u, h.packet_seq, duplicate);
+    if (duplicate) {
+        c.duplicates.add();
+        return;
+    }
+    bool late = false;
+    open_frame* f = find_or_open(*u, h, now_ns, late);
+    if (!f) {
+        if (late) c.late.add();
+        return;
+    }
+    if (h.packet_count != f->packet_count) {
+        _counters.invalid[static_cast<std::size_t>(drop_reason::layout_mismatch)].add();
+        return;
+    }
+    std::uint64_t* bits = u->bits.data() + static_cast<std::size_t>(f->bitmap) * bitmap_words;
+    const std::uint64_t bit = 1ull << (h.packet_index % 64);
+    if (bits[h.packet_index / 64] & bit) {
+        c.duplicates.add();
+        return;
+    }
+    bits[h.packet_index / 64] |= bit;
+    ++f->received;
+    if (f->slice == 0) {
+        if (h.packet_index + 1u < h.packet_count)
+            f->slice = payload;
+        else if (h.packet_index > 0)
+            f->slice = h.payload_offset / h.packet_index;
+    }
+    f->eos |= (h.flags & daq1::flag_end_of_stream) != 0;
+    std::memcpy(reinterpret_cast<std::byte*>(_pool.data(f->pool_index)) + h.payload_offset,
+                datagram + daq1::header_bytes, payload);
+    if (f->received == f->packet_count) {
+        if (f->eos) {
+            // END_OF_STREAM: the unit sends nothing more; close everything now.
+            close_all(*u);
+            settle_seq(*u);
+        } else {
+            emit_ready(*u);
+        }
+    }
+}
+
+void assembler::close_front(unit_state& u) {
+    const open_frame f = u.window.front();
+    u.window.erase(u.window.begin());
+    u.free_bitmaps.push_back(f.bitmap);
+    auto& c = *u.counters;
+    const std::uint16_t missing = static_cast<std::uint16_t>(f.packet_count - f.received);
+    auto* samples = _pool.data(f.pool_index);
+    if (missing) {
+        // Missing samples read 0: clear the byte ranges of the packets that never came.
+        const std::uint64_t* bits = u.bits.data() + static_cast<std::size_t>(f.bitmap) * bitmap_words;
+        auto* base = reinterpret_cast<std::byte*>(samples);
+        const std::uint32_t slice = f.slice ? f.slice : u.frame_bytes;
+        for (std::uint32_t i = 0; i < f.packet_count; ++i) {
+            if ((bits[i / 64] >> (i % 64)) & 1u) continue;
+            const std::uint64_t off = static_cast<std::uint64_t>(i) * slice;
+            if (off >= u.frame_bytes) break;
+            const std::uint64_t len = std::min<std::uint64_t>(i + 1u == f.packet_count ? u.frame_bytes - off : slice,
+                                                              u.frame_bytes - off);
+            std::memset(base + off, 0, len);
+        }
+        c.frames_incomplete.add();
+        c.missing_packets.add(missing);
+    } else {
+        c.frames_complete.add();
+    }
+    if (u.have_emitted && f.frame_number > u.last_emitted + 1) c.frames_lost.add(f.frame_number - u.last_emitted - 1);
+    u.have_emitted = true;
+    u.last_emitted = f.frame_number;
+    c.last_frame_number.set(f.frame_number);
+    frame out;
+    out.unit_id = u.id;
+    out.missing_packets = missing;
+    out.packet_count = f.packet_count;
+    out.channels = u.frame_bytes / 2;
+    out.pool_index = f.pool_index;
+    out.frame_number = f.frame_number;
+    out.timestamp_ns = f.timestamp_ns;
+    out.samples = samples;
+    [[maybe_unused]] const bool pushed = _out.try_push(out);
+    assert(pushed && "output queue holds every pool buffer, so it cannot be full");
+    _counters.frames_out.add();
+    _out_ready.notify();
+}
+
+void assembler::emit_ready(unit_state& u) {
+    while (!u.window.empty() && u.window.front().received == u.window.front().packet_count) {
+        const bool eos = u.window.front().eos;
+        close_front(u);
+        if (eos) {
+            close_all(u);
+            settle_seq(u);
+            return;
+        }
+    }
+}
+
+void assembler::close_all(unit_state& u) {
+    while (!u.window.empty()) close_front(u);
+}
+
+void assembler::expire(std::uint64_t now_ns) {
+    for (auto* u : _active) {
+        bool closed = false;
+        while (!u->window.empty() && now_ns - u->window.front().opened_ns > _timeout_ns) {
+            const bool eos = u->window.front().eos;
+            close_front(*u);
+            closed = true;
+            if (eos) {
+                close_all(*u);
+                settle_seq(*u);
+            }
+        }
+        if (closed) emit_ready(*u);
+    }
+}
+
+void assembler::flush_all() {
+    for (auto* u : _active) {
+        close_all(*u);
+        settle_seq(*u);
+    }
+}
+
+}  // namespace daqd::processing

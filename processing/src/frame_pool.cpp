@@ -1,1 +1,38 @@
-// placeholder
+#include "daqd/processing/frame_pool.hpp"
+
+#include <sys/mman.h>
+
+#include <cassert>
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+namespace daqd::processing {
+
+frame_pool::frame_pool(std::size_t buffers, std::size_t buffer_bytes)
+    : _buffers(buffers), _buffer_bytes((buffer_bytes + 63) / 64 * 64), _free(buffers) {
+    if (buffers == 0 || buffer_bytes == 0) throw std::invalid_argument("frame_pool: empty pool");
+    // Anonymous mapping: pages are only committed when a frame first uses them.
+    void* p = ::mmap(nullptr, _buffers * _buffer_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        throw std::runtime_error("frame_pool: mmap of " + std::to_string(_buffers * _buffer_bytes) +
+                                 " bytes: " + std::strerror(errno));
+    _memory = static_cast<std::byte*>(p);
+    for (std::size_t i = 0; i < _buffers; ++i) {
+        [[maybe_unused]] const bool ok = _free.try_push(static_cast<std::uint32_t>(i));
+        assert(ok);
+    }
+}
+
+frame_pool::~frame_pool() {
+    if (_memory) ::munmap(_memory, _buffers * _buffer_bytes);
+}
+
+void frame_pool::release(std::uint32_t index) noexcept {
+    assert(index < _buffers && "frame_pool: release of a buffer it does not own");
+    [[maybe_unused]] const bool ok = _free.try_push(index);
+    assert(ok && "frame_pool: a buffer was released twice");
+}
+
+}  // namespace daqd::processing

@@ -1,1 +1,477 @@
-// placeholder
+// run_file: one run written as one HDF5 file or a numbered series of files.
+// Layout: docs/DATASET.md. Design notes: storage/README.md.
+#include "daqd/storage/h5.hpp"
+#include "daqd/storage/run_writer.hpp"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <ctime>
+#include <thread>
+
+namespace daqd::storage {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr const char* format_name = "daq1-run";
+constexpr int format_version = 1;
+
+enum ds_index : std::size_t { ds_raw = 0, ds_frame_number, ds_timestamp_ns, ds_missing_packets, ds_count };
+constexpr std::array<const char*, ds_count> ds_names{"raw", "frame_number", "timestamp_ns", "missing_packets"};
+
+// Bytes of one row over all four datasets.
+constexpr std::uint64_t row_bytes(std::uint32_t channels) noexcept {
+    return std::uint64_t{channels} * 2u + 8u + 8u + 2u;
+}
+
+std::string iso8601_utc_now() {
+    const auto now = std::chrono::system_clock::now();
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count();
+    const std::time_t secs = static_cast<std::time_t>(ms / 1000);
+    std::tm tm{};
+    ::gmtime_r(&secs, &tm);
+    return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                       tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms % 1000));
+}
+
+// "<run>_<digits>.h5" with at least five digits.
+bool is_series_file_of(const std::string& name, const std::string& run) {
+    const std::string prefix = run + "_";
+    const std::string suffix = ".h5";
+    if (name.size() < prefix.size() + 5 + suffix.size()) return false;
+    if (name.compare(0, prefix.size(), prefix) != 0) return false;
+    if (name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) return false;
+    for (std::size_t i = prefix.size(); i < name.size() - suffix.size(); ++i)
+        if (name[i] < '0' || name[i] > '9') return false;
+    return true;
+}
+
+fs::path run_file_path(const run_options& o, std::uint32_t index) {
+    if (o.rotate_bytes == 0) return o.output_dir / (o.run_name + ".h5");
+    return o.output_dir / fmt::format("{}_{:05}.h5", o.run_name, index);
+}
+
+}  // namespace
+
+struct run_file::impl {
+    // Per-unit state: the chunk buffers being filled and the row counts of
+    // the current file. Dataset handles belong to the current file.
+    struct unit_state {
+        std::uint16_t unit_id = 0;
+        std::uint32_t channels = 0;
+        hsize_t chunk_rows = 0;
+        std::string group_path;  // "/units/u3"
+        std::vector<std::uint16_t> raw;
+        std::vector<std::uint64_t> frame_number;
+        std::vector<std::uint64_t> timestamp_ns;
+        std::vector<std::uint16_t> missing_packets;
+        hsize_t rows_in_chunk = 0;     // rows of the open (last) chunk
+        hsize_t rows_flushed = 0;      // rows_in_chunk when that chunk was last written partially
+        hsize_t file_rows = 0;         // rows in the current file, rows_in_chunk included
+        hsize_t extent = 0;            // extent currently set in the file
+        bool have_last = false;
+        std::uint64_t last_frame = 0;
+        bool warned_order = false;
+        bool warned_channels = false;
+        std::array<h5::dataset, ds_count> ds;
+        std::array<std::string, ds_count> where;  // "/units/u3/raw in <file>"
+    };
+
+    run_options opt;
+    run_stats stats;
+    std::string started_at;
+    std::uint32_t file_index = 0;
+    fs::path path;      // current file
+    std::string where;  // current file, for messages
+    h5::plist fapl;
+    h5::file file;
+    std::map<std::uint16_t, unit_state> units;  // node-based: pointers stay valid
+    unit_state* last_unit = nullptr;
+    std::uint64_t file_bytes = 0;  // row payload in the current file
+    bool closed = false;
+
+    explicit impl(run_options o) : opt(std::move(o)) {
+        h5::silence_auto_print();
+        stats.run_name = opt.run_name;
+        if (opt.chunk_bytes == 0) opt.chunk_bytes = 1;
+        refuse_existing();
+        fapl = h5::plist(h5::check_id(H5Pcreate(H5P_FILE_ACCESS), "H5Pcreate", "file access plist"));
+        h5::check(H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_LATEST, H5F_LIBVER_LATEST), "H5Pset_libver_bounds",
+                  "file access plist");
+        started_at = iso8601_utc_now();
+        bool created = false;
+        try {
+            create_file(created);
+        } catch (...) {
+            release_handles();
+            // Do not leave a half-made first file behind: it would block the name.
+            if (created) {
+                std::error_code ec;
+                fs::remove(path, ec);
+            }
+            throw;
+        }
+    }
+
+    ~impl() { release_handles(); }
+
+    void refuse_existing() const {
+        std::error_code ec;
+        if (!fs::is_directory(opt.output_dir, ec))
+            throw storage_error(fmt::format("cannot create run '{}': output directory {} does not exist or is not a directory",
+                                            opt.run_name, opt.output_dir.string()));
+        try {
+            for (const auto& entry : fs::directory_iterator(opt.output_dir)) {
+                const std::string name = entry.path().filename().string();
+                if (name == opt.run_name + ".h5" || is_series_file_of(name, opt.run_name))
+                    throw storage_error(fmt::format("run '{}' already exists: {} (refusing to overwrite)",
+                                                    opt.run_name, entry.path().string()));
+            }
+        } catch (const fs::filesystem_error& e) {
+            throw storage_error(fmt::format("cannot create run '{}': cannot list output directory {}: {}",
+                                            opt.run_name, opt.output_dir.string(), e.code().message()));
+        }
+    }
+
+    // ---- small HDF5 helpers ----------------------------------------------
+
+    void write_string_attr(hid_t loc, const char* name, const std::string& value, const std::string& loc_name) {
+        const std::string w = fmt::format("attribute {} of {} in {}", name, loc_name, where);
+        h5::datatype t(h5::check_id(H5Tcopy(H5T_C_S1), "H5Tcopy", w));
+        h5::check(H5Tset_size(t.get(), H5T_VARIABLE), "H5Tset_size", w);
+        h5::check(H5Tset_cset(t.get(), H5T_CSET_UTF8), "H5Tset_cset", w);
+        h5::dataspace s(h5::check_id(H5Screate(H5S_SCALAR), "H5Screate", w));
+        h5::attribute a(h5::check_id(H5Acreate2(loc, name, t.get(), s.get(), H5P_DEFAULT, H5P_DEFAULT), "H5Acreate2", w));
+        const char* p = value.c_str();
+        h5::check(H5Awrite(a.get(), t.get(), &p), "H5Awrite", w);
+        a.close("H5Aclose", w);
+    }
+
+    void write_int_attr(hid_t loc, const char* name, std::int64_t value, const std::string& loc_name) {
+        const std::string w = fmt::format("attribute {} of {} in {}", name, loc_name, where);
+        h5::dataspace s(h5::check_id(H5Screate(H5S_SCALAR), "H5Screate", w));
+        h5::attribute a(h5::check_id(H5Acreate2(loc, name, H5T_STD_I32LE, s.get(), H5P_DEFAULT, H5P_DEFAULT),
+                                     "H5Acreate2", w));
+        const auto v = static_cast<std::int32_t>(value);
+        h5::check(H5Awrite(a.get(), H5T_NATIVE_INT32, &v), "H5Awrite", w);
+        a.close("H5Aclose", w);
+    }
+
+    // ---- file lifecycle ----------------------------------------------------
+
+    void set_path(std::uint32_t index) {
+        file_index = index;
+        path = run_file_path(opt, index);
+        where = path.string();
+    }
+
+    // Creates the current file with every unit seen so far and starts SWMR
+    // writing. `created` is set once the file exists on disk.
+    void create_file(bool& created) {
+        set_path(file_index);
+        file = h5::file(h5::check_id(H5Fcreate(where.c_str(), H5F_ACC_EXCL, H5P_DEFAULT, fapl.get()), "H5Fcreate", where));
+        created = true;
+        stats.files.push_back(path);
+        file_bytes = 0;
+        const hid_t f = file.get();
+        write_string_attr(f, "format", format_name, "/");
+        write_int_attr(f, "format_version", format_version, "/");
+        write_string_attr(f, "run_name", opt.run_name, "/");
+        write_string_attr(f, "started_at", started_at, "/");
+        write_string_attr(f, "server_version", opt.server_version, "/");
+        write_string_attr(f, "config", opt.config_text, "/");
+        {
+            h5::group g(h5::check_id(H5Gcreate2(f, "units", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "H5Gcreate2",
+                                     "/units in " + where));
+            g.close("H5Gclose", "/units in " + where);
+        }
+        for (auto& [id, u] : units) {
+            u.file_rows = u.rows_in_chunk = u.rows_flushed = u.extent = 0;
+            create_unit_objects(u);
+        }
+        start_swmr();
+    }
+
+    void start_swmr() {
+        h5::check(H5Fstart_swmr_write(file.get()), "H5Fstart_swmr_write", where);
+        for (auto& [id, u] : units) open_datasets(u);
+    }
+
+    void create_unit_objects(unit_state& u) {
+        const std::string gw = u.group_path + " in " + where;
+        h5::group g(h5::check_id(H5Gcreate2(file.get(), u.group_path.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                                 "H5Gcreate2", gw));
+        write_int_attr(g.get(), "unit_id", u.unit_id, u.group_path);
+        write_int_attr(g.get(), "channels", u.channels, u.group_path);
+        const std::array<hid_t, ds_count> types{H5T_STD_U16LE, H5T_STD_U64LE, H5T_STD_U64LE, H5T_STD_U16LE};
+        for (std::size_t i = 0; i < ds_count; ++i) {
+            const std::string w = u.group_path + "/" + ds_names[i] + " in " + where;
+            const int rank = i == ds_raw ? 2 : 1;
+            const hsize_t dims[2] = {0, u.channels};
+            const hsize_t maxdims[2] = {H5S_UNLIMITED, u.channels};
+            const hsize_t chunk[2] = {u.chunk_rows, u.channels};
+            h5::dataspace s(h5::check_id(H5Screate_simple(rank, dims, maxdims), "H5Screate_simple", w));
+            h5::plist dcpl(h5::check_id(H5Pcreate(H5P_DATASET_CREATE), "H5Pcreate", w));
+            h5::check(H5Pset_chunk(dcpl.get(), rank, chunk), "H5Pset_chunk", w);
+            h5::check(H5Pset_obj_track_times(dcpl.get(), false), "H5Pset_obj_track_times", w);
+            h5::dataset d(h5::check_id(
+                H5Dcreate2(g.get(), ds_names[i], types[i], s.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT), "H5Dcreate2", w));
+            d.close("H5Dclose", w);
+        }
+        g.close("H5Gclose", gw);
+    }
+
+    void open_datasets(unit_state& u) {
+        for (std::size_t i = 0; i < ds_count; ++i) {
+            u.where[i] = u.group_path + "/" + ds_names[i] + " in " + where;
+            const std::string p = u.group_path + "/" + ds_names[i];
+            u.ds[i] = h5::dataset(h5::check_id(H5Dopen2(file.get(), p.c_str(), H5P_DEFAULT), "H5Dopen2", u.where[i]));
+        }
+    }
+
+    void close_file_checked() {
+        for (auto& [id, u] : units)
+            for (std::size_t i = 0; i < ds_count; ++i) u.ds[i].close("H5Dclose", u.where[i]);
+        file.close("H5Fclose", where);
+    }
+
+    // Reopens the current file read-write without SWMR. A concurrent reader
+    // opening the file at this very moment may hold its lock for an instant:
+    // retry briefly before giving up.
+    void reopen_rdwr() {
+        for (int attempt = 0;; ++attempt) {
+            const hid_t id = H5Fopen(where.c_str(), H5F_ACC_RDWR, fapl.get());
+            if (id >= 0) {
+                file = h5::file(id);
+                return;
+            }
+            if (attempt >= 20) h5::fail("H5Fopen (read-write)", where);
+            H5Eclear2(H5E_DEFAULT);
+            std::this_thread::sleep_for(std::chrono::milliseconds(25));
+        }
+    }
+
+    // Closes handles without checking (failure paths, destructor).
+    void release_handles() noexcept {
+        for (auto& [id, u] : units)
+            for (auto& d : u.ds) d.reset();
+        file.reset();
+    }
+
+    // ---- data path ---------------------------------------------------------
+
+    void set_extent(unit_state& u) {
+        if (u.file_rows <= u.extent) return;
+        const hsize_t dims[2] = {u.file_rows, u.channels};
+        for (std::size_t i = 0; i < ds_count; ++i)
+            h5::check(H5Dset_extent(u.ds[i].get(), dims), "H5Dset_extent", u.where[i]);
+        u.extent = u.file_rows;
+    }
+
+    // Writes the open chunk of every dataset of u (whole, or partial with the
+    // unused rows zeroed) after making the extent cover it.
+    void write_chunk(unit_state& u) {
+        const hsize_t start = u.file_rows - u.rows_in_chunk;
+        const hsize_t r = u.rows_in_chunk;
+        const hsize_t n = u.chunk_rows;
+        if (r < n) {
+            std::fill(u.raw.begin() + static_cast<std::ptrdiff_t>(r * u.channels), u.raw.end(), std::uint16_t{0});
+            std::fill(u.frame_number.begin() + static_cast<std::ptrdiff_t>(r), u.frame_number.end(), 0);
+            std::fill(u.timestamp_ns.begin() + static_cast<std::ptrdiff_t>(r), u.timestamp_ns.end(), 0);
+            std::fill(u.missing_packets.begin() + static_cast<std::ptrdiff_t>(r), u.missing_packets.end(), 0);
+        }
+        set_extent(u);
+        const hsize_t offset[2] = {start, 0};
+        const std::array<std::pair<const void*, std::size_t>, ds_count> bufs{{
+            {u.raw.data(), u.raw.size() * sizeof(std::uint16_t)},
+            {u.frame_number.data(), u.frame_number.size() * sizeof(std::uint64_t)},
+            {u.timestamp_ns.data(), u.timestamp_ns.size() * sizeof(std::uint64_t)},
+            {u.missing_packets.data(), u.missing_packets.size() * sizeof(std::uint16_t)},
+        }};
+        for (std::size_t i = 0; i < ds_count; ++i)
+            h5::check(H5Dwrite_chunk(u.ds[i].get(), H5P_DEFAULT, 0, offset, bufs[i].second, bufs[i].first),
+                      "H5Dwrite_chunk", u.where[i]);
+    }
+
+    // Writes every partial chunk holding rows not yet in the file.
+    void write_partial_chunks() {
+        for (auto& [id, u] : units) {
+            if (u.rows_in_chunk > 0 && u.rows_in_chunk != u.rows_flushed) {
+                write_chunk(u);
+                u.rows_flushed = u.rows_in_chunk;
+            }
+            set_extent(u);
+        }
+    }
+
+    unit_state& add_unit(const processing::frame& f) {
+        unit_state u;
+        u.unit_id = f.unit_id;
+        u.channels = f.channels;
+        u.chunk_rows = std::max<hsize_t>(1, opt.chunk_bytes / (2ull * f.channels));
+        u.group_path = fmt::format("/units/u{}", f.unit_id);
+        u.raw.assign(u.chunk_rows * f.channels, 0);
+        u.frame_number.assign(u.chunk_rows, 0);
+        u.timestamp_ns.assign(u.chunk_rows, 0);
+        u.missing_packets.assign(u.chunk_rows, 0);
+        auto& s = stats.units[f.unit_id];
+        s.channels = f.channels;
+
+        // Objects cannot be created in SWMR write mode: leave it, create, re-enter.
+        write_partial_chunks();
+        close_file_checked();
+        reopen_rdwr();
+        auto [it, inserted] = units.emplace(f.unit_id, std::move(u));
+        create_unit_objects(it->second);
+        start_swmr();
+        spdlog::info("run '{}': unit {} ({} channels) added to {}; SWMR readers must reopen the file to see it",
+                     opt.run_name, f.unit_id, f.channels, where);
+        return it->second;
+    }
+
+    void finalize_file() {
+        write_partial_chunks();
+        close_file_checked();
+        reopen_rdwr();
+        write_string_attr(file.get(), "stopped_at", iso8601_utc_now(), "/");
+        file.close("H5Fclose", where);
+    }
+
+    void rotate() {
+        finalize_file();
+        set_path(file_index + 1);
+        bool created = false;
+        create_file(created);
+        spdlog::info("run '{}': continuing in {}", opt.run_name, where);
+    }
+
+    void append(const processing::frame& f) {
+        if (f.channels == 0 || f.samples == nullptr) {
+            ++stats.frames_rejected;
+            return;
+        }
+        unit_state* u = last_unit;
+        if (u == nullptr || u->unit_id != f.unit_id) {
+            auto it = units.find(f.unit_id);
+            u = it == units.end() ? nullptr : &it->second;
+        }
+        if (u != nullptr) {
+            if (f.channels != u->channels) {
+                ++stats.frames_rejected;
+                if (!u->warned_channels) {
+                    u->warned_channels = true;
+                    spdlog::warn("run '{}': unit {} sent a frame of {} channels, the run has {}; such frames are not recorded",
+                                 opt.run_name, f.unit_id, f.channels, u->channels);
+                }
+                return;
+            }
+            if (u->have_last && f.frame_number <= u->last_frame) {
+                ++stats.frames_rejected;
+                if (!u->warned_order) {
+                    u->warned_order = true;
+                    spdlog::warn("run '{}': unit {} frame {} after frame {}; frames out of order are not recorded",
+                                 opt.run_name, f.unit_id, f.frame_number, u->last_frame);
+                }
+                return;
+            }
+        }
+        const std::uint64_t rb = row_bytes(f.channels);
+        if (opt.rotate_bytes > 0 && file_bytes > 0 && file_bytes + rb > opt.rotate_bytes) rotate();
+        if (u == nullptr) u = &add_unit(f);
+        last_unit = u;
+
+        std::memcpy(u->raw.data() + u->rows_in_chunk * u->channels, f.samples, std::size_t{u->channels} * 2u);
+        u->frame_number[u->rows_in_chunk] = f.frame_number;
+        u->timestamp_ns[u->rows_in_chunk] = f.timestamp_ns;
+        u->missing_packets[u->rows_in_chunk] = f.missing_packets;
+        ++u->rows_in_chunk;
+        ++u->file_rows;
+        u->have_last = true;
+        u->last_frame = f.frame_number;
+        file_bytes += rb;
+
+        auto& s = stats.units[f.unit_id];
+        if (s.frames_written == 0) s.first_frame = f.frame_number;
+        s.last_frame = f.frame_number;
+        ++s.frames_written;
+        ++stats.frames_written;
+        stats.bytes_written += rb;
+
+        if (u->rows_in_chunk == u->chunk_rows) {
+            write_chunk(*u);
+            u->rows_in_chunk = 0;
+            u->rows_flushed = 0;
+        }
+    }
+
+    void flush() {
+        write_partial_chunks();
+        h5::check(H5Fflush(file.get(), H5F_SCOPE_GLOBAL), "H5Fflush", where);
+        ++stats.flushes;
+    }
+
+    void close() {
+        if (closed) return;
+        closed = true;
+        if (stats.failed) {
+            release_handles();
+            return;
+        }
+        finalize_file();
+    }
+
+    // Runs an operation; on any failure marks the run failed, gives up the
+    // file handles (nothing more is written) and rethrows.
+    template <typename F>
+    void guarded(F&& fn) {
+        if (stats.failed) throw storage_error(stats.error);
+        if (closed && !file) throw storage_error(fmt::format("run '{}' is closed", opt.run_name));
+        try {
+            fn();
+        } catch (const std::exception& e) {
+            stats.failed = true;
+            if (stats.error.empty()) stats.error = e.what();
+            release_handles();
+            throw;
+        }
+    }
+};
+
+run_file::run_file(run_options options) : _impl(std::make_unique<impl>(std::move(options))) {}
+
+run_file::~run_file() {
+    if (!_impl || _impl->closed) return;
+    try {
+        close();
+    } catch (const std::exception& e) {
+        spdlog::error("run '{}': closing failed: {}", _impl->opt.run_name, e.what());
+    }
+}
+
+void run_file::append(const processing::frame& f) {
+    _impl->guarded([&] { _impl->append(f); });
+}
+
+void run_file::flush() {
+    _impl->guarded([&] { _impl->flush(); });
+}
+
+void run_file::close() {
+    if (_impl->closed) return;
+    if (_impl->stats.failed) {
+        _impl->close();
+        return;
+    }
+    _impl->guarded([&] { _impl->close(); });
+}
+
+const run_stats& run_file::stats() const noexcept { return _impl->stats; }
+
+}  // namespace daqd::storage

@@ -1,1 +1,270 @@
-// placeholder
+// writer: the thread that owns every HDF5 call of the server.
+//
+// Control threads never touch HDF5: start_run/stop_run/stop hand a command to
+// the writer thread and wait for its result (std::promise), so the serial,
+// non-thread-safe HDF5 build is only ever used from this one thread.
+#include "daqd/storage/run_writer.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <future>
+
+namespace daqd::storage {
+
+namespace {
+
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+}
+
+// Adaptive wait: a short spin, a few yields, then sleep on the wake_event.
+constexpr int spin_rounds = 64;
+constexpr int yield_rounds = 16;
+constexpr auto idle_wait = std::chrono::milliseconds(100);
+// Frames handled between checks for commands and flush deadlines.
+constexpr int batch = 256;
+
+}  // namespace
+
+struct writer::command {
+    enum class kind { start_run, stop_run, shutdown };
+    kind what = kind::start_run;
+    run_options options;
+    std::promise<std::optional<run_stats>> result;
+};
+
+writer::writer(common::spsc_queue<processing::frame>& in, processing::frame_pool& pool, common::wake_event& in_ready)
+    : _in(in), _pool(pool), _in_ready(in_ready) {}
+
+writer::~writer() {
+    try {
+        stop();
+    } catch (const std::exception& e) {
+        spdlog::error("writer: stopping failed: {}", e.what());
+    }
+}
+
+void writer::start() {
+    std::lock_guard control(_control_mutex);
+    if (_thread.joinable()) return;
+    _stopping.store(false, std::memory_order_release);
+    _thread = std::thread([this] { loop(); });
+}
+
+std::optional<run_stats> writer::post(std::shared_ptr<command> cmd) {
+    auto done = cmd->result.get_future();
+    {
+        std::lock_guard lock(_command_mutex);
+        _command = std::move(cmd);
+        _command_pending.store(true, std::memory_order_release);
+    }
+    _in_ready.signal();
+    return done.get();  // rethrows what the writer thread set (storage_error)
+}
+
+void writer::start_run(const run_options& options) {
+    std::lock_guard control(_control_mutex);
+    if (!_thread.joinable()) throw storage_error("cannot start run '" + options.run_name + "': the writer thread is not running");
+    auto cmd = std::make_shared<command>();
+    cmd->what = command::kind::start_run;
+    cmd->options = options;
+    post(std::move(cmd));
+}
+
+std::optional<run_stats> writer::stop_run() {
+    std::lock_guard control(_control_mutex);
+    if (!_thread.joinable()) return std::nullopt;
+    auto cmd = std::make_shared<command>();
+    cmd->what = command::kind::stop_run;
+    return post(std::move(cmd));
+}
+
+void writer::stop() {
+    std::lock_guard control(_control_mutex);
+    if (!_thread.joinable()) return;
+    auto cmd = std::make_shared<command>();
+    cmd->what = command::kind::shutdown;
+    try {
+        post(std::move(cmd));
+    } catch (...) {
+        _thread.join();
+        throw;
+    }
+    _thread.join();
+}
+
+// Everything below runs on the writer thread.
+void writer::loop() {
+    std::unique_ptr<run_file> run;
+    bool run_failed = false;
+    std::chrono::milliseconds flush_interval{1000};
+    auto next_flush = std::chrono::steady_clock::now();
+
+    auto fail_run = [&](const std::exception& e) {
+        run_failed = true;
+        const auto& files = run->stats().files;
+        spdlog::error("run '{}' failed; no longer writing to {}: {}", run->stats().run_name,
+                      files.empty() ? std::string("?") : files.back().string(), e.what());
+    };
+
+    auto handle_frame = [&](const processing::frame& f) {
+        if (run && !run_failed) {
+            const auto& s = run->stats();
+            const std::uint64_t frames_before = s.frames_written;
+            const std::uint64_t bytes_before = s.bytes_written;
+            try {
+                run->append(f);
+                _counters.frames_written.fetch_add(s.frames_written - frames_before, std::memory_order_relaxed);
+                _counters.bytes_written.fetch_add(s.bytes_written - bytes_before, std::memory_order_relaxed);
+            } catch (const std::exception& e) {
+                fail_run(e);
+                _counters.frames_failed.fetch_add(1, std::memory_order_relaxed);
+            }
+        } else if (run) {
+            _counters.frames_failed.fetch_add(1, std::memory_order_relaxed);
+        } else {
+            _counters.frames_unrecorded.fetch_add(1, std::memory_order_relaxed);
+        }
+        _pool.release(f.pool_index);
+    };
+
+    auto flush_run = [&] {
+        const auto t0 = std::chrono::steady_clock::now();
+        try {
+            run->flush();
+        } catch (const std::exception& e) {
+            fail_run(e);
+            return;
+        }
+        const auto t1 = std::chrono::steady_clock::now();
+        _counters.flushes.fetch_add(1, std::memory_order_relaxed);
+        _counters.flush_ns_total.fetch_add(
+            static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count()),
+            std::memory_order_relaxed);
+    };
+
+    // Handles the frames queued right now (not those pushed meanwhile).
+    auto drain_snapshot = [&] {
+        for (std::size_t n = _in.size(); n > 0; --n) {
+            auto f = _in.try_pop();
+            if (!f) break;
+            handle_frame(*f);
+        }
+    };
+
+    auto finish_run = [&]() -> run_stats {
+        try {
+            run->close();
+        } catch (const std::exception& e) {
+            if (!run_failed) fail_run(e);
+        }
+        run_stats s = run->stats();
+        run.reset();
+        run_failed = false;
+        _run_active.store(false, std::memory_order_release);
+        spdlog::info("run '{}' stopped: {} frames, {} bytes, {} file(s), {} flushes{}", s.run_name, s.frames_written,
+                     s.bytes_written, s.files.size(), s.flushes, s.failed ? " (FAILED: " + s.error + ")" : "");
+        return s;
+    };
+
+    auto handle_command = [&] {
+        std::shared_ptr<command> cmd;
+        {
+            std::lock_guard lock(_command_mutex);
+            cmd = std::move(_command);
+            _command_pending.store(false, std::memory_order_release);
+        }
+        if (!cmd) return;
+        switch (cmd->what) {
+        case command::kind::start_run:
+            if (run) {
+                cmd->result.set_exception(std::make_exception_ptr(storage_error(
+                    "cannot start run '" + cmd->options.run_name + "': run '" + run->stats().run_name + "' is active")));
+                return;
+            }
+            try {
+                run = std::make_unique<run_file>(cmd->options);
+                run_failed = false;
+                flush_interval = std::max(cmd->options.flush_interval, std::chrono::milliseconds(1));
+                next_flush = std::chrono::steady_clock::now() + flush_interval;
+                _run_active.store(true, std::memory_order_release);
+                spdlog::info("run '{}' started: {}", cmd->options.run_name, run->stats().files.front().string());
+                cmd->result.set_value(std::nullopt);
+            } catch (...) {
+                run.reset();
+                cmd->result.set_exception(std::current_exception());
+            }
+            return;
+        case command::kind::stop_run:
+            if (!run) {
+                cmd->result.set_value(std::nullopt);
+                return;
+            }
+            drain_snapshot();
+            cmd->result.set_value(finish_run());
+            return;
+        case command::kind::shutdown:
+            _stopping.store(true, std::memory_order_release);  // the loop ends whatever happens below
+            drain_snapshot();
+            if (run) finish_run();
+            cmd->result.set_value(std::nullopt);
+            return;
+        }
+    };
+
+    int idle = 0;
+    while (!_stopping.load(std::memory_order_acquire)) {
+        if (_command_pending.load(std::memory_order_acquire)) {
+            try {
+                handle_command();
+            } catch (const std::exception& e) {
+                spdlog::error("writer: command failed: {}", e.what());
+            }
+            continue;
+        }
+        int n = 0;
+        for (; n < batch; ++n) {
+            auto f = _in.try_pop();
+            if (!f) break;
+            handle_frame(*f);
+        }
+        if (run && !run_failed && std::chrono::steady_clock::now() >= next_flush) {
+            flush_run();
+            next_flush = std::chrono::steady_clock::now() + flush_interval;
+        }
+        if (n > 0) {
+            idle = 0;
+            continue;
+        }
+        ++idle;
+        if (idle <= spin_rounds) {
+            cpu_relax();
+            continue;
+        }
+        if (idle <= spin_rounds + yield_rounds) {
+            std::this_thread::yield();
+            continue;
+        }
+        _in_ready.prepare_wait();
+        if (!_in.empty() || _command_pending.load(std::memory_order_acquire)) {
+            _in_ready.cancel_wait();
+            idle = 0;
+            continue;
+        }
+        auto timeout = std::chrono::duration_cast<std::chrono::microseconds>(idle_wait);
+        if (run && !run_failed) {
+            const auto until_flush = std::chrono::duration_cast<std::chrono::microseconds>(
+                next_flush - std::chrono::steady_clock::now());
+            timeout = std::clamp(until_flush, std::chrono::microseconds(0), timeout);
+        }
+        _in_ready.wait(timeout);
+        idle = 0;
+    }
+}
+
+}  // namespace daqd::storage

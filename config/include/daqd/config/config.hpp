@@ -10,6 +10,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace daqd::config {
@@ -25,6 +26,7 @@ struct endpoint {
     [[nodiscard]] std::string to_string() const;
     // Parses HOST:PORT or [V6]:PORT; throws config_error naming `what`.
     static endpoint parse(const std::string& text, const std::string& what);
+    bool operator==(const endpoint&) const = default;
 };
 
 enum class receiver_backend { automatic, io_uring, recvmmsg };
@@ -32,6 +34,9 @@ enum class receiver_backend { automatic, io_uring, recvmmsg };
 struct unit_config {
     std::uint16_t id = 0;
     std::uint32_t channels = 0;
+    // Bytes of one frame of this unit: 16-bit samples, one per channel.
+    [[nodiscard]] constexpr std::uint32_t frame_bytes() const noexcept { return 2u * channels; }
+    bool operator==(const unit_config&) const = default;
 };
 
 struct acquisition_config {
@@ -44,11 +49,13 @@ struct acquisition_config {
     std::uint32_t expected_datagram_bytes = 1472;   // used to turn datagrams into bytes
     std::uint32_t ring_slots = 16384;          // packet ring slots, a power of two
     std::string ring_name = "daqd-{pid}";      // shm name; {pid} replaced; /dev/shm/<name>-<n>
+    bool operator==(const acquisition_config&) const = default;
 };
 
 struct units_config {
     bool learn = true;                 // accept any unit, learn its frame size from its first packet
     std::vector<unit_config> units;    // listed units (always accepted, sizes fixed)
+    bool operator==(const units_config&) const = default;
 };
 
 struct assembly_config {
@@ -56,6 +63,7 @@ struct assembly_config {
     std::chrono::milliseconds reorder_timeout{100};          // an open frame older than this closes
     std::uint32_t max_frame_bytes = 65536;                   // frame pool buffer size
     std::uint32_t pool_frames = 2048;                        // frame pool buffers
+    bool operator==(const assembly_config&) const = default;
 };
 
 struct storage_config {
@@ -64,10 +72,12 @@ struct storage_config {
     std::uint64_t rotate_bytes = 0;          // 0: no rotation
     std::uint32_t chunk_bytes = 1u << 20;    // target raw chunk size
     std::uint32_t queue_frames = 0;          // 0: as many as pool_frames
+    bool operator==(const storage_config&) const = default;
 };
 
 struct log_config {
     std::string level = "info";
+    bool operator==(const log_config&) const = default;
 };
 
 struct config {
@@ -79,8 +89,11 @@ struct config {
     std::string source = "<embedded default>";  // where it came from
     std::string text;                           // the effective configuration as TOML text
 
-    // Semantic checks across keys; throws config_error.
+    // Checks every value's range and the rules across keys; throws
+    // config_error naming the key(s). load_* call it (with line numbers).
     void validate() const;
+    // Compares everything, source and text included.
+    bool operator==(const config&) const = default;
 };
 
 // The embedded default configuration, as TOML text.

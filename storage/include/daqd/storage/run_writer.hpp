@@ -13,6 +13,7 @@
 #include "daqd/common/event.hpp"
 #include "daqd/common/spsc_queue.hpp"
 #include "daqd/processing/frame.hpp"
+#include "daqd/storage/error.hpp"
 #include "daqd/processing/frame_pool.hpp"
 
 #include <atomic>
@@ -29,10 +30,6 @@
 #include <vector>
 
 namespace daqd::storage {
-
-struct storage_error : std::runtime_error {
-    using std::runtime_error::runtime_error;
-};
 
 struct run_options {
     std::filesystem::path output_dir;
@@ -58,6 +55,8 @@ struct run_stats {
     std::uint64_t frames_written = 0;
     std::uint64_t bytes_written = 0;  // payload bytes handed to HDF5 (all datasets)
     std::uint64_t flushes = 0;
+    std::uint64_t frames_rejected = 0;  // not written: frame_number not ascending within its
+                                        // unit, or channel count differs from the unit's first frame
     bool failed = false;
     std::string error;                // first error, when failed
 };
@@ -118,7 +117,8 @@ public:
 
 private:
     void loop();
-    struct command;
+    struct command;  // defined in writer.cpp
+    std::optional<run_stats> post(std::shared_ptr<command> cmd);  // control thread: hand over, wait
 
     common::spsc_queue<processing::frame>& _in;
     processing::frame_pool& _pool;
@@ -129,6 +129,7 @@ private:
     std::mutex _command_mutex;
     std::shared_ptr<command> _command;  // guarded by _command_mutex
     std::atomic<bool> _command_pending{false};
+    std::mutex _control_mutex;  // serialises start_run/stop_run/stop callers
     std::thread _thread;
 };
 

@@ -1,0 +1,115 @@
+#pragma once
+// The receiver: one thread that takes datagrams from one or more UDP sockets
+// ("links") straight into the packet ring, validates their headers, and counts
+// everything it sees.
+//
+// Owned by the pipeline; start() launches its thread, stop() drains what the
+// kernel already queued, then joins. Counters are written only by the receiver
+// thread (relaxed atomics) and may be read by any thread at any time.
+//
+// Backends (io_uring multishot recvmsg with a provided-buffer ring, or
+// recvmmsg) sit behind receive_backend and are chosen once at start; see
+// acquisition/README.md for the rationale of `auto`.
+#include "daqd/acquisition/daq1.hpp"
+#include "daqd/acquisition/packet_ring.hpp"
+#include "daqd/common/event.hpp"
+#include "daqd/config/config.hpp"
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace daqd::acquisition {
+
+// Single-writer counter: the owning thread increments without a locked
+// instruction; readers on other threads see a recent value.
+struct counter {
+    std::atomic<std::uint64_t> value{0};
+    void add(std::uint64_t n = 1) noexcept {
+        value.store(value.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+    }
+    void set(std::uint64_t n) noexcept { value.store(n, std::memory_order_relaxed); }
+    [[nodiscard]] std::uint64_t get() const noexcept { return value.load(std::memory_order_relaxed); }
+};
+
+struct link_counters {
+    counter datagrams;       // DAQ1-valid datagrams put into the ring
+    counter bytes;           // UDP payload bytes of all datagrams seen (valid or not)
+    counter ring_dropped;    // valid or not, dropped because the ring was full
+    counter kernel_drops;    // the socket's drop count reported by SO_RXQ_OVFL
+    counter truncated;       // datagrams larger than a ring slot (cut by the kernel), counted invalid too
+    std::array<counter, daq1::drop_reason_count> invalid;  // by reason
+    [[nodiscard]] std::uint64_t invalid_total() const noexcept {
+        std::uint64_t s = 0;
+        for (const auto& c : invalid) s += c.get();
+        return s;
+    }
+};
+
+// A bound UDP socket of one link.
+struct link_socket {
+    int fd = -1;
+    config::endpoint endpoint;  // as bound (the real port when 0 was asked)
+    std::uint64_t rcvbuf_bytes = 0;  // what the kernel granted
+};
+
+class receive_backend {
+public:
+    virtual ~receive_backend() = default;
+    // Runs until `stop` is set, then drains what the sockets hold and returns.
+    virtual void run(const std::atomic<bool>& stop) = 0;
+    [[nodiscard]] virtual const char* name() const noexcept = 0;
+};
+
+class receiver {
+public:
+    // Binds every listen endpoint (throws std::runtime_error naming the call
+    // and address on failure) and sets the chosen backend up.
+    receiver(const config::acquisition_config& cfg, packet_ring& ring, common::wake_event& consumer_wake);
+    ~receiver();
+    receiver(const receiver&) = delete;
+    receiver& operator=(const receiver&) = delete;
+
+    void start();
+    void stop();  // idempotent
+
+    [[nodiscard]] const char* backend_name() const noexcept;
+    [[nodiscard]] const std::vector<link_socket>& links() const noexcept { return _links; }
+    [[nodiscard]] const link_counters& counters(std::size_t link) const noexcept { return *_counters[link]; }
+    [[nodiscard]] std::size_t link_count() const noexcept { return _links.size(); }
+
+private:
+    std::vector<link_socket> _links;
+    std::vector<std::unique_ptr<link_counters>> _counters;
+    std::unique_ptr<receive_backend> _backend;
+    std::atomic<bool> _stop{false};
+    std::thread _thread;
+};
+
+// ---- shared by the backends (acquisition/src) ----
+struct backend_context {
+    const config::acquisition_config& cfg;
+    packet_ring& ring;
+    common::wake_event& consumer_wake;
+    std::vector<link_socket>& links;
+    std::vector<std::unique_ptr<link_counters>>& counters;
+};
+
+std::unique_ptr<receive_backend> make_recvmmsg_backend(backend_context ctx);
+// Returns nullptr (with the reason in `why`) when io_uring is unavailable.
+std::unique_ptr<receive_backend> make_io_uring_backend(backend_context ctx, std::string& why);
+
+// Opens, configures and binds one UDP socket (non-blocking, SO_RXQ_OVFL,
+// optional UDP_GRO, receive buffer sized for `cfg.socket_buffer_datagrams`).
+link_socket open_link(const config::endpoint& ep, const config::acquisition_config& cfg);
+
+// What the kernel charges a queued datagram of `datagram_bytes` against the
+// receive buffer (its skb truesize): rounded up to a power of two with the
+// headers and shared info, plus the sk_buff itself.
+std::uint64_t kernel_datagram_cost(std::uint64_t datagram_bytes) noexcept;
+
+}  // namespace daqd::acquisition

@@ -1,0 +1,201 @@
+#include "pipeline.hpp"
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+#include <stdexcept>
+
+#ifndef DAQD_VERSION
+#define DAQD_VERSION "0.0.0"
+#endif
+
+namespace daqd {
+
+namespace daq1 = acquisition::daq1;
+
+std::string check_run_name(const std::string& name) {
+    if (name.empty()) return "run name is empty";
+    if (name.size() > 100) return "run name is longer than 100 characters";
+    if (name.front() == '.') return "run name must not start with '.'";
+    for (char c : name) {
+        const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                        c == '_' || c == '-';
+        if (!ok) return fmt::format("run name '{}' may only hold letters, digits, '.', '_' and '-'", name);
+    }
+    return {};
+}
+
+pipeline::pipeline(const config::config& cfg) : _cfg(cfg) {
+    // Ring slots hold a datagram plus room for io_uring's recvmsg header and control data.
+    const std::uint64_t slot_data = cfg.acquisition.max_datagram_bytes + 128;
+    _ring = std::make_unique<acquisition::packet_ring>(acquisition::ring_shm_name(cfg.acquisition.ring_name, 0),
+                                                       cfg.acquisition.ring_slots, slot_data);
+    _pool = std::make_unique<processing::frame_pool>(cfg.assembly.pool_frames, cfg.assembly.max_frame_bytes);
+    const std::size_t queue = cfg.storage.queue_frames ? std::max<std::size_t>(cfg.storage.queue_frames, cfg.assembly.pool_frames)
+                                                       : cfg.assembly.pool_frames;
+    _frames = std::make_unique<common::spsc_queue<processing::frame>>(queue);
+    _receiver = std::make_unique<acquisition::receiver>(cfg.acquisition, *_ring, _ring_ready);
+    _assembler = std::make_unique<processing::assembler>(cfg, std::vector<acquisition::packet_ring*>{_ring.get()},
+                                                         _ring_ready, *_pool, *_frames, _frames_ready);
+    _writer = std::make_unique<storage::writer>(*_frames, *_pool, _frames_ready);
+}
+
+pipeline::~pipeline() {
+    try {
+        stop();
+    } catch (const std::exception& e) {
+        spdlog::error("stopping the pipeline: {}", e.what());
+    }
+}
+
+void pipeline::start() {
+    _started_ns = common::monotonic_ns();
+    _writer->start();
+    _assembler->start();
+    _receiver->start();
+    _running = true;
+}
+
+void pipeline::stop() {
+    if (!_running) return;
+    _running = false;
+    // Order matters: nothing downstream stops before everything upstream of it is drained.
+    _receiver->stop();
+    _assembler->stop();
+    if (_writer->run_active()) _last_run = _writer->stop_run();
+    _writer->stop();
+}
+
+void pipeline::start_run(const std::string& name) {
+    if (auto err = check_run_name(name); !err.empty()) throw std::runtime_error(err);
+    std::error_code ec;
+    std::filesystem::create_directories(_cfg.storage.output_dir, ec);
+    if (ec)
+        throw std::runtime_error(fmt::format("cannot create output directory {}: {}",
+                                             _cfg.storage.output_dir.string(), ec.message()));
+    storage::run_options o;
+    o.output_dir = _cfg.storage.output_dir;
+    o.run_name = name;
+    o.rotate_bytes = _cfg.storage.rotate_bytes;
+    o.chunk_bytes = _cfg.storage.chunk_bytes;
+    o.flush_interval = _cfg.storage.flush_interval;
+    o.config_text = _cfg.text;
+    o.server_version = DAQD_VERSION;
+    _writer->start_run(o);
+    _run_started_ns = common::monotonic_ns();
+    spdlog::info("run {} started in {}", name, _cfg.storage.output_dir.string());
+}
+
+std::optional<storage::run_stats> pipeline::stop_run() {
+    auto stats = _writer->stop_run();
+    if (stats) _last_run = stats;
+    return stats;
+}
+
+summary pipeline::snapshot() const {
+    summary s;
+    s.receiver_backend = _receiver->backend_name();
+    const std::uint64_t since = _run_started_ns ? _run_started_ns : _started_ns;
+    s.seconds = since ? static_cast<double>(common::monotonic_ns() - since) / 1e9 : 0.0;
+    std::map<std::string, std::uint64_t> invalid;
+    for (std::size_t l = 0; l < _receiver->link_count(); ++l) {
+        const auto& c = _receiver->counters(l);
+        s.packets_received += c.datagrams.get();
+        s.bytes_received += c.bytes.get();
+        s.ring_dropped += c.ring_dropped.get();
+        s.kernel_drops += c.kernel_drops.get();
+        for (std::size_t r = 1; r < daq1::drop_reason_count; ++r)
+            if (auto v = c.invalid[r].get()) invalid[std::string(daq1::name(static_cast<daq1::drop_reason>(r)))] += v;
+    }
+    const auto& ac = _assembler->counters();
+    for (std::size_t r = 1; r < daq1::drop_reason_count; ++r)
+        if (auto v = ac.invalid[r].get()) invalid[std::string(daq1::name(static_cast<daq1::drop_reason>(r)))] += v;
+    for (const auto& [k, v] : invalid) s.invalid_total += v;
+    s.invalid = std::move(invalid);
+    for (std::uint32_t i = 0; i < _assembler->unit_count(); ++i) {
+        const auto& u = _assembler->unit_at(i);
+        summary::unit x{u.unit_id,
+                        u.channels,
+                        u.packets.get(),
+                        u.packets_lost.get(),
+                        u.duplicates.get(),
+                        u.late.get(),
+                        u.frames_complete.get(),
+                        u.frames_incomplete.get(),
+                        u.frames_lost.get(),
+                        u.frames_overflow.get()};
+        s.packets_lost += x.lost;
+        s.duplicates += x.duplicates;
+        s.late += x.late;
+        s.frames_complete += x.complete;
+        s.frames_incomplete += x.incomplete;
+        s.frames_lost += x.frames_lost;
+        s.frames_overflow += x.overflow;
+        s.units.push_back(x);
+    }
+    const auto& wc = _writer->counters();
+    s.frames_written = wc.frames_written.load();
+    s.frames_unrecorded = wc.frames_unrecorded.load();
+    s.bytes_written = wc.bytes_written.load();
+    if (_last_run) {
+        s.run_name = _last_run->run_name;
+        for (const auto& f : _last_run->files) s.files.push_back(f.string());
+        s.run_failed = _last_run->failed;
+        s.run_error = _last_run->error;
+    }
+    return s;
+}
+
+std::string summary::one_line() const {
+    std::string inv;
+    for (const auto& [k, v] : invalid) inv += fmt::format("{}{}={}", inv.empty() ? "" : ",", k, v);
+    return fmt::format(
+        "packets received={} lost={} invalid={}{} duplicates={} late={} ring_dropped={} kernel_drops={} | frames "
+        "complete={} incomplete={} lost={} overflow={} written={} | bytes_written={} seconds={:.2f}",
+        packets_received, packets_lost, invalid_total, inv.empty() ? "" : " (" + inv + ")", duplicates, late,
+        ring_dropped, kernel_drops, frames_complete, frames_incomplete, frames_lost, frames_overflow, frames_written,
+        bytes_written, seconds);
+}
+
+std::string summary::to_json() const {
+    nlohmann::json j;
+    j["run_name"] = run_name;
+    j["files"] = files;
+    j["receiver_backend"] = receiver_backend;
+    j["seconds"] = seconds;
+    j["packets_received"] = packets_received;
+    j["bytes_received"] = bytes_received;
+    j["packets_lost"] = packets_lost;
+    j["duplicates"] = duplicates;
+    j["late"] = late;
+    j["ring_dropped"] = ring_dropped;
+    j["kernel_drops"] = kernel_drops;
+    j["invalid_total"] = invalid_total;
+    j["invalid"] = invalid;
+    j["frames_complete"] = frames_complete;
+    j["frames_incomplete"] = frames_incomplete;
+    j["frames_lost"] = frames_lost;
+    j["frames_overflow"] = frames_overflow;
+    j["frames_written"] = frames_written;
+    j["frames_unrecorded"] = frames_unrecorded;
+    j["bytes_written"] = bytes_written;
+    j["run_failed"] = run_failed;
+    j["run_error"] = run_error;
+    auto& us = j["units"] = nlohmann::json::array();
+    for (const auto& u : units)
+        us.push_back({{"unit", u.id},
+                      {"channels", u.channels},
+                      {"packets", u.packets},
+                      {"packets_lost", u.lost},
+                      {"duplicates", u.duplicates},
+                      {"late", u.late},
+                      {"frames_complete", u.complete},
+                      {"frames_incomplete", u.incomplete},
+                      {"frames_lost", u.frames_lost},
+                      {"frames_overflow", u.overflow}});
+    return j.dump();
+}
+
+}  // namespace daqd

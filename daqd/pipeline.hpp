@@ -1,0 +1,100 @@
+#pragma once
+// The pipeline: one daqd instance's data path, wired together.
+//
+//   sockets → receiver → packet ring (shm) → assembler → frame queue → writer → run files
+//                                                 ↑ frame pool ←───────────────┘
+//
+// Owned by main (later also driven by the web API). start()/stop() and the
+// run control calls are made from one control thread; counters and snapshot()
+// may be read from any thread while the data path runs.
+#include "daqd/acquisition/packet_ring.hpp"
+#include "daqd/acquisition/receiver.hpp"
+#include "daqd/common/event.hpp"
+#include "daqd/common/spsc_queue.hpp"
+#include "daqd/config/config.hpp"
+#include "daqd/processing/assembler.hpp"
+#include "daqd/processing/frame_pool.hpp"
+#include "daqd/storage/run_writer.hpp"
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace daqd {
+
+// What a person wants to know after a run (or at any moment).
+struct summary {
+    std::string run_name;
+    std::vector<std::string> files;
+    std::string receiver_backend;
+    double seconds = 0;
+    std::uint64_t packets_received = 0;   // valid DAQ1 packets taken into the ring
+    std::uint64_t bytes_received = 0;     // UDP payload bytes seen
+    std::uint64_t packets_lost = 0;       // packet_seq gaps
+    std::uint64_t duplicates = 0;
+    std::uint64_t late = 0;
+    std::uint64_t ring_dropped = 0;
+    std::uint64_t kernel_drops = 0;
+    std::uint64_t invalid_total = 0;
+    std::map<std::string, std::uint64_t> invalid;  // by reason, non-zero only
+    std::uint64_t frames_complete = 0;
+    std::uint64_t frames_incomplete = 0;
+    std::uint64_t frames_lost = 0;
+    std::uint64_t frames_overflow = 0;
+    std::uint64_t frames_written = 0;
+    std::uint64_t frames_unrecorded = 0;
+    std::uint64_t bytes_written = 0;
+    bool run_failed = false;
+    std::string run_error;
+    struct unit {
+        std::uint16_t id;
+        std::uint32_t channels;
+        std::uint64_t packets, lost, duplicates, late, complete, incomplete, frames_lost, overflow;
+    };
+    std::vector<unit> units;
+
+    [[nodiscard]] std::string one_line() const;
+    [[nodiscard]] std::string to_json() const;
+};
+
+class pipeline {
+public:
+    explicit pipeline(const config::config& cfg);  // binds sockets, maps the ring; throws on failure
+    ~pipeline();
+    pipeline(const pipeline&) = delete;
+    pipeline& operator=(const pipeline&) = delete;
+
+    void start();
+    // Stops receiving, drains every ring and queue, closes an active run.
+    void stop();
+
+    void start_run(const std::string& name);  // throws std::runtime_error (bad name, file exists, …)
+    std::optional<storage::run_stats> stop_run();
+
+    [[nodiscard]] summary snapshot() const;
+    [[nodiscard]] const acquisition::receiver& receiver() const noexcept { return *_receiver; }
+    [[nodiscard]] const acquisition::packet_ring& ring() const noexcept { return *_ring; }
+
+private:
+    const config::config& _cfg;
+    common::wake_event _ring_ready;
+    common::wake_event _frames_ready;
+    std::unique_ptr<acquisition::packet_ring> _ring;
+    std::unique_ptr<processing::frame_pool> _pool;
+    std::unique_ptr<common::spsc_queue<processing::frame>> _frames;
+    std::unique_ptr<acquisition::receiver> _receiver;
+    std::unique_ptr<processing::assembler> _assembler;
+    std::unique_ptr<storage::writer> _writer;
+    std::uint64_t _started_ns = 0;
+    std::uint64_t _run_started_ns = 0;
+    std::optional<storage::run_stats> _last_run;
+    bool _running = false;
+};
+
+// Run names become file names: letters, digits, '.', '_', '-', not starting
+// with '.', at most 100 characters. Returns an error message, or empty.
+std::string check_run_name(const std::string& name);
+
+}  // namespace daqd

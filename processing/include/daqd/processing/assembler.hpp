@@ -1,0 +1,124 @@
+#pragma once
+// Frame assembly: rebuilds frames from the packets in the packet ring(s), per
+// unit, with a bounded reordering window, and hands complete or closed
+// frames to the next stage in ascending frame_number order per unit.
+//
+// Owned by the pipeline. One thread (the assembler thread, started by start())
+// consumes the rings and produces into the output queue; it is the only
+// thread that acquires from the frame_pool. Counters may be read from any
+// thread at any time (relaxed atomics written by the assembler thread only).
+//
+// What is counted (docs/PROTOCOL.md "Loss, reordering and duplicates"):
+//  - lost packets: gaps in packet_seq, settled once a sequence number leaves a
+//    window of `seq_window` packets (so reordering within it is not loss), and
+//    when the stream ends (END_OF_STREAM or stop); wrap at 2^32 handled;
+//  - duplicates: a packet_seq already seen, or a packet_index already filled;
+//  - late: a packet of a frame already closed;
+//  - frames complete / incomplete (kept, missing samples 0) / lost (gaps in
+//    frame_number between stored frames) / overflow (no pool buffer free).
+#include "daqd/acquisition/daq1.hpp"
+#include "daqd/acquisition/packet_ring.hpp"
+#include "daqd/acquisition/receiver.hpp"
+#include "daqd/common/event.hpp"
+#include "daqd/common/spsc_queue.hpp"
+#include "daqd/config/config.hpp"
+#include "daqd/processing/frame.hpp"
+#include "daqd/processing/frame_pool.hpp"
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <thread>
+#include <vector>
+
+namespace daqd::processing {
+
+using acquisition::counter;
+
+struct unit_counters {
+    std::uint16_t unit_id = 0;
+    std::uint32_t channels = 0;
+    counter packets;         // valid packets that reached the assembler (duplicates included)
+    counter bytes;           // their payload bytes
+    counter packets_lost;    // from packet_seq gaps
+    counter duplicates;
+    counter late;
+    counter frames_complete;
+    counter frames_incomplete;
+    counter frames_lost;     // gaps in frame_number
+    counter frames_overflow; // dropped: no frame buffer free (the writer is behind)
+    counter missing_packets; // summed over incomplete frames
+    counter last_frame_number;
+    counter last_receive_ns;
+};
+
+struct assembler_counters {
+    std::array<counter, acquisition::daq1::drop_reason_count> invalid;  // reasons decided here
+    counter frames_out;
+};
+
+class assembler {
+public:
+    static constexpr std::uint32_t seq_window = 8192;  // packets of reordering tolerated by loss counting
+    static constexpr std::size_t max_units = 65536;
+
+    assembler(const config::config& cfg, std::vector<acquisition::packet_ring*> rings, common::wake_event& in_ready,
+              frame_pool& pool, common::spsc_queue<frame>& out, common::wake_event& out_ready);
+    ~assembler();
+    assembler(const assembler&) = delete;
+    assembler& operator=(const assembler&) = delete;
+
+    void start();
+    // Drains the rings (call after the receiver stopped), closes every open
+    // frame, settles loss counts, and joins the thread.
+    void stop();
+
+    // ---- for tests and single-threaded use: the thread's body in pieces ----
+    // Processes what the rings hold now; returns the number of slots consumed.
+    std::size_t poll(std::uint64_t now_ns);
+    // Closes frames older than the timeout.
+    void expire(std::uint64_t now_ns);
+    // Closes every open frame and settles the sequence windows.
+    void flush_all();
+    // Handles one datagram (header already validated by the receiver).
+    void on_packet(const std::byte* datagram, std::uint32_t bytes, std::uint64_t now_ns);
+
+    // ---- readers, any thread ----
+    [[nodiscard]] std::uint32_t unit_count() const noexcept { return _unit_count.load(std::memory_order_acquire); }
+    [[nodiscard]] const unit_counters& unit_at(std::uint32_t i) const noexcept {
+        return *_unit_list[i].load(std::memory_order_acquire);
+    }
+    [[nodiscard]] const assembler_counters& counters() const noexcept { return _counters; }
+
+private:
+    struct open_frame;
+    struct unit_state;
+    unit_state* unit_for(std::uint16_t id, std::uint32_t frame_bytes, acquisition::daq1::drop_reason& why);
+    void track_seq(unit_state& u, std::uint32_t seq, bool& duplicate);
+    void settle_seq(unit_state& u);
+    open_frame* find_or_open(unit_state& u, const acquisition::daq1::header& h, std::uint64_t now_ns, bool& late);
+    void close_front(unit_state& u);
+    void emit_ready(unit_state& u);
+    void close_all(unit_state& u);
+    void loop();
+
+    const config::config& _cfg;
+    std::vector<acquisition::packet_ring*> _rings;
+    common::wake_event& _in_ready;
+    frame_pool& _pool;
+    common::spsc_queue<frame>& _out;
+    common::wake_event& _out_ready;
+    std::vector<std::unique_ptr<unit_state>> _units;           // by unit id, assembler thread only
+    std::vector<unit_state*> _active;                          // units seen, assembler thread only
+    std::unique_ptr<std::atomic<unit_counters*>[]> _unit_list;  // published in order of appearance
+    std::atomic<std::uint32_t> _unit_count{0};
+    std::vector<std::uint32_t> _expected_bytes;                // configured frame_bytes by unit id (0: none)
+    assembler_counters _counters;
+    std::uint64_t _timeout_ns;
+    std::uint64_t _last_expire_ns = 0;
+    std::atomic<bool> _stop{false};
+    std::thread _thread;
+};
+
+}  // namespace daqd::processing

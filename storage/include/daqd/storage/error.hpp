@@ -1,0 +1,13 @@
+#pragma once
+// The one exception type of the storage library (and daq-inspect's HDF5
+// helpers): a failed HDF5 call, a refused run name, an unusable directory.
+// The message names the operation, the object and the file.
+#include <stdexcept>
+
+namespace daqd::storage {
+
+struct storage_error : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+}  // namespace daqd::storage

@@ -1,0 +1,116 @@
+#pragma once
+// Small helpers over the HDF5 C API, shared by the storage library and
+// daq-inspect: RAII handles for hid_t, and checked calls that turn a failure
+// into storage_error carrying the HDF5 error stack.
+//
+// Include only from code that links hdf5::hdf5. The HDF5 library of Debian is
+// the serial, non-thread-safe build: every object of this header must be used
+// by one thread at a time (in daqd: the writer thread).
+#include "daqd/storage/error.hpp"
+
+#include <hdf5.h>
+
+#include <string>
+#include <string_view>
+#include <utility>
+
+namespace daqd::storage::h5 {
+
+// Turns off HDF5's automatic printing of error stacks to stderr; errors are
+// collected by error_stack() instead. Process-wide in the serial build.
+inline void silence_auto_print() noexcept { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
+
+// The current HDF5 error stack as one line ("func(): message [major / minor]; ..."),
+// the API call first, the innermost cause last. Clears the stack.
+inline std::string error_stack() {
+    std::string out;
+    auto walk = [](unsigned n, const H5E_error2_t* e, void* data) -> herr_t {
+        auto& s = *static_cast<std::string*>(data);
+        if (n > 0) s += "; ";
+        s += e->func_name != nullptr ? e->func_name : "?";
+        s += "(): ";
+        s += e->desc != nullptr ? e->desc : "";
+        char maj[128] = "";
+        char min[128] = "";
+        H5Eget_msg(e->maj_num, nullptr, maj, sizeof maj);
+        H5Eget_msg(e->min_num, nullptr, min, sizeof min);
+        s += " [";
+        s += maj;
+        s += " / ";
+        s += min;
+        s += "]";
+        return 0;
+    };
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, walk, &out);
+    H5Eclear2(H5E_DEFAULT);
+    if (out.empty()) out = "no HDF5 error stack";
+    return out;
+}
+
+// Throws storage_error("<call> failed on <where>: <stack>").
+[[noreturn]] inline void fail(std::string_view call, std::string_view where) {
+    std::string msg;
+    msg.reserve(call.size() + where.size() + 64);
+    msg.append(call).append(" failed on ").append(where).append(": ").append(error_stack());
+    throw storage_error(msg);
+}
+
+// Checked calls: hid_t (identifiers) and herr_t/htri_t (status) results.
+inline hid_t check_id(hid_t id, std::string_view call, std::string_view where) {
+    if (id < 0) fail(call, where);
+    return id;
+}
+inline int check(int status, std::string_view call, std::string_view where) {
+    if (status < 0) fail(call, where);
+    return status;
+}
+
+// Owns one identifier; closes it with Close on destruction (errors of a
+// close in a destructor are cleared, never thrown). Movable, not copyable.
+template <herr_t (*Close)(hid_t)>
+class handle {
+public:
+    handle() noexcept = default;
+    explicit handle(hid_t id) noexcept : _id(id) {}
+    ~handle() { reset(); }
+    handle(handle&& other) noexcept : _id(std::exchange(other._id, H5I_INVALID_HID)) {}
+    handle& operator=(handle&& other) noexcept {
+        if (this != &other) {
+            reset();
+            _id = std::exchange(other._id, H5I_INVALID_HID);
+        }
+        return *this;
+    }
+    handle(const handle&) = delete;
+    handle& operator=(const handle&) = delete;
+
+    [[nodiscard]] hid_t get() const noexcept { return _id; }
+    [[nodiscard]] explicit operator bool() const noexcept { return _id >= 0; }
+    // Closes quietly (a failure is cleared from the stack and ignored).
+    void reset() noexcept {
+        if (_id >= 0) {
+            if (Close(_id) < 0) H5Eclear2(H5E_DEFAULT);
+            _id = H5I_INVALID_HID;
+        }
+    }
+    // Closes and throws storage_error on failure (for the normal path,
+    // where a failed close means lost data).
+    void close(std::string_view call, std::string_view where) {
+        if (_id < 0) return;
+        const hid_t id = std::exchange(_id, H5I_INVALID_HID);
+        check(Close(id), call, where);
+    }
+
+private:
+    hid_t _id = H5I_INVALID_HID;
+};
+
+using file = handle<H5Fclose>;
+using group = handle<H5Gclose>;
+using dataset = handle<H5Dclose>;
+using dataspace = handle<H5Sclose>;
+using datatype = handle<H5Tclose>;
+using plist = handle<H5Pclose>;
+using attribute = handle<H5Aclose>;
+
+}  // namespace daqd::storage::h5

@@ -1,0 +1,453 @@
+// Tests of daqd::config: the embedded default, round trips, the example file
+// and every kind of error (with key names and line numbers).
+#include "daqd/config/config.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+using namespace daqd::config;
+using Catch::Matchers::Contains;
+using Catch::Matchers::StartsWith;
+
+namespace {
+
+// The message of the config_error that loading `text` throws ("" if none).
+std::string error_of(std::string_view text) {
+    try {
+        (void)load_string(text, "config.toml");
+    } catch (const config_error& e) {
+        return e.what();
+    }
+    return "";
+}
+
+std::string read_text(const std::filesystem::path& path) {
+    std::ifstream in(path);
+    REQUIRE(in);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// The ```toml blocks of a Markdown file.
+std::vector<std::string> toml_blocks(const std::string& markdown) {
+    std::vector<std::string> blocks;
+    const std::string open = "```toml\n";
+    for (std::size_t at = markdown.find(open); at != std::string::npos; at = markdown.find(open, at)) {
+        at += open.size();
+        const std::size_t close = markdown.find("```", at);
+        REQUIRE(close != std::string::npos);
+        blocks.push_back(markdown.substr(at, close - at));
+        at = close + 3;
+    }
+    return blocks;
+}
+
+std::filesystem::path temp_path(const std::string& name) {
+    return std::filesystem::temp_directory_path() / ("daqd_test_config_" + std::to_string(::getpid()) + "_" + name);
+}
+
+// A config with every value different from the default.
+config everything_changed() {
+    config c;
+    c.acquisition.listen = {{"0.0.0.0", 1}, {"::1", 4660}, {"192.168.1.20", 65535}};
+    c.acquisition.backend = receiver_backend::recvmmsg;
+    c.acquisition.gro = true;
+    c.acquisition.batch = 1024;
+    c.acquisition.max_datagram_bytes = 65535;
+    c.acquisition.socket_buffer_datagrams = 1000;
+    c.acquisition.expected_datagram_bytes = 8972;
+    c.acquisition.ring_slots = 1u << 20;
+    c.acquisition.ring_name = "lab.2_x-{pid}-{pid}";
+    c.units.learn = false;
+    c.units.units = {{3, 4096}, {0, 1}, {65535, 8388608}};
+    c.assembly.reorder_frames = 4;
+    c.assembly.reorder_timeout = std::chrono::milliseconds(60000);
+    c.assembly.max_frame_bytes = 16777216;
+    c.assembly.pool_frames = 16;
+    c.storage.output_dir = "/data/runs \"quoted\" \\ back\tslash é";
+    c.storage.flush_interval = std::chrono::milliseconds(10);
+    c.storage.rotate_bytes = 5ull << 40;
+    c.storage.chunk_bytes = 4096;
+    c.storage.queue_frames = 7;
+    c.log.level = "trace";
+    c.source = "roundtrip.toml";
+    return c;
+}
+
+}  // namespace
+
+TEST_CASE("the embedded default loads and has the documented values", "[config]") {
+    const config c = load_default();
+    CHECK(c.source == "<embedded default>");
+    CHECK_FALSE(c.text.empty());
+
+    REQUIRE(c.acquisition.listen.size() == 1);
+    CHECK(c.acquisition.listen[0].host == "127.0.0.1");
+    CHECK(c.acquisition.listen[0].port == 4660);
+    CHECK(c.acquisition.backend == receiver_backend::automatic);
+    CHECK_FALSE(c.acquisition.gro);
+    CHECK(c.acquisition.batch == 64);
+    CHECK(c.acquisition.max_datagram_bytes == 9000);
+    CHECK(c.acquisition.socket_buffer_datagrams == 32768);
+    CHECK(c.acquisition.expected_datagram_bytes == 1472);
+    CHECK(c.acquisition.ring_slots == 16384);
+    CHECK(c.acquisition.ring_name == "daqd-{pid}");
+    CHECK(c.units.learn);
+    CHECK(c.units.units.empty());
+    CHECK(c.assembly.reorder_frames == 8);
+    CHECK(c.assembly.reorder_timeout == std::chrono::milliseconds(100));
+    CHECK(c.assembly.max_frame_bytes == 65536);
+    CHECK(c.assembly.pool_frames == 2048);
+    CHECK(c.storage.output_dir == std::filesystem::path("./runs"));
+    CHECK(c.storage.flush_interval == std::chrono::milliseconds(1000));
+    CHECK(c.storage.rotate_bytes == 0);
+    CHECK(c.storage.chunk_bytes == 1048576);
+    CHECK(c.storage.queue_frames == 0);
+    CHECK(c.log.level == "info");
+
+    // Exactly the struct's defaults: the text and the initialisers agree.
+    config expected;
+    expected.text = to_toml(expected);
+    CHECK(c == expected);
+    CHECK(c.text == to_toml(config{}));
+    CHECK_NOTHROW(config{}.validate());
+    CHECK_NOTHROW(c.validate());
+}
+
+TEST_CASE("the embedded default text is commented and names every key", "[config]") {
+    const std::string_view text = default_toml();
+    CHECK_THAT(std::string(text), Contains("# "));
+    for (const char* key :
+         {"listen", "backend", "gro", "batch", "max_datagram_bytes", "socket_buffer_datagrams", "expected_datagram_bytes",
+          "ring_slots", "ring_name", "learn", "list", "reorder_frames", "reorder_timeout_ms", "max_frame_bytes",
+          "pool_frames", "output_dir", "flush_interval_ms", "rotate_bytes", "chunk_bytes", "queue_frames", "level"})
+        CHECK_THAT(std::string(text), Contains(std::string("\n") + key + " = "));
+}
+
+TEST_CASE("to_toml round-trips through load_string", "[config]") {
+    SECTION("defaults") {
+        config c;
+        const config loaded = load_string(to_toml(c), c.source);
+        c.text = to_toml(c);
+        CHECK(loaded == c);
+    }
+    SECTION("every value changed") {
+        config c = everything_changed();
+        REQUIRE_NOTHROW(c.validate());
+        const std::string text = to_toml(c);
+        const config loaded = load_string(text, "roundtrip.toml");
+        c.text = text;
+        CHECK(loaded == c);
+        CHECK(loaded.text == text);
+        CHECK(loaded.storage.output_dir == everything_changed().storage.output_dir);
+        // Rendering the loaded config gives the same text again.
+        CHECK(to_toml(loaded) == text);
+    }
+    SECTION("listed units with learning on") {
+        config c;
+        c.units.units = {{10, 100}, {11, 200}};
+        c.text = to_toml(c);
+        CHECK(load_string(c.text, c.source) == c);
+    }
+}
+
+TEST_CASE("the example file loads", "[config]") {
+    const config c = load_file(DAQD_CONFIG_EXAMPLE);
+    CHECK(c.source == std::string(DAQD_CONFIG_EXAMPLE));
+    REQUIRE(c.acquisition.listen.size() == 2);
+    CHECK(c.acquisition.listen[0].to_string() == "192.168.10.1:4660");
+    CHECK(c.acquisition.listen[1].host == "fd00::10");
+    CHECK(c.acquisition.listen[1].to_string() == "[fd00::10]:4660");
+    CHECK(c.acquisition.backend == receiver_backend::io_uring);
+    CHECK(c.acquisition.batch == 256);
+    CHECK(c.acquisition.expected_datagram_bytes == 8972);
+    CHECK(c.acquisition.ring_slots == 65536);
+    CHECK(c.acquisition.ring_name == "daqd-lab2-{pid}");
+    CHECK_FALSE(c.units.learn);
+    REQUIRE(c.units.units.size() == 3);
+    CHECK(c.units.units[2] == unit_config{7, 16384});
+    CHECK(c.units.units[2].frame_bytes() == 32768);
+    CHECK(c.assembly.reorder_frames == 16);
+    CHECK(c.assembly.reorder_timeout == std::chrono::milliseconds(250));
+    CHECK(c.assembly.max_frame_bytes == 32768);  // "32KiB"
+    CHECK(c.assembly.pool_frames == 4096);
+    CHECK(c.storage.output_dir == std::filesystem::path("/data/daqd/runs"));
+    CHECK(c.storage.flush_interval == std::chrono::milliseconds(2000));
+    CHECK(c.storage.rotate_bytes == 4ull << 30);  // "4GiB"
+    CHECK(c.storage.chunk_bytes == 4u << 20);     // "4MiB"
+    CHECK(c.storage.queue_frames == 2048);
+    CHECK(c.log.level == "debug");
+    // The stored text is the effective configuration, not the file.
+    CHECK(c.text == to_toml(c));
+    CHECK_THAT(c.text, Contains("rotate_bytes = 4294967296"));
+}
+
+TEST_CASE("the examples in docs/CONFIG.md load", "[config]") {
+    const auto blocks = toml_blocks(read_text(DAQD_CONFIG_DOC));
+    REQUIRE(blocks.size() >= 3);
+    for (std::size_t i = 0; i < blocks.size(); ++i) {
+        INFO("block " << i << ":\n" << blocks[i]);
+        CHECK_NOTHROW(load_string(blocks[i], "CONFIG.md"));
+    }
+    // The complete example is config/example.toml, the last block the default.
+    CHECK(blocks.front() == read_text(DAQD_CONFIG_EXAMPLE));
+    CHECK(blocks.back() == to_toml(config{}));
+}
+
+TEST_CASE("a partial file keeps the defaults of missing keys", "[config]") {
+    const config c = load_string(R"([acquisition]
+listen = "0.0.0.0:5000"
+[units]
+list = [ { id = 3, channels = 4096 } ]
+)",
+                                 "partial.toml");
+    REQUIRE(c.acquisition.listen.size() == 1);
+    CHECK(c.acquisition.listen[0] == endpoint{"0.0.0.0", 5000});
+    CHECK(c.units.learn);
+    CHECK(c.units.units == std::vector<unit_config>{{3, 4096}});
+    CHECK(c.assembly == assembly_config{});
+    CHECK(c.storage == storage_config{});
+    CHECK(load_string("", "empty.toml").acquisition == acquisition_config{});
+}
+
+TEST_CASE("units may be written as [[units.list]] tables", "[config]") {
+    const config c = load_string(R"([[units.list]]
+id = 5
+channels = 100
+[[units.list]]
+id = 6
+channels = 200
+)",
+                                 "t.toml");
+    CHECK(c.units.units == std::vector<unit_config>{{5, 100}, {6, 200}});
+}
+
+TEST_CASE("size strings are accepted by _bytes keys", "[config]") {
+    auto rotate = [](const std::string& value) {
+        return load_string("[storage]\nrotate_bytes = " + value + "\n", "t.toml").storage.rotate_bytes;
+    };
+    CHECK(rotate("\"2GiB\"") == 2ull << 30);
+    CHECK(rotate("\"512 MiB\"") == 512ull << 20);
+    CHECK(rotate("\"100MB\"") == 100000000ull);
+    CHECK(rotate("\"1tb\"") == 1000000000000ull);
+    CHECK(rotate("\"65536\"") == 65536);
+    CHECK(rotate("0") == 0);
+    CHECK(load_string("[acquisition]\nmax_datagram_bytes = \"9000B\"\n", "t.toml").acquisition.max_datagram_bytes ==
+          9000);
+}
+
+TEST_CASE("errors name the file, the key and the line", "[config]") {
+    struct error_case {
+        const char* what;
+        const char* toml;
+        int line;
+        std::vector<std::string> fragments;
+    };
+    const std::vector<error_case> cases{
+        {"unknown key with a suggestion", "[acquisition]\nbatch = 64\nbakend = \"auto\"\n", 3,
+         {"unknown key 'acquisition.bakend'", "did you mean 'acquisition.backend'?"}},
+        {"unknown section", "[log]\nlevel = \"info\"\n\n[acqusition]\nbatch = 3\n", 4,
+         {"unknown section 'acqusition'", "did you mean [acquisition]?"}},
+        {"key outside its section", "listen = [\"127.0.0.1:1\"]\n", 1,
+         {"unknown key 'listen'", "belongs in [acquisition]"}},
+        {"unknown key in a unit", "[units]\nlist = [\n  { id = 1, channels = 2 },\n  { id = 2, chanels = 2 },\n]\n", 4,
+         {"unknown key 'units.list[1].chanels'", "did you mean 'units.list[1].channels'?"}},
+        {"wrong type", "# comment\n\n[acquisition]\nbatch = \"64\"\n", 4,
+         {"acquisition.batch must be an integer, got string"}},
+        {"float for an integer", "[assembly]\nreorder_frames = 8.0\n", 2,
+         {"assembly.reorder_frames must be an integer, got float"}},
+        {"wrong type of a bool", "[acquisition]\ngro = 1\n", 2, {"acquisition.gro must be true or false, got integer"}},
+        {"wrong type of a string", "[log]\nlevel = 3\n", 2, {"log.level must be a string, got integer"}},
+        {"section not a table", "\nassembly = 5\n", 2, {"assembly must be a table", "got integer"}},
+        {"ring_slots not a power of two", "[acquisition]\n\n\n\n\n\nring_slots = 1000\n", 7,
+         {"acquisition.ring_slots must be a power of two between 64 and 16777216, got 1000"}},
+        {"ring_slots too small", "[acquisition]\nring_slots = 32\n", 2, {"acquisition.ring_slots", "got 32"}},
+        {"hostname without port", "[acquisition]\nlisten = [\n  \"127.0.0.1:4660\",\n  \"localhost\",\n]\n", 4,
+         {"acquisition.listen[1]: 'localhost' is not HOST:PORT"}},
+        {"hostname with port", "[acquisition]\nlisten = [\"localhost:4660\"]\n", 2,
+         {"acquisition.listen[0]: 'localhost:4660' is not HOST:PORT", "not a numeric IPv4 address"}},
+        {"IPv6 without brackets", "[acquisition]\nlisten = [\"::1:4660\"]\n", 2,
+         {"acquisition.listen[0]", "brackets"}},
+        {"port 0", "[acquisition]\nlisten = [\"127.0.0.1:0\"]\n", 2, {"acquisition.listen[0]", "between 1 and 65535"}},
+        {"port too large", "[acquisition]\nlisten = [\"[::]:65536\"]\n", 2,
+         {"acquisition.listen[0]", "between 1 and 65535"}},
+        {"listen not strings", "[acquisition]\nlisten = [4660]\n", 2,
+         {"acquisition.listen[0] must be a string", "got integer"}},
+        {"listen empty", "[acquisition]\nbatch = 8\nlisten = []\n", 3, {"acquisition.listen is empty"}},
+        {"listen duplicate", "[acquisition]\nlisten = [\"[::1]:5\", \"[0:0::1]:5\"]\n", 2,
+         {"acquisition.listen[1]", "listed twice"}},
+        {"backend", "[acquisition]\nbackend = \"epoll\"\n", 2,
+         {"acquisition.backend must be 'auto', 'io_uring' or 'recvmmsg', got 'epoll'"}},
+        {"duplicate unit ids", "[units]\nlist = [\n  { id = 3, channels = 10 },\n  { id = 3, channels = 20 },\n]\n", 4,
+         {"units.list[1].id", "unit 3 is listed twice"}},
+        {"unit id too large", "[units]\nlist = [ { id = 65536, channels = 10 } ]\n", 2,
+         {"units.list[0].id must be between 0 and 65535, got 65536"}},
+        {"channels zero", "[units]\nlist = [ { id = 1, channels = 0 } ]\n", 2,
+         {"units.list[0].channels must be between 1 and 8388608, got 0"}},
+        {"channels too many", "[units]\nlist = [ { id = 1, channels = 8388609 } ]\n", 2,
+         {"units.list[0].channels must be between 1 and 8388608, got 8388609"}},
+        {"unit missing channels", "[units]\nlist = [\n  { id = 1 },\n]\n", 3, {"units.list[0] needs 'channels'"}},
+        {"max_datagram_bytes too small", "[acquisition]\nmax_datagram_bytes = 41\n", 2,
+         {"acquisition.max_datagram_bytes must be between 42 and 65535, got 41"}},
+        {"max_datagram_bytes too large", "[acquisition]\nmax_datagram_bytes = 65536\n", 2,
+         {"acquisition.max_datagram_bytes must be between 42 and 65535, got 65536"}},
+        {"batch zero", "[acquisition]\nbatch = 0\n", 2, {"acquisition.batch must be between 1 and 1024, got 0"}},
+        {"batch too large", "[acquisition]\nbatch = 1025\n", 2, {"acquisition.batch must be between 1 and 1024"}},
+        {"negative", "[acquisition]\nbatch = -5\n", 2, {"acquisition.batch must be between 1 and 1024, got -5"}},
+        {"reorder_frames", "[assembly]\nreorder_frames = 4097\n", 2,
+         {"assembly.reorder_frames must be between 1 and 4096, got 4097"}},
+        {"reorder_timeout_ms", "[assembly]\nreorder_timeout_ms = 0\n", 2,
+         {"assembly.reorder_timeout_ms must be between 1 and 60000, got 0"}},
+        {"pool_frames", "[assembly]\npool_frames = 15\n", 2, {"assembly.pool_frames", "got 15"}},
+        {"max_frame_bytes odd", "[assembly]\nmax_frame_bytes = 1001\n", 2,
+         {"assembly.max_frame_bytes must be an even number between 2 and 16777216, got 1001"}},
+        {"max_frame_bytes too large", "[assembly]\nmax_frame_bytes = \"32MiB\"\n", 2,
+         {"assembly.max_frame_bytes must be an even number between 2 and 16777216, got 33554432"}},
+        {"flush_interval_ms", "[storage]\nflush_interval_ms = 9\n", 2,
+         {"storage.flush_interval_ms must be between 10 and 600000, got 9"}},
+        {"rotate_bytes tiny", "[storage]\nrotate_bytes = 2\n", 2,
+         {"storage.rotate_bytes must be 0 (off) or at least 65536, got 2"}},
+        {"bad size string", "[storage]\nchunk_bytes = \"4 megs\"\n", 2,
+         {"storage.chunk_bytes: '4 megs' is not a size"}},
+        {"size string type", "[storage]\nchunk_bytes = true\n", 2,
+         {"storage.chunk_bytes must be an integer or a size string, got boolean"}},
+        {"log level", "[log]\nlevel = \"verbose\"\n", 2, {"log.level must be", "'warn'", "got 'verbose'"}},
+        {"ring name", "[acquisition]\nring_name = \"a/b\"\n", 2, {"acquisition.ring_name", "got 'a/b'"}},
+        {"no units accepted", "[units]\nlearn = false\n", 2, {"units.learn = false", "no units would be accepted"}},
+        {"no units accepted, empty list", "[units]\nlist = []\nlearn = false\n", 3, {"no units would be accepted"}},
+        {"unit frame larger than max_frame_bytes",
+         "[assembly]\nmax_frame_bytes = 8192\n[units]\nlist = [\n  { id = 1, channels = 4096 },\n  { id = 2, channels = "
+         "4097 },\n]\n",
+         6, {"units.list[1].channels", "assembly.max_frame_bytes", "8194"}},
+        {"gro needs 65535", "[acquisition]\ngro = true\n", 2, {"acquisition.gro", "acquisition.max_datagram_bytes"}},
+        {"expected larger than max", "[acquisition]\nmax_datagram_bytes = 1000\n", 2,
+         {"acquisition.expected_datagram_bytes (1472)", "acquisition.max_datagram_bytes (1000)"}},
+        {"batch larger than ring", "[acquisition]\nring_slots = 64\nbatch = 128\n", 3,
+         {"acquisition.batch (128)", "acquisition.ring_slots (64)"}},
+        {"socket buffer too large", "[acquisition]\nsocket_buffer_datagrams = 16777216\n", 2,
+         {"acquisition.socket_buffer_datagrams", "1 GiB"}},
+        {"pool smaller than open frames", "[assembly]\nreorder_frames = 100\npool_frames = 50\n", 3,
+         {"assembly.pool_frames (50)", "assembly.reorder_frames (100)"}},
+        {"TOML syntax error", "[acquisition]\nbatch = 64\nlisten = [\"127.0.0.1:4660\"\n\n[units]\n", 5,
+         {"TOML syntax error"}},
+        {"TOML duplicate key", "[log]\nlevel = \"info\"\nlevel = \"warn\"\n", 3, {"TOML syntax error"}},
+    };
+    for (const auto& c : cases) {
+        INFO(c.what);
+        const std::string message = error_of(c.toml);
+        INFO(message);
+        REQUIRE_FALSE(message.empty());
+        CHECK_THAT(message, StartsWith("config.toml:" + std::to_string(c.line) + ":"));
+        for (const auto& fragment : c.fragments) CHECK_THAT(message, Contains(fragment));
+    }
+}
+
+TEST_CASE("a TOML syntax error names line and column", "[config]") {
+    const std::string message = error_of("[log]\nlevel = \"info\n");
+    CHECK_THAT(message, StartsWith("config.toml:2:"));
+    CHECK_THAT(message, Contains("TOML syntax error"));
+}
+
+TEST_CASE("load_file names the path of a missing or broken file", "[config]") {
+    const auto missing = temp_path("does_not_exist.toml");
+    std::filesystem::remove(missing);
+    try {
+        (void)load_file(missing);
+        FAIL("no error");
+    } catch (const config_error& e) {
+        CHECK_THAT(e.what(), Contains(missing.string()));
+        CHECK_THAT(e.what(), Contains("No such file"));
+    }
+
+    const auto broken = temp_path("broken.toml");
+    {
+        std::ofstream out(broken);
+        out << "[assembly]\n\nreorder_frames = 0\n";
+    }
+    try {
+        (void)load_file(broken);
+        FAIL("no error");
+    } catch (const config_error& e) {
+        CHECK_THAT(e.what(), StartsWith(broken.string() + ":3: assembly.reorder_frames"));
+    }
+    std::filesystem::remove(broken);
+}
+
+TEST_CASE("load_file sets source and text", "[config]") {
+    const auto path = temp_path("ok.toml");
+    {
+        std::ofstream out(path);
+        out << "# a comment that is not kept\n[log]\nlevel = \"warn\"\n";
+    }
+    const config c = load_file(path);
+    std::filesystem::remove(path);
+    CHECK(c.source == path.string());
+    CHECK(c.log.level == "warn");
+    CHECK(c.text == to_toml(c));
+    CHECK_THAT(c.text, !Contains("a comment"));
+}
+
+TEST_CASE("validate() checks configs built in code", "[config]") {
+    config c;
+    c.source = "built";
+    CHECK_NOTHROW(c.validate());
+
+    c.units.units = {{1, 40000}};
+    try {
+        c.validate();
+        FAIL("no error");
+    } catch (const config_error& e) {
+        CHECK_THAT(e.what(), StartsWith("built: units.list[0].channels"));
+        CHECK_THAT(e.what(), Contains("assembly.max_frame_bytes"));
+    }
+
+    c = config{};
+    c.acquisition.listen = {{"localhost", 4660}};
+    CHECK_THROWS_WITH(c.validate(), Contains("acquisition.listen[0]") && Contains("localhost"));
+
+    c = config{};
+    c.acquisition.ring_slots = 100;
+    CHECK_THROWS_WITH(c.validate(), Contains("acquisition.ring_slots must be a power of two"));
+
+    c = config{};
+    c.acquisition.listen.clear();
+    CHECK_THROWS_WITH(c.validate(), Contains("acquisition.listen is empty"));
+
+    c = config{};
+    c.log.level = "loud";
+    CHECK_THROWS_WITH(c.validate(), Contains("log.level"));
+}
+
+TEST_CASE("endpoint parse and to_string", "[config]") {
+    CHECK(endpoint::parse("127.0.0.1:4660", "x") == endpoint{"127.0.0.1", 4660});
+    CHECK(endpoint::parse("0.0.0.0:1", "x") == endpoint{"0.0.0.0", 1});
+    CHECK(endpoint::parse("[::1]:4660", "x") == endpoint{"::1", 4660});
+    CHECK(endpoint::parse("[::]:4660", "x") == endpoint{"::", 4660});
+    CHECK(endpoint::parse("[0:0:0:0:0:0:0:1]:65535", "x") == endpoint{"::1", 65535});  // canonical form
+    for (const char* text : {"127.0.0.1:4660", "0.0.0.0:1", "[::1]:4660", "[::]:4660", "[fe80::1:2]:9"})
+        CHECK(endpoint::parse(text, "x").to_string() == text);
+
+    CHECK_THROWS_WITH(endpoint::parse("localhost", "--listen"),
+                      StartsWith("--listen: 'localhost' is not HOST:PORT"));
+    CHECK_THROWS_WITH(endpoint::parse("example.com:80", "w"), Contains("not a numeric IPv4 address"));
+    for (const char* bad : {"", ":4660", "127.0.0.1:", "127.0.0.1:x", "127.0.0.1:+80", "127.0.0.1:000000",
+                            "127.0.0.1:65536", "256.0.0.1:80", "[::1]4660", "[::1:4660", "[127.0.0.1]:80", "::1:80",
+                            "[]:80", "1.2.3:80"})
+        CHECK_THROWS_AS(endpoint::parse(bad, "w"), config_error);
+}
+
+TEST_CASE("receiver backend names", "[config]") {
+    CHECK(name(receiver_backend::automatic) == "auto");
+    CHECK(name(receiver_backend::io_uring) == "io_uring");
+    CHECK(name(receiver_backend::recvmmsg) == "recvmmsg");
+    for (auto b : {receiver_backend::automatic, receiver_backend::io_uring, receiver_backend::recvmmsg}) {
+        const config c = load_string("[acquisition]\nbackend = \"" + std::string(name(b)) + "\"\n", "t.toml");
+        CHECK(c.acquisition.backend == b);
+    }
+}
