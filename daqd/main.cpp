@@ -8,6 +8,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -136,7 +137,13 @@ daqd::config::config effective_config(const options& o) {
             throw config_error("--backend: '" + *o.backend + "' is not one of auto, io_uring, recvmmsg");
         changed = true;
     }
-    if (o.gro) c.acquisition.gro = true, changed = true;
+    if (o.gro) {
+        // GRO hands over up to 64 KiB of coalesced datagrams per receive: slots must hold that.
+        c.acquisition.gro = true;
+        c.acquisition.max_datagram_bytes = 65535;
+        c.acquisition.ring_slots = std::min<std::uint32_t>(c.acquisition.ring_slots, 4096);
+        changed = true;
+    }
     if (o.log_level) c.log.level = *o.log_level, changed = true;
     if (changed) {
         // Re-validate and re-render so the stored configuration is what runs.

@@ -331,8 +331,11 @@ struct run_file::impl {
         auto [it, inserted] = units.emplace(f.unit_id, std::move(u));
         create_unit_objects(it->second);
         start_swmr();
-        spdlog::info("run '{}': unit {} ({} channels) added to {}; SWMR readers must reopen the file to see it",
-                     opt.run_name, f.unit_id, f.channels, where);
+        if (file_bytes > 0)
+            spdlog::info("run '{}': unit {} ({} channels) added mid-run to {}; SWMR readers must reopen the file to see it",
+                         opt.run_name, f.unit_id, f.channels, where);
+        else
+            spdlog::debug("run '{}': unit {} ({} channels) added to {}", opt.run_name, f.unit_id, f.channels, where);
         return it->second;
     }
 

@@ -168,7 +168,7 @@ void writer::loop() {
         run_failed = false;
         _run_active.store(false, std::memory_order_release);
         spdlog::info("run '{}' stopped: {} frames, {} bytes, {} file(s), {} flushes{}", s.run_name, s.frames_written,
-                     s.bytes_written, s.files.size(), s.flushes, s.failed ? " (FAILED: " + s.error + ")" : "");
+                     s.bytes_written, s.files.size(), s.flushes, s.failed ? " (FAILED, see the error above)" : "");
         return s;
     };
 

@@ -571,7 +571,6 @@ public:
     std::uint16_t gso_size() const { return static_cast<std::uint16_t>(stride_); }
     const std::vector<unit_state>& units() const { return units_; }
     std::uint64_t malformed_count(std::size_t k) const { return malformed_by_kind_[k]; }
-    double rate_mbps_target() const { return rate_bytes_per_ns_ * 8e3; }
 
     // Runs the whole stream; returns elapsed seconds.
     double run() {

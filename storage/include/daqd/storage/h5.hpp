@@ -43,6 +43,9 @@ inline std::string error_stack() {
     };
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, walk, &out);
     H5Eclear2(H5E_DEFAULT);
+    // Some descriptions (the sec2 driver's) contain line breaks: keep one line.
+    for (char& c : out)
+        if (c == '\n' || c == '\r') c = ' ';
     if (out.empty()) out = "no HDF5 error stack";
     return out;
 }

@@ -1,0 +1,311 @@
+// End to end with real processes, sockets and files:
+// daq-sim → daqd → run file → daq-inspect --verify.
+#include "process.hpp"
+
+#include <arpa/inet.h>
+#include <catch2/catch.hpp>
+#include <netinet/in.h>
+#include <nlohmann/json.hpp>
+#include <sys/socket.h>
+
+#include <filesystem>
+#include <fstream>
+
+using nlohmann::json;
+using daqd::test::child;
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::uint16_t free_udp_port() {
+    const int fd = ::socket(AF_INET, SOCK_DGRAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    socklen_t len = sizeof a;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    ::close(fd);
+    return ntohs(a.sin_port);
+}
+
+struct scratch_dir {
+    fs::path path;
+    explicit scratch_dir(const std::string& name) {
+        path = fs::temp_directory_path() / ("daqd-e2e-" + std::to_string(::getpid()) + "-" + name);
+        fs::remove_all(path);
+        fs::create_directories(path);
+    }
+    ~scratch_dir() {
+        if (std::getenv("DAQD_KEEP_TEST_FILES") == nullptr) fs::remove_all(path);
+    }
+    std::string operator/(const std::string& f) const { return (path / f).string(); }
+};
+
+json read_json(const std::string& path) {
+    std::ifstream in(path);
+    REQUIRE(in.good());
+    return json::parse(in);
+}
+
+struct recording {
+    json daqd;      // daqd's --summary-json
+    json sim;       // daq-sim's summary
+    int daqd_exit;
+    std::string daqd_log;
+};
+
+// Starts daqd recording run `run`, runs daq-sim with `sim_args` against it,
+// then stops daqd with SIGTERM and collects both summaries.
+recording record(const scratch_dir& dir, const std::string& run, const std::vector<std::string>& daqd_args,
+                 std::vector<std::string> sim_args, std::uint16_t port) {
+    std::vector<std::string> argv{DAQD_BIN, "--listen", "127.0.0.1:" + std::to_string(port), "--output",
+                                  dir / "runs", "--run", run, "--summary-json", dir / (run + ".json")};
+    argv.insert(argv.end(), daqd_args.begin(), daqd_args.end());
+    child d(argv, dir / (run + ".daqd.out"), dir / (run + ".daqd.err"));
+    REQUIRE(d.wait_for_log("run " + run + " started", 20s));
+    std::vector<std::string> sargv{DAQ_SIM_BIN, "--target", "127.0.0.1:" + std::to_string(port), "--json",
+                                   dir / (run + ".sim.json"), "--quiet"};
+    sargv.insert(sargv.end(), sim_args.begin(), sim_args.end());
+    auto [sim_rc, sim_out] = daqd::test::run(sargv, dir / (run + ".sim"));
+    INFO(sim_out);
+    REQUIRE(sim_rc == 0);
+    // The sim's last frame carries END_OF_STREAM, so daqd closes every frame
+    // promptly; SIGTERM then drains rings and queues before closing the file.
+    d.signal(SIGTERM);
+    auto rc = d.wait(60s);
+    INFO(d.err());
+    REQUIRE(rc.has_value());
+    return {read_json(dir / (run + ".json")), read_json(dir / (run + ".sim.json")), *rc, d.err()};
+}
+
+std::pair<int, std::string> inspect(const scratch_dir& dir, std::vector<std::string> args) {
+    args.insert(args.begin(), DAQ_INSPECT_BIN);
+    return daqd::test::run(args, dir / "inspect");
+}
+
+}  // namespace
+
+TEST_CASE("4 units, no faults: every frame is stored exactly", "[e2e]") {
+    const std::string backend = GENERATE(as<std::string>{}, "recvmmsg", "io_uring");
+    scratch_dir dir("clean-" + backend);
+    const auto r = record(dir, "clean", {"--backend", backend},
+                          {"--units", "4", "--channels", "4096", "--frames", "500", "--rate", "200"}, free_udp_port());
+    INFO(r.daqd_log);
+    CHECK(r.daqd_exit == 0);
+    const auto& s = r.daqd;
+    CHECK(s["receiver_backend"] == backend);
+    CHECK(s["packets_received"] == r.sim["packets_sent"]);
+    CHECK(s["packets_lost"] == 0);
+    CHECK(s["invalid_total"] == 0);
+    CHECK(s["duplicates"] == 0);
+    CHECK(s["ring_dropped"] == 0);
+    CHECK(s["kernel_drops"] == 0);
+    CHECK(s["frames_complete"] == 2000);
+    CHECK(s["frames_incomplete"] == 0);
+    CHECK(s["frames_written"] == 2000);
+    REQUIRE(s["files"].size() == 1);
+
+    const std::string file = s["files"][0];
+    auto [vrc, vout] = inspect(dir, {"--verify", file});
+    INFO(vout);
+    CHECK(vrc == 0);
+    auto [jrc, jout] = inspect(dir, {"--json", file});
+    REQUIRE(jrc == 0);
+    const auto j = json::parse(jout);
+    CHECK(j["total_frames"] == 2000);
+    REQUIRE(j["units"].size() == 4);
+    for (const auto& u : j["units"]) {
+        CHECK(u["frames"] == 500);
+        CHECK(u["channels"] == 4096);
+        CHECK(u["first_frame"] == 0);
+        CHECK(u["last_frame"] == 499);
+        CHECK(u["incomplete_frames"] == 0);
+    }
+}
+
+TEST_CASE("faults injected by daq-sim are counted exactly by daqd", "[e2e]") {
+    const std::string backend = GENERATE(as<std::string>{}, "recvmmsg", "io_uring");
+    scratch_dir dir("faults-" + backend);
+    const auto r = record(dir, "faults", {"--backend", backend},
+                          {"--units", "4", "--channels", "4096", "--frames", "600", "--rate", "200", "--loss", "0.01",
+                           "--reorder", "0.01", "--duplicate", "0.01", "--malformed", "0.01", "--seed", "42"},
+                          free_udp_port());
+    INFO(r.daqd_log);
+    CHECK(r.daqd_exit == 0);
+    const auto& s = r.daqd;
+    const auto& inj = r.sim["injected"];
+    REQUIRE(inj["packets_lost"].get<int>() > 0);
+    REQUIRE(inj["duplicates"].get<int>() > 0);
+    REQUIRE(inj["reordered"].get<int>() > 0);
+    REQUIRE(inj["malformed_total"].get<int>() > 0);
+    CHECK(s["ring_dropped"] == 0);
+    CHECK(s["kernel_drops"] == 0);
+    CHECK(s["packets_lost"] == inj["packets_lost"]);
+    CHECK(s["duplicates"] == inj["duplicates"]);
+    CHECK(s["late"] == 0);
+    CHECK(s["invalid_total"] == inj["malformed_total"]);
+    for (const auto& [reason, count] : inj["malformed"].items()) {
+        INFO(reason);
+        if (count.get<int>() > 0) CHECK(s["invalid"][reason] == count);
+    }
+    CHECK(s["frames_complete"] == inj["frames_complete"]);
+    CHECK(s["frames_incomplete"] == inj["frames_incomplete"]);
+    CHECK(s["frames_lost"] == inj["frames_lost"]);
+    // Every frame of which a packet arrived is stored; complete ones exactly.
+    const std::string file = s["files"][0];
+    auto [vrc, vout] = inspect(dir, {"--verify", file});
+    INFO(vout);
+    CHECK(vrc == 0);
+    auto [jrc, jout] = inspect(dir, {"--json", file});
+    REQUIRE(jrc == 0);
+    const auto j = json::parse(jout);
+    CHECK(j["total_frames"] == inj["frames_complete"].get<int>() + inj["frames_incomplete"].get<int>());
+}
+
+TEST_CASE("200 Mbit/s for 3 seconds over two links: zero loss", "[e2e]") {
+    scratch_dir dir("rate");
+    const auto p1 = free_udp_port();
+    auto p2 = free_udp_port();
+    while (p2 == p1) p2 = free_udp_port();
+    std::vector<std::string> argv{DAQD_BIN,    "--listen",          "127.0.0.1:" + std::to_string(p1),
+                                  "--listen",  "127.0.0.1:" + std::to_string(p2), "--output",
+                                  dir / "runs", "--run",            "rate",
+                                  "--summary-json", dir / "rate.json"};
+    child d(argv, dir / "rate.daqd.out", dir / "rate.daqd.err");
+    REQUIRE(d.wait_for_log("run rate started", 20s));
+    auto [rc, out] = daqd::test::run({DAQ_SIM_BIN, "--target", "127.0.0.1:" + std::to_string(p1), "--target",
+                                      "127.0.0.1:" + std::to_string(p2), "--units", "4", "--duration", "3", "--rate",
+                                      "200", "--json", dir / "rate.sim.json", "--quiet"},
+                                     dir / "rate.sim");
+    INFO(out);
+    REQUIRE(rc == 0);
+    d.signal(SIGTERM);
+    REQUIRE(d.wait(60s) == 0);
+    const auto s = read_json(dir / "rate.json");
+    const auto sim = read_json(dir / "rate.sim.json");
+    INFO(d.err());
+    CHECK(sim["rate_mbps"].get<double>() > 150.0);
+    CHECK(s["packets_received"] == sim["packets_sent"]);
+    CHECK(s["packets_lost"] == 0);
+    CHECK(s["ring_dropped"] == 0);
+    CHECK(s["kernel_drops"] == 0);
+    CHECK(s["frames_incomplete"] == 0);
+    CHECK(s["frames_written"] == sim["frames_sent"]);
+    auto [vrc, vout] = inspect(dir, {"--verify", s["files"][0].get<std::string>()});
+    INFO(vout);
+    CHECK(vrc == 0);
+}
+
+TEST_CASE("SIGTERM in the middle of a stream: every frame taken is in the file", "[e2e]") {
+    scratch_dir dir("sigterm");
+    const auto port = free_udp_port();
+    child d({DAQD_BIN, "--listen", "127.0.0.1:" + std::to_string(port), "--output", dir / "runs", "--run", "cut",
+             "--summary-json", dir / "cut.json"},
+            dir / "cut.daqd.out", dir / "cut.daqd.err");
+    REQUIRE(d.wait_for_log("run cut started", 20s));
+    child sim({DAQ_SIM_BIN, "--target", "127.0.0.1:" + std::to_string(port), "--units", "2", "--duration", "6",
+               "--rate", "100", "--quiet"},
+              dir / "cut.sim.out", dir / "cut.sim.err");
+    REQUIRE(d.wait_for_log("unit 1:", 20s));
+    std::this_thread::sleep_for(1500ms);  // let a stream build up; the stop lands mid-stream
+    d.signal(SIGTERM);
+    REQUIRE(d.wait(60s) == 0);
+    sim.wait(20s);
+    const auto s = read_json(dir / "cut.json");
+    INFO(d.err());
+    CHECK(s["frames_written"].get<int>() > 100);
+    CHECK(s["frames_written"].get<int>() ==
+          s["frames_complete"].get<int>() + s["frames_incomplete"].get<int>());
+    CHECK(s["frames_overflow"] == 0);
+    auto [jrc, jout] = inspect(dir, {"--json", s["files"][0].get<std::string>()});
+    REQUIRE(jrc == 0);
+    CHECK(json::parse(jout)["total_frames"] == s["frames_written"]);
+    auto [vrc, vout] = inspect(dir, {"--verify", s["files"][0].get<std::string>()});
+    INFO(vout);
+    CHECK(vrc == 0);
+    CHECK(d.out().find("daqd: packets received=") != std::string::npos);
+}
+
+TEST_CASE("rotation by size: a run split over numbered files verifies as one", "[e2e]") {
+    scratch_dir dir("rotate");
+    const auto port = free_udp_port();
+    {
+        std::ofstream cfg(dir / "rotate.toml");
+        cfg << "[acquisition]\nlisten = [\"127.0.0.1:" << port << "\"]\n"
+            << "[storage]\nrotate_bytes = 4194304\nchunk_bytes = 262144\n";
+    }
+    child d({DAQD_BIN, "--config", dir / "rotate.toml", "--output", dir / "runs", "--run", "rot", "--summary-json",
+             dir / "rot.json"},
+            dir / "rot.daqd.out", dir / "rot.daqd.err");
+    REQUIRE(d.wait_for_log("run rot started", 20s));
+    auto [rc, out] = daqd::test::run({DAQ_SIM_BIN, "--target", "127.0.0.1:" + std::to_string(port), "--units", "2",
+                                      "--frames", "1500", "--rate", "200", "--quiet"},
+                                     dir / "rot.sim");
+    REQUIRE(rc == 0);
+    d.signal(SIGTERM);
+    REQUIRE(d.wait(60s) == 0);
+    const auto s = read_json(dir / "rot.json");
+    INFO(d.err());
+    REQUIRE(s["files"].size() >= 3);
+    std::vector<std::string> args{"--verify"};
+    for (const auto& f : s["files"]) {
+        const std::string name = fs::path(f.get<std::string>()).filename().string();
+        CHECK(name.rfind("rot_", 0) == 0);
+        args.push_back(f);
+    }
+    auto [vrc, vout] = inspect(dir, args);
+    INFO(vout);
+    CHECK(vrc == 0);
+    args[0] = "--json";
+    auto [jrc, jout] = inspect(dir, args);
+    REQUIRE(jrc == 0);
+    CHECK(json::parse(jout)["total_frames"] == 3000);
+}
+
+TEST_CASE("command line: config errors name the key and line; bad run names are refused", "[e2e]") {
+    scratch_dir dir("cli");
+    {
+        std::ofstream cfg(dir / "bad.toml");
+        cfg << "[acquisition]\n\nbatch = \"many\"\n";
+    }
+    auto [rc, out] = daqd::test::run({DAQD_BIN, "--check-config", dir / "bad.toml"}, dir / "check");
+    CHECK(rc == 1);
+    CHECK(out.find("acquisition.batch") != std::string::npos);
+    CHECK(out.find(":3") != std::string::npos);
+
+    auto [prc, printed] = daqd::test::run({DAQD_BIN, "--print-config"}, dir / "print");
+    REQUIRE(prc == 0);
+    {
+        std::ofstream cfg(dir / "printed.toml");
+        cfg << printed;
+    }
+    auto [crc, cout] = daqd::test::run({DAQD_BIN, "--check-config", dir / "printed.toml"}, dir / "check2");
+    INFO(cout);
+    CHECK(crc == 0);
+    CHECK(printed.find("127.0.0.1:4660") != std::string::npos);
+
+    auto [rrc, rout] = daqd::test::run({DAQD_BIN, "--run", "../escape", "--duration", "1"}, dir / "badrun");
+    CHECK(rrc == 2);
+    CHECK(rout.find("run name") != std::string::npos);
+
+    auto [hrc, hout] = daqd::test::run({DAQD_BIN, "--help"}, dir / "help");
+    CHECK(hrc == 0);
+    CHECK(hout.find("--run NAME") != std::string::npos);
+}
+
+TEST_CASE("a run name already on disk is refused, the existing file untouched", "[e2e]") {
+    scratch_dir dir("exists");
+    fs::create_directories(dir.path / "runs");
+    {
+        std::ofstream f(dir / "runs/taken.h5");
+        f << "precious";
+    }
+    auto [rc, out] = daqd::test::run({DAQD_BIN, "--listen", "127.0.0.1:" + std::to_string(free_udp_port()),
+                                      "--output", dir / "runs", "--run", "taken", "--duration", "1"},
+                                     dir / "taken");
+    CHECK(rc != 0);
+    CHECK(out.find("taken") != std::string::npos);
+    CHECK(daqd::test::slurp(dir / "runs/taken.h5") == "precious");
+}

@@ -1,0 +1,231 @@
+// writer: the thread between the assembler's queue and run_file, with a real
+// frame_pool and spsc_queue; the test thread plays the assembler.
+#include "daqd/storage/run_writer.hpp"
+#include "storage_test_util.hpp"
+
+#include <sys/resource.h>
+
+#include <csignal>
+#include <optional>
+#include <thread>
+
+using namespace storage_test;
+using daqd::processing::frame;
+using daqd::processing::frame_pool;
+using daqd::storage::run_options;
+using daqd::storage::run_stats;
+using daqd::storage::storage_error;
+using daqd::storage::writer;
+
+namespace {
+
+struct pipeline {
+    frame_pool pool;
+    daqd::common::spsc_queue<frame> queue;
+    daqd::common::wake_event ready;
+    writer w;
+
+    pipeline(std::size_t buffers, std::size_t buffer_bytes, std::size_t queue_capacity)
+        : pool(buffers, buffer_bytes), queue(queue_capacity), w(queue, pool, ready) {
+        w.start();
+    }
+
+    // Acquires a buffer, fills the pattern, queues the frame (as the assembler does).
+    frame push(std::uint16_t unit, std::uint32_t channels, std::uint64_t frame_number, std::uint16_t missing = 0) {
+        std::optional<std::uint32_t> idx;
+        while (!(idx = pool.acquire())) std::this_thread::yield();
+        frame f;
+        f.unit_id = unit;
+        f.channels = channels;
+        f.missing_packets = missing;
+        f.packet_count = 2;
+        f.pool_index = *idx;
+        f.frame_number = frame_number;
+        f.timestamp_ns = 5'000'000'000ull + frame_number * 250'000ull;
+        f.samples = pool.data(*idx);
+        REQUIRE(channels * 2u <= pool.buffer_bytes());
+        for (std::uint32_t c = 0; c < channels; ++c) f.samples[c] = pattern(frame_number, unit, c);
+        while (!queue.try_push(f)) {
+            ready.notify();
+            std::this_thread::yield();
+        }
+        ready.notify();
+        return f;
+    }
+
+    // Waits until the writer has given every buffer back.
+    void wait_drained() {
+        for (int i = 0; i < 10'000 && pool.available() != pool.buffers(); ++i)
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        REQUIRE(pool.available() == pool.buffers());
+    }
+};
+
+run_options options_for(const fs::path& dir, const std::string& name) {
+    run_options o;
+    o.output_dir = dir;
+    o.run_name = name;
+    o.chunk_bytes = 1024;
+    o.flush_interval = std::chrono::milliseconds(10);
+    o.config_text = "test";
+    o.server_version = "test";
+    return o;
+}
+
+// Records what a frame will look like in the file (the samples are copied
+// before the buffer can be reused).
+void expect(std::map<std::uint16_t, expected_rows>& want, const frame& f) { want[f.unit_id].add(f); }
+
+}  // namespace
+
+TEST_CASE("writer records queued frames into the active run and gives every buffer back", "[storage]") {
+    temp_dir dir;
+    pipeline p(16, 64 * 2, 8);
+    std::map<std::uint16_t, expected_rows> want;
+
+    // No run: frames are counted as unrecorded, buffers still released.
+    for (std::uint64_t i = 0; i < 5; ++i) p.push(1, 64, i);
+    p.wait_drained();
+    CHECK(p.w.counters().frames_unrecorded == 5);
+    CHECK_FALSE(p.w.run_active());
+    CHECK_FALSE(p.w.stop_run().has_value());
+
+    p.w.start_run(options_for(dir.path(), "w1"));
+    CHECK(p.w.run_active());
+    for (std::uint64_t i = 0; i < 300; ++i) {
+        expect(want, p.push(1, 64, 100 + i, i % 50 == 7 ? 1 : 0));
+        if (i >= 100) expect(want, p.push(2, 32, 9000 + i));  // unit 2 appears mid-run
+        if (i == 150) std::this_thread::sleep_for(std::chrono::milliseconds(60));  // let flushes happen
+    }
+    const auto stats = p.w.stop_run();  // drains the queue first
+    REQUIRE(stats.has_value());
+    CHECK_FALSE(p.w.run_active());
+    p.wait_drained();
+    CHECK_FALSE(stats->failed);
+    CHECK(stats->error.empty());
+    CHECK(stats->run_name == "w1");
+    CHECK(stats->frames_written == 300 + 200);
+    REQUIRE(stats->files.size() == 1);
+    CHECK(stats->files[0] == dir.path() / "w1.h5");
+    CHECK(stats->units.at(1).frames_written == 300);
+    CHECK(stats->units.at(2).frames_written == 200);
+    CHECK(stats->units.at(2).first_frame == 9100);
+    CHECK(stats->flushes >= 1);
+    CHECK(p.w.counters().frames_written == 500);
+    CHECK(p.w.counters().bytes_written == stats->bytes_written);
+    CHECK(p.w.counters().flushes >= 1);
+    CHECK(p.w.counters().flush_ns_total > 0);
+    CHECK(p.w.counters().frames_unrecorded == 5);
+    CHECK(p.w.counters().frames_failed == 0);
+    {
+        h5::file f = open_read(dir.path() / "w1.h5");
+        CHECK(has_attr(f.get(), "stopped_at"));
+        for (const auto& [unit, rows] : want) check_unit(f.get(), unit, rows);
+    }
+    CHECK_FALSE(p.w.stop_run().has_value());
+
+    // The name is taken now: start_run reports it synchronously and the
+    // writer stays usable.
+    CHECK_THROWS_AS(p.w.start_run(options_for(dir.path(), "w1")), storage_error);
+    CHECK_FALSE(p.w.run_active());
+    p.w.start_run(options_for(dir.path(), "w2"));
+    CHECK_THROWS_AS(p.w.start_run(options_for(dir.path(), "w3")), storage_error);  // one run at a time
+    std::map<std::uint16_t, expected_rows> want2;
+    for (std::uint64_t i = 0; i < 20; ++i) expect(want2, p.push(4, 16, i));
+    // stop() drains and closes the active run.
+    p.w.stop();
+    CHECK(p.pool.available() == p.pool.buffers());
+    CHECK_FALSE(p.w.run_active());
+    h5::file f = open_read(dir.path() / "w2.h5");
+    CHECK(has_attr(f.get(), "stopped_at"));
+    check_unit(f.get(), 4, want2[4]);
+    CHECK_THROWS_AS(p.w.start_run(options_for(dir.path(), "w4")), storage_error);  // thread gone
+}
+
+TEST_CASE("writer flushes at flush_interval so the live file can be read meanwhile", "[storage]") {
+    temp_dir dir;
+    pipeline p(8, 256 * 2, 4);
+    auto opt = options_for(dir.path(), "live");
+    opt.chunk_bytes = 1 << 20;  // one big partial chunk: only flushes make rows visible
+    opt.flush_interval = std::chrono::milliseconds(20);
+    p.w.start_run(opt);
+    for (std::uint64_t i = 0; i < 123; ++i) p.push(3, 256, i);
+    p.wait_drained();
+    const auto flushes = p.w.counters().flushes.load();
+    for (int i = 0; i < 500 && p.w.counters().flushes.load() < flushes + 2; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    REQUIRE(p.w.counters().flushes.load() >= flushes + 2);
+    auto r = run_command(shell_quote(DAQ_INSPECT) + " --verify --json " + shell_quote((dir.path() / "live.h5").string()));
+    INFO(r.output);
+    CHECK(r.exit_code == 0);
+    CHECK(r.output.find("\"total_frames\": 123") != std::string::npos);
+    CHECK(r.output.find("\"stopped_at\": null") != std::string::npos);
+    const auto stats = p.w.stop_run();
+    REQUIRE(stats.has_value());
+    CHECK(stats->frames_written == 123);
+}
+
+namespace {
+// Limits the size of files this process may write (a full disk, without
+// needing one); restores the limit and SIGXFSZ on scope exit.
+struct file_size_limit {
+    rlimit old{};
+    void (*old_handler)(int) = nullptr;
+    explicit file_size_limit(rlim_t bytes) {
+        getrlimit(RLIMIT_FSIZE, &old);
+        old_handler = std::signal(SIGXFSZ, SIG_IGN);  // write() fails with EFBIG instead
+        rlimit lim = old;
+        lim.rlim_cur = bytes;
+        setrlimit(RLIMIT_FSIZE, &lim);
+    }
+    ~file_size_limit() {
+        setrlimit(RLIMIT_FSIZE, &old);
+        std::signal(SIGXFSZ, old_handler);
+    }
+};
+}  // namespace
+
+TEST_CASE("writer: a write error fails the run, not the thread", "[storage]") {
+    temp_dir dir;
+    pipeline p(32, 4096 * 2, 16);
+    auto opt = options_for(dir.path(), "full");
+    opt.chunk_bytes = 64 * 1024;  // 8 rows of 4096 channels per chunk
+    p.w.start_run(opt);
+    std::optional<run_stats> stats;
+    {
+        file_size_limit limit(512 * 1024);
+        for (std::uint64_t i = 0; i < 400; ++i) p.push(1, 4096, i);  // 3.2 MB
+        stats = p.w.stop_run();
+        p.wait_drained();
+    }
+    REQUIRE(stats.has_value());
+    CHECK(stats->failed);
+    INFO(stats->error);
+    CHECK(stats->error.find((dir.path() / "full.h5").string()) != std::string::npos);
+    CHECK(stats->error.find(" failed on ") != std::string::npos);
+    CHECK(p.w.counters().frames_failed > 0);
+    CHECK(p.w.counters().frames_written + p.w.counters().frames_failed == 400);
+    CHECK_FALSE(p.w.run_active());
+
+    // The thread is alive and the next run works.
+    p.w.start_run(options_for(dir.path(), "after"));
+    std::map<std::uint16_t, expected_rows> want;
+    for (std::uint64_t i = 0; i < 10; ++i) expect(want, p.push(2, 100, i));
+    const auto after = p.w.stop_run();
+    REQUIRE(after.has_value());
+    CHECK_FALSE(after->failed);
+    CHECK(after->frames_written == 10);
+    h5::file f = open_read(dir.path() / "after.h5");
+    check_unit(f.get(), 2, want[2]);
+}
+
+TEST_CASE("writer: start_run before start() is an error, not a hang", "[storage]") {
+    temp_dir dir;
+    frame_pool pool(2, 16);
+    daqd::common::spsc_queue<frame> q(2);
+    daqd::common::wake_event ev;
+    writer w(q, pool, ev);
+    CHECK_THROWS_AS(w.start_run(options_for(dir.path(), "x")), storage_error);
+    CHECK_FALSE(w.stop_run().has_value());
+    w.stop();
+}

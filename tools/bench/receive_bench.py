@@ -1,0 +1,667 @@
+#!/usr/bin/env python3
+"""receive_bench.py: highest lossless receive rate of daqd, against the machine's ceilings.
+
+For each case (datagram size x links x backend x GRO x writer) it searches the
+highest total daq-sim rate that daqd receives with no loss at all, and in the
+same run measures the baselines: the bare receive ceiling (daq-drain, same
+traffic, same search) and the disk's sequential write ceiling
+(daq-disk-ceiling). Prints a Markdown table. See tools/bench/README.md.
+
+Standard library only. Every child process runs under a deadline, and the
+whole tool stops by itself after --max-wall seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# Channels per frame for each datagram size: a frame is several packets.
+#   1472-byte datagrams carry 1432 payload bytes: 4096 ch = 8 KiB = 6 packets.
+#   8972-byte datagrams carry 8932 payload bytes: 16384 ch = 32 KiB = 4 packets.
+# Both fit assembly.max_frame_bytes (default 65536).
+DEFAULT_CHANNELS = {1472: 4096, 8972: 16384}
+
+DEFAULT_CASES = dict(datagram=[1472], links=[1, 2], backend=["recvmmsg", "io_uring"], gro=["off", "on"],
+                     writer=["on"])
+ALL_CASES = dict(datagram=[1472, 8972], links=[1, 2], backend=["recvmmsg", "io_uring"], gro=["off", "on"],
+                 writer=["on", "off"])
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------ processes
+
+
+class Deadline(Exception):
+    pass
+
+
+def reap(p: subprocess.Popen, deadline: float, term_grace: float = 5.0):
+    """Waits for p until the monotonic `deadline`; then SIGTERM, then SIGKILL.
+
+    Returns (returncode, cpu_seconds, timed_out). CPU seconds come from wait4's
+    rusage, so they are exact and include every thread of the child.
+    """
+    timed_out = False
+    stage = 0
+    while True:
+        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+        if pid == p.pid:
+            p.returncode = os.waitstatus_to_exitcode(status)
+            return p.returncode, ru.ru_utime + ru.ru_stime, timed_out
+        now = time.monotonic()
+        if now >= deadline and stage == 0:
+            timed_out = True
+            p.send_signal(signal.SIGTERM)
+            stage, deadline = 1, now + term_grace
+        elif now >= deadline and stage == 1:
+            p.kill()
+            stage, deadline = 2, now + 30
+        elif now >= deadline and stage == 2:
+            raise Deadline(f"pid {p.pid} does not die")
+        time.sleep(0.02)
+
+
+def proc_cpu(pid: int) -> float:
+    """utime + stime of a live process from /proc/<pid>/stat (0 if gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def system_cpu() -> tuple[float, float]:
+    """(busy, total) jiffies of the whole machine from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    return sum(v) - idle, sum(v)
+
+
+def bound_udp_ports() -> set[int]:
+    ports = set()
+    for name in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(name) as f:
+                next(f)
+                for line in f:
+                    local = line.split()[1]
+                    ports.add(int(local.rsplit(":", 1)[1], 16))
+        except OSError:
+            pass
+    return ports
+
+
+def wait_bound(p: subprocess.Popen, ports: list[int], timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if set(ports) <= bound_udp_ports():
+            return True
+        if p.poll() is not None:
+            return False
+        time.sleep(0.02)
+    return False
+
+
+def tail(path: Path, n: int = 8) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+def free_bytes(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+# ------------------------------------------------------------------ cases
+
+
+@dataclass(frozen=True)
+class Case:
+    datagram: int
+    links: int
+    backend: str  # recvmmsg | io_uring | drain
+    gro: bool
+    writer: str  # on (disk) | off (tmpfs) | - (drain)
+
+    def name(self) -> str:
+        link = f"{self.links} link{'s' if self.links > 1 else ''}"
+        gro = "GRO on" if self.gro else "GRO off"
+        if self.backend == "drain":
+            return f"bare drain: {self.datagram} B, {link}, {gro}"
+        w = "writer on (disk)" if self.writer == "on" else "writer off (tmpfs)"
+        return f"daqd: {self.datagram} B, {link}, {self.backend}, {gro}, {w}"
+
+    def drain_key(self) -> Case:
+        return Case(self.datagram, self.links, "drain", self.gro, "-")
+
+
+@dataclass
+class Trial:
+    rate: float  # requested total Mbit/s
+    ok: bool = False
+    error: str = ""
+    sender_limited: bool = False
+    sim: dict = field(default_factory=dict)
+    rx: dict = field(default_factory=dict)  # daqd summary or daq-drain output
+    cpu: float = 0.0  # receiver CPU seconds over the trial
+    sim_cpu: float = 0.0
+    machine_busy: float = 0.0  # fraction of all CPUs busy while daq-sim ran
+    loss: dict = field(default_factory=dict)  # nonzero loss counters
+
+    def packets(self) -> int:
+        return int(self.sim.get("packets_sent", 0))
+
+    def as_json(self) -> dict:
+        return dict(rate=self.rate, ok=self.ok, error=self.error, sender_limited=self.sender_limited,
+                    cpu_seconds=self.cpu, sim_cpu_seconds=self.sim_cpu, machine_busy=self.machine_busy,
+                    loss=self.loss, sim=self.sim, receiver=self.rx)
+
+
+@dataclass
+class Search:
+    case: Case
+    trials: list[Trial] = field(default_factory=list)
+    best: Trial | None = None
+    first_loss: Trial | None = None  # lowest-rate failing trial
+    note: str = ""
+
+
+# ------------------------------------------------------------------ bench
+
+
+class Bench:
+    def __init__(self, a: argparse.Namespace):
+        self.a = a
+        b = Path(a.build)
+        self.daqd = b / "daqd" / "daqd"
+        self.sim = b / "tools" / "sim" / "daq-sim"
+        self.drain = b / "tools" / "bench" / "daq-drain"
+        self.disk = b / "tools" / "bench" / "daq-disk-ceiling"
+        for exe in (self.daqd, self.sim, self.drain, self.disk):
+            if not os.access(exe, os.X_OK):
+                sys.exit(f"receive_bench: {exe} is missing; build it first (see tools/bench/README.md)")
+        tag = f"daqd-bench-{os.getpid()}"
+        self.work = Path(a.disk_dir) / tag  # logs, summaries; writer-on output below it
+        self.out_disk = self.work / "out"
+        self.out_tmpfs = Path(a.tmpfs_dir) / tag / "out"
+        self.work.mkdir(parents=True)
+        self.started = time.monotonic()
+        self.trial_no = 0
+        self.ports = self.pick_ports(a.port_base, 2)
+        self.children: list[subprocess.Popen] = []
+
+    # -- housekeeping
+
+    def pick_ports(self, base: int, n: int) -> list[int]:
+        used = bound_udp_ports()
+        for b in range(base, base + 400, 10):
+            ports = list(range(b, b + n))
+            if not set(ports) & used:
+                return ports
+        sys.exit("receive_bench: no free UDP port block found; use --port-base")
+
+    def out_of_time(self) -> bool:
+        return time.monotonic() - self.started > self.a.max_wall
+
+    def cleanup(self) -> None:
+        for p in self.children:
+            if p.poll() is None:
+                p.kill()
+                try:
+                    p.wait(5)
+                except subprocess.TimeoutExpired:
+                    pass
+        self.children.clear()
+        if not self.a.keep_work:
+            shutil.rmtree(self.work, ignore_errors=True)
+        shutil.rmtree(self.out_tmpfs.parent, ignore_errors=True)
+
+    def spawn(self, cmd: list[str], stdout, stderr) -> subprocess.Popen:
+        p = subprocess.Popen([str(c) for c in cmd], stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL)
+        self.children.append(p)
+        return p
+
+    def forget(self, p: subprocess.Popen) -> None:
+        if p in self.children:
+            self.children.remove(p)
+
+    # -- one trial
+
+    def sim_cmd(self, case: Case, rate: float, ports: list[int], json_path: Path) -> list[str]:
+        cmd = [self.sim]
+        for port in ports:
+            cmd += ["--target", f"127.0.0.1:{port}"]
+        channels = self.a.channels or DEFAULT_CHANNELS.get(case.datagram, 4096)
+        cmd += ["--units", str(max(self.a.units, case.links)), "--channels", str(channels), "--duration",
+                str(self.a.seconds), "--rate", f"{rate:g}", "--datagram", str(case.datagram), "--mode",
+                self.a.sim_mode, "--json", json_path, "--quiet"]
+        return cmd
+
+    def run_sim(self, case: Case, rate: float, ports: list[int], t: Trial, tdir: Path) -> bool:
+        sim_json = tdir / "sim.json"
+        with open(tdir / "sim.log", "wb") as err:
+            b0 = system_cpu()
+            p = self.spawn(self.sim_cmd(case, rate, ports, sim_json), subprocess.DEVNULL, err)
+            rc, t.sim_cpu, timed_out = reap(p, time.monotonic() + self.a.seconds + 20)
+            b1 = system_cpu()
+            self.forget(p)
+        t.machine_busy = (b1[0] - b0[0]) / max(1, b1[1] - b0[1])
+        if rc != 0 or timed_out:
+            t.error = f"daq-sim exit {rc}{' (timed out)' if timed_out else ''}: {tail(tdir / 'sim.log', 3)}"
+            return False
+        try:
+            t.sim = json.loads(sim_json.read_text())
+        except (OSError, ValueError) as e:
+            t.error = f"daq-sim summary unreadable: {e}"
+            return False
+        achieved = float(t.sim.get("rate_mbps", 0))
+        t.sender_limited = achieved < self.a.sender_slack * rate
+        if t.sim.get("send_errors", 0):
+            t.error = f"daq-sim send_errors={t.sim['send_errors']}"
+            return False
+        return True
+
+    def trial(self, case: Case, rate: float) -> Trial:
+        self.trial_no += 1
+        t = Trial(rate)
+        tdir = self.work / f"trial{self.trial_no:04d}"
+        tdir.mkdir()
+        ports = self.ports[:case.links]
+        if set(ports) & bound_udp_ports():
+            t.error = f"UDP port(s) {ports} already bound by another process"
+            return t
+        if case.backend == "drain":
+            self.trial_drain(case, rate, ports, t, tdir)
+        else:
+            self.trial_daqd(case, rate, ports, t, tdir)
+        if not self.a.keep_work:
+            shutil.rmtree(tdir, ignore_errors=True)
+        return t
+
+    def trial_daqd(self, case: Case, rate: float, ports: list[int], t: Trial, tdir: Path) -> None:
+        out = self.out_disk if case.writer == "on" else self.out_tmpfs
+        out.mkdir(parents=True, exist_ok=True)
+        # Free space: twice what this trial can write.
+        need = 2 * rate * 1e6 / 8 * self.a.seconds
+        if free_bytes(out) < need:
+            t.error = f"not enough free space in {out} for {need / 1e9:.1f} GB"
+            return
+        summary = tdir / "summary.json"
+        cmd = [self.daqd, "--output", out, "--run", f"bench{self.trial_no:04d}", "--duration",
+               f"{self.a.seconds + 3:g}", "--backend", case.backend, "--summary-json", summary, "--log-level",
+               "warn"]
+        for port in ports:
+            cmd += ["--listen", f"127.0.0.1:{port}"]
+        if case.gro:
+            cmd.append("--gro")
+        with open(tdir / "daqd.log", "wb") as lg:
+            d = self.spawn(cmd, lg, lg)
+        try:
+            if not wait_bound(d, ports, 15):
+                t.error = f"daqd did not bind {ports}: {tail(tdir / 'daqd.log', 4)}"
+                return
+            cpu0 = proc_cpu(d.pid)  # start-up (ring and pool allocation) is not counted
+            sim_ok = self.run_sim(case, rate, ports, t, tdir)
+            time.sleep(self.a.grace)  # let the sockets drain, then stop daqd (it drains rings and queues)
+            if d.poll() is None:
+                d.send_signal(signal.SIGTERM)
+            rc, cpu, timed_out = reap(d, time.monotonic() + 60)
+            t.cpu = cpu - cpu0
+            if timed_out or rc != 0:
+                t.error = t.error or f"daqd exit {rc}{' (timed out)' if timed_out else ''}: {tail(tdir / 'daqd.log', 4)}"
+                return
+            if not sim_ok:
+                return
+            try:
+                t.rx = json.loads(summary.read_text())
+            except (OSError, ValueError) as e:
+                t.error = f"daqd summary unreadable: {e}"
+                return
+        finally:
+            if d.poll() is None:
+                d.kill()
+                d.wait()
+            self.forget(d)
+            # Run files: delete so the disk does not fill; a killed daqd may leave its packet ring.
+            shutil.rmtree(out, ignore_errors=True)
+            for ring in Path("/dev/shm").glob(f"daqd-{d.pid}-*"):
+                ring.unlink(missing_ok=True)
+        rx = t.rx
+        sent = t.packets()
+        t.loss = {k: rx.get(k, 0) for k in ("kernel_drops", "ring_dropped", "frames_overflow", "packets_lost",
+                                              "frames_incomplete", "frames_lost", "late", "invalid_total")
+                  if rx.get(k, 0)}
+        missing = sent - rx.get("packets_received", 0)
+        if missing:
+            t.loss["missing"] = missing
+        t.ok = (rx.get("packets_lost", 1) == 0 and rx.get("ring_dropped", 1) == 0 and rx.get("kernel_drops", 1) == 0
+                and rx.get("frames_overflow", 1) == 0 and rx.get("packets_received", -1) == sent
+                and not rx.get("run_failed", False))
+        if rx.get("run_failed"):
+            t.error = f"run failed: {rx.get('run_error')}"
+
+    def trial_drain(self, case: Case, rate: float, ports: list[int], t: Trial, tdir: Path) -> None:
+        cmd = [self.drain, "--idle", "1", "--duration", f"{self.a.seconds + 15:g}"]
+        for port in ports:
+            cmd += ["--listen", f"127.0.0.1:{port}"]
+        if case.gro:
+            cmd.append("--gro")
+        with open(tdir / "drain.json", "wb") as o, open(tdir / "drain.log", "wb") as e:
+            d = self.spawn(cmd, o, e)
+        try:
+            if not wait_bound(d, ports, 15):
+                t.error = f"daq-drain did not bind {ports}: {tail(tdir / 'drain.log', 4)}"
+                return
+            sim_ok = self.run_sim(case, rate, ports, t, tdir)
+            if not sim_ok:
+                d.send_signal(signal.SIGTERM)
+            rc, _, timed_out = reap(d, time.monotonic() + 20)  # it stops 1 s after the last datagram
+            if rc != 0 or not sim_ok:
+                t.error = t.error or f"daq-drain exit {rc}: {tail(tdir / 'drain.log', 4)}"
+                return
+            t.rx = json.loads((tdir / "drain.json").read_text())
+        except (OSError, ValueError) as e:
+            t.error = f"daq-drain output unreadable: {e}"
+            return
+        finally:
+            if d.poll() is None:
+                d.kill()
+                d.wait()
+            self.forget(d)
+        t.cpu = float(t.rx.get("cpu_seconds", 0))
+        sent = t.packets()
+        if t.rx.get("kernel_drops", 0):
+            t.loss["kernel_drops"] = t.rx["kernel_drops"]
+        if sent - t.rx.get("datagrams", 0):
+            t.loss["missing"] = sent - t.rx.get("datagrams", 0)
+        t.ok = t.rx.get("kernel_drops", 1) == 0 and t.rx.get("datagrams", -1) == sent
+
+    # -- the search
+
+    def search(self, case: Case) -> Search:
+        s = Search(case)
+        a = self.a
+
+        def run(rate: float) -> Trial:
+            t = self.trial(case, rate)
+            s.trials.append(t)
+            state = "ok" if t.ok else ("ERROR " + t.error if t.error else "LOSS " + fmt_loss(t.loss))
+            got = t.sim.get("rate_mbps", 0)
+            log(f"  {rate:8.1f} Mbit/s (sent {got:8.1f}{', sender-limited' if t.sender_limited else ''}): {state}")
+            if t.ok and (s.best is None or rate > s.best.rate):
+                s.best = t
+            if not t.ok and not t.error and (s.first_loss is None or rate < s.first_loss.rate):
+                s.first_loss = t
+            return t
+
+        log(f"{case.name()}")
+        lo = hi = None
+        rate = a.start_rate
+        # Double until loss (or the sender or --max-rate is the limit).
+        while True:
+            if self.out_of_time():
+                s.note = "stopped: --max-wall reached"
+                return s
+            t = run(rate)
+            if t.error:
+                s.note = f"error at {rate:g} Mbit/s: {t.error}"
+                return s
+            if not t.ok:
+                hi = rate
+                break
+            lo = rate
+            if t.sender_limited:
+                s.note = f"sender-limited: daq-sim reached only {t.sim.get('rate_mbps', 0):.0f} Mbit/s"
+                return s
+            if rate * 2 > a.max_rate:
+                s.note = f"reached --max-rate {a.max_rate:g} without loss"
+                return s
+            rate *= 2
+        # Lost at the start rate: halve until lossless.
+        while lo is None:
+            rate = hi / 2
+            if rate < a.start_rate / 16 or self.out_of_time():
+                s.note = f"loss even at {hi:g} Mbit/s"
+                return s
+            t = run(rate)
+            if t.error:
+                s.note = f"error at {rate:g} Mbit/s: {t.error}"
+                return s
+            if t.ok:
+                lo = rate
+            else:
+                hi = rate
+        # Bisect.
+        for _ in range(a.bisect_steps):
+            if self.out_of_time():
+                s.note = "stopped: --max-wall reached"
+                break
+            mid = (lo + hi) / 2
+            t = run(mid)
+            if t.error:
+                s.note = f"error at {mid:g} Mbit/s: {t.error}"
+                break
+            if t.ok:
+                lo = mid
+            else:
+                hi = mid
+        return s
+
+
+def fmt_loss(loss: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in loss.items()) or "-"
+
+
+# ------------------------------------------------------------------ report
+
+
+def report(bench: Bench, searches: list[Search], disk: dict | None, a: argparse.Namespace, meta: dict) -> str:
+    drains = {s.case: s for s in searches if s.case.backend == "drain"}
+    lines = []
+    lines.append(f"receive_bench: {meta['host']}, kernel {meta['kernel']}, {meta['cpus']} CPUs, "
+                 f"load average before {meta['load_before']} / after {meta['load_after']}; "
+                 f"{a.seconds:g} s trials, start {a.start_rate:g} Mbit/s, {a.bisect_steps} bisect steps, "
+                 f"{a.units} units, daq-sim --mode {a.sim_mode}")
+    if disk:
+        if "error" in disk:
+            lines.append(f"disk ceiling ({disk.get('dir')}): ERROR {disk['error']}")
+        else:
+            lines.append(f"disk ceiling ({disk['dir']}): {disk['mb_per_s']:.0f} MB/s "
+                         f"({disk['bytes'] / 2**30:.2f} GiB, 1 MiB writes, fdatasync every 64 MiB)")
+    lines.append("")
+    lines.append("| case | lossless Mbit/s | kpackets/s | ratio to bare drain | CPU s per Mpacket | MB/s written "
+                 "| ratio to disk ceiling | first loss seen at (Mbit/s sent: counters) |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---|")
+    for s in searches:
+        c, b = s.case, s.best
+        if b is None:
+            rate = kpps = ratio = cpu = mbw = dr = "–"
+        else:
+            secs = float(b.sim.get("seconds", 0)) or a.seconds
+            achieved = float(b.sim.get("rate_mbps", 0))
+            rate = f"{achieved:.0f}" + ("+" if s.note else "")
+            kpps = f"{b.packets() / secs / 1e3:.0f}"
+            pkts = b.rx.get("packets_received", b.rx.get("datagrams", 0))
+            cpu = f"{b.cpu / (pkts / 1e6):.2f}" if pkts else "–"
+            ratio = "–"
+            if c.backend != "drain":
+                d = drains.get(c.drain_key())
+                if d and d.best:
+                    dr_rate = float(d.best.sim.get("rate_mbps", 0))
+                    ratio = f"{achieved / dr_rate:.2f}" + ("" if not d.note else " (drain ≥)")
+            mbw = dr = "–"
+            if c.backend != "drain":
+                mb = b.rx.get("bytes_written", 0) / secs / 1e6
+                mbw = f"{mb:.0f}"
+                if c.writer == "on" and disk and "mb_per_s" in disk:
+                    dr = f"{mb / disk['mb_per_s']:.2f}"
+                elif c.writer == "off":
+                    dr = "(tmpfs)"
+        fl = s.first_loss
+        loss = f"{float(fl.sim.get('rate_mbps', fl.rate)):.0f}: {fmt_loss(fl.loss)}" if fl else "none"
+        if s.note:
+            loss += f" — {s.note}"
+        lines.append(f"| {c.name()} | {rate} | {kpps} | {ratio} | {cpu} | {mbw} | {dr} | {loss} |")
+    lines.append("")
+    lines.append("Rates are UDP payload Mbit/s as daq-sim measured them (sum over links) at the highest lossless "
+                 "trial; '+' means the search stopped without finding loss (see the last column). CPU s per Mpacket: "
+                 "daqd = utime+stime of the whole process (all threads) from the moment its ports were bound to its "
+                 "exit; bare drain = its own getrusage. 'writer off' writes to tmpfs: there is no switch that turns "
+                 "the writer off, so tmpfs (no disk I/O, but the HDF5 writing and copies remain) stands in for it.")
+    return "\n".join(lines)
+
+
+def parse_list(v: str, kind):
+    out = []
+    for x in v.split(","):
+        x = x.strip()
+        if x:
+            out.append(kind(x))
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description="Highest lossless receive rate of daqd per case, with the bare-drain and disk ceilings.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Default cases: --datagram 1472 --links 1,2 --backend recvmmsg,io_uring --gro off,on --writer on.\n"
+               "Full matrix (32 searches + 8 drain searches; hours at 10 s trials):\n"
+               "  tools/bench/receive_bench.py --all --max-wall 21600")
+    ap.add_argument("--build", default=str(REPO / "build-bench"), help="build directory (default: build-bench)")
+    ap.add_argument("--datagram", help="datagram sizes, comma-separated (1472, 8972)")
+    ap.add_argument("--links", help="link counts: 1, 2")
+    ap.add_argument("--backend", help="daqd backends: recvmmsg, io_uring")
+    ap.add_argument("--gro", help="off, on")
+    ap.add_argument("--writer", help="on (output on disk, --disk-dir), off (output on tmpfs, --tmpfs-dir)")
+    ap.add_argument("--all", action="store_true", help="the full matrix (any filter above narrows it)")
+    ap.add_argument("--no-drain", action="store_true", help="skip the bare-drain searches")
+    ap.add_argument("--drain-only", action="store_true", help="only the bare-drain searches (and the disk ceiling)")
+    ap.add_argument("--no-disk", action="store_true", help="skip the disk ceiling")
+    ap.add_argument("--seconds", type=float, default=10.0, help="seconds of traffic per trial (default 10)")
+    ap.add_argument("--quick", action="store_true", help="3 s trials (same as --seconds 3)")
+    ap.add_argument("--start-rate", type=float, default=200.0, help="first trial, total Mbit/s (default 200)")
+    ap.add_argument("--max-rate", type=float, default=40000.0, help="never ask for more (default 40000)")
+    ap.add_argument("--bisect-steps", type=int, default=3, help="bisection steps after the first loss (default 3)")
+    ap.add_argument("--units", type=int, default=4, help="simulated units, spread round-robin over the links (4)")
+    ap.add_argument("--channels", type=int, default=0, help="channels per frame (default 4096 for 1472-byte "
+                    "datagrams, 16384 for 8972)")
+    ap.add_argument("--sim-mode", default="gso", choices=["gso", "sendmmsg"], help="daq-sim --mode (gso)")
+    ap.add_argument("--sender-slack", type=float, default=0.9,
+                    help="a trial is sender-limited when daq-sim reaches less than this fraction of the rate (0.9)")
+    ap.add_argument("--grace", type=float, default=0.5, help="seconds between daq-sim's end and SIGTERM to daqd")
+    ap.add_argument("--disk-dir", default="/tmp", help="directory on the disk under test (default /tmp); work "
+                    "files and writer-on output go to DIR/daqd-bench-PID")
+    ap.add_argument("--tmpfs-dir", default="/dev/shm", help="tmpfs for writer-off output (default /dev/shm)")
+    ap.add_argument("--disk-bytes", type=float, default=2 * 2**30, help="daq-disk-ceiling size (default 2 GiB; "
+                    "capped at a quarter of the free space)")
+    ap.add_argument("--port-base", type=int, default=47660, help="first UDP port (default 47660)")
+    ap.add_argument("--max-wall", type=float, default=2700, help="stop starting trials after this many seconds "
+                    "(default 2700)")
+    ap.add_argument("--json", help="also write every trial as JSON to this file")
+    ap.add_argument("--markdown", help="also write the table to this file")
+    ap.add_argument("--keep-work", action="store_true", help="keep logs and summaries of every trial")
+    a = ap.parse_args()
+    if a.quick:
+        a.seconds = 3.0
+
+    # A filter replaces one dimension; the others keep the default subset (or the full matrix with --all).
+    dims = dict(ALL_CASES if a.all else DEFAULT_CASES)
+    if a.datagram:
+        dims["datagram"] = parse_list(a.datagram, int)
+    if a.links:
+        dims["links"] = parse_list(a.links, int)
+    if a.backend:
+        dims["backend"] = parse_list(a.backend, str)
+    if a.gro:
+        dims["gro"] = parse_list(a.gro, str)
+    if a.writer:
+        dims["writer"] = parse_list(a.writer, str)
+    for k, allowed in ALL_CASES.items():
+        bad = [v for v in dims[k] if v not in allowed]
+        if bad:
+            ap.error(f"--{k}: {bad} not among {allowed}")
+    cases = [Case(d, l, b, g == "on", w)
+             for d, l, b, g, w in itertools.product(dims["datagram"], dims["links"], dims["backend"], dims["gro"],
+                                                    dims["writer"])]
+    drain_cases = list(dict.fromkeys(c.drain_key() for c in cases))
+    if a.drain_only:
+        cases = []
+    if a.no_drain:
+        drain_cases = []
+
+    bench = Bench(a)
+    meta = dict(host=platform.node(), kernel=platform.release(), cpus=os.cpu_count(),
+                load_before=" ".join(open("/proc/loadavg").read().split()[:3]))
+    searches: list[Search] = []
+    disk = None
+    interrupted = False
+
+    def on_term(sig, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        if not a.no_disk and any(c.writer == "on" for c in cases) or (a.drain_only and not a.no_disk):
+            size = int(min(a.disk_bytes, free_bytes(bench.work) / 4)) // 2**20 * 2**20
+            log(f"disk ceiling: {size / 2**30:.2f} GiB in {bench.work}")
+            with open(bench.work / "disk.log", "wb") as e:
+                p = bench.spawn([bench.disk, "--dir", bench.work, "--bytes", str(size)], subprocess.PIPE, e)
+                rc, _, to = reap(p, time.monotonic() + 600)
+                bench.forget(p)
+            try:
+                disk = json.loads(p.stdout.read()) if rc == 0 else dict(error=f"exit {rc}: {tail(bench.work / 'disk.log', 3)}")
+            except ValueError as ex:
+                disk = dict(error=str(ex))
+            disk.setdefault("dir", str(bench.work))
+            log(f"disk ceiling: {disk.get('mb_per_s', disk.get('error'))} MB/s")
+        for c in drain_cases + cases:
+            if bench.out_of_time():
+                s = Search(c, note="skipped: --max-wall reached")
+            else:
+                s = bench.search(c)
+            searches.append(s)
+    except KeyboardInterrupt:
+        interrupted = True
+        log("interrupted: reporting what was measured")
+    finally:
+        bench.cleanup()
+    meta["load_after"] = " ".join(open("/proc/loadavg").read().split()[:3])
+    meta["wall_seconds"] = round(time.monotonic() - bench.started, 1)
+    table = report(bench, searches, disk, a, meta)
+    print(table)
+    print(f"\n(wall time {meta['wall_seconds']:.0f} s{', interrupted' if interrupted else ''})")
+    if a.markdown:
+        Path(a.markdown).write_text(table + "\n")
+    if a.json:
+        doc = dict(meta=meta, settings=vars(a), disk=disk,
+                   searches=[dict(case=s.case.name(), datagram=s.case.datagram, links=s.case.links,
+                                  backend=s.case.backend, gro=s.case.gro, writer=s.case.writer, note=s.note,
+                                  best_rate=s.best.rate if s.best else None,
+                                  trials=[t.as_json() for t in s.trials]) for s in searches])
+        Path(a.json).write_text(json.dumps(doc, indent=1) + "\n")
+    return 130 if interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
