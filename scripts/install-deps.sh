@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages daqd needs to build, test and run.
+# Skips apt entirely when everything is already present.
+set -euo pipefail
+packages=(
+  cmake ninja-build g++ pkg-config
+  libboost-dev libboost-program-options-dev liburing-dev libhdf5-dev hdf5-tools
+  libspdlog-dev libfmt-dev libtomlplusplus-dev nlohmann-json3-dev prometheus-cpp-dev catch2
+  python3-h5py python3-numpy
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+echo "install-deps: installing ${missing[*]}"
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
