@@ -98,13 +98,18 @@ struct run_file::impl {
     bool closed = false;
 
     explicit impl(run_options o) : opt(std::move(o)) {
-        h5::silence_auto_print();
+        h5::init_library();
         stats.run_name = opt.run_name;
         if (opt.chunk_bytes == 0) opt.chunk_bytes = 1;
         refuse_existing();
         fapl = h5::plist(h5::check_id(H5Pcreate(H5P_FILE_ACCESS), "H5Pcreate", "file access plist"));
         h5::check(H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_LATEST, H5F_LIBVER_LATEST), "H5Pset_libver_bounds",
                   "file access plist");
+        // HDF5 1.10 SWMR readers hold a shared flock for as long as they keep
+        // the file open: with locking, our read-write reopen (new unit,
+        // stopped_at) would fail whenever someone follows the run live.
+        // Exclusivity of the writer comes from H5F_ACC_EXCL and the name check.
+        h5::check(H5Pset_file_locking(fapl.get(), false, true), "H5Pset_file_locking", "file access plist");
         started_at = iso8601_utc_now();
         bool created = false;
         try {
@@ -242,9 +247,8 @@ struct run_file::impl {
         file.close("H5Fclose", where);
     }
 
-    // Reopens the current file read-write without SWMR. A concurrent reader
-    // opening the file at this very moment may hold its lock for an instant:
-    // retry briefly before giving up.
+    // Reopens the current file read-write without SWMR (file locking is off,
+    // see the constructor). Retried briefly against transient failures.
     void reopen_rdwr() {
         for (int attempt = 0;; ++attempt) {
             const hid_t id = H5Fopen(where.c_str(), H5F_ACC_RDWR, fapl.get());
@@ -252,17 +256,21 @@ struct run_file::impl {
                 file = h5::file(id);
                 return;
             }
-            if (attempt >= 20) h5::fail("H5Fopen (read-write)", where);
+            if (attempt >= 3) h5::fail("H5Fopen (read-write)", where);
             H5Eclear2(H5E_DEFAULT);
-            std::this_thread::sleep_for(std::chrono::milliseconds(25));
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
         }
     }
 
-    // Closes handles without checking (failure paths, destructor).
+    // Closes handles without throwing (failure paths, destructor). A close
+    // that fails after a write error is expected (its flush fails too); see
+    // h5::init_library() for why that is safe.
     void release_handles() noexcept {
+        bool ok = true;
         for (auto& [id, u] : units)
-            for (auto& d : u.ds) d.reset();
-        file.reset();
+            for (auto& d : u.ds) ok = d.reset() && ok;
+        ok = file.reset() && ok;
+        if (!ok) spdlog::debug("run '{}': closing {} after an error failed as well", opt.run_name, where);
     }
 
     // ---- data path ---------------------------------------------------------

@@ -3,6 +3,7 @@
 // Control threads never touch HDF5: start_run/stop_run/stop hand a command to
 // the writer thread and wait for its result (std::promise), so the serial,
 // non-thread-safe HDF5 build is only ever used from this one thread.
+#include "daqd/storage/h5.hpp"
 #include "daqd/storage/run_writer.hpp"
 
 #include <spdlog/spdlog.h>
@@ -39,7 +40,9 @@ struct writer::command {
 };
 
 writer::writer(common::spsc_queue<processing::frame>& in, processing::frame_pool& pool, common::wake_event& in_ready)
-    : _in(in), _pool(pool), _in_ready(in_ready) {}
+    : _in(in), _pool(pool), _in_ready(in_ready) {
+    h5::init_library();  // early: before anything else in the process touches HDF5
+}
 
 writer::~writer() {
     try {

@@ -309,3 +309,37 @@ TEST_CASE("a run name already on disk is refused, the existing file untouched", 
     CHECK(out.find("taken") != std::string::npos);
     CHECK(daqd::test::slurp(dir / "runs/taken.h5") == "precious");
 }
+
+TEST_CASE("a second process maps the packet ring read-only and sees every packet go by", "[e2e]") {
+    scratch_dir dir("ringwatch");
+    const auto port = free_udp_port();
+    child d({DAQD_BIN, "--listen", "127.0.0.1:" + std::to_string(port), "--output", dir / "runs", "--summary-json",
+             dir / "watch.json"},
+            dir / "watch.daqd.out", dir / "watch.daqd.err");
+    REQUIRE(d.wait_for_log("packet ring /dev/shm/", 20s));
+    const std::string log = d.err();
+    const auto at = log.find("/dev/shm/") + 9;
+    const std::string ring = log.substr(at, log.find(' ', at) - at);
+    child watcher({DAQ_RINGWATCH_BIN, ring, "--seconds", "4", "--json"}, dir / "watcher.out", dir / "watcher.err");
+    std::this_thread::sleep_for(300ms);  // the watcher samples `head` when it starts
+    auto [rc, out] = daqd::test::run({DAQ_SIM_BIN, "--target", "127.0.0.1:" + std::to_string(port), "--units", "3",
+                                      "--frames", "300", "--rate", "50", "--json", dir / "watch.sim.json", "--quiet"},
+                                     dir / "watch.sim");
+    REQUIRE(rc == 0);
+    REQUIRE(watcher.wait(30s) == 0);
+    d.signal(SIGTERM);
+    REQUIRE(d.wait(60s) == 0);
+    INFO(watcher.out() << watcher.err());
+    const auto w = json::parse(watcher.out());
+    const auto sim = read_json(dir / "watch.sim.json");
+    CHECK(w["ring"] == ring);
+    CHECK(w["skipped_slots"] == 0);
+    CHECK(w["seen"] == sim["packets_sent"]);
+    CHECK(w["units"].size() == 3);
+    // daqd was not recording: its frames were counted as not recorded, none lost.
+    const auto s = read_json(dir / "watch.json");
+    CHECK(s["packets_received"] == sim["packets_sent"]);
+    CHECK(s["frames_unrecorded"] == 900);
+    // The ring's name is gone from /dev/shm once daqd exits.
+    CHECK_FALSE(fs::exists("/dev/shm/" + ring));
+}

@@ -93,7 +93,7 @@ struct expected_rows {
 // ---- reading back with the HDF5 C API ----------------------------------------
 
 inline h5::file open_read(const fs::path& p) {
-    h5::silence_auto_print();
+    h5::init_library();
     const hid_t id = H5Fopen(p.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
     if (id < 0) FAIL("cannot open " << p << ": " << h5::error_stack());
     return h5::file(id);

@@ -39,7 +39,7 @@ fs::path make_good_run(const fs::path& dir, const std::string& name) {
 
 // Overwrites raw[row][channel] of a unit in place.
 void poke(const fs::path& file, std::uint16_t unit, hsize_t row, hsize_t channel, std::uint16_t value) {
-    h5::silence_auto_print();
+    h5::init_library();
     h5::file f(H5Fopen(file.c_str(), H5F_ACC_RDWR, H5P_DEFAULT));
     REQUIRE(f);
     const std::string p = "/units/u" + std::to_string(unit) + "/raw";
@@ -154,7 +154,7 @@ TEST_CASE("daq-inspect --verify passes a good run and names a corrupted sample",
 TEST_CASE("daq-inspect --verify checks the layout", "[storage]") {
     temp_dir dir;
     const auto file = make_good_run(dir.path(), "layout");
-    h5::silence_auto_print();
+    h5::init_library();
     SECTION("a missing dataset") {
         {
             h5::file f(H5Fopen(file.c_str(), H5F_ACC_RDWR, H5P_DEFAULT));

@@ -210,7 +210,7 @@ TEST_CASE("run_file rejects frames out of order or with another channel count", 
     check_unit(f.get(), 1, want[1]);
 }
 
-TEST_CASE("run_file: after flush a SWMR reader in another process sees every row; close leaves a plain file",
+TEST_CASE("run_file: after flush a SWMR reader in another process sees every row and close leaves a plain file",
           "[storage]") {
     temp_dir dir;
     auto opt = options_for(dir.path(), "live");
@@ -219,21 +219,29 @@ TEST_CASE("run_file: after flush a SWMR reader in another process sees every row
     const bool py = python_has_h5py();
     if (!py) WARN("/usr/bin/python3 lacks h5py/numpy: skipping the second-process SWMR reader checks");
     const std::string script = py_check_script(dir);
+    // A reader that keeps the file open while the writer appends, adds a
+    // unit (close + read-write reopen) and finally closes the run.
     const std::string follow = write_text(dir.path() / "follow.py", R"PY(
 import sys, os, time, h5py
-path, ready, go = sys.argv[1:4]
+path, sync = sys.argv[1:3]
+def wait_for(name):
+    deadline = time.time() + 60
+    while not os.path.exists(os.path.join(sync, name)):
+        if time.time() > deadline: sys.exit('timed out waiting for ' + name)
+        time.sleep(0.01)
 with h5py.File(path, 'r', libver='latest', swmr=True) as f:
     ds = f['units/u5/frame_number']
     n1 = ds.shape[0]
-    open(ready, 'w').close()
-    deadline = time.time() + 60
-    while not os.path.exists(go):
-        if time.time() > deadline: sys.exit('timed out waiting for the writer')
-        time.sleep(0.01)
+    open(os.path.join(sync, 'ready1'), 'w').close()
+    wait_for('go1')
     ds.refresh()
     n2 = ds.shape[0]
     last = int(ds[n2 - 1])
-print(n1, n2, last)
+    open(os.path.join(sync, 'ready2'), 'w').close()
+    wait_for('go2')
+    ds.refresh()
+    n3 = ds.shape[0]
+print(n1, n2, last, n3)
 )PY").string();
 
     std::map<std::uint16_t, expected_rows> want;
@@ -260,50 +268,47 @@ print(n1, n2, last)
         CHECK(r.exit_code == 0);
     }
 
-    // More rows into the same (rewritten) partial chunk; a reader that stays
-    // open sees them after refresh().
+    // More rows into the same (rewritten) partial chunk, then a new unit,
+    // while a reader keeps the file open: after refresh() it sees the rows;
+    // the new unit needs a reopen.
+    std::FILE* follower = nullptr;
     if (py) {
-        const fs::path ready = dir.path() / "ready";
-        const fs::path go = dir.path() / "go";
         const std::string cmd = std::string(python) + " " + shell_quote(follow) + " " + shell_quote(path.string()) + " " +
-                                shell_quote(ready.string()) + " " + shell_quote(go.string()) + " 2>&1";
-        std::FILE* p = ::popen(cmd.c_str(), "r");
-        REQUIRE(p != nullptr);
-        for (int i = 0; i < 6000 && !fs::exists(ready); ++i) ::usleep(10'000);
-        CHECK(fs::exists(ready));
-        for (std::uint64_t i = 0; i < 50; ++i) put(rf, want, 5, 8, 1100 + i);
-        rf.flush();
-        write_text(go, "");
-        std::string out;
-        char buf[512];
-        std::size_t n;
-        while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-        const int status = ::pclose(p);
-        INFO(out);
-        CHECK(WIFEXITED(status));
-        CHECK(WEXITSTATUS(status) == 0);
-        CHECK(out.find("100 150 1149") != std::string::npos);
-
-        auto r = run_command(std::string(python) + " " + shell_quote(script) + " " + shell_quote(path.string()) + " 5:150");
-        INFO(r.output);
-        CHECK(r.exit_code == 0);
-    } else {
-        for (std::uint64_t i = 0; i < 50; ++i) put(rf, want, 5, 8, 1100 + i);
-        rf.flush();
+                                shell_quote(dir.path().string()) + " 2>&1";
+        follower = ::popen(cmd.c_str(), "r");
+        REQUIRE(follower != nullptr);
+        for (int i = 0; i < 6000 && !fs::exists(dir.path() / "ready1"); ++i) ::usleep(10'000);
+        REQUIRE(fs::exists(dir.path() / "ready1"));
     }
-
-    // A new unit mid-run: readers must reopen, and then see it.
-    put(rf, want, 6, 8, 1);
+    for (std::uint64_t i = 0; i < 50; ++i) put(rf, want, 5, 8, 1100 + i);
+    rf.flush();
+    put(rf, want, 6, 8, 1);  // new unit: the file is closed and reopened under the reader
     rf.flush();
     CHECK((read_superblock(path).status_flags & 0x04) != 0);
     if (py) {
+        write_text(dir.path() / "go1", "");
+        for (int i = 0; i < 6000 && !fs::exists(dir.path() / "ready2"); ++i) ::usleep(10'000);
+        CHECK(fs::exists(dir.path() / "ready2"));
         auto r = run_command(std::string(python) + " " + shell_quote(script) + " " + shell_quote(path.string()) +
                              " 5:150 6:1");
         INFO(r.output);
         CHECK(r.exit_code == 0);
     }
 
-    rf.close();
+    rf.close();  // reopens read-write for stopped_at while the reader is still open
+    CHECK_FALSE(rf.stats().failed);
+    if (py) {
+        write_text(dir.path() / "go2", "");
+        std::string out;
+        char buf[512];
+        std::size_t n;
+        while ((n = std::fread(buf, 1, sizeof buf, follower)) > 0) out.append(buf, n);
+        const int status = ::pclose(follower);
+        INFO(out);
+        CHECK(WIFEXITED(status));
+        CHECK(WEXITSTATUS(status) == 0);
+        CHECK(out.find("100 150 1149 150") != std::string::npos);
+    }
     CHECK(read_superblock(path).status_flags == 0);
     h5::file f = open_read(path);  // plain, non-SWMR open
     CHECK(std::regex_match(read_string_attr(f.get(), "stopped_at"), iso8601_utc));

@@ -19,6 +19,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -152,13 +153,25 @@ struct inspector {
         std::error_code ec;
         if (!fs::exists(path, ec)) throw unreadable(fmt::format("{}: no such file", path));
         if (!fs::is_regular_file(path, ec)) throw unreadable(fmt::format("{}: not a regular file", path));
-        hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY | H5F_ACC_SWMR_READ, H5P_DEFAULT);
-        if (id < 0) {
+        const htri_t is_hdf5 = H5Fis_hdf5(path.c_str());
+        if (is_hdf5 <= 0) {
             H5Eclear2(H5E_DEFAULT);
-            id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+            throw unreadable(fmt::format("{}: not an HDF5 file (or not readable)", path));
         }
-        if (id < 0) throw unreadable(fmt::format("{}: cannot open as HDF5: {}", path, h5::error_stack()));
-        return h5::file(id);
+        // A live run is open for SWMR writing: read it as a SWMR reader. A
+        // closed file opens either way. While the writer adds a unit it has
+        // the file open without SWMR for a moment: retry for a while.
+        for (int attempt = 0;; ++attempt) {
+            hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY | H5F_ACC_SWMR_READ, H5P_DEFAULT);
+            if (id < 0) {
+                H5Eclear2(H5E_DEFAULT);
+                id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+            }
+            if (id >= 0) return h5::file(id);
+            if (attempt >= 10) throw unreadable(fmt::format("{}: cannot open: {}", path, h5::error_stack()));
+            H5Eclear2(H5E_DEFAULT);
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
     }
 
     void check_root(hid_t f, const std::string& path, std::size_t index) {
@@ -532,7 +545,7 @@ int main(int argc, char** argv) {
         return exit_unreadable;
     }
 
-    h5::silence_auto_print();
+    h5::init_library();
     inspector in;
     in.verify = verify;
     try {

@@ -16,9 +16,23 @@
 
 namespace daqd::storage::h5 {
 
-// Turns off HDF5's automatic printing of error stacks to stderr; errors are
-// collected by error_stack() instead. Process-wide in the serial build.
-inline void silence_auto_print() noexcept { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
+// Prepares the HDF5 library for daqd; call before any other HDF5 call of the
+// process (repeating it is harmless):
+// - H5dont_atexit(): HDF5 1.10 leaves a dangling file identifier behind when
+//   H5Fclose fails (its flush failed, e.g. disk full): the H5F_t is freed but
+//   the identifier stays registered, and the library's atexit clean-up then
+//   closes it again and crashes. daqd closes its files itself, so the atexit
+//   clean-up is not needed. Only effective before the library initialises.
+// - Turns off HDF5's automatic printing of error stacks to stderr; errors are
+//   collected by error_stack() instead. Process-wide in the serial build.
+inline void init_library() noexcept {
+    static const bool once = [] {
+        H5dont_atexit();  // fails harmlessly when the library is already initialised
+        return true;
+    }();
+    (void)once;
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+}
 
 // The current HDF5 error stack as one line ("func(): message [major / minor]; ..."),
 // the API call first, the innermost cause last. Clears the stack.
@@ -89,12 +103,18 @@ public:
 
     [[nodiscard]] hid_t get() const noexcept { return _id; }
     [[nodiscard]] explicit operator bool() const noexcept { return _id >= 0; }
-    // Closes quietly (a failure is cleared from the stack and ignored).
-    void reset() noexcept {
+    // Closes quietly: a failure is cleared from the stack and reported only
+    // by the result (false). The handle is empty afterwards either way.
+    bool reset() noexcept {
+        bool ok = true;
         if (_id >= 0) {
-            if (Close(_id) < 0) H5Eclear2(H5E_DEFAULT);
+            if (Close(_id) < 0) {
+                H5Eclear2(H5E_DEFAULT);
+                ok = false;
+            }
             _id = H5I_INVALID_HID;
         }
+        return ok;
     }
     // Closes and throws storage_error on failure (for the normal path,
     // where a failed close means lost data).

@@ -13,8 +13,8 @@
 #include "daqd/common/event.hpp"
 #include "daqd/common/spsc_queue.hpp"
 #include "daqd/processing/frame.hpp"
-#include "daqd/storage/error.hpp"
 #include "daqd/processing/frame_pool.hpp"
+#include "daqd/storage/error.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -53,7 +53,8 @@ struct run_stats {
     std::vector<std::filesystem::path> files;
     std::map<std::uint16_t, unit_stats> units;
     std::uint64_t frames_written = 0;
-    std::uint64_t bytes_written = 0;  // payload bytes handed to HDF5 (all datasets)
+    std::uint64_t bytes_written = 0;  // payload of the rows appended, all datasets: 2*channels+18
+                                      // per frame (chunk padding and rewrites not counted)
     std::uint64_t flushes = 0;
     std::uint64_t frames_rejected = 0;  // not written: frame_number not ascending within its
                                         // unit, or channel count differs from the unit's first frame
