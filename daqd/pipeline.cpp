@@ -143,6 +143,7 @@ summary pipeline::snapshot() const {
         s.run_name = _last_run->run_name;
         for (const auto& f : _last_run->files) s.files.push_back(f.string());
         s.run_failed = _last_run->failed;
+        s.frames_rejected = _last_run->frames_rejected;
         s.run_error = _last_run->error;
     }
     return s;
@@ -153,10 +154,10 @@ std::string summary::one_line() const {
     for (const auto& [k, v] : invalid) inv += fmt::format("{}{}={}", inv.empty() ? "" : ",", k, v);
     return fmt::format(
         "packets received={} lost={} invalid={}{} duplicates={} late={} ring_dropped={} kernel_drops={} | frames "
-        "complete={} incomplete={} lost={} overflow={} written={} | bytes_written={} seconds={:.2f}",
+        "complete={} incomplete={} lost={} overflow={} written={}{} | bytes_written={} seconds={:.2f}",
         packets_received, packets_lost, invalid_total, inv.empty() ? "" : " (" + inv + ")", duplicates, late,
         ring_dropped, kernel_drops, frames_complete, frames_incomplete, frames_lost, frames_overflow, frames_written,
-        bytes_written, seconds);
+        frames_rejected ? fmt::format(" rejected={}", frames_rejected) : std::string(), bytes_written, seconds);
 }
 
 std::string summary::to_json() const {
@@ -180,6 +181,7 @@ std::string summary::to_json() const {
     j["frames_overflow"] = frames_overflow;
     j["frames_written"] = frames_written;
     j["frames_unrecorded"] = frames_unrecorded;
+    j["frames_rejected"] = frames_rejected;
     j["bytes_written"] = bytes_written;
     j["run_failed"] = run_failed;
     j["run_error"] = run_error;

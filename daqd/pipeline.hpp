@@ -45,6 +45,7 @@ struct summary {
     std::uint64_t frames_overflow = 0;
     std::uint64_t frames_written = 0;
     std::uint64_t frames_unrecorded = 0;
+    std::uint64_t frames_rejected = 0;    // out of order for the run (a unit restarted its frame numbers)
     std::uint64_t bytes_written = 0;
     bool run_failed = false;
     std::string run_error;

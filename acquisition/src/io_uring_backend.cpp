@@ -253,8 +253,9 @@ private:
                 arm(l);
                 submit = true;
             } else {
-                // No buffer for the kernel: the ring is full. Drain to scratch, counted.
-                _rx.receive_once(l);
+                // No buffer for the kernel: the ring is full. Drain to scratch,
+                // counted; never into ring slots, whose order the kernel owns.
+                _rx.receive_once(l, /*scratch_only=*/true);
             }
         }
         if (submit) io_uring_submit(&_uring);

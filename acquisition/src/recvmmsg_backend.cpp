@@ -35,10 +35,10 @@ void batch_receiver::ring_has_room() noexcept {
     if (_ring_full.active()) _ring_full.off(_ctx.ring.header().dropped.load(std::memory_order_relaxed));
 }
 
-std::uint64_t batch_receiver::receive_once(std::size_t l) {
+std::uint64_t batch_receiver::receive_once(std::size_t l, bool scratch_only) {
     auto& ring = _ctx.ring;
     auto& c = *_ctx.counters[l];
-    const std::uint64_t free = ring.free_slots();
+    const std::uint64_t free = scratch_only ? 0 : ring.free_slots();
     const bool to_scratch = free == 0;
     const unsigned n_try = to_scratch ? _batch : static_cast<unsigned>(std::min<std::uint64_t>(free, _batch));
     const std::uint64_t head = ring.producer_head();

@@ -80,8 +80,10 @@ class batch_receiver {
 public:
     explicit batch_receiver(backend_context ctx);
     // One recvmmsg on link l. Returns how many datagrams were taken
-    // (into the ring or dropped); 0 when the socket had nothing.
-    std::uint64_t receive_once(std::size_t link);
+    // (into the ring or dropped); 0 when the socket had nothing. With
+    // `scratch_only` every datagram is dropped (counted): the io_uring backend
+    // owns the ring slots while its buffers are with the kernel.
+    std::uint64_t receive_once(std::size_t link, bool scratch_only = false);
     // Calls receive_once on every link until none has anything left.
     void drain_all();
     void ring_has_room() noexcept;

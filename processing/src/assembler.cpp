@@ -44,7 +44,9 @@ struct assembler::unit_state {
     std::uint64_t seq_high = 0;
     std::uint64_t seq_first = 0;
     std::vector<std::uint64_t> seq_bits;  // seq_window bits, by extended seq mod seq_window
-    std::uint64_t last_overflow_frame = ~0ull;
+    bool overflowed = false;
+    std::uint64_t last_overflow_frame = 0;   // highest frame_number counted as overflow
+    std::uint64_t overflow_pending = 0;      // overflowed frames not yet behind a stored one
     common::edge_logger overflow_log{"frame pool exhausted: dropping frames (the writer is behind)"};
 
     bool seq_seen(std::uint64_t s) const noexcept {
@@ -261,14 +263,22 @@ assembler::open_frame* assembler::find_or_open(unit_state& u, const daq1::header
         if (f.frame_number == fnum) return &f;
     const std::uint32_t cap = _cfg.assembly.reorder_frames;
     // Keep the window bounded in frames: close the oldest as they fall out.
+    bool pushed = false;
     while (!u.window.empty() && u.window.front().frame_number < fnum &&
            (u.window.size() >= cap || fnum - u.window.front().frame_number >= cap)) {
         const bool eos = u.window.front().eos;
         close_front(u);
+        pushed = true;
         if (eos) {
-            close_all(u);
-            settle_seq(u);
+            end_stream(u);
+            break;
         }
+    }
+    // Complete frames that waited behind the one pushed out go with it.
+    if (pushed) emit_ready(u, fnum);
+    if (u.have_emitted && fnum <= u.last_emitted) {
+        late = true;
+        return nullptr;
     }
     if (u.window.size() >= cap) {  // older than every open frame, and no room
         late = true;
@@ -276,8 +286,11 @@ assembler::open_frame* assembler::find_or_open(unit_state& u, const daq1::header
     }
     const auto index = _pool.acquire();
     if (!index) {
-        if (fnum != u.last_overflow_frame) {
+        // Count each frame once, even when packets of several frames interleave.
+        if (!u.overflowed || fnum > u.last_overflow_frame) {
+            u.overflowed = true;
             u.last_overflow_frame = fnum;
+            ++u.overflow_pending;
             u.counters->frames_overflow.add();
             u.overflow_log.on(u.counters->frames_overflow.get());
         }
@@ -300,6 +313,11 @@ void assembler::on_packet(const std::byte* datagram, std::uint32_t bytes, std::u
     unit_state* u = unit_for(h.unit_id, h.frame_bytes, why);
     if (!u) {
         _counters.invalid[static_cast<std::size_t>(why)].add();
+        // The unit did send it: its sequence number is not a loss.
+        if (auto* known = _units[h.unit_id].get()) {
+            bool duplicate = false;
+            track_seq(*known, h.packet_seq, duplicate);
+        }
         return;
     }
     auto& c = *u->counters;
@@ -342,9 +360,7 @@ void assembler::on_packet(const std::byte* datagram, std::uint32_t bytes, std::u
                 datagram + daq1::header_bytes, payload);
     if (f->received == f->packet_count) {
         if (f->eos) {
-            // END_OF_STREAM: the unit sends nothing more; close everything now.
-            close_all(*u);
-            settle_seq(*u);
+            end_stream(*u);  // the unit sends nothing more: close everything now
         } else {
             emit_ready(*u);
         }
@@ -376,7 +392,13 @@ void assembler::close_front(unit_state& u) {
     } else {
         c.frames_complete.add();
     }
-    if (u.have_emitted && f.frame_number > u.last_emitted + 1) c.frames_lost.add(f.frame_number - u.last_emitted - 1);
+    if (u.have_emitted && f.frame_number > u.last_emitted + 1) {
+        // A gap is lost frames, except those already counted as overflow.
+        const std::uint64_t gap = f.frame_number - u.last_emitted - 1;
+        const std::uint64_t overflowed = std::min(gap, u.overflow_pending);
+        if (gap > overflowed) c.frames_lost.add(gap - overflowed);
+    }
+    u.overflow_pending = 0;
     u.have_emitted = true;
     u.last_emitted = f.frame_number;
     c.last_frame_number.set(f.frame_number);
@@ -395,16 +417,25 @@ void assembler::close_front(unit_state& u) {
     _out_ready.notify();
 }
 
-void assembler::emit_ready(unit_state& u) {
-    while (!u.window.empty() && u.window.front().received == u.window.front().packet_count) {
+void assembler::emit_ready(unit_state& u, std::uint64_t below) {
+    while (!u.window.empty() && u.window.front().frame_number < below &&
+           u.window.front().received == u.window.front().packet_count) {
         const bool eos = u.window.front().eos;
         close_front(u);
         if (eos) {
-            close_all(u);
-            settle_seq(u);
+            end_stream(u);
             return;
         }
     }
+}
+
+void assembler::end_stream(unit_state& u) {
+    // END_OF_STREAM: the unit sends nothing more in this stream. Close what is
+    // open, settle the loss count, and let a next stream start anywhere (its
+    // frame numbers may restart; the writer keeps rows ascending per run).
+    close_all(u);
+    settle_seq(u);
+    u.have_emitted = false;
 }
 
 void assembler::close_all(unit_state& u) {
@@ -419,8 +450,8 @@ void assembler::expire(std::uint64_t now_ns) {
             close_front(*u);
             closed = true;
             if (eos) {
-                close_all(*u);
-                settle_seq(*u);
+                end_stream(*u);
+                break;
             }
         }
         if (closed) emit_ready(*u);

@@ -10,9 +10,18 @@
 
 namespace daqd::processing {
 
-frame_pool::frame_pool(std::size_t buffers, std::size_t buffer_bytes)
-    : _buffers(buffers), _buffer_bytes((buffer_bytes + 63) / 64 * 64), _free(buffers) {
+namespace {
+// Checked before any member is built from it (the free queue asserts on 0).
+std::size_t checked_count(std::size_t buffers, std::size_t buffer_bytes) {
     if (buffers == 0 || buffer_bytes == 0) throw std::invalid_argument("frame_pool: empty pool");
+    if (buffers > (1u << 31) || buffer_bytes > (std::size_t{1} << 40) / buffers)
+        throw std::invalid_argument("frame_pool: pool too large");
+    return buffers;
+}
+}  // namespace
+
+frame_pool::frame_pool(std::size_t buffers, std::size_t buffer_bytes)
+    : _buffers(checked_count(buffers, buffer_bytes)), _buffer_bytes((buffer_bytes + 63) / 64 * 64), _free(_buffers) {
     // Anonymous mapping: pages are only committed when a frame first uses them.
     void* p = ::mmap(nullptr, _buffers * _buffer_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)

@@ -136,7 +136,8 @@ TEST_CASE("daq1: every validity rule has its own drop reason", "[acquisition][da
     }
     SECTION("payload of odd length") {
         CHECK(check_header(valid_header(), 99) == drop_reason::payload_odd);
-        CHECK(check_header(valid_header(), 1) == drop_reason::payload_odd);  // a 41-byte datagram is too short
+        CHECK(check_header(valid_header(), 3) == drop_reason::payload_odd);  // 43 bytes
+        CHECK(check_header(valid_header(), 1) == drop_reason::too_short);    // 41 bytes: too short first
     }
     SECTION("payload_offset odd") {
         auto h = valid_header();

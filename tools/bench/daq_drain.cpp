@@ -80,7 +80,7 @@ double number(const std::string& opt, const char* s, double lo, double hi) {
     return v;
 }
 
-struct link {
+struct drain_link {
     std::string name;
     int fd = -1;
     std::uint64_t datagrams = 0, bytes = 0, drops = 0;
@@ -178,10 +178,10 @@ int main(int argc, char** argv) {
     sigaction(SIGINT, &sa, nullptr);
     sigaction(SIGTERM, &sa, nullptr);
 
-    std::vector<link> links;
+    std::vector<drain_link> links;
     std::vector<pollfd> pfds;
     for (const auto& ep : listen) {
-        link l;
+        drain_link l;
         l.name = ep;
         l.fd = open_link(ep, static_cast<int>(rcvbuf), gro);
         pfds.push_back({l.fd, POLLIN, 0});

@@ -88,6 +88,27 @@ def proc_cpu(pid: int) -> float:
         return 0.0
 
 
+def thread_cpu(pid: int) -> list[tuple[int, float]]:
+    """(tid, utime + stime seconds) of every thread of a live process, in the order the threads started."""
+    out = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out.append((int(fields[19]), int(tid), (int(fields[11]) + int(fields[12])) / CLK_TCK))
+        except (OSError, IndexError, ValueError):
+            pass
+    return [(tid, cpu) for _, tid, cpu in sorted(out)]
+
+
+# daqd's threads in the order pipeline::start() creates them (after main).
+DAQD_THREADS = ("main", "writer", "assembler", "receiver")
+
+
 def system_cpu() -> tuple[float, float]:
     """(busy, total) jiffies of the whole machine from /proc/stat."""
     with open("/proc/stat") as f:
@@ -167,6 +188,9 @@ class Trial:
     cpu: float = 0.0  # receiver CPU seconds over the trial
     sim_cpu: float = 0.0
     machine_busy: float = 0.0  # fraction of all CPUs busy while daq-sim ran
+    others: float = 0.0  # fraction of all CPUs used by other processes (not daq-sim, not the receiver) meanwhile
+    threads: dict = field(default_factory=dict)  # daqd: CPU seconds per thread over the trial
+    rx_window_cpu: float = 0.0  # receiver process CPU while daq-sim ran
     loss: dict = field(default_factory=dict)  # nonzero loss counters
 
     def packets(self) -> int:
@@ -175,6 +199,7 @@ class Trial:
     def as_json(self) -> dict:
         return dict(rate=self.rate, ok=self.ok, error=self.error, sender_limited=self.sender_limited,
                     cpu_seconds=self.cpu, sim_cpu_seconds=self.sim_cpu, machine_busy=self.machine_busy,
+                    other_processes=self.others, thread_cpu_seconds=self.threads,
                     loss=self.loss, sim=self.sim, receiver=self.rx)
 
 
@@ -183,7 +208,6 @@ class Search:
     case: Case
     trials: list[Trial] = field(default_factory=list)
     best: Trial | None = None
-    first_loss: Trial | None = None  # lowest-rate failing trial
     note: str = ""
 
 
@@ -258,15 +282,19 @@ class Bench:
                 self.a.sim_mode, "--json", json_path, "--quiet"]
         return cmd
 
-    def run_sim(self, case: Case, rate: float, ports: list[int], t: Trial, tdir: Path) -> bool:
+    def run_sim(self, case: Case, rate: float, ports: list[int], t: Trial, tdir: Path, rx_pid: int) -> bool:
         sim_json = tdir / "sim.json"
         with open(tdir / "sim.log", "wb") as err:
-            b0 = system_cpu()
+            b0, r0 = system_cpu(), proc_cpu(rx_pid)
             p = self.spawn(self.sim_cmd(case, rate, ports, sim_json), subprocess.DEVNULL, err)
             rc, t.sim_cpu, timed_out = reap(p, time.monotonic() + self.a.seconds + 20)
-            b1 = system_cpu()
+            b1, r1 = system_cpu(), proc_cpu(rx_pid)
             self.forget(p)
-        t.machine_busy = (b1[0] - b0[0]) / max(1, b1[1] - b0[1])
+        total = max(1, b1[1] - b0[1])
+        t.machine_busy = (b1[0] - b0[0]) / total
+        # What neither daq-sim nor the receiver used (neighbours, ksoftirqd, this script), as a share of all CPUs.
+        t.rx_window_cpu = r1 - r0
+        t.others = max(0.0, (b1[0] - b0[0]) / CLK_TCK - t.sim_cpu - (r1 - r0)) / (total / CLK_TCK)
         if rc != 0 or timed_out:
             t.error = f"daq-sim exit {rc}{' (timed out)' if timed_out else ''}: {tail(tdir / 'sim.log', 3)}"
             return False
@@ -322,8 +350,12 @@ class Bench:
                 t.error = f"daqd did not bind {ports}: {tail(tdir / 'daqd.log', 4)}"
                 return
             cpu0 = proc_cpu(d.pid)  # start-up (ring and pool allocation) is not counted
-            sim_ok = self.run_sim(case, rate, ports, t, tdir)
+            th0 = dict(thread_cpu(d.pid))
+            sim_ok = self.run_sim(case, rate, ports, t, tdir, d.pid)
             time.sleep(self.a.grace)  # let the sockets drain, then stop daqd (it drains rings and queues)
+            th1 = thread_cpu(d.pid)  # the threads end during the stop; the drain at stop is not in these
+            names = DAQD_THREADS if len(th1) == len(DAQD_THREADS) else [f"tid{tid}" for tid, _ in th1]
+            t.threads = {n: round(c - th0.get(tid, 0.0), 3) for n, (tid, c) in zip(names, th1)}
             if d.poll() is None:
                 d.send_signal(signal.SIGTERM)
             rc, cpu, timed_out = reap(d, time.monotonic() + 60)
@@ -373,7 +405,7 @@ class Bench:
             if not wait_bound(d, ports, 15):
                 t.error = f"daq-drain did not bind {ports}: {tail(tdir / 'drain.log', 4)}"
                 return
-            sim_ok = self.run_sim(case, rate, ports, t, tdir)
+            sim_ok = self.run_sim(case, rate, ports, t, tdir, d.pid)
             if not sim_ok:
                 d.send_signal(signal.SIGTERM)
             rc, _, timed_out = reap(d, time.monotonic() + 20)  # it stops 1 s after the last datagram
@@ -389,7 +421,8 @@ class Bench:
                 d.kill()
                 d.wait()
             self.forget(d)
-        t.cpu = float(t.rx.get("cpu_seconds", 0))
+        # Its CPU over daq-sim's run, as for daqd's threads (its own cpu_seconds also counts start-up and idle tail).
+        t.cpu = t.rx_window_cpu
         sent = t.packets()
         if t.rx.get("kernel_drops", 0):
             t.loss["kernel_drops"] = t.rx["kernel_drops"]
@@ -409,13 +442,16 @@ class Bench:
             state = "ok" if t.ok else ("ERROR " + t.error if t.error else "LOSS " + fmt_loss(t.loss))
             got = t.sim.get("rate_mbps", 0)
             log(f"  {rate:8.1f} Mbit/s (sent {got:8.1f}{', sender-limited' if t.sender_limited else ''}): {state}")
-            if t.ok and (s.best is None or rate > s.best.rate):
+            if t.ok and (s.best is None or t.sim.get("rate_mbps", 0) > s.best.sim.get("rate_mbps", 0)):
                 s.best = t
-            if not t.ok and not t.error and (s.first_loss is None or rate < s.first_loss.rate):
-                s.first_loss = t
             return t
 
         log(f"{case.name()}")
+
+        def sent(t: Trial) -> float:
+            return float(t.sim.get("rate_mbps", 0)) or t.rate
+
+        # lo / hi are rates daq-sim actually reached (a busy machine can fall short of the request).
         lo = hi = None
         rate = a.start_rate
         # Double until loss (or the sender or --max-rate is the limit).
@@ -428,34 +464,38 @@ class Bench:
                 s.note = f"error at {rate:g} Mbit/s: {t.error}"
                 return s
             if not t.ok:
-                hi = rate
+                hi = sent(t)
                 break
-            lo = rate
-            if t.sender_limited:
-                s.note = f"sender-limited: daq-sim reached only {t.sim.get('rate_mbps', 0):.0f} Mbit/s"
+            if t.sender_limited and lo is not None and sent(t) < 1.1 * lo:
+                # One slow trial can be a busy moment; stop when asking for more no longer gives more.
+                s.note = f"sender-limited: daq-sim reached at most {max(lo, sent(t)):.0f} Mbit/s"
                 return s
+            lo = max(lo or 0.0, sent(t))
             if rate * 2 > a.max_rate:
                 s.note = f"reached --max-rate {a.max_rate:g} without loss"
                 return s
             rate *= 2
         # Lost at the start rate: halve until lossless.
         while lo is None:
-            rate = hi / 2
+            rate = min(rate, hi) / 2
             if rate < a.start_rate / 16 or self.out_of_time():
-                s.note = f"loss even at {hi:g} Mbit/s"
+                s.note = f"loss even at {hi:.0f} Mbit/s"
                 return s
             t = run(rate)
             if t.error:
                 s.note = f"error at {rate:g} Mbit/s: {t.error}"
                 return s
             if t.ok:
-                lo = rate
+                lo = sent(t)
             else:
-                hi = rate
-        # Bisect.
+                hi = min(hi, sent(t))
+        # Bisect between the highest lossless and the lowest lossy rate reached.
         for _ in range(a.bisect_steps):
             if self.out_of_time():
                 s.note = "stopped: --max-wall reached"
+                break
+            if hi <= lo * 1.02:
+                s.note = f"noisy: loss at {hi:.0f} Mbit/s, at or below a lossless {lo:.0f}"
                 break
             mid = (lo + hi) / 2
             t = run(mid)
@@ -463,10 +503,39 @@ class Bench:
                 s.note = f"error at {mid:g} Mbit/s: {t.error}"
                 break
             if t.ok:
-                lo = mid
+                lo = max(lo, sent(t))
             else:
-                hi = mid
+                hi = min(hi, sent(t))
         return s
+
+    def search_with_reference(self, case: Case) -> Search:
+        """The search, plus a trial at --cpu-rate when the search did not run one (for the CPU comparison)."""
+        s = self.search(case)
+        if self.a.cpu_rate > 0 and not any(t.rate == self.a.cpu_rate for t in s.trials) and not self.out_of_time() \
+                and not s.note.startswith("error"):
+            t = self.trial(case, self.a.cpu_rate)
+            log(f"  {self.a.cpu_rate:8.1f} Mbit/s (CPU reference): {'ok' if t.ok else 'LOSS ' + fmt_loss(t.loss)}")
+            s.trials.append(t)
+        return s
+
+
+def dirty_note(seconds: float) -> str:
+    """How much a run can write before the page cache makes it wait for the disk."""
+    try:
+        def sysctl(name):
+            return int(Path(f"/proc/sys/vm/{name}").read_text())
+        avail = 0
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                avail = int(line.split()[1]) * 1024
+        limit = sysctl("dirty_bytes") or sysctl("dirty_ratio") * avail // 100
+        bg = sysctl("dirty_background_bytes") or sysctl("dirty_background_ratio") * avail // 100
+    except (OSError, ValueError):
+        return ""
+    return (f"Page cache: daqd does not fsync its run files, so writes only wait for the disk once dirty data passes "
+            f"about {limit / 1e9:.1f} GB (vm.dirty_*; writeback starts at {bg / 1e9:.1f} GB). A {seconds:g} s trial at "
+            f"R Mbit/s writes R × {seconds / 8:g} MB, so 'writer on' trials shorter than that measure the page cache, "
+            f"not the disk: a ratio to the disk ceiling above 1 is the cache absorbing the run.")
 
 
 def fmt_loss(loss: dict) -> str:
@@ -490,14 +559,18 @@ def report(bench: Bench, searches: list[Search], disk: dict | None, a: argparse.
             lines.append(f"disk ceiling ({disk['dir']}): {disk['mb_per_s']:.0f} MB/s "
                          f"({disk['bytes'] / 2**30:.2f} GiB, 1 MiB writes, fdatasync every 64 MiB)")
     lines.append("")
-    lines.append("| case | lossless Mbit/s | kpackets/s | ratio to bare drain | CPU s per Mpacket | MB/s written "
-                 "| ratio to disk ceiling | first loss seen at (Mbit/s sent: counters) |")
-    lines.append("|---|---:|---:|---:|---:|---:|---:|---|")
+    ref = a.cpu_rate
+    lines.append(f"| case | lossless Mbit/s | kpackets/s | ratio to bare drain | CPU s per Mpacket | CPU s per Mpacket "
+                 f"@ {ref:g} Mbit/s | receiver thread CPU s per Mpacket @ {ref:g} Mbit/s | MB/s written "
+                 f"| ratio to disk ceiling | CPUs busy (other processes) | losses seen (Mbit/s sent: counters) |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for s in searches:
         c, b = s.case, s.best
+        busy = "–"
         if b is None:
             rate = kpps = ratio = cpu = mbw = dr = "–"
         else:
+            busy = f"{100 * b.machine_busy:.0f} % ({100 * b.others:.0f} %)"
             secs = float(b.sim.get("seconds", 0)) or a.seconds
             achieved = float(b.sim.get("rate_mbps", 0))
             rate = f"{achieved:.0f}" + ("+" if s.note else "")
@@ -518,18 +591,50 @@ def report(bench: Bench, searches: list[Search], disk: dict | None, a: argparse.
                     dr = f"{mb / disk['mb_per_s']:.2f}"
                 elif c.writer == "off":
                     dr = "(tmpfs)"
-        fl = s.first_loss
-        loss = f"{float(fl.sim.get('rate_mbps', fl.rate)):.0f}: {fmt_loss(fl.loss)}" if fl else "none"
+        lossy = sorted((t for t in s.trials if not t.ok and not t.error), key=lambda t: t.rate)
+        keys = ("kernel_drops", "ring_dropped", "frames_overflow", "packets_lost", "missing")
+        loss = "; ".join(f"{float(t.sim.get('rate_mbps', t.rate)):.0f}: "
+                         + (", ".join(f"{k}={t.loss[k]}" for k in keys if k in t.loss) or fmt_loss(t.loss))
+                         for t in lossy) or "none"
         if s.note:
             loss += f" — {s.note}"
-        lines.append(f"| {c.name()} | {rate} | {kpps} | {ratio} | {cpu} | {mbw} | {dr} | {loss} |")
+        cref = rref = "–"
+        rt = next((t for t in s.trials if t.rate == ref and not t.error), None)
+        if rt:
+            pk = rt.rx.get("packets_received", rt.rx.get("datagrams", 0))
+            if pk:
+                flag = ("" if rt.ok else " (lossy)") + \
+                    (" (sent " + f"{float(rt.sim.get('rate_mbps', 0)):.0f})" if rt.sender_limited else "")
+                cref = f"{rt.cpu / (pk / 1e6):.2f}" + flag
+                rcv = rt.cpu if c.backend == "drain" else rt.threads.get("receiver")
+                if rcv is not None:
+                    rref = f"{rcv / (pk / 1e6):.2f}" + flag
+        lines.append(f"| {c.name()} | {rate} | {kpps} | {ratio} | {cpu} | {cref} | {rref} | {mbw} | {dr} | {busy} "
+                     f"| {loss} |")
     lines.append("")
     lines.append("Rates are UDP payload Mbit/s as daq-sim measured them (sum over links) at the highest lossless "
-                 "trial; '+' means the search stopped without finding loss (see the last column). CPU s per Mpacket: "
+                 "trial; '+' means the search stopped without finding loss (see the last column). CPU s per Mpacket: at "
+                 "the lossless rate, and at one common rate for every case (per-packet cost falls as the rate rises, "
+                 "so compare backends in those columns; the receiver thread is daqd's thread that runs the backend, "
+                 "measured from daq-sim's start to just before the SIGTERM). "
                  "daqd = utime+stime of the whole process (all threads) from the moment its ports were bound to its "
-                 "exit; bare drain = its own getrusage. 'writer off' writes to tmpfs: there is no switch that turns "
-                 "the writer off, so tmpfs (no disk I/O, but the HDF5 writing and copies remain) stands in for it.")
+                 "exit; bare drain = its CPU while daq-sim ran (/proc/PID/stat). 'writer off' writes to tmpfs: there is no switch that turns "
+                 "the writer off, so tmpfs (no disk I/O, but the HDF5 writing and copies remain) stands in for it. "
+                 "CPUs busy: the whole machine (/proc/stat) while daq-sim ran in the lossless trial; in brackets the "
+                 "share used by neither daq-sim nor the receiver (other users, ksoftirqd, this script).")
+    if meta.get("dirty"):
+        lines.append("")
+        lines.append(meta["dirty"])
     return "\n".join(lines)
+
+
+def size_arg(v: str) -> float:
+    """Bytes, with an optional K/M/G (powers of 1024) suffix: 2G, 512M."""
+    mult = {"K": 2**10, "M": 2**20, "G": 2**30}.get(v[-1:].upper(), 1)
+    try:
+        return float(v[:-1] if mult > 1 else v) * mult
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {v!r}")
 
 
 def parse_list(v: str, kind):
@@ -566,6 +671,9 @@ def main() -> int:
     ap.add_argument("--units", type=int, default=4, help="simulated units, spread round-robin over the links (4)")
     ap.add_argument("--channels", type=int, default=0, help="channels per frame (default 4096 for 1472-byte "
                     "datagrams, 16384 for 8972)")
+    ap.add_argument("--cpu-rate", type=float, default=800.0, help="common rate (Mbit/s) at which the CPU cost of "
+                    "every case is also reported; a trial is added when the search did not run one (default 800; "
+                    "0: none)")
     ap.add_argument("--sim-mode", default="gso", choices=["gso", "sendmmsg"], help="daq-sim --mode (gso)")
     ap.add_argument("--sender-slack", type=float, default=0.9,
                     help="a trial is sender-limited when daq-sim reaches less than this fraction of the rate (0.9)")
@@ -573,7 +681,7 @@ def main() -> int:
     ap.add_argument("--disk-dir", default="/tmp", help="directory on the disk under test (default /tmp); work "
                     "files and writer-on output go to DIR/daqd-bench-PID")
     ap.add_argument("--tmpfs-dir", default="/dev/shm", help="tmpfs for writer-off output (default /dev/shm)")
-    ap.add_argument("--disk-bytes", type=float, default=2 * 2**30, help="daq-disk-ceiling size (default 2 GiB; "
+    ap.add_argument("--disk-bytes", type=size_arg, default=2 * 2**30, help="daq-disk-ceiling size, e.g. 512M (default 2G; "
                     "capped at a quarter of the free space)")
     ap.add_argument("--port-base", type=int, default=47660, help="first UDP port (default 47660)")
     ap.add_argument("--max-wall", type=float, default=2700, help="stop starting trials after this many seconds "
@@ -612,7 +720,7 @@ def main() -> int:
 
     bench = Bench(a)
     meta = dict(host=platform.node(), kernel=platform.release(), cpus=os.cpu_count(),
-                load_before=" ".join(open("/proc/loadavg").read().split()[:3]))
+                load_before=" ".join(open("/proc/loadavg").read().split()[:3]), dirty=dirty_note(a.seconds))
     searches: list[Search] = []
     disk = None
     interrupted = False
@@ -639,7 +747,7 @@ def main() -> int:
             if bench.out_of_time():
                 s = Search(c, note="skipped: --max-wall reached")
             else:
-                s = bench.search(c)
+                s = bench.search_with_reference(c)
             searches.append(s)
     except KeyboardInterrupt:
         interrupted = True

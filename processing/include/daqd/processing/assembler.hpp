@@ -99,7 +99,8 @@ private:
     void settle_seq(unit_state& u);
     open_frame* find_or_open(unit_state& u, const acquisition::daq1::header& h, std::uint64_t now_ns, bool& late);
     void close_front(unit_state& u);
-    void emit_ready(unit_state& u);
+    void emit_ready(unit_state& u, std::uint64_t below = ~0ull);
+    void end_stream(unit_state& u);
     void close_all(unit_state& u);
     void loop();
 
