@@ -19,10 +19,11 @@ for _ in $(seq 100); do
 done
 echo "== daq-sim: 4 units x 4096 channels at 400 Mbit/s for 4 s, 0.1 % loss and reordering"
 "$bin/tools/sim/daq-sim" --units 4 --channels 4096 --duration 4 --rate 400 --loss 0.001 --reorder 0.001 --quiet \
-  --json "runs/$run.sim.json"
+  --json "runs/$run.sim.json" > /dev/null
 wait $daqd_pid
 trap - EXIT
 echo "== daq-inspect --verify"
 "$bin/tools/inspect/daq-inspect" --verify "runs/$run.h5"
 echo
 echo "run file: $(pwd)/runs/$run.h5"
+echo "summary:   $(pwd)/runs/$run.summary.json (daqd), runs/$run.sim.json (what daq-sim sent and injected)"
