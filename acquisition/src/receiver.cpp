@@ -1,6 +1,8 @@
 #include "daqd/acquisition/receiver.hpp"
 
+#include <linux/sock_diag.h>
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <stdexcept>
@@ -50,6 +52,16 @@ void receiver::start() {
 void receiver::stop() {
     _stop.store(true, std::memory_order_relaxed);
     if (_thread.joinable()) _thread.join();
+    // SO_RXQ_OVFL reports drops only with the next datagram received; drops
+    // at the very end of a stream are only visible in the socket's meminfo.
+    for (std::size_t l = 0; l < _links.size(); ++l) {
+        std::uint32_t mem[SK_MEMINFO_VARS] = {};
+        socklen_t len = sizeof mem;
+        if (::getsockopt(_links[l].fd, SOL_SOCKET, SO_MEMINFO, mem, &len) == 0 && len > SK_MEMINFO_DROPS * 4) {
+            auto& drops = _counters[l]->kernel_drops;
+            if (mem[SK_MEMINFO_DROPS] > drops.get()) drops.set(mem[SK_MEMINFO_DROPS]);
+        }
+    }
 }
 
 const char* receiver::backend_name() const noexcept { return _backend->name(); }

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <limits>
@@ -69,8 +70,10 @@ reorder_frames = 8
 reorder_timeout_ms = 100
 # Frame buffer size: the largest frame accepted, even, 2..16777216.
 max_frame_bytes = 65536
-# Frame buffers in the pool, 16..1048576.
-pool_frames = 2048
+# Frame buffers in the pool, 16..1048576. Address space is pool_frames x
+# max_frame_bytes, but only the bytes frames really use are ever touched:
+# 16384 buffers hold about 0.5 s of 8 KiB frames at 2 Gbit/s.
+pool_frames = 16384
 
 [storage]
 # Where run files are written.
@@ -84,9 +87,41 @@ chunk_bytes = 1048576
 # Frames queued between assembly and the writer; 0: pool_frames.
 queue_frames = 0
 
+[processing]
+# Stages run on batches of frames between assembly and the writer, in this
+# order, each at most once: "calibrate" ((raw - pedestal) x gain, below the
+# threshold -> 0), "dose" (per-channel sum of calibrated values; needs
+# calibrate), "live" (latest frame and dose for the web page). [] = none.
+stages = []
+# Where calibrate/dose run: "auto" (CUDA when built with it and a device is
+# present, else the CPU), "cpu" or "cuda".
+backend = "auto"
+# Calibration constants (daq1-calibration HDF5, e.g. from a pedestal run:
+# daqd --pedestal-run NAME). "": none (pedestal 0, gain 1).
+calibration_file = ""
+# Values below the threshold become 0: an absolute value, or k in k x noise.
+threshold = 5.0
+# "absolute" or "noise".
+threshold_mode = "noise"
+# Most frames per processing batch, 1..4096.
+batch_frames = 64
+# The live view publishes each unit at most this often, 10..60000 ms.
+live_interval_ms = 200
+
 [log]
 # trace, debug, info, warn or error.
 level = "info"
+
+[http]
+# Status page, /metrics and the control API: "HOST:PORT", or "" for none.
+# A non-loopback address needs token or token_file.
+listen = "127.0.0.1:8080"
+# Bearer token for requests that change something (start/stop runs),
+# 16..256 printable characters. Both empty: a random token is generated at
+# start and written to <output_dir>/.daqd-token (mode 0600).
+token = ""
+# A file whose first line is the token (instead of token).
+token_file = ""
 )toml";
 
 constexpr std::string_view embedded_source = "<embedded default>";
@@ -174,7 +209,10 @@ const std::vector<section_schema>& schema() {
         {"units", {"learn", "list"}},
         {"assembly", {"reorder_frames", "reorder_timeout_ms", "max_frame_bytes", "pool_frames"}},
         {"storage", {"output_dir", "flush_interval_ms", "rotate_bytes", "chunk_bytes", "queue_frames"}},
+        {"processing",
+         {"stages", "backend", "calibration_file", "threshold", "threshold_mode", "batch_frames", "live_interval_ms"}},
         {"log", {"level"}},
+        {"http", {"listen", "token", "token_file"}},
     };
     return s;
 }
@@ -248,6 +286,8 @@ const int_key int_keys[] = {
     {"storage.rotate_bytes", 65536, int64_max, int_rule::zero_or_range, DAQD_INT_FIELD(storage.rotate_bytes)},
     {"storage.chunk_bytes", 4096, 1073741824, int_rule::range, DAQD_INT_FIELD(storage.chunk_bytes)},
     {"storage.queue_frames", 0, 16777216, int_rule::range, DAQD_INT_FIELD(storage.queue_frames)},
+    {"processing.batch_frames", 1, 4096, int_rule::range, DAQD_INT_FIELD(processing.batch_frames)},
+    {"processing.live_interval_ms", 10, 60000, int_rule::range, DAQD_MS_FIELD(processing.live_interval)},
 };
 
 #undef DAQD_INT_FIELD
@@ -362,6 +402,12 @@ const std::string& read_string(const context& ctx, const toml::node& n, std::str
     ctx.fail_line(line_of(n), fmt::format("{} must be a string, got {}", path, type_name(n.type())));
 }
 
+double read_double(const context& ctx, const toml::node& n, std::string_view path) {
+    if (const auto* v = n.as_floating_point()) return v->get();
+    if (const auto* v = n.as_integer()) return static_cast<double>(v->get());
+    ctx.fail_line(line_of(n), fmt::format("{} must be a number, got {}", path, type_name(n.type())));
+}
+
 const toml::table* section_table(const context& ctx, const toml::table& doc, std::string_view name) {
     const toml::node* n = doc.get(name);
     if (n == nullptr) return nullptr;
@@ -455,6 +501,68 @@ bool valid_ring_name(std::string_view name) {
     return true;
 }
 
+// [http]: the endpoint, the token, and no open control API off the host.
+void check_http(const config& c, const context& ctx) {
+    const auto& h = c.http;
+    std::optional<endpoint> ep;
+    if (!h.listen.empty())
+        ep = endpoint::parse(h.listen, ctx.prefix(ctx.line_of("http.listen")) + "http.listen");
+    if (!h.token.empty()) {
+        const bool printable = std::all_of(h.token.begin(), h.token.end(), [](char ch) { return ch > ' ' && ch < 0x7f; });
+        if (h.token.size() < 16 || h.token.size() > 256 || !printable)
+            ctx.fail("http.token", "http.token must be 16..256 printable characters without spaces (or \"\" to "
+                                   "generate one at start)");
+    }
+    if (!h.token.empty() && !h.token_file.empty())
+        ctx.fail({"http.token_file", "http.token"}, "set http.token or http.token_file, not both");
+    if (ep && !is_loopback(ep->host) && h.token.empty() && h.token_file.empty())
+        ctx.fail({"http.listen"},
+                 fmt::format("http.listen = \"{}\" is not a loopback address: set http.token or http.token_file "
+                             "(anyone who can reach the port could start and stop runs), or listen on 127.0.0.1",
+                             h.listen));
+}
+
+// [processing]: known stages in the allowed order, backend, threshold.
+const std::vector<std::string_view> processing_stage_order{"calibrate", "dose", "live"};
+const std::vector<std::string_view> processing_backends{"auto", "cpu", "cuda"};
+const std::vector<std::string_view> threshold_modes{"absolute", "noise"};
+
+void check_processing(const config& c, const context& ctx) {
+    const auto& p = c.processing;
+    std::size_t next = 0;  // stages must follow processing_stage_order
+    for (std::size_t i = 0; i < p.stages.size(); ++i) {
+        const std::string& s = p.stages[i];
+        const auto it = std::find(processing_stage_order.begin(), processing_stage_order.end(), s);
+        if (it == processing_stage_order.end())
+            ctx.fail("processing.stages", fmt::format("processing.stages[{}]: unknown stage '{}' (known: {})", i, s,
+                                                      quoted_list(processing_stage_order)));
+        const auto at = static_cast<std::size_t>(it - processing_stage_order.begin());
+        if (at < next)
+            ctx.fail("processing.stages",
+                     fmt::format("processing.stages[{}]: '{}' is repeated or out of order (each stage at most once, "
+                                 "in the order 'calibrate', 'dose', 'live')",
+                                 i, s));
+        next = at + 1;
+    }
+    if (p.has("dose") && !p.has("calibrate"))
+        ctx.fail("processing.stages", "processing.stages: 'dose' needs 'calibrate' before it");
+    if (std::find(processing_backends.begin(), processing_backends.end(), p.backend) == processing_backends.end())
+        ctx.fail("processing.backend",
+                 fmt::format("processing.backend must be {}, got '{}'", quoted_list(processing_backends), p.backend));
+    if (std::find(threshold_modes.begin(), threshold_modes.end(), p.threshold_mode) == threshold_modes.end())
+        ctx.fail("processing.threshold_mode", fmt::format("processing.threshold_mode must be {}, got '{}'",
+                                                          quoted_list(threshold_modes), p.threshold_mode));
+    if (!std::isfinite(p.threshold) || std::fabs(p.threshold) > 1e9)
+        ctx.fail("processing.threshold", fmt::format("processing.threshold must be a finite number (|x| <= 1e9), "
+                                                     "got {}",
+                                                     p.threshold));
+    if (p.threshold_mode == "noise" && p.threshold < 0)
+        ctx.fail({"processing.threshold", "processing.threshold_mode"},
+                 fmt::format("processing.threshold must be >= 0 with threshold_mode = \"noise\" (k in k x noise), "
+                             "got {}",
+                             p.threshold));
+}
+
 // Every range and every rule across keys. With a document, errors name lines.
 void check(const config& c, const context& ctx) {
     for (const int_key& k : int_keys) check_int(ctx, k, k.path, k.get(c), ctx.line_of(k.path));
@@ -529,8 +637,12 @@ void check(const config& c, const context& ctx) {
 
     if (c.storage.output_dir.empty()) ctx.fail("storage.output_dir", "storage.output_dir must not be empty");
 
+    check_processing(c, ctx);
+
     if (std::find(log_levels.begin(), log_levels.end(), c.log.level) == log_levels.end())
         ctx.fail("log.level", fmt::format("log.level must be {}, got '{}'", quoted_list(log_levels), c.log.level));
+
+    check_http(c, ctx);
 }
 
 // ---------------------------------------------------------------- loading
@@ -600,11 +712,32 @@ config from_table(const toml::table& doc, std::string_view source) {
     if (const auto* n = value_of("units", "list")) read_units_list(ctx, *n, c);
     if (const auto* n = value_of("storage", "output_dir"))
         c.storage.output_dir = read_string(ctx, *n, "storage.output_dir");
+    if (const auto* n = value_of("processing", "stages")) {
+        const auto* array = n->as_array();
+        if (array == nullptr)
+            ctx.fail_line(line_of(*n), fmt::format("processing.stages must be an array of stage names, got {}",
+                                                   type_name(n->type())));
+        c.processing.stages.clear();
+        for (std::size_t i = 0; i < array->size(); ++i)
+            c.processing.stages.push_back(
+                read_string(ctx, *array->get(i), fmt::format("processing.stages[{}]", i)));
+    }
+    if (const auto* n = value_of("processing", "backend"))
+        c.processing.backend = read_string(ctx, *n, "processing.backend");
+    if (const auto* n = value_of("processing", "calibration_file"))
+        c.processing.calibration_file = read_string(ctx, *n, "processing.calibration_file");
+    if (const auto* n = value_of("processing", "threshold"))
+        c.processing.threshold = read_double(ctx, *n, "processing.threshold");
+    if (const auto* n = value_of("processing", "threshold_mode"))
+        c.processing.threshold_mode = read_string(ctx, *n, "processing.threshold_mode");
     if (const auto* n = value_of("log", "level")) c.log.level = read_string(ctx, *n, "log.level");
+    if (const auto* n = value_of("http", "listen")) c.http.listen = read_string(ctx, *n, "http.listen");
+    if (const auto* n = value_of("http", "token")) c.http.token = read_string(ctx, *n, "http.token");
+    if (const auto* n = value_of("http", "token_file")) c.http.token_file = read_string(ctx, *n, "http.token_file");
 
     check(c, ctx);
     c.source = std::string(source);
-    c.text = to_toml(c);
+    c.text = to_toml(c, true);
     return c;
 }
 
@@ -687,6 +820,13 @@ endpoint endpoint::parse(const std::string& text, const std::string& what) {
     return endpoint{canonical, static_cast<std::uint16_t>(port)};
 }
 
+bool is_loopback(const std::string& host) {
+    if (host == "::1") return true;
+    in_addr a{};
+    if (inet_pton(AF_INET, host.c_str(), &a) != 1) return false;
+    return (ntohl(a.s_addr) >> 24) == 127;
+}
+
 std::string_view name(receiver_backend b) {
     switch (b) {
         case receiver_backend::automatic: return "auto";
@@ -732,7 +872,7 @@ config load_file(const std::filesystem::path& path) {
     return load_string(text, name);
 }
 
-std::string to_toml(const config& c) {
+std::string to_toml(const config& c, bool hide_secrets) {
     std::string out;
     auto line = [&](std::string_view key, const std::string& value) { out += fmt::format("{} = {}\n", key, value); };
     auto boolean = [](bool b) { return std::string(b ? "true" : "false"); };
@@ -780,8 +920,31 @@ std::string to_toml(const config& c) {
     line("chunk_bytes", number(c.storage.chunk_bytes));
     line("queue_frames", number(c.storage.queue_frames));
 
+    out += "\n[processing]\n";
+    std::string stages = "[";
+    for (std::size_t i = 0; i < c.processing.stages.size(); ++i)
+        stages += (i > 0 ? ", " : "") + toml_string(c.processing.stages[i]);
+    stages += "]";
+    line("stages", stages);
+    line("backend", toml_string(c.processing.backend));
+    line("calibration_file", toml_string(c.processing.calibration_file.string()));
+    // Shortest text that reads back as the same double, always with a '.' or
+    // an exponent so that TOML reads a float.
+    std::string threshold = fmt::format("{}", c.processing.threshold);
+    if (threshold.find_first_of(".eEn") == std::string::npos) threshold += ".0";
+    line("threshold", threshold);
+    line("threshold_mode", toml_string(c.processing.threshold_mode));
+    line("batch_frames", number(c.processing.batch_frames));
+    line("live_interval_ms", number(c.processing.live_interval.count()));
+
     out += "\n[log]\n";
     line("level", toml_string(c.log.level));
+
+    out += "\n[http]\n";
+    line("listen", toml_string(c.http.listen));
+    line("token", toml_string(hide_secrets ? std::string() : c.http.token) +
+                      (hide_secrets && !c.http.token.empty() ? "  # set, not shown" : ""));
+    line("token_file", toml_string(c.http.token_file));
     return out;
 }
 

@@ -103,7 +103,7 @@ TEST_CASE("the embedded default loads and has the documented values", "[config]"
     CHECK(c.assembly.reorder_frames == 8);
     CHECK(c.assembly.reorder_timeout == std::chrono::milliseconds(100));
     CHECK(c.assembly.max_frame_bytes == 65536);
-    CHECK(c.assembly.pool_frames == 2048);
+    CHECK(c.assembly.pool_frames == 16384);
     CHECK(c.storage.output_dir == std::filesystem::path("./runs"));
     CHECK(c.storage.flush_interval == std::chrono::milliseconds(1000));
     CHECK(c.storage.rotate_bytes == 0);

@@ -170,7 +170,7 @@ class Case:
         gro = "GRO on" if self.gro else "GRO off"
         if self.backend == "drain":
             return f"bare drain: {self.datagram} B, {link}, {gro}"
-        w = "writer on (disk)" if self.writer == "on" else "writer off (tmpfs)"
+        w = "writer on (disk)" if self.writer == "on" else "writer off (no run recorded)"
         return f"daqd: {self.datagram} B, {link}, {self.backend}, {gro}, {w}"
 
     def drain_key(self) -> Case:
@@ -336,13 +336,18 @@ class Bench:
             t.error = f"not enough free space in {out} for {need / 1e9:.1f} GB"
             return
         summary = tdir / "summary.json"
-        cmd = [self.daqd, "--output", out, "--run", f"bench{self.trial_no:04d}", "--duration",
+        # Writer off: daqd records no run (frames are assembled, then counted as
+        # not recorded) — the receive path and assembly alone.
+        run = ["--run", f"bench{self.trial_no:04d}"] if case.writer == "on" else []
+        cmd = [self.daqd, "--output", out, *run, "--duration",
                f"{self.a.seconds + 3:g}", "--backend", case.backend, "--summary-json", summary, "--log-level",
                "warn"]
         for port in ports:
             cmd += ["--listen", f"127.0.0.1:{port}"]
         if case.gro:
             cmd.append("--gro")
+        if self.a.daqd_config:
+            cmd += ["--config", self.a.daqd_config]  # the command-line options above still override it
         with open(tdir / "daqd.log", "wb") as lg:
             d = self.spawn(cmd, lg, lg)
         try:
@@ -453,6 +458,7 @@ class Bench:
 
         # lo / hi are rates daq-sim actually reached (a busy machine can fall short of the request).
         lo = hi = None
+        retried = False
         rate = a.start_rate
         # Double until loss (or the sender or --max-rate is the limit).
         while True:
@@ -467,9 +473,13 @@ class Bench:
                 hi = sent(t)
                 break
             if t.sender_limited and lo is not None and sent(t) < 1.1 * lo:
-                # One slow trial can be a busy moment; stop when asking for more no longer gives more.
+                # Asking for more no longer gives more. One slow trial can be a busy moment: try once more.
+                if not retried:
+                    retried = True
+                    continue
                 s.note = f"sender-limited: daq-sim reached at most {max(lo, sent(t)):.0f} Mbit/s"
                 return s
+            retried = False
             lo = max(lo or 0.0, sent(t))
             if rate * 2 > a.max_rate:
                 s.note = f"reached --max-rate {a.max_rate:g} without loss"
@@ -548,6 +558,8 @@ def fmt_loss(loss: dict) -> str:
 def report(bench: Bench, searches: list[Search], disk: dict | None, a: argparse.Namespace, meta: dict) -> str:
     drains = {s.case: s for s in searches if s.case.backend == "drain"}
     lines = []
+    if a.daqd_config:
+        lines.append(f"daqd --config {a.daqd_config}")
     lines.append(f"receive_bench: {meta['host']}, kernel {meta['kernel']}, {meta['cpus']} CPUs, "
                  f"load average before {meta['load_before']} / after {meta['load_after']}; "
                  f"{a.seconds:g} s trials, start {a.start_rate:g} Mbit/s, {a.bisect_steps} bisect steps, "
@@ -590,8 +602,9 @@ def report(bench: Bench, searches: list[Search], disk: dict | None, a: argparse.
                 if c.writer == "on" and disk and "mb_per_s" in disk:
                     dr = f"{mb / disk['mb_per_s']:.2f}"
                 elif c.writer == "off":
-                    dr = "(tmpfs)"
-        lossy = sorted((t for t in s.trials if not t.ok and not t.error), key=lambda t: t.rate)
+                    dr = "(no run)"
+        lossy = sorted((t for t in s.trials if not t.ok and not t.error),
+                       key=lambda t: float(t.sim.get("rate_mbps", 0)) or t.rate)
         keys = ("kernel_drops", "ring_dropped", "frames_overflow", "packets_lost", "missing")
         loss = "; ".join(f"{float(t.sim.get('rate_mbps', t.rate)):.0f}: "
                          + (", ".join(f"{k}={t.loss[k]}" for k in keys if k in t.loss) or fmt_loss(t.loss))
@@ -618,8 +631,8 @@ def report(bench: Bench, searches: list[Search], disk: dict | None, a: argparse.
                  "so compare backends in those columns; the receiver thread is daqd's thread that runs the backend, "
                  "measured from daq-sim's start to just before the SIGTERM). "
                  "daqd = utime+stime of the whole process (all threads) from the moment its ports were bound to its "
-                 "exit; bare drain = its CPU while daq-sim ran (/proc/PID/stat). 'writer off' writes to tmpfs: there is no switch that turns "
-                 "the writer off, so tmpfs (no disk I/O, but the HDF5 writing and copies remain) stands in for it. "
+                 "exit; bare drain = its CPU while daq-sim ran (/proc/PID/stat). 'writer off' runs daqd with no run active: frames are "
+                 "received and assembled, then released unrecorded (the receive path alone). "
                  "CPUs busy: the whole machine (/proc/stat) while daq-sim ran in the lossless trial; in brackets the "
                  "share used by neither daq-sim nor the receiver (other users, ksoftirqd, this script).")
     if meta.get("dirty"):
@@ -651,14 +664,14 @@ def main() -> int:
         description="Highest lossless receive rate of daqd per case, with the bare-drain and disk ceilings.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Default cases: --datagram 1472 --links 1,2 --backend recvmmsg,io_uring --gro off,on --writer on.\n"
-               "Full matrix (32 searches + 8 drain searches; hours at 10 s trials):\n"
-               "  tools/bench/receive_bench.py --all --max-wall 21600")
+               "Full matrix (32 daqd searches + 8 drain searches; 1-2 hours at 10 s trials):\n"
+               "  python3 tools/bench/receive_bench.py --all --max-wall 21600 --json full.json --markdown full.md")
     ap.add_argument("--build", default=str(REPO / "build-bench"), help="build directory (default: build-bench)")
     ap.add_argument("--datagram", help="datagram sizes, comma-separated (1472, 8972)")
     ap.add_argument("--links", help="link counts: 1, 2")
     ap.add_argument("--backend", help="daqd backends: recvmmsg, io_uring")
     ap.add_argument("--gro", help="off, on")
-    ap.add_argument("--writer", help="on (output on disk, --disk-dir), off (output on tmpfs, --tmpfs-dir)")
+    ap.add_argument("--writer", help="on (output on disk, --disk-dir), off (no run recorded: the receive path alone)")
     ap.add_argument("--all", action="store_true", help="the full matrix (any filter above narrows it)")
     ap.add_argument("--no-drain", action="store_true", help="skip the bare-drain searches")
     ap.add_argument("--drain-only", action="store_true", help="only the bare-drain searches (and the disk ceiling)")
@@ -674,6 +687,8 @@ def main() -> int:
     ap.add_argument("--cpu-rate", type=float, default=800.0, help="common rate (Mbit/s) at which the CPU cost of "
                     "every case is also reported; a trial is added when the search did not run one (default 800; "
                     "0: none)")
+    ap.add_argument("--daqd-config", help="run daqd with --config FILE (e.g. a bigger frame pool); --listen, "
+                    "--output, --backend and --gro from the case still override it")
     ap.add_argument("--sim-mode", default="gso", choices=["gso", "sendmmsg"], help="daq-sim --mode (gso)")
     ap.add_argument("--sender-slack", type=float, default=0.9,
                     help="a trial is sender-limited when daq-sim reaches less than this fraction of the rate (0.9)")
@@ -686,6 +701,7 @@ def main() -> int:
     ap.add_argument("--port-base", type=int, default=47660, help="first UDP port (default 47660)")
     ap.add_argument("--max-wall", type=float, default=2700, help="stop starting trials after this many seconds "
                     "(default 2700)")
+    ap.add_argument("--list", action="store_true", help="print the searches that would run, and exit")
     ap.add_argument("--json", help="also write every trial as JSON to this file")
     ap.add_argument("--markdown", help="also write the table to this file")
     ap.add_argument("--keep-work", action="store_true", help="keep logs and summaries of every trial")
@@ -718,6 +734,10 @@ def main() -> int:
     if a.no_drain:
         drain_cases = []
 
+    if a.list:
+        for c in drain_cases + cases:
+            print(c.name())
+        return 0
     bench = Bench(a)
     meta = dict(host=platform.node(), kernel=platform.release(), cpus=os.cpu_count(),
                 load_before=" ".join(open("/proc/loadavg").read().split()[:3]), dirty=dirty_note(a.seconds))

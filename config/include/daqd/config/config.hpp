@@ -62,7 +62,7 @@ struct assembly_config {
     std::uint32_t reorder_frames = 8;                       // open frames per unit
     std::chrono::milliseconds reorder_timeout{100};          // an open frame older than this closes
     std::uint32_t max_frame_bytes = 65536;                   // frame pool buffer size
-    std::uint32_t pool_frames = 2048;                        // frame pool buffers
+    std::uint32_t pool_frames = 16384;                        // frame pool buffers
     bool operator==(const assembly_config&) const = default;
 };
 
@@ -75,9 +75,37 @@ struct storage_config {
     bool operator==(const storage_config&) const = default;
 };
 
+// Processing stages between assembly and the writer (docs/CALIBRATION.md).
+struct processing_config {
+    // Stages in order: each of "calibrate", "dose", "live" at most once, in
+    // that order; "dose" needs "calibrate". Empty: no processing thread.
+    std::vector<std::string> stages;
+    std::string backend = "auto";               // "auto", "cpu" or "cuda"
+    std::filesystem::path calibration_file;     // daq1-calibration HDF5 file; empty: none (identity)
+    double threshold = 5.0;                     // absolute value, or k in k x noise
+    std::string threshold_mode = "noise";       // "absolute" or "noise"
+    std::uint32_t batch_frames = 64;            // frames per batch, 1..4096
+    std::chrono::milliseconds live_interval{200};  // live view publication interval per unit
+    [[nodiscard]] bool has(std::string_view stage) const noexcept {
+        for (const auto& s : stages)
+            if (s == stage) return true;
+        return false;
+    }
+    bool operator==(const processing_config&) const = default;
+};
+
 struct log_config {
     std::string level = "info";
     bool operator==(const log_config&) const = default;
+};
+
+// The HTTP server (status page, /metrics, control API; web/README.md).
+struct http_config {
+    std::string listen = "127.0.0.1:8080";  // HOST:PORT; "" = no HTTP server
+    std::string token;       // bearer token of mutating requests; "": token_file, or generated at start
+    std::string token_file;  // file holding the token (read at start)
+    [[nodiscard]] bool enabled() const noexcept { return !listen.empty(); }
+    bool operator==(const http_config&) const = default;
 };
 
 struct config {
@@ -85,7 +113,9 @@ struct config {
     units_config units;
     assembly_config assembly;
     storage_config storage;
+    processing_config processing;
     log_config log;
+    http_config http;
     std::string source = "<embedded default>";  // where it came from
     std::string text;                           // the effective configuration as TOML text
 
@@ -102,7 +132,11 @@ config load_default();
 config load_file(const std::filesystem::path& path);
 config load_string(std::string_view toml, const std::string& source_name);
 // Renders the effective configuration as TOML (round-trips through load_string).
-std::string to_toml(const config& c);
+// hide_secrets: http.token is rendered as "" (config.text, which goes into
+// run files and --print-config, is rendered that way).
+std::string to_toml(const config& c, bool hide_secrets = false);
+// True for 127.0.0.0/8 and ::1 (numeric, as endpoint::parse leaves them).
+bool is_loopback(const std::string& host);
 
 std::string_view name(receiver_backend b);
 
