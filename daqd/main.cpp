@@ -1,7 +1,9 @@
 // daqd: the data-acquisition server. See README.md and `daqd --help`.
 #include "pipeline.hpp"
+#include "web_glue.hpp"
 
 #include "daqd/config/config.hpp"
+#include "daqd/storage/calibration_file.hpp"
 
 #include <fmt/format.h>
 #include <signal.h>
@@ -12,6 +14,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <optional>
@@ -30,6 +33,7 @@ usage:
   daqd [options]                 serve: receive, assemble, and record when a run is active
   daqd --check-config FILE       load and validate FILE, print what is wrong, exit 0 if good
   daqd --print-config            print the effective configuration (defaults + --config + options)
+  daqd --check-host              compare this host with what the configuration needs; exit 1 if not
   daqd --help | --version
 
 options:
@@ -42,6 +46,12 @@ options:
   --gro                 enable UDP GRO on the sockets (acquisition.gro)
   --summary-json FILE   also write the final summary as JSON to FILE
   --log-level LEVEL     trace, debug, info, warn, error
+  --http HOST:PORT|off  status page, /metrics and control API (http.listen, default 127.0.0.1:8080)
+  --calibration FILE    calibration constants for the calibrate stage (processing.calibration_file)
+  --pedestal-run NAME   take --pedestal-frames complete frames per unit (no beam), write the
+                        per-channel pedestal (mean) and noise (standard deviation) to
+                        <output>/NAME.calib.h5, print where it is and exit (docs/CALIBRATION.md)
+  --pedestal-frames N   frames per unit of a pedestal run (default 1000)
 
 On SIGINT/SIGTERM daqd stops receiving, drains every ring and queue, closes
 the run files, prints a one-line summary and exits 0.
@@ -59,6 +69,11 @@ struct options {
     std::optional<std::string> log_level;
     std::optional<std::string> check_config;
     bool print_config = false;
+    bool check_host = false;
+    std::optional<std::string> http;
+    std::optional<std::string> calibration;
+    std::optional<std::string> pedestal_run;
+    std::uint64_t pedestal_frames = 1000;
 };
 
 [[noreturn]] void usage_error(const std::string& msg) {
@@ -105,10 +120,28 @@ options parse(int argc, char** argv) {
             o.summary_json = value(i, a);
         } else if (a == "--log-level") {
             o.log_level = value(i, a);
+        } else if (a == "--calibration") {
+            o.calibration = value(i, a);
+        } else if (a == "--pedestal-run") {
+            o.pedestal_run = value(i, a);
+        } else if (a == "--pedestal-frames") {
+            const std::string v = value(i, a);
+            try {
+                std::size_t used = 0;
+                const long long n = std::stoll(v, &used);
+                if (used != v.size() || n < 2 || n > 100'000'000) throw std::invalid_argument(v);
+                o.pedestal_frames = static_cast<std::uint64_t>(n);
+            } catch (const std::exception&) {
+                usage_error("--pedestal-frames needs a whole number from 2 to 100000000, got '" + v + "'");
+            }
         } else if (a == "--check-config") {
             o.check_config = value(i, a);
         } else if (a == "--print-config") {
             o.print_config = true;
+        } else if (a == "--check-host") {
+            o.check_host = true;
+        } else if (a == "--http") {
+            o.http = value(i, a);
         } else {
             usage_error("unknown option '" + a + "'");
         }
@@ -145,6 +178,8 @@ daqd::config::config effective_config(const options& o) {
         changed = true;
     }
     if (o.log_level) c.log.level = *o.log_level, changed = true;
+    if (o.http) c.http.listen = *o.http == "off" ? std::string() : *o.http, changed = true;
+    if (o.calibration) c.processing.calibration_file = *o.calibration, changed = true;
     if (changed) {
         // Re-validate and re-render so the stored configuration is what runs.
         const std::string source = c.source;
@@ -183,12 +218,32 @@ int main(int argc, char** argv) {
         std::cout << cfg.text;
         return 0;
     }
+    if (o.check_host) return daqd::check_host_command(cfg);
     spdlog::set_level(spdlog::level::from_str(cfg.log.level));
     if (o.run) {
         if (auto err = daqd::check_run_name(*o.run); !err.empty()) {
             std::cerr << "daqd: --run: " << err << "\n";
             return 2;
         }
+    }
+    // A pedestal run: no run file, the calibration file <output>/NAME.calib.h5.
+    std::filesystem::path calibration_out;
+    if (o.pedestal_run) {
+        if (o.run) {
+            std::cerr << "daqd: --pedestal-run and --run exclude each other\n";
+            return 2;
+        }
+        if (auto err = daqd::check_run_name(*o.pedestal_run); !err.empty()) {
+            std::cerr << "daqd: --pedestal-run: " << err << "\n";
+            return 2;
+        }
+        calibration_out = cfg.storage.output_dir / (*o.pedestal_run + ".calib.h5");
+        std::error_code ec;
+        if (std::filesystem::exists(calibration_out, ec)) {
+            std::cerr << "daqd: --pedestal-run: " << calibration_out.string() << " already exists (refusing to overwrite)\n";
+            return 2;
+        }
+        std::filesystem::create_directories(cfg.storage.output_dir, ec);
     }
 
     // Every thread inherits a blocked SIGINT/SIGTERM; main waits for them.
@@ -199,9 +254,10 @@ int main(int argc, char** argv) {
     pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
     spdlog::info("daqd {} starting (configuration: {})", DAQD_VERSION, cfg.source);
+    auto host_checks = daqd::check_host_at_start(cfg);
     std::unique_ptr<daqd::pipeline> p;
     try {
-        p = std::make_unique<daqd::pipeline>(cfg);
+        p = std::make_unique<daqd::pipeline>(cfg, o.pedestal_run ? o.pedestal_frames : 0);
         p->start();
         if (o.run) p->start_run(*o.run);
     } catch (const std::exception& e) {
@@ -210,9 +266,35 @@ int main(int argc, char** argv) {
         return 1;
     }
 
+    // The web side reads the pipeline's counters and drives its runs; not for a pedestal run.
+    std::unique_ptr<daqd::web::service> web;
+    if (!o.pedestal_run) web = daqd::start_web(cfg, *p, std::move(host_checks));
+
     const auto started = std::chrono::steady_clock::now();
+    // A pedestal run ends when every unit seen (at least one, and every
+    // listed unit) has its frames, and no new unit came for 300 ms.
+    bool pedestal_all_in = false;
+    std::chrono::steady_clock::time_point pedestal_done_since{};
+    auto pedestal_done = [&] {
+        const auto* ped = p->processor() ? p->processor()->pedestal() : nullptr;
+        if (ped == nullptr) return false;
+        const std::uint32_t seen = ped->units_seen();
+        const bool done = seen >= std::max<std::size_t>(1, cfg.units.units.size()) && ped->units_complete() == seen;
+        if (!done) {
+            pedestal_all_in = false;
+            return false;
+        }
+        const auto now = std::chrono::steady_clock::now();
+        if (!pedestal_all_in) pedestal_done_since = now;
+        pedestal_all_in = true;
+        return now - pedestal_done_since >= std::chrono::milliseconds(300);
+    };
+    if (o.pedestal_run)
+        spdlog::info("pedestal run {}: waiting for {} complete frames per unit (no beam, please)", *o.pedestal_run,
+                     o.pedestal_frames);
     int got = 0;
     for (;;) {
+        if (o.pedestal_run && pedestal_done()) break;
         timespec ts{0, 100'000'000};
         const int sig = sigtimedwait(&signals, nullptr, &ts);
         if (sig > 0) {
@@ -224,6 +306,7 @@ int main(int argc, char** argv) {
             break;
     }
     if (got) spdlog::info("{}: stopping (draining rings and queues)", strsignal(got));
+    web.reset();  // first: no request reaches the pipeline while it stops
     p->stop();
     const auto s = p->snapshot();
     if (!s.run_name.empty()) {
@@ -233,11 +316,44 @@ int main(int argc, char** argv) {
         if (s.run_failed) std::cout << "daqd: run error: " << s.run_error << "\n";
     }
     std::cout << "daqd: " << s.one_line() << std::endl;
+    int pedestal_status = 0;
+    if (o.pedestal_run) {
+        // The writer thread has stopped: this thread may use HDF5.
+        const auto result = p->pedestal_result();
+        std::string units;
+        for (const auto& u : p->processor()->pedestal()->progress())
+            units += fmt::format("{}u{}: {} frames{}", units.empty() ? "" : ", ", u.unit_id, u.frames,
+                                 u.skipped_incomplete ? fmt::format(" ({} incomplete skipped)", u.skipped_incomplete)
+                                                      : std::string());
+        if (result.units.empty()) {
+            std::cout << "daqd: pedestal run " << *o.pedestal_run << " FAILED: no unit sent 2 complete frames"
+                      << (units.empty() ? std::string() : " (" + units + ")") << "\n";
+            pedestal_status = 1;
+        } else {
+            for (const auto& [id, u] : result.units)
+                if (u.frames < o.pedestal_frames)
+                    spdlog::warn("pedestal run {}: unit {} has only {} of {} frames (stopped early)", *o.pedestal_run,
+                                 id, u.frames, o.pedestal_frames);
+            try {
+                daqd::storage::write_calibration_file(
+                    calibration_out, result,
+                    fmt::format("pedestal run {}: mean and standard deviation of up to {} complete frames per unit",
+                                *o.pedestal_run, o.pedestal_frames));
+                std::cout << "daqd: pedestal run " << *o.pedestal_run << " -> " << calibration_out.string() << " ("
+                          << units << ")\n";
+                std::cout << "daqd: use it with --calibration " << calibration_out.string()
+                          << " (or processing.calibration_file)\n";
+            } catch (const std::exception& e) {
+                std::cout << "daqd: pedestal run " << *o.pedestal_run << " FAILED: " << e.what() << "\n";
+                pedestal_status = 1;
+            }
+        }
+    }
     if (o.summary_json) {
         std::ofstream out(*o.summary_json);
         out << s.to_json() << "\n";
         if (!out) spdlog::error("cannot write {}: {}", *o.summary_json, std::strerror(errno));
     }
     p.reset();
-    return s.run_failed ? 1 : 0;
+    return s.run_failed || pedestal_status != 0 ? 1 : 0;
 }

@@ -4,6 +4,8 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "daqd/storage/calibration_file.hpp"
+
 #include <filesystem>
 #include <stdexcept>
 
@@ -27,19 +29,53 @@ std::string check_run_name(const std::string& name) {
     return {};
 }
 
-pipeline::pipeline(const config::config& cfg) : _cfg(cfg) {
+pipeline::pipeline(const config::config& cfg, std::uint64_t pedestal_frames) : _cfg(cfg) {
     // Ring slots hold a datagram plus room for io_uring's recvmsg header and control data.
     const std::uint64_t slot_data = cfg.acquisition.max_datagram_bytes + 128;
     _ring = std::make_unique<acquisition::packet_ring>(acquisition::ring_shm_name(cfg.acquisition.ring_name, 0),
                                                        cfg.acquisition.ring_slots, slot_data);
-    _pool = std::make_unique<processing::frame_pool>(cfg.assembly.pool_frames, cfg.assembly.max_frame_bytes);
+    // Processing: a pedestal run replaces the configured stages.
+    const bool processing = pedestal_frames > 0 || !cfg.processing.stages.empty();
+    const bool calibrating = pedestal_frames == 0 && cfg.processing.has("calibrate");
+    if (calibrating && !cfg.processing.calibration_file.empty()) {
+        // Before the writer exists: HDF5 is used by this thread only here.
+        _calibration = std::make_shared<const processing::calibration_set>(
+            storage::read_calibration_file(cfg.processing.calibration_file));
+        spdlog::info("calibration constants of {} unit(s) from {}", _calibration->units.size(), _calibration->file);
+    }
+    if (!calibrating && pedestal_frames == 0 && !cfg.processing.calibration_file.empty())
+        spdlog::warn("processing.calibration_file = {} is not used: processing.stages has no \"calibrate\"",
+                     cfg.processing.calibration_file.string());
+    _pool = std::make_unique<processing::frame_pool>(cfg.assembly.pool_frames, cfg.assembly.max_frame_bytes,
+                                                     calibrating);
     const std::size_t queue = cfg.storage.queue_frames ? std::max<std::size_t>(cfg.storage.queue_frames, cfg.assembly.pool_frames)
                                                        : cfg.assembly.pool_frames;
     _frames = std::make_unique<common::spsc_queue<processing::frame>>(queue);
     _receiver = std::make_unique<acquisition::receiver>(cfg.acquisition, *_ring, _ring_ready);
     _assembler = std::make_unique<processing::assembler>(cfg, std::vector<acquisition::packet_ring*>{_ring.get()},
                                                          _ring_ready, *_pool, *_frames, _frames_ready);
-    _writer = std::make_unique<storage::writer>(*_frames, *_pool, _frames_ready);
+    if (processing) {
+        processing::processor_options po;
+        po.stages = cfg.processing.stages;
+        po.backend = cfg.processing.backend;
+        po.calibration = _calibration;
+        po.threshold = {cfg.processing.threshold_mode == "absolute" ? processing::threshold_mode::absolute
+                                                                    : processing::threshold_mode::noise,
+                        static_cast<float>(cfg.processing.threshold)};
+        po.batch_frames = cfg.processing.batch_frames;
+        po.pedestal_frames = pedestal_frames;
+        if (pedestal_frames == 0 && cfg.processing.has("live"))
+            _live = std::make_unique<processing::live_view>(cfg.processing.live_interval);
+        _processed = std::make_unique<common::spsc_queue<processing::frame>>(queue);
+        _processor = std::make_unique<processing::processor>(po, *_pool, *_frames, _frames_ready, *_processed,
+                                                             _processed_ready, _live.get());
+        _writer = std::make_unique<storage::writer>(*_processed, *_pool, _processed_ready);
+    } else {
+        _writer = std::make_unique<storage::writer>(*_frames, *_pool, _frames_ready);
+    }
+    _tap = std::make_unique<processing::live_tap>();
+    if (_live) _tap->attach(_live.get());  // the live endpoint reads the processing thread's live view
+    _writer->set_observer(_tap.get());
 }
 
 pipeline::~pipeline() {
@@ -53,6 +89,7 @@ pipeline::~pipeline() {
 void pipeline::start() {
     _started_ns = common::monotonic_ns();
     _writer->start();
+    if (_processor) _processor->start();
     _assembler->start();
     _receiver->start();
     _running = true;
@@ -64,7 +101,12 @@ void pipeline::stop() {
     // Order matters: nothing downstream stops before everything upstream of it is drained.
     _receiver->stop();
     _assembler->stop();
+    if (_processor) _processor->stop();
     if (_writer->run_active()) _last_run = _writer->stop_run();
+    {
+        std::lock_guard lock(_active_mutex);
+        _active.reset();
+    }
     _writer->stop();
 }
 
@@ -83,7 +125,22 @@ void pipeline::start_run(const std::string& name) {
     o.flush_interval = _cfg.storage.flush_interval;
     o.config_text = _cfg.text;
     o.server_version = DAQD_VERSION;
+    if (_processor != nullptr && _processor->calibrates()) {
+        o.processing.calibrated = true;
+        o.processing.dose = _cfg.processing.has("dose");
+        o.processing.calibration = _calibration;
+        o.processing.threshold = {_cfg.processing.threshold_mode == "absolute" ? processing::threshold_mode::absolute
+                                                                               : processing::threshold_mode::noise,
+                                  static_cast<float>(_cfg.processing.threshold)};
+    }
+    if (_processor != nullptr) _processor->request_dose_reset();  // the live view's running dose: of this run
+    const auto& wc = _writer->counters();
+    active_run a{name, std::chrono::system_clock::now(), wc.frames_written.load(), wc.bytes_written.load()};
     _writer->start_run(o);
+    {
+        std::lock_guard lock(_active_mutex);
+        _active = std::move(a);
+    }
     _run_started_ns = common::monotonic_ns();
     spdlog::info("run {} started in {}", name, _cfg.storage.output_dir.string());
 }
@@ -91,7 +148,26 @@ void pipeline::start_run(const std::string& name) {
 std::optional<storage::run_stats> pipeline::stop_run() {
     auto stats = _writer->stop_run();
     if (stats) _last_run = stats;
+    {
+        std::lock_guard lock(_active_mutex);
+        _active.reset();
+    }
     return stats;
+}
+
+std::optional<pipeline::active_run> pipeline::current_run() const {
+    std::lock_guard lock(_active_mutex);
+    return _active;
+}
+
+std::string pipeline::processing_backend() const {
+    if (_processor == nullptr || !_processor->calibrates()) return "none";
+    return std::string(_processor->backend_name());
+}
+
+processing::calibration_set pipeline::pedestal_result() const {
+    if (_processor == nullptr || _processor->pedestal() == nullptr) return {};
+    return _processor->pedestal()->result();
 }
 
 summary pipeline::snapshot() const {
@@ -139,6 +215,11 @@ summary pipeline::snapshot() const {
     s.frames_written = wc.frames_written.load();
     s.frames_unrecorded = wc.frames_unrecorded.load();
     s.bytes_written = wc.bytes_written.load();
+    s.processing_backend = processing_backend();
+    if (_processor) {
+        s.frames_processed = _processor->counters().frames.get();
+        s.processing_backlog_peak = _processor->counters().backlog_peak.get();
+    }
     if (_last_run) {
         s.run_name = _last_run->run_name;
         for (const auto& f : _last_run->files) s.files.push_back(f.string());
@@ -183,6 +264,9 @@ std::string summary::to_json() const {
     j["frames_unrecorded"] = frames_unrecorded;
     j["frames_rejected"] = frames_rejected;
     j["bytes_written"] = bytes_written;
+    j["processing_backend"] = processing_backend;
+    j["frames_processed"] = frames_processed;
+    j["processing_backlog_peak"] = processing_backlog_peak;
     j["run_failed"] = run_failed;
     j["run_error"] = run_error;
     auto& us = j["units"] = nlohmann::json::array();

@@ -4,9 +4,14 @@
 //   sockets → receiver → packet ring (shm) → assembler → frame queue → writer → run files
 //                                                 ↑ frame pool ←───────────────┘
 //
-// Owned by main (later also driven by the web API). start()/stop() and the
-// run control calls are made from one control thread; counters and snapshot()
-// may be read from any thread while the data path runs.
+// With processing stages (`processing.stages`, or a pedestal run) a
+// processing thread sits between assembly and the writer, with a second
+// frame queue:  assembler → frame queue → processor → frame queue → writer.
+//
+// Owned by main, also driven by the web API. start()/stop() and the run
+// control calls are made by one control thread at a time (main, then the web
+// server's worker while it runs, then main again); counters, current_run()
+// and the live tap may be read from any thread while the data path runs.
 #include "daqd/acquisition/packet_ring.hpp"
 #include "daqd/acquisition/receiver.hpp"
 #include "daqd/common/event.hpp"
@@ -14,10 +19,15 @@
 #include "daqd/config/config.hpp"
 #include "daqd/processing/assembler.hpp"
 #include "daqd/processing/frame_pool.hpp"
+#include "daqd/processing/live_tap.hpp"
+#include "daqd/processing/live_view.hpp"
+#include "daqd/processing/processor.hpp"
 #include "daqd/storage/run_writer.hpp"
 
+#include <chrono>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -47,6 +57,9 @@ struct summary {
     std::uint64_t frames_unrecorded = 0;
     std::uint64_t frames_rejected = 0;    // out of order for the run (a unit restarted its frame numbers)
     std::uint64_t bytes_written = 0;
+    std::string processing_backend = "none";  // "cpu", "cuda", or "none" (no calibrate stage)
+    std::uint64_t frames_processed = 0;       // frames through the processing stages
+    std::uint64_t processing_backlog_peak = 0;  // most frames waiting for the processing thread at once
     bool run_failed = false;
     std::string run_error;
     struct unit {
@@ -62,7 +75,10 @@ struct summary {
 
 class pipeline {
 public:
-    explicit pipeline(const config::config& cfg);  // binds sockets, maps the ring; throws on failure
+    // Binds sockets, maps the ring, loads the calibration file; throws on
+    // failure. pedestal_frames > 0: a pedestal run (the processing thread
+    // runs only the pedestal stage, over that many frames per unit).
+    explicit pipeline(const config::config& cfg, std::uint64_t pedestal_frames = 0);
     ~pipeline();
     pipeline(const pipeline&) = delete;
     pipeline& operator=(const pipeline&) = delete;
@@ -77,6 +93,26 @@ public:
     [[nodiscard]] summary snapshot() const;
     [[nodiscard]] const acquisition::receiver& receiver() const noexcept { return *_receiver; }
     [[nodiscard]] const acquisition::packet_ring& ring() const noexcept { return *_ring; }
+    [[nodiscard]] const processing::assembler& assembler() const noexcept { return *_assembler; }
+    [[nodiscard]] storage::writer& writer() noexcept { return *_writer; }
+    [[nodiscard]] const processing::live_tap& live_tap() const noexcept { return *_tap; }
+    // The processing thread (null without stages) and the live view its
+    // `live` stage feeds (null without it; live_tap() reads through it).
+    [[nodiscard]] const processing::processor* processor() const noexcept { return _processor.get(); }
+    [[nodiscard]] const processing::live_view* live_view() const noexcept { return _live.get(); }
+    // "cpu", "cuda", or "none" without a calibrate stage (the metric label).
+    [[nodiscard]] std::string processing_backend() const;
+    // A pedestal run's result, after stop(): pedestal, noise (gain 1) per unit.
+    [[nodiscard]] processing::calibration_set pedestal_result() const;
+
+    // The run being recorded, if any (any thread).
+    struct active_run {
+        std::string name;
+        std::chrono::system_clock::time_point started;
+        std::uint64_t frames_before = 0;  // writer's frames_written / bytes_written when it started
+        std::uint64_t bytes_before = 0;
+    };
+    [[nodiscard]] std::optional<active_run> current_run() const;
 
 private:
     const config::config& _cfg;
@@ -87,11 +123,19 @@ private:
     std::unique_ptr<common::spsc_queue<processing::frame>> _frames;
     std::unique_ptr<acquisition::receiver> _receiver;
     std::unique_ptr<processing::assembler> _assembler;
+    common::wake_event _processed_ready;
+    std::unique_ptr<common::spsc_queue<processing::frame>> _processed;  // processor → writer
+    std::shared_ptr<const processing::calibration_set> _calibration;
+    std::unique_ptr<processing::live_view> _live;
+    std::unique_ptr<processing::processor> _processor;
+    std::unique_ptr<processing::live_tap> _tap;  // before _writer: it outlives the writer thread
     std::unique_ptr<storage::writer> _writer;
     std::uint64_t _started_ns = 0;
     std::uint64_t _run_started_ns = 0;
     std::optional<storage::run_stats> _last_run;
     bool _running = false;
+    mutable std::mutex _active_mutex;
+    std::optional<active_run> _active;  // guarded by _active_mutex
 };
 
 // Run names become file names: letters, digits, '.', '_', '-', not starting

@@ -6,7 +6,8 @@ packages=(
   cmake ninja-build g++ pkg-config
   libboost-dev libboost-program-options-dev liburing-dev libhdf5-dev hdf5-tools
   libspdlog-dev libfmt-dev libtomlplusplus-dev nlohmann-json3-dev prometheus-cpp-dev catch2
-  python3-h5py python3-numpy
+  python3-h5py python3-numpy python3-torch python3-pytest python3-pip python3-setuptools
+  prometheus chromium
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -133,14 +133,14 @@ std::size_t assembler::poll(std::uint64_t now_ns) {
             if (s.bytes == 0) continue;
             const std::byte* data = ring->slot_data(tail + i) + s.data_offset;
             if (s.segment_bytes == 0) {
-                on_packet(data, s.bytes, now_ns);
+                on_packet(data, s.bytes, now_ns, s.link);
                 continue;
             }
             unsigned k = 0;
             for (std::uint32_t off = 0; off < s.bytes; off += s.segment_bytes, ++k) {
                 if (k < 64 && ((s.invalid_mask >> k) & 1u)) continue;
                 const std::uint32_t len = std::min<std::uint32_t>(s.segment_bytes, s.bytes - off);
-                on_packet(data + off, len, now_ns);
+                on_packet(data + off, len, now_ns, s.link);
             }
         }
         if (n) ring->consume(n);
@@ -307,7 +307,8 @@ assembler::open_frame* assembler::find_or_open(unit_state& u, const daq1::header
     return &*u.window.insert(pos, f);
 }
 
-void assembler::on_packet(const std::byte* datagram, std::uint32_t bytes, std::uint64_t now_ns) {
+void assembler::on_packet(const std::byte* datagram, std::uint32_t bytes, std::uint64_t now_ns,
+                          std::uint16_t link) {
     const daq1::header h = daq1::decode_header(datagram);
     drop_reason why = drop_reason::none;
     unit_state* u = unit_for(h.unit_id, h.frame_bytes, why);
@@ -323,6 +324,7 @@ void assembler::on_packet(const std::byte* datagram, std::uint32_t bytes, std::u
     auto& c = *u->counters;
     const std::uint32_t payload = bytes - static_cast<std::uint32_t>(daq1::header_bytes);
     c.packets.add();
+    c.packets_by_link[std::min<std::size_t>(link, unit_counters::max_links - 1)].add();
     c.bytes.add(payload);
     c.last_receive_ns.set(now_ns);
     bool duplicate = false;

@@ -20,7 +20,7 @@ std::size_t checked_count(std::size_t buffers, std::size_t buffer_bytes) {
 }
 }  // namespace
 
-frame_pool::frame_pool(std::size_t buffers, std::size_t buffer_bytes)
+frame_pool::frame_pool(std::size_t buffers, std::size_t buffer_bytes, bool calibrated_area)
     : _buffers(checked_count(buffers, buffer_bytes)), _buffer_bytes((buffer_bytes + 63) / 64 * 64), _free(_buffers) {
     // Anonymous mapping: pages are only committed when a frame first uses them.
     void* p = ::mmap(nullptr, _buffers * _buffer_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -28,6 +28,18 @@ frame_pool::frame_pool(std::size_t buffers, std::size_t buffer_bytes)
         throw std::runtime_error("frame_pool: mmap of " + std::to_string(_buffers * _buffer_bytes) +
                                  " bytes: " + std::strerror(errno));
     _memory = static_cast<std::byte*>(p);
+    if (calibrated_area) {
+        // Twice the sample bytes: one float32 per 16-bit sample.
+        void* c = ::mmap(nullptr, 2 * _buffers * _buffer_bytes, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (c == MAP_FAILED) {
+            const int err = errno;
+            ::munmap(_memory, _buffers * _buffer_bytes);
+            throw std::runtime_error("frame_pool: mmap of the calibrated area (" +
+                                     std::to_string(2 * _buffers * _buffer_bytes) + " bytes): " + std::strerror(err));
+        }
+        _calibrated = static_cast<std::byte*>(c);
+    }
     for (std::size_t i = 0; i < _buffers; ++i) {
         [[maybe_unused]] const bool ok = _free.try_push(static_cast<std::uint32_t>(i));
         assert(ok);
@@ -36,6 +48,7 @@ frame_pool::frame_pool(std::size_t buffers, std::size_t buffer_bytes)
 
 frame_pool::~frame_pool() {
     if (_memory) ::munmap(_memory, _buffers * _buffer_bytes);
+    if (_calibrated) ::munmap(_calibrated, 2 * _buffers * _buffer_bytes);
 }
 
 void frame_pool::release(std::uint32_t index) noexcept {

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <cstdint>
 #include <chrono>
 #include <cstring>
 #include <ctime>
@@ -82,6 +83,16 @@ struct run_file::impl {
         bool warned_channels = false;
         std::array<h5::dataset, ds_count> ds;
         std::array<std::string, ds_count> where;  // "/units/u3/raw in <file>"
+        // Processing (run_options::processing): the calibrated chunk buffer
+        // (chunk_rows x channels), the dose of the current file, the constants.
+        std::vector<float> calibrated;
+        std::vector<double> dose;
+        bool dose_dirty = false;
+        processing::unit_constants constants;
+        h5::dataset cal_ds;
+        h5::dataset dose_ds;
+        std::string cal_where;
+        std::string dose_where;
     };
 
     run_options opt;
@@ -159,6 +170,15 @@ struct run_file::impl {
         a.close("H5Aclose", w);
     }
 
+    void write_double_attr(hid_t loc, const char* name, double value, const std::string& loc_name) {
+        const std::string w = fmt::format("attribute {} of {} in {}", name, loc_name, where);
+        h5::dataspace s(h5::check_id(H5Screate(H5S_SCALAR), "H5Screate", w));
+        h5::attribute a(h5::check_id(H5Acreate2(loc, name, H5T_IEEE_F64LE, s.get(), H5P_DEFAULT, H5P_DEFAULT),
+                                     "H5Acreate2", w));
+        h5::check(H5Awrite(a.get(), H5T_NATIVE_DOUBLE, &value), "H5Awrite", w);
+        a.close("H5Aclose", w);
+    }
+
     void write_int_attr(hid_t loc, const char* name, std::int64_t value, const std::string& loc_name) {
         const std::string w = fmt::format("attribute {} of {} in {}", name, loc_name, where);
         h5::dataspace s(h5::check_id(H5Screate(H5S_SCALAR), "H5Screate", w));
@@ -199,6 +219,9 @@ struct run_file::impl {
         }
         for (auto& [id, u] : units) {
             u.file_rows = u.rows_in_chunk = u.rows_flushed = u.extent = 0;
+            // The dose is per file: a new file of the series starts from 0.
+            std::fill(u.dose.begin(), u.dose.end(), 0.0);
+            u.dose_dirty = false;
             create_unit_objects(u);
         }
         start_swmr();
@@ -230,7 +253,60 @@ struct run_file::impl {
                 H5Dcreate2(g.get(), ds_names[i], types[i], s.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT), "H5Dcreate2", w));
             d.close("H5Dclose", w);
         }
+        if (opt.processing.calibrated) create_processing_objects(u, g.get());
         g.close("H5Gclose", gw);
+    }
+
+    // /units/u<id>/calibrated, /dose, /calibration/{pedestal,noise,gain,threshold}.
+    void create_processing_objects(unit_state& u, hid_t g) {
+        {
+            const std::string w = u.group_path + "/calibrated in " + where;
+            const hsize_t dims[2] = {0, u.channels};
+            const hsize_t maxdims[2] = {H5S_UNLIMITED, u.channels};
+            const hsize_t chunk[2] = {u.chunk_rows, u.channels};
+            h5::dataspace s(h5::check_id(H5Screate_simple(2, dims, maxdims), "H5Screate_simple", w));
+            h5::plist dcpl(h5::check_id(H5Pcreate(H5P_DATASET_CREATE), "H5Pcreate", w));
+            h5::check(H5Pset_chunk(dcpl.get(), 2, chunk), "H5Pset_chunk", w);
+            h5::check(H5Pset_obj_track_times(dcpl.get(), false), "H5Pset_obj_track_times", w);
+            h5::dataset d(h5::check_id(
+                H5Dcreate2(g, "calibrated", H5T_IEEE_F32LE, s.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT), "H5Dcreate2",
+                w));
+            d.close("H5Dclose", w);
+        }
+        if (opt.processing.dose) {
+            // One chunk holding the whole array, rewritten with H5Dwrite_chunk.
+            const std::string w = u.group_path + "/dose in " + where;
+            const hsize_t dims[1] = {u.channels};
+            h5::dataspace s(h5::check_id(H5Screate_simple(1, dims, dims), "H5Screate_simple", w));
+            h5::plist dcpl(h5::check_id(H5Pcreate(H5P_DATASET_CREATE), "H5Pcreate", w));
+            h5::check(H5Pset_chunk(dcpl.get(), 1, dims), "H5Pset_chunk", w);
+            h5::check(H5Pset_obj_track_times(dcpl.get(), false), "H5Pset_obj_track_times", w);
+            h5::dataset d(h5::check_id(
+                H5Dcreate2(g, "dose", H5T_IEEE_F64LE, s.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT), "H5Dcreate2", w));
+            d.close("H5Dclose", w);
+        }
+        const std::string cpath = u.group_path + "/calibration";
+        const std::string cw = cpath + " in " + where;
+        h5::group cg(h5::check_id(H5Gcreate2(g, "calibration", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "H5Gcreate2", cw));
+        const auto& k = u.constants;
+        write_string_attr(cg.get(), "source", k.source, cpath);
+        write_int_attr(cg.get(), "identity", k.identity ? 1 : 0, cpath);
+        write_string_attr(cg.get(), "threshold_mode", std::string(processing::name(opt.processing.threshold.mode)), cpath);
+        write_double_attr(cg.get(), "threshold_value", opt.processing.threshold.value, cpath);
+        write_int_attr(cg.get(), "frames", static_cast<std::int64_t>(std::min<std::uint64_t>(k.frames, INT32_MAX)), cpath);
+        const std::array<std::pair<const char*, const std::vector<float>*>, 4> arrays{
+            {{"pedestal", &k.pedestal}, {"noise", &k.noise}, {"gain", &k.gain}, {"threshold", &k.threshold}}};
+        for (const auto& [name, values] : arrays) {
+            const std::string w = cpath + "/" + name + " in " + where;
+            const hsize_t dims[1] = {values->size()};
+            h5::dataspace s(h5::check_id(H5Screate_simple(1, dims, nullptr), "H5Screate_simple", w));
+            h5::dataset d(h5::check_id(
+                H5Dcreate2(cg.get(), name, H5T_IEEE_F32LE, s.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "H5Dcreate2",
+                w));
+            h5::check(H5Dwrite(d.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, values->data()), "H5Dwrite", w);
+            d.close("H5Dclose", w);
+        }
+        cg.close("H5Gclose", cw);
     }
 
     void open_datasets(unit_state& u) {
@@ -239,11 +315,24 @@ struct run_file::impl {
             const std::string p = u.group_path + "/" + ds_names[i];
             u.ds[i] = h5::dataset(h5::check_id(H5Dopen2(file.get(), p.c_str(), H5P_DEFAULT), "H5Dopen2", u.where[i]));
         }
+        if (opt.processing.calibrated) {
+            u.cal_where = u.group_path + "/calibrated in " + where;
+            const std::string p = u.group_path + "/calibrated";
+            u.cal_ds = h5::dataset(h5::check_id(H5Dopen2(file.get(), p.c_str(), H5P_DEFAULT), "H5Dopen2", u.cal_where));
+        }
+        if (opt.processing.calibrated && opt.processing.dose) {
+            u.dose_where = u.group_path + "/dose in " + where;
+            const std::string p = u.group_path + "/dose";
+            u.dose_ds = h5::dataset(h5::check_id(H5Dopen2(file.get(), p.c_str(), H5P_DEFAULT), "H5Dopen2", u.dose_where));
+        }
     }
 
     void close_file_checked() {
-        for (auto& [id, u] : units)
+        for (auto& [id, u] : units) {
             for (std::size_t i = 0; i < ds_count; ++i) u.ds[i].close("H5Dclose", u.where[i]);
+            u.cal_ds.close("H5Dclose", u.cal_where);
+            u.dose_ds.close("H5Dclose", u.dose_where);
+        }
         file.close("H5Fclose", where);
     }
 
@@ -267,8 +356,11 @@ struct run_file::impl {
     // h5::init_library() for why that is safe.
     void release_handles() noexcept {
         bool ok = true;
-        for (auto& [id, u] : units)
+        for (auto& [id, u] : units) {
             for (auto& d : u.ds) ok = d.reset() && ok;
+            ok = u.cal_ds.reset() && ok;
+            ok = u.dose_ds.reset() && ok;
+        }
         ok = file.reset() && ok;
         if (!ok) spdlog::debug("run '{}': closing {} after an error failed as well", opt.run_name, where);
     }
@@ -280,6 +372,7 @@ struct run_file::impl {
         const hsize_t dims[2] = {u.file_rows, u.channels};
         for (std::size_t i = 0; i < ds_count; ++i)
             h5::check(H5Dset_extent(u.ds[i].get(), dims), "H5Dset_extent", u.where[i]);
+        if (u.cal_ds) h5::check(H5Dset_extent(u.cal_ds.get(), dims), "H5Dset_extent", u.cal_where);
         u.extent = u.file_rows;
     }
 
@@ -294,6 +387,8 @@ struct run_file::impl {
             std::fill(u.frame_number.begin() + static_cast<std::ptrdiff_t>(r), u.frame_number.end(), 0);
             std::fill(u.timestamp_ns.begin() + static_cast<std::ptrdiff_t>(r), u.timestamp_ns.end(), 0);
             std::fill(u.missing_packets.begin() + static_cast<std::ptrdiff_t>(r), u.missing_packets.end(), 0);
+            if (!u.calibrated.empty())
+                std::fill(u.calibrated.begin() + static_cast<std::ptrdiff_t>(r * u.channels), u.calibrated.end(), 0.0f);
         }
         set_extent(u);
         const hsize_t offset[2] = {start, 0};
@@ -306,6 +401,18 @@ struct run_file::impl {
         for (std::size_t i = 0; i < ds_count; ++i)
             h5::check(H5Dwrite_chunk(u.ds[i].get(), H5P_DEFAULT, 0, offset, bufs[i].second, bufs[i].first),
                       "H5Dwrite_chunk", u.where[i]);
+        if (u.cal_ds)
+            h5::check(H5Dwrite_chunk(u.cal_ds.get(), H5P_DEFAULT, 0, offset, u.calibrated.size() * sizeof(float),
+                                     u.calibrated.data()),
+                      "H5Dwrite_chunk", u.cal_where);
+    }
+
+    // Rewrites the unit's dose (the sum of the calibrated rows of this file).
+    void write_dose(unit_state& u) {
+        const hsize_t offset[1] = {0};
+        h5::check(H5Dwrite_chunk(u.dose_ds.get(), H5P_DEFAULT, 0, offset, u.dose.size() * sizeof(double), u.dose.data()),
+                  "H5Dwrite_chunk", u.dose_where);
+        u.dose_dirty = false;
     }
 
     // Writes every partial chunk holding rows not yet in the file.
@@ -316,6 +423,7 @@ struct run_file::impl {
                 u.rows_flushed = u.rows_in_chunk;
             }
             set_extent(u);
+            if (u.dose_dirty && u.dose_ds) write_dose(u);
         }
     }
 
@@ -329,6 +437,13 @@ struct run_file::impl {
         u.frame_number.assign(u.chunk_rows, 0);
         u.timestamp_ns.assign(u.chunk_rows, 0);
         u.missing_packets.assign(u.chunk_rows, 0);
+        if (opt.processing.calibrated) {
+            u.calibrated.assign(u.chunk_rows * f.channels, 0.0f);
+            if (opt.processing.dose) u.dose.assign(f.channels, 0.0);
+            static const processing::calibration_set no_calibration;
+            const auto& set = opt.processing.calibration ? *opt.processing.calibration : no_calibration;
+            u.constants = set.resolve(f.unit_id, f.channels, opt.processing.threshold);
+        }
         auto& s = stats.units[f.unit_id];
         s.channels = f.channels;
 
@@ -393,7 +508,7 @@ struct run_file::impl {
                 return;
             }
         }
-        const std::uint64_t rb = row_bytes(f.channels);
+        const std::uint64_t rb = row_bytes(f.channels) + (opt.processing.calibrated ? 4ull * f.channels : 0);
         if (opt.rotate_bytes > 0 && file_bytes > 0 && file_bytes + rb > opt.rotate_bytes) rotate();
         if (u == nullptr) u = &add_unit(f);
         last_unit = u;
@@ -402,6 +517,19 @@ struct run_file::impl {
         u->frame_number[u->rows_in_chunk] = f.frame_number;
         u->timestamp_ns[u->rows_in_chunk] = f.timestamp_ns;
         u->missing_packets[u->rows_in_chunk] = f.missing_packets;
+        if (!u->calibrated.empty()) {
+            float* row = u->calibrated.data() + u->rows_in_chunk * u->channels;
+            if (f.calibrated != nullptr)
+                std::memcpy(row, f.calibrated, std::size_t{u->channels} * sizeof(float));
+            else
+                std::fill(row, row + u->channels, 0.0f);
+            if (!u->dose.empty()) {
+                // The per-file dose, summed here from the rows of this file.
+                double* d = u->dose.data();
+                for (std::uint32_t c = 0; c < u->channels; ++c) d[c] += static_cast<double>(row[c]);
+                u->dose_dirty = true;
+            }
+        }
         ++u->rows_in_chunk;
         ++u->file_rows;
         u->have_last = true;

@@ -33,9 +33,10 @@ constexpr int batch = 256;
 }  // namespace
 
 struct writer::command {
-    enum class kind { start_run, stop_run, shutdown };
+    enum class kind { start_run, stop_run, shutdown, call };
     kind what = kind::start_run;
     run_options options;
+    std::function<void()> fn;  // kind::call
     std::promise<std::optional<run_stats>> result;
 };
 
@@ -87,6 +88,18 @@ std::optional<run_stats> writer::stop_run() {
     return post(std::move(cmd));
 }
 
+void writer::run_on_writer_thread(std::function<void()> fn) {
+    std::lock_guard control(_control_mutex);
+    if (!_thread.joinable()) {
+        fn();  // no writer thread: nobody else uses HDF5 through the writer
+        return;
+    }
+    auto cmd = std::make_shared<command>();
+    cmd->what = command::kind::call;
+    cmd->fn = std::move(fn);
+    post(std::move(cmd));
+}
+
 void writer::stop() {
     std::lock_guard control(_control_mutex);
     if (!_thread.joinable()) return;
@@ -116,6 +129,7 @@ void writer::loop() {
     };
 
     auto handle_frame = [&](const processing::frame& f) {
+        bool written = false;
         if (run && !run_failed) {
             const auto& s = run->stats();
             const std::uint64_t frames_before = s.frames_written;
@@ -123,6 +137,7 @@ void writer::loop() {
             try {
                 run->append(f);
                 _counters.frames_written.fetch_add(s.frames_written - frames_before, std::memory_order_relaxed);
+                written = s.frames_written != frames_before;
                 _counters.bytes_written.fetch_add(s.bytes_written - bytes_before, std::memory_order_relaxed);
             } catch (const std::exception& e) {
                 fail_run(e);
@@ -133,6 +148,7 @@ void writer::loop() {
         } else {
             _counters.frames_unrecorded.fetch_add(1, std::memory_order_relaxed);
         }
+        if (_observer) _observer->on_frame(f, written);
         _pool.release(f.pool_index);
     };
 
@@ -146,9 +162,13 @@ void writer::loop() {
         }
         const auto t1 = std::chrono::steady_clock::now();
         _counters.flushes.fetch_add(1, std::memory_order_relaxed);
-        _counters.flush_ns_total.fetch_add(
-            static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count()),
-            std::memory_order_relaxed);
+        const auto ns =
+            static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count());
+        _counters.flush_ns_total.fetch_add(ns, std::memory_order_relaxed);
+        const auto& bounds = writer_counters::flush_bucket_bounds_s;
+        std::size_t b = 0;
+        while (b < bounds.size() && static_cast<double>(ns) > bounds[b] * 1e9) ++b;
+        _counters.flush_buckets[b].fetch_add(1, std::memory_order_relaxed);
     };
 
     // Handles the frames queued right now (not those pushed meanwhile).
@@ -210,6 +230,14 @@ void writer::loop() {
             }
             drain_snapshot();
             cmd->result.set_value(finish_run());
+            return;
+        case command::kind::call:
+            try {
+                cmd->fn();
+                cmd->result.set_value(std::nullopt);
+            } catch (...) {
+                cmd->result.set_exception(std::current_exception());
+            }
             return;
         case command::kind::shutdown:
             _stopping.store(true, std::memory_order_release);  // the loop ends whatever happens below

@@ -264,7 +264,7 @@ TEST_CASE("rotation by size: a run split over numbered files verifies as one", "
     CHECK(json::parse(jout)["total_frames"] == 3000);
 }
 
-TEST_CASE("command line: config errors name the key and line; bad run names are refused", "[e2e]") {
+TEST_CASE("command line: config errors name the key and line, bad run names are refused", "[e2e]") {
     scratch_dir dir("cli");
     {
         std::ofstream cfg(dir / "bad.toml");

@@ -6,7 +6,9 @@
 // cmsg UDP_SEGMENT) or as one message per datagram. Faults (loss, reorder,
 // duplicate, malformed extras) are drawn per packet from a seeded
 // std::mt19937_64 and the expected effect on the receiver is tallied and
-// printed as JSON. See README.md.
+// printed as JSON. With --detector the payload is detector-like data instead
+// of the test pattern: per-channel pedestals and Gaussian noise, and with
+// --beam a Gaussian beam spot on the channels' 2-D grid. See README.md.
 #include <daqd/acquisition/daq1.hpp>
 
 #include <fmt/core.h>
@@ -104,6 +106,24 @@ Other:
                          the kernel refuses UDP_SEGMENT)
   --json FILE            also write the summary JSON to FILE
   --quiet                no progress or notices on stderr
+Detector mode (payload is detector data, TEST_PATTERN cleared):
+  --detector             per-channel pedestal (Gaussian around --pedestal-mean,
+                         spread --pedestal-spread) and Gaussian noise (sigma
+                         uniform in --noise-min..--noise-max), fixed per unit by
+                         --detector-seed; the noise of each frame from --seed
+  --detector-seed N      seed of the pedestals and noise levels (default 7)
+  --pedestal-mean ADC    (default 1000)   --pedestal-spread ADC (default 50)
+  --noise-min ADC        (default 3)      --noise-max ADC      (default 8)
+  --beam                 add a beam: hits in a Gaussian spot on the grid of
+                         channels (width ceil(sqrt(channels)), channel c at
+                         x = c % width, y = c / width)
+  --beam-x X --beam-y Y  spot centre in grid units (default: the grid centre)
+  --beam-sigma S         spot width in grid units (default 3)
+  --beam-intensity L     mean hits per frame on the centre channel (default 0.5;
+                         Poisson, L x exp(-r^2 / 2 S^2) elsewhere)
+  --beam-amplitude ADC   mean signal of one hit (exponential, default 100)
+  --truth FILE           write the true pedestal and noise of every channel
+                         (and the beam) as JSON
   -h, --help             this text
 )";
 
@@ -134,6 +154,14 @@ struct options {
     send_mode mode = send_mode::gso;
     std::string json_path;
     bool quiet = false;
+    // detector mode
+    bool detector = false;
+    std::uint64_t detector_seed = 7;
+    double pedestal_mean = 1000, pedestal_spread = 50, noise_min = 3, noise_max = 8;
+    bool beam = false;
+    double beam_x = -1, beam_y = -1;  // -1: the grid centre
+    double beam_sigma = 3, beam_intensity = 0.5, beam_amplitude = 100;
+    std::string truth_path;
 };
 
 std::uint64_t parse_uint(std::string_view opt, std::string_view s, std::uint64_t lo, std::uint64_t hi) {
@@ -159,7 +187,9 @@ options parse_options(int argc, char** argv) {
     enum : int {
         o_target = 256, o_units, o_first_unit, o_channels, o_frames, o_duration, o_rate, o_rate_per_unit,
         o_datagram, o_first_frame, o_seq_start, o_no_pattern, o_no_eos, o_loss, o_reorder, o_duplicate,
-        o_malformed, o_seed, o_mode, o_json, o_quiet,
+        o_malformed, o_seed, o_mode, o_json, o_quiet, o_detector, o_detector_seed, o_pedestal_mean,
+        o_pedestal_spread, o_noise_min, o_noise_max, o_beam, o_beam_x, o_beam_y, o_beam_sigma, o_beam_intensity,
+        o_beam_amplitude, o_truth,
     };
     static const option longopts[] = {
         {"target", required_argument, nullptr, o_target},
@@ -183,6 +213,19 @@ options parse_options(int argc, char** argv) {
         {"mode", required_argument, nullptr, o_mode},
         {"json", required_argument, nullptr, o_json},
         {"quiet", no_argument, nullptr, o_quiet},
+        {"detector", no_argument, nullptr, o_detector},
+        {"detector-seed", required_argument, nullptr, o_detector_seed},
+        {"pedestal-mean", required_argument, nullptr, o_pedestal_mean},
+        {"pedestal-spread", required_argument, nullptr, o_pedestal_spread},
+        {"noise-min", required_argument, nullptr, o_noise_min},
+        {"noise-max", required_argument, nullptr, o_noise_max},
+        {"beam", no_argument, nullptr, o_beam},
+        {"beam-x", required_argument, nullptr, o_beam_x},
+        {"beam-y", required_argument, nullptr, o_beam_y},
+        {"beam-sigma", required_argument, nullptr, o_beam_sigma},
+        {"beam-intensity", required_argument, nullptr, o_beam_intensity},
+        {"beam-amplitude", required_argument, nullptr, o_beam_amplitude},
+        {"truth", required_argument, nullptr, o_truth},
         {"help", no_argument, nullptr, 'h'},
         {nullptr, 0, nullptr, 0},
     };
@@ -234,6 +277,19 @@ options parse_options(int argc, char** argv) {
                 break;
             case o_json: o.json_path = a; break;
             case o_quiet: o.quiet = true; break;
+            case o_detector: o.detector = true; break;
+            case o_detector_seed: o.detector_seed = parse_uint("detector-seed", a, 0, u64max); break;
+            case o_pedestal_mean: o.pedestal_mean = parse_double("pedestal-mean", a, 0, 65535); break;
+            case o_pedestal_spread: o.pedestal_spread = parse_double("pedestal-spread", a, 0, 10000); break;
+            case o_noise_min: o.noise_min = parse_double("noise-min", a, 0, 10000); break;
+            case o_noise_max: o.noise_max = parse_double("noise-max", a, 0, 10000); break;
+            case o_beam: o.beam = true; break;
+            case o_beam_x: o.beam_x = parse_double("beam-x", a, -1e6, 1e6); break;
+            case o_beam_y: o.beam_y = parse_double("beam-y", a, -1e6, 1e6); break;
+            case o_beam_sigma: o.beam_sigma = parse_double("beam-sigma", a, 0.01, 1e6); break;
+            case o_beam_intensity: o.beam_intensity = parse_double("beam-intensity", a, 0, 1000); break;
+            case o_beam_amplitude: o.beam_amplitude = parse_double("beam-amplitude", a, 0, 65535); break;
+            case o_truth: o.truth_path = a; break;
             case 'h': std::fputs(usage_text, stdout); std::exit(0);
             case ':': die_usage(fmt::format("option '{}' needs a value", argv[optind - 1]));
             default: die_usage(fmt::format("unknown option '{}'", argv[optind - 1]));
@@ -247,6 +303,9 @@ options parse_options(int argc, char** argv) {
     if (o.frames_given && o.frames - 1 > u64max - o.first_frame)
         die_usage("--first-frame + --frames overflows the 64-bit frame_number");
     if (o.targets.empty()) o.targets.emplace_back("127.0.0.1:4660");
+    if (!o.detector && (o.beam || !o.truth_path.empty())) die_usage("--beam and --truth need --detector");
+    if (o.noise_min > o.noise_max) die_usage("--noise-min must not exceed --noise-max");
+    if (o.detector) o.pattern = false;  // the payload is detector data: TEST_PATTERN cleared
     return o;
 }
 
@@ -533,6 +592,141 @@ std::vector<std::uint16_t> make_ramp(std::uint32_t slice_samples) {
     return r;
 }
 
+// ---------------------------------------------------------------- detector --
+
+// Detector-like frames (--detector). Per unit and channel a pedestal
+// (Gaussian around --pedestal-mean, spread --pedestal-spread) and a noise
+// sigma (uniform in --noise-min..--noise-max), drawn once from
+// --detector-seed and the unit id, so two runs with the same seed see the
+// same detector. Per frame: pedestal + sigma x N(0,1) (normals from a table
+// of 65536 standard normal values, indexed by a 64-bit generator seeded from
+// --seed), plus with --beam Poisson hits with exponential amplitudes whose
+// mean count falls off as a Gaussian around the beam spot on the channel
+// grid; rounded and clamped to 0..65535.
+class detector_model {
+public:
+    detector_model(const options& o, std::uint32_t channels, const std::vector<std::uint16_t>& unit_ids)
+        : o_(o), channels_(channels), rng_(o.seed * 0x9E3779B97F4A7C15ull + 0xD1E7EC7ull), values_(channels) {
+        grid_w_ = static_cast<std::uint32_t>(std::ceil(std::sqrt(static_cast<double>(channels))));
+        grid_h_ = (channels + grid_w_ - 1) / grid_w_;
+        beam_x_ = o.beam_x >= 0 ? o.beam_x : (grid_w_ - 1) / 2.0;
+        beam_y_ = o.beam_y >= 0 ? o.beam_y : (grid_h_ - 1) / 2.0;
+        for (std::uint16_t id : unit_ids) {
+            std::mt19937_64 r(o.detector_seed * 0x2545F4914F6CDD1Dull + id + 1);
+            std::normal_distribution<double> ped(o.pedestal_mean, o.pedestal_spread);
+            std::uniform_real_distribution<double> sig(o.noise_min, o.noise_max);
+            unit_truth t;
+            t.id = id;
+            t.pedestal.resize(channels);
+            t.noise.resize(channels);
+            for (std::uint32_t c = 0; c < channels; ++c) {
+                t.pedestal[c] = std::clamp(ped(r), 0.0, 65535.0);
+                t.noise[c] = sig(r);
+            }
+            units_.push_back(std::move(t));
+        }
+        // A table of standard normal values, normalised to mean 0 and sd 1.
+        std::mt19937_64 tr(0x5eed5eedull);
+        std::normal_distribution<double> z(0.0, 1.0);
+        std::vector<double> table(65536);
+        double sum = 0, sum2 = 0;
+        for (auto& v : table) {
+            v = z(tr);
+            sum += v;
+        }
+        const double mean = sum / table.size();
+        for (auto& v : table) sum2 += (v - mean) * (v - mean);
+        const double sd = std::sqrt(sum2 / table.size());
+        normals_.resize(table.size());
+        for (std::size_t i = 0; i < table.size(); ++i) normals_[i] = (table[i] - mean) / sd;
+        if (o.beam) {
+            for (std::uint32_t c = 0; c < channels; ++c) {
+                const double dx = static_cast<double>(c % grid_w_) - beam_x_, dy = static_cast<double>(c / grid_w_) - beam_y_;
+                const double lambda = o.beam_intensity * std::exp(-(dx * dx + dy * dy) / (2 * o.beam_sigma * o.beam_sigma));
+                if (lambda < 1e-7) continue;
+                beam_channels_.push_back(c);
+                beam_exp_neg_lambda_.push_back(std::exp(-lambda));
+            }
+        }
+    }
+
+    // Fills one frame of unit number k (position in --units order).
+    void frame(std::size_t k, std::uint16_t* out) {
+        const unit_truth& t = units_[k];
+        std::uint32_t c = 0;
+        while (c < channels_) {
+            const std::uint64_t r = rng_();
+            for (int j = 0; j < 4 && c < channels_; ++j, ++c)
+                values_[c] = t.pedestal[c] + t.noise[c] * normals_[(r >> (16 * j)) & 0xffffu];
+        }
+        for (std::size_t i = 0; i < beam_channels_.size(); ++i) {
+            // Poisson count (Knuth), exponential amplitude per hit.
+            const double limit = beam_exp_neg_lambda_[i];
+            double p = u01();
+            while (p > limit) {
+                values_[beam_channels_[i]] += -o_.beam_amplitude * std::log(1.0 - u01());
+                ++hits_;
+                p *= u01();
+            }
+        }
+        for (std::uint32_t i = 0; i < channels_; ++i)
+            out[i] = static_cast<std::uint16_t>(std::clamp(std::lround(values_[i]), 0l, 65535l));
+    }
+
+    json summary() const {
+        json d;
+        d["detector_seed"] = o_.detector_seed;
+        d["noise_seed"] = o_.seed;
+        d["grid"] = {grid_w_, grid_h_};
+        d["pedestal_mean"] = o_.pedestal_mean;
+        d["pedestal_spread"] = o_.pedestal_spread;
+        d["noise_min"] = o_.noise_min;
+        d["noise_max"] = o_.noise_max;
+        d["beam"] = o_.beam ? json{{"x", beam_x_},
+                                   {"y", beam_y_},
+                                   {"sigma", o_.beam_sigma},
+                                   {"intensity", o_.beam_intensity},
+                                   {"amplitude", o_.beam_amplitude},
+                                   {"hits", hits_}}
+                            : json(nullptr);
+        d["truth_file"] = o_.truth_path.empty() ? json(nullptr) : json(o_.truth_path);
+        return d;
+    }
+
+    // The true pedestal and noise of every channel of every unit, as JSON.
+    void write_truth(const std::string& path) const {
+        json t;
+        t["channels"] = channels_;
+        t["grid"] = {grid_w_, grid_h_};
+        t["detector"] = summary();
+        json us = json::array();
+        for (const auto& u : units_) us.push_back({{"unit", u.id}, {"pedestal", u.pedestal}, {"noise", u.noise}});
+        t["units"] = us;
+        std::ofstream f(path);
+        f << t.dump() << '\n';
+        if (!f) die(2, fmt::format("cannot write {}", path));
+    }
+
+private:
+    struct unit_truth {
+        std::uint16_t id = 0;
+        std::vector<double> pedestal, noise;
+    };
+    double u01() { return static_cast<double>(rng_() >> 11) * 0x1.0p-53; }
+
+    const options& o_;
+    std::uint32_t channels_;
+    std::uint32_t grid_w_ = 1, grid_h_ = 1;
+    double beam_x_ = 0, beam_y_ = 0;
+    std::mt19937_64 rng_;
+    std::vector<unit_truth> units_;
+    std::vector<double> normals_;
+    std::vector<double> values_;
+    std::vector<std::uint32_t> beam_channels_;
+    std::vector<double> beam_exp_neg_lambda_;
+    std::uint64_t hits_ = 0;
+};
+
 class simulator {
 public:
     simulator(const options& o, std::vector<target>& targets, sender& snd)
@@ -563,6 +757,12 @@ public:
             u.first_seq = u.seq;
             units_.push_back(u);
         }
+        if (o.detector) {
+            std::vector<std::uint16_t> ids;
+            for (const auto& u : units_) ids.push_back(u.id);
+            det_ = std::make_unique<detector_model>(o, static_cast<std::uint32_t>(o.channels), ids);
+            det_samples_.resize(o.channels);
+        }
         const double total_mbps = o.rate_per_unit_given ? o.rate_per_unit * static_cast<double>(o.units) : o.rate;
         rate_bytes_per_ns_ = total_mbps * 1e6 / 8.0 / 1e9;
     }
@@ -571,6 +771,7 @@ public:
     std::uint16_t gso_size() const { return static_cast<std::uint16_t>(stride_); }
     const std::vector<unit_state>& units() const { return units_; }
     std::uint64_t malformed_count(std::size_t k) const { return malformed_by_kind_[k]; }
+    const detector_model* detector() const { return det_.get(); }
 
     // Runs the whole stream; returns elapsed seconds.
     double run() {
@@ -632,6 +833,7 @@ private:
         h.timestamp_ns = static_cast<std::uint64_t>(clock_ns(CLOCK_REALTIME));
         h.frame_bytes = layout_.frame_bytes;
         const auto base = static_cast<std::uint16_t>(daq1::test_pattern(f, u.id, 0));
+        if (det_) det_->frame(static_cast<std::size_t>(&u - units_.data()), det_samples_.data());
         for (std::uint16_t i = 0; i < layout_.packet_count; ++i) {
             std::byte* p = dst + static_cast<std::size_t>(i) * stride_;
             h.packet_seq = u.seq + i;  // wraps at 2^32
@@ -639,7 +841,10 @@ private:
             h.payload_offset = layout_.offset(i);
             daq1::encode_header(h, p);
             const std::uint32_t n = layout_.bytes(i);
-            if (o_.pattern)
+            if (det_)
+                std::memcpy(p + daq1::header_bytes,
+                            reinterpret_cast<const std::byte*>(det_samples_.data()) + h.payload_offset, n);
+            else if (o_.pattern)
                 std::memcpy(p + daq1::header_bytes, &ramp_[static_cast<std::uint16_t>(base + h.payload_offset / 2)], n);
             else
                 std::memset(p + daq1::header_bytes, 0, n);
@@ -771,6 +976,8 @@ private:
     bool faults_on_;
     std::mt19937_64 rng_;
     std::vector<std::uint16_t> ramp_;
+    std::unique_ptr<detector_model> det_;
+    std::vector<std::uint16_t> det_samples_;
     std::vector<packet_fault> faults_;
     std::vector<std::uint16_t> order_;
     std::vector<std::uint16_t> sent_pos_;
@@ -815,6 +1022,7 @@ int main(int argc, char** argv) {
     sigaction(SIGINT, &sa, nullptr);
     sigaction(SIGTERM, &sa, nullptr);
 
+    if (sim.detector() != nullptr && !o.truth_path.empty()) sim.detector()->write_truth(o.truth_path);
     const auto& lay = sim.layout();
     if (!o.quiet) {
         std::string tl;
@@ -897,6 +1105,7 @@ int main(int argc, char** argv) {
         {"frames_lost", frames_lost},
     };
     j["per_unit"] = per_unit;
+    if (sim.detector() != nullptr) j["detector"] = sim.detector()->summary();
 
     const std::string text = j.dump(2);
     std::fputs(text.c_str(), stdout);

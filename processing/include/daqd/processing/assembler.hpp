@@ -51,6 +51,10 @@ struct unit_counters {
     counter missing_packets; // summed over incomplete frames
     counter last_frame_number;
     counter last_receive_ns;
+    // Valid packets by the link (listen endpoint) they came in on; links
+    // beyond the last index are counted in the last one.
+    static constexpr std::size_t max_links = 16;
+    std::array<counter, max_links> packets_by_link;
 };
 
 struct assembler_counters {
@@ -82,7 +86,7 @@ public:
     // Closes every open frame and settles the sequence windows.
     void flush_all();
     // Handles one datagram (header already validated by the receiver).
-    void on_packet(const std::byte* datagram, std::uint32_t bytes, std::uint64_t now_ns);
+    void on_packet(const std::byte* datagram, std::uint32_t bytes, std::uint64_t now_ns, std::uint16_t link = 0);
 
     // ---- readers, any thread ----
     [[nodiscard]] std::uint32_t unit_count() const noexcept { return _unit_count.load(std::memory_order_acquire); }

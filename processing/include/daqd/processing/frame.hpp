@@ -5,6 +5,11 @@
 // frame_pool. The assembler fills it, hands the descriptor to the writer
 // through an spsc_queue, and the writer gives the buffer back to the pool when
 // it has copied the samples into its chunk buffers.
+//
+// With processing stages (daqd/processing/processor.hpp) the descriptor
+// passes through the processing thread first; when it calibrates, it points
+// `calibrated` at the frame's float32 row in the pool's calibrated area (same
+// buffer index, released together with the samples).
 #include <cstdint>
 
 namespace daqd::processing {
@@ -18,6 +23,7 @@ struct frame {
     std::uint64_t frame_number = 0;
     std::uint64_t timestamp_ns = 0;
     std::uint16_t* samples = nullptr;  // channels samples, host order
+    float* calibrated = nullptr;       // channels calibrated values, or null (not calibrated)
 };
 
 }  // namespace daqd::processing

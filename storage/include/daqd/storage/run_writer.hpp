@@ -12,14 +12,18 @@
 // control thread (main, later the web API); they never touch HDF5 themselves.
 #include "daqd/common/event.hpp"
 #include "daqd/common/spsc_queue.hpp"
+#include "daqd/processing/calibration.hpp"
 #include "daqd/processing/frame.hpp"
+#include "daqd/processing/frame_observer.hpp"
 #include "daqd/processing/frame_pool.hpp"
 #include "daqd/storage/error.hpp"
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -31,6 +35,20 @@
 
 namespace daqd::storage {
 
+// What the processing stages add to a run file (docs/DATASET.md,
+// docs/CALIBRATION.md). With `calibrated`, every unit gets a `calibrated`
+// float32 [n_frames, channels] dataset (chunked like `raw`, direct chunk
+// writes; a frame without a calibrated row stores zeros) and a `calibration`
+// group with the constants used; with `dose`, a `dose` float64 [channels]
+// dataset that the writer sums from the calibrated rows of that file and
+// rewrites at every flush and at close.
+struct run_processing {
+    bool calibrated = false;
+    bool dose = false;
+    std::shared_ptr<const processing::calibration_set> calibration;  // null: identity for every unit
+    processing::threshold_policy threshold;
+};
+
 struct run_options {
     std::filesystem::path output_dir;
     std::string run_name;              // validated by the caller: [A-Za-z0-9._-], no leading '.'
@@ -39,6 +57,7 @@ struct run_options {
     std::chrono::milliseconds flush_interval{1000};
     std::string config_text;           // root attribute "config"
     std::string server_version;        // root attribute "server_version"
+    run_processing processing;         // calibrated / dose / constants datasets
 };
 
 struct unit_stats {
@@ -54,7 +73,8 @@ struct run_stats {
     std::map<std::uint16_t, unit_stats> units;
     std::uint64_t frames_written = 0;
     std::uint64_t bytes_written = 0;  // payload of the rows appended, all datasets: 2*channels+18
-                                      // per frame (chunk padding and rewrites not counted)
+                                      // per frame, +4*channels with `calibrated` (chunk padding,
+                                      // rewrites and the per-file dose not counted)
     std::uint64_t flushes = 0;
     std::uint64_t frames_rejected = 0;  // not written: frame_number not ascending within its
                                         // unit, or channel count differs from the unit's first frame
@@ -93,6 +113,12 @@ struct writer_counters {
     std::atomic<std::uint64_t> bytes_written{0};
     std::atomic<std::uint64_t> flushes{0};
     std::atomic<std::uint64_t> flush_ns_total{0};
+    // Flush durations: flush_buckets[i] counts flushes that took at most
+    // flush_bucket_bounds_s[i] seconds (and more than the bound before);
+    // the last bucket counts longer ones. Not cumulative.
+    static constexpr std::array<double, 12> flush_bucket_bounds_s{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                                                  0.1,   0.25,   0.5,   1.0,  2.5,   5.0};
+    std::array<std::atomic<std::uint64_t>, flush_bucket_bounds_s.size() + 1> flush_buckets{};
 };
 
 class writer {
@@ -112,6 +138,13 @@ public:
     std::optional<run_stats> stop_run();
     // Control thread: stops the thread after draining the queue.
     void stop();
+    // Control thread: runs fn on the writer thread between frames and waits
+    // for it (exceptions are rethrown here). For HDF5 reads by other
+    // components: the serial HDF5 build may only be used by this one thread.
+    // Without a writer thread, fn runs on the calling thread.
+    void run_on_writer_thread(std::function<void()> fn);
+    // Before start(): every frame taken from the queue is shown to `o`.
+    void set_observer(processing::frame_observer* o) noexcept { _observer = o; }
 
     [[nodiscard]] bool run_active() const noexcept { return _run_active.load(std::memory_order_acquire); }
     [[nodiscard]] const writer_counters& counters() const noexcept { return _counters; }
@@ -132,6 +165,7 @@ private:
     std::atomic<bool> _command_pending{false};
     std::mutex _control_mutex;  // serialises start_run/stop_run/stop callers
     std::thread _thread;
+    processing::frame_observer* _observer = nullptr;
 };
 
 }  // namespace daqd::storage

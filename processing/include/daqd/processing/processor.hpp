@@ -1,0 +1,117 @@
+#pragma once
+// The processing thread: takes frames from the assembler's queue in batches,
+// runs the configured stages on each batch, and hands the frames on to the
+// writer's queue.
+//
+//   assembler ──frame queue──▶ processor (stages on batches) ──frame queue──▶ writer
+//
+// Owned by the pipeline, which creates it only when `processing.stages` is
+// not empty (or for a pedestal run). One thread (start()) runs the stages;
+// counters, backend_name() and pedestal progress may be read from any
+// thread. Both queues hold every frame-pool buffer, so pushing never fails
+// and the processor never blocks: when it falls behind, frames wait in its
+// input queue (the peak is counted in `backlog_peak`) and, once the pool is
+// exhausted, the assembler counts `frames_overflow` — the receiver is never
+// held up.
+#include "daqd/acquisition/receiver.hpp"
+#include "daqd/common/event.hpp"
+#include "daqd/common/spsc_queue.hpp"
+#include "daqd/processing/backend.hpp"
+#include "daqd/processing/calibration.hpp"
+#include "daqd/processing/frame.hpp"
+#include "daqd/processing/frame_pool.hpp"
+#include "daqd/processing/live_view.hpp"
+#include "daqd/processing/stage.hpp"
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+namespace daqd::processing {
+
+using acquisition::counter;
+
+struct processor_options {
+    std::vector<std::string> stages;        // subsequence of calibrate, dose, live (validated by the config)
+    std::string backend = "auto";           // "auto", "cpu", "cuda"
+    std::shared_ptr<const calibration_set> calibration;  // null: none (identity constants)
+    threshold_policy threshold;
+    std::size_t batch_frames = 64;          // most frames per batch
+    std::uint64_t pedestal_frames = 0;      // > 0: a pedestal run; the only stage is `pedestal`
+};
+
+struct processor_counters {
+    counter frames;        // frames that went through the stages
+    counter batches;
+    counter busy_ns;       // time spent in the stages
+    counter backlog_peak;  // most frames found waiting in the input queue at once
+};
+
+class processor {
+public:
+    // Chooses the backend (logs the choice once) and builds the stages.
+    // Throws std::runtime_error when the backend cannot be had ("cuda"
+    // without CUDA) or the stages are not valid. `live` may be null when no
+    // `live` stage is configured.
+    processor(const processor_options& options, frame_pool& pool, common::spsc_queue<frame>& in,
+              common::wake_event& in_ready, common::spsc_queue<frame>& out, common::wake_event& out_ready,
+              live_view* live);
+    ~processor();
+    processor(const processor&) = delete;
+    processor& operator=(const processor&) = delete;
+
+    void start();
+    // Call after the assembler stopped: processes everything still queued,
+    // then joins the thread.
+    void stop();
+
+    // Single-threaded use (tests): processes the frames queued now, in
+    // batches; returns how many.
+    std::size_t poll();
+    // The thread is idle (tests: call after poll()); `force`: publish what
+    // the live stage holds aside now.
+    void tick(std::uint64_t now_ns, bool force);
+
+    // Any thread: zero the running dose before the next batch (a run starts).
+    void request_dose_reset() noexcept { _dose_reset.fetch_add(1, std::memory_order_release); }
+
+    [[nodiscard]] std::string_view backend_name() const noexcept;  // "cpu" or "cuda"
+    [[nodiscard]] const std::vector<std::string>& stage_names() const noexcept { return _stage_names; }
+    [[nodiscard]] const processor_counters& counters() const noexcept { return _counters; }
+    [[nodiscard]] bool calibrates() const noexcept { return _calibrates; }
+    // The pedestal stage of a pedestal run (null otherwise).
+    [[nodiscard]] const pedestal_stage* pedestal() const noexcept { return _pedestal; }
+
+private:
+    void loop();
+    void run_batch(std::size_t n);
+    unit_context& add_unit(const frame& f);
+
+    frame_pool& _pool;
+    common::spsc_queue<frame>& _in;
+    common::wake_event& _in_ready;
+    common::spsc_queue<frame>& _out;
+    common::wake_event& _out_ready;
+    std::size_t _batch_frames;
+    std::unique_ptr<backend> _backend;
+    std::vector<std::unique_ptr<stage>> _stages;
+    std::vector<std::string> _stage_names;
+    pedestal_stage* _pedestal = nullptr;
+    bool _calibrates = false;
+    std::vector<frame> _batch;                                // capacity batch_frames
+    std::vector<std::unique_ptr<unit_context>> _units;        // by unit id
+    std::vector<unit_context*> _units_by_id;                  // 65536 pointers, for frame_batch
+    std::vector<unit_context*> _active;
+    std::atomic<std::uint64_t> _dose_reset{0};
+    std::uint64_t _dose_reset_seen = 0;
+    bool _failed = false;
+    processor_counters _counters;
+    std::atomic<bool> _stop{false};
+    std::thread _thread;
+};
+
+}  // namespace daqd::processing

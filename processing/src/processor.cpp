@@ -1,0 +1,232 @@
+// The processing thread (include/daqd/processing/processor.hpp).
+#include "daqd/processing/processor.hpp"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace daqd::processing {
+
+namespace {
+
+constexpr std::size_t max_units = 65536;
+
+// Wraps the CUDA backend: if a device call fails mid-run, logs once and goes
+// on with the CPU backend (constants re-registered; the running dose of the
+// live view restarts from 0 — the run file's dose is summed by the writer
+// from the calibrated rows, so it stays exact).
+class failover_backend final : public backend {
+public:
+    explicit failover_backend(std::unique_ptr<backend> primary) : _current(std::move(primary)) {}
+
+    std::string_view name() const noexcept override { return _current->name(); }
+    std::string description() const override { return _current->description(); }
+
+    void add_unit(const unit_constants& c) override {
+        _constants.push_back(c);
+        guarded([&] { _current->add_unit(c); });
+    }
+    void calibrate(std::span<frame> frames, bool dose) override {
+        guarded([&] { _current->calibrate(frames, dose); });
+    }
+    bool read_dose(std::uint16_t unit_id, std::span<double> out) override {
+        bool ok = false;
+        guarded([&] { ok = _current->read_dose(unit_id, out); });
+        return ok;
+    }
+    void reset_dose() override {
+        guarded([&] { _current->reset_dose(); });
+    }
+
+private:
+    template <typename F>
+    void guarded(F&& fn) {
+        try {
+            fn();
+        } catch (const std::exception& e) {
+            if (_failed) throw;
+            _failed = true;
+            spdlog::error("processing: the {} backend failed ({}); continuing on the CPU", _current->name(), e.what());
+            _current = make_cpu_backend();
+            for (const auto& c : _constants) _current->add_unit(c);
+            fn();
+        }
+    }
+    std::unique_ptr<backend> _current;
+    std::vector<unit_constants> _constants;
+    bool _failed = false;
+};
+
+}  // namespace
+
+processor::processor(const processor_options& o, frame_pool& pool, common::spsc_queue<frame>& in,
+                     common::wake_event& in_ready, common::spsc_queue<frame>& out, common::wake_event& out_ready,
+                     live_view* live)
+    : _pool(pool), _in(in), _in_ready(in_ready), _out(out), _out_ready(out_ready),
+      _batch_frames(std::max<std::size_t>(1, o.batch_frames)), _units(max_units), _units_by_id(max_units, nullptr) {
+    if (_out.capacity() < _pool.buffers() || _in.capacity() < _pool.buffers())
+        throw std::invalid_argument("processor: its queues must hold every frame-pool buffer");
+    _batch.reserve(_batch_frames);
+    _active.reserve(max_units);
+
+    if (o.pedestal_frames > 0) {
+        auto p = std::make_unique<pedestal_stage>(o.pedestal_frames);
+        _pedestal = p.get();
+        _stages.push_back(std::move(p));
+        _stage_names.emplace_back("pedestal");
+        spdlog::info("processing: pedestal run, {} complete frames per unit", o.pedestal_frames);
+        return;
+    }
+
+    const auto has = [&](std::string_view s) { return std::find(o.stages.begin(), o.stages.end(), s) != o.stages.end(); };
+    const bool calibrate = has("calibrate");
+    const bool dose = has("dose");
+    const bool with_live = has("live");
+    // The order rules (also checked by the configuration).
+    const std::vector<std::string> order{"calibrate", "dose", "live"};
+    std::size_t at = 0;
+    for (const auto& s : o.stages) {
+        auto it = std::find(order.begin() + static_cast<std::ptrdiff_t>(at), order.end(), s);
+        if (it == order.end())
+            throw std::invalid_argument(fmt::format("processing.stages: '{}' is unknown, repeated or out of order "
+                                                    "(allowed: each at most once, in the order calibrate, dose, live)",
+                                                    s));
+        at = static_cast<std::size_t>(it - order.begin()) + 1;
+    }
+    if (dose && !calibrate) throw std::invalid_argument("processing.stages: 'dose' needs 'calibrate' before it");
+    if (with_live && live == nullptr) throw std::invalid_argument("processor: the live stage needs a live_view");
+    _calibrates = calibrate;
+    if (calibrate) {
+        if (!_pool.has_calibrated()) throw std::invalid_argument("processor: the frame pool has no calibrated area");
+        std::string why;
+        auto b = make_backend(o.backend, _pool.buffer_bytes() / 2, _batch_frames, why);
+        if (b->name() == "cuda") b = std::make_unique<failover_backend>(std::move(b));
+        spdlog::info("processing: backend {} ({})", b->description(), why);
+        _backend = std::move(b);
+        _stages.push_back(std::make_unique<calibrate_stage>(*_backend, dose, o.threshold, o.calibration));
+        _stage_names.emplace_back("calibrate");
+        if (dose) {
+            _stages.push_back(std::make_unique<dose_stage>());
+            _stage_names.emplace_back("dose");
+        }
+    }
+    if (with_live) {
+        _stages.push_back(std::make_unique<live_stage>(*live, dose ? _backend.get() : nullptr, calibrate));
+        _stage_names.emplace_back("live");
+    }
+    spdlog::info("processing: stages [{}] on batches of up to {} frames", fmt::join(_stage_names, ", "), _batch_frames);
+}
+
+processor::~processor() {
+    _stop.store(true);
+    _in_ready.signal();
+    if (_thread.joinable()) _thread.join();
+}
+
+std::string_view processor::backend_name() const noexcept { return _backend ? _backend->name() : "cpu"; }
+
+void processor::start() {
+    _thread = std::thread([this] { loop(); });
+}
+
+void processor::stop() {
+    _stop.store(true, std::memory_order_release);
+    _in_ready.signal();
+    if (_thread.joinable()) _thread.join();
+}
+
+unit_context& processor::add_unit(const frame& f) {
+    auto u = std::make_unique<unit_context>();
+    u->unit_id = f.unit_id;
+    u->channels = f.channels;
+    unit_context* raw = u.get();
+    _units[f.unit_id] = std::move(u);
+    _units_by_id[f.unit_id] = raw;
+    _active.push_back(raw);
+    for (auto& s : _stages) s->add_unit(*raw);
+    return *raw;
+}
+
+void processor::run_batch(std::size_t n) {
+    _batch.clear();
+    for (std::size_t i = 0; i < n; ++i) {
+        auto f = _in.try_pop();
+        if (!f) break;
+        if (_units_by_id[f->unit_id] == nullptr) add_unit(*f);
+        if (_calibrates) f->calibrated = _pool.calibrated(f->pool_index);
+        _batch.push_back(*f);
+    }
+    if (_batch.empty()) return;
+    const std::uint64_t reset = _dose_reset.load(std::memory_order_acquire);
+    if (reset != _dose_reset_seen) {
+        _dose_reset_seen = reset;
+        if (_backend) _backend->reset_dose();
+        for (auto* u : _active) u->dose_frames = 0;
+    }
+    frame_batch b{std::span<frame>(_batch.data(), _batch.size()), common::monotonic_ns(), _in.empty(),
+                  _units_by_id.data()};
+    try {
+        for (auto& s : _stages) s->run(b);
+    } catch (const std::exception& e) {
+        // Not expected (the CUDA backend fails over to the CPU): keep the data
+        // flowing, uncalibrated (the writer stores zeros), and say it once.
+        if (!_failed) spdlog::error("processing: a stage failed ({}); frames pass on uncalibrated", e.what());
+        _failed = true;
+        for (frame& f : _batch) f.calibrated = nullptr;
+    }
+    for (const frame& f : _batch) {
+        [[maybe_unused]] const bool pushed = _out.try_push(f);
+    }
+    _out_ready.notify();
+    _counters.busy_ns.add(common::monotonic_ns() - b.now_ns);
+    _counters.frames.add(_batch.size());
+    _counters.batches.add();
+}
+
+std::size_t processor::poll() {
+    const std::size_t waiting = _in.size();
+    if (waiting > _counters.backlog_peak.get()) _counters.backlog_peak.set(waiting);
+    std::size_t done = 0;
+    while (done < waiting) {
+        const std::size_t n = std::min(_batch_frames, waiting - done);
+        run_batch(n);
+        if (_batch.empty()) break;
+        done += _batch.size();
+    }
+    return done;
+}
+
+void processor::loop() {
+    unsigned idle = 0;
+    for (;;) {
+        if (poll() > 0) {
+            idle = 0;
+            continue;
+        }
+        // The assembler stops (and flushes) before the processor is told to:
+        // an empty poll after the request means the queue is drained for good.
+        if (_stop.load(std::memory_order_acquire)) {
+            if (poll() == 0) break;
+            continue;
+        }
+        tick(common::monotonic_ns(), false);
+        if (++idle < 64) continue;
+        idle = 0;
+        _in_ready.prepare_wait();
+        if (!_in.empty() || _stop.load(std::memory_order_acquire)) {
+            _in_ready.cancel_wait();
+            continue;
+        }
+        _in_ready.wait(std::chrono::microseconds(2000));
+    }
+    tick(common::monotonic_ns(), true);
+}
+
+void processor::tick(std::uint64_t now_ns, bool force) {
+    for (auto& s : _stages) s->tick(now_ns, force);
+}
+
+}  // namespace daqd::processing

@@ -1,0 +1,31 @@
+"""tools/daqload installs with pip from the checkout, offline."""
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pip") is None or importlib.util.find_spec("setuptools") is None,
+                    reason="pip/setuptools not installed for this Python (Debian: python3-pip python3-setuptools)")
+def test_pip_installs_the_package_offline(tmp_path):
+    src = tmp_path / "src"
+    # A copy: pip builds in the source tree, and the checkout should stay clean.
+    shutil.copytree(REPO / "tools" / "daqload", src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    target = tmp_path / "site"
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "--no-build-isolation", "--no-deps", "--no-index",
+                        "--disable-pip-version-check", "--target", str(target), str(src)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (target / "daqload" / "dataset.py").exists()
+    env = dict(os.environ, PYTHONPATH=str(target))
+    r = subprocess.run([sys.executable, "-c", "import daqload, sys; print(daqload.__file__, daqload.__version__); "
+                        "from daqload import RunDataset, ChunkShuffleSampler, RunStream, open_run"],
+                       capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert str(target) in r.stdout

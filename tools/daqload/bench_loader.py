@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""Frames/s delivered as torch batches: daqload vs a plain h5py Dataset vs
+reading the file with `cat` (the page-cache ceiling).
+
+    /usr/bin/python3 tools/daqload/bench_loader.py --capture-dir /tmp/daqload-bench
+    /usr/bin/python3 tools/daqload/bench_loader.py --file runs/big.h5 --seconds 8
+
+--capture-dir records a run first with daqd + daq-sim (4 units x 4096 channels
+x 30000 frames, about 1 GB; --frames to change) unless it is there already.
+Every loader yields shuffled batches of --batch frames of `raw` as int32
+(daqload also as int16) and is measured with 0, 1 and 2 DataLoader workers for
+--seconds each after its first batch; the rounds are interleaved (--rounds)
+and the best of each configuration is kept, so that load from other processes
+hits all of them alike. Results: a table on stdout, --json FILE for the numbers.
+"""
+
+import argparse
+import gc
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+import h5py  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch.utils.data import DataLoader, Dataset  # noqa: E402
+
+import daqload  # noqa: E402
+from daqload.capture import capture_run  # noqa: E402
+
+
+class H5Frames(Dataset):
+    """The plain way: one h5py row read per item, opened lazily per process."""
+
+    def __init__(self, path):
+        self.path = path
+        with h5py.File(path, "r") as f:
+            self.units = sorted(f["units"])
+            counts = [f["units"][u]["raw"].shape[0] for u in self.units]
+        self.index = [(u, r) for u, n in zip(self.units, counts) for r in range(n)]
+        self._f, self._pid = None, None
+
+    def __len__(self):
+        return len(self.index)
+
+    def __getitem__(self, i):
+        if self._pid != os.getpid():
+            self._f, self._pid = h5py.File(self.path, "r"), os.getpid()
+        u, r = self.index[i]
+        return {"raw": torch.from_numpy(self._f["units"][u]["raw"][r].astype(np.int32))}
+
+    def __getstate__(self):
+        return {"path": self.path, "units": self.units, "index": self.index, "_f": None, "_pid": None}
+
+
+def cpu_seconds():
+    """CPU time (user + system) of this process and its reaped children (workers, cat)."""
+    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
+
+
+def measure(make_loader, seconds):
+    """(frames/s after the first batch, CPU µs per delivered frame incl. workers)."""
+    c0 = cpu_seconds()
+    it = iter(make_loader())
+    b = next(it)  # start-up (workers, first reads) is not counted in frames/s
+    total = len(b["raw"])
+    n, t0 = 0, time.perf_counter()
+    for b in it:
+        n += len(b["raw"])
+        if time.perf_counter() - t0 >= seconds:
+            break
+    dt = time.perf_counter() - t0
+    del it, b
+    gc.collect()  # shuts the workers down, so that their CPU time is counted
+    cpu = cpu_seconds() - c0
+    return (n / dt if dt > 0 and n else 0.0), cpu / max(1, n + total) * 1e6
+
+
+def ceiling(path, frames):
+    best, cpu = float("inf"), float("inf")
+    for _ in range(3):
+        c0, t0 = cpu_seconds(), time.perf_counter()
+        subprocess.run(["cat", path], stdout=subprocess.DEVNULL, check=True)
+        best = min(best, time.perf_counter() - t0)
+        cpu = min(cpu, cpu_seconds() - c0)
+    return frames / best, os.path.getsize(path) / best, cpu / frames * 1e6
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--file", help="run file to read (one file)")
+    ap.add_argument("--capture-dir", help="record the run here first (if not there yet)")
+    ap.add_argument("--build-dir", default=os.path.join(REPO, "build", "release"))
+    ap.add_argument("--frames", type=int, default=30000, help="frames per unit when capturing (4 units)")
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--seconds", type=float, default=6.0, help="measured time per configuration and round")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--workers", default="0,1,2")
+    ap.add_argument("--window-chunks", type=int, default=4)
+    ap.add_argument("--json", help="write the results here")
+    a = ap.parse_args()
+
+    path = a.file
+    if path is None:
+        if not a.capture_dir:
+            ap.error("give --file or --capture-dir")
+        path = os.path.join(a.capture_dir, "bench.h5")
+        if not os.path.exists(path):
+            print(f"capturing {path}: 4 units x 4096 channels x {a.frames} frames …", flush=True)
+            capture_run(a.build_dir, a.capture_dir, "bench", units=4, channels=4096, frames=a.frames, rate=700)
+    run = daqload.open_run(path)
+    frames = len(run)
+    size = os.path.getsize(path)
+    workers = [int(w) for w in a.workers.split(",")]
+    print(f"{path}: {size / 1e9:.2f} GB, {frames} frames, units {list(run.units)}, raw read path {run.read_path()}")
+    print(f"cpus {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}, torch {torch.__version__}, "
+          f"h5py {h5py.__version__}, batch {a.batch}, {a.seconds:g} s x {a.rounds} rounds", flush=True)
+    subprocess.run(f"cat '{path}' > /dev/null", shell=True, check=True)  # into the page cache
+
+    def daq_loader(w, dtype, seed):
+        ds = daqload.RunDataset(path, fields=("raw",), raw_dtype=dtype)
+        s = daqload.ChunkShuffleSampler(ds, seed=seed, window_chunks=a.window_chunks)
+        return DataLoader(ds, batch_size=a.batch, sampler=s, collate_fn=daqload.collate, num_workers=w)
+
+    def h5_loader(w, seed):
+        torch.manual_seed(seed)
+        return DataLoader(H5Frames(path), batch_size=a.batch, shuffle=True, num_workers=w)
+
+    res, cpu = {}, {}
+
+    def keep(key, v):
+        fps, us = v
+        res[key] = max(res.get(key, 0.0), fps)
+        cpu[key] = min(cpu.get(key, float("inf")), us)
+        print(f"  {key:<24} {fps:>10.0f} frames/s  {us:6.2f} CPU µs/frame", flush=True)
+
+    for r in range(a.rounds):
+        print(f"round {r + 1}", flush=True)
+        fps, bps, us = ceiling(path, frames)
+        keep("cat (ceiling)", (fps, us))
+        res["ceiling_GBps"] = max(res.get("ceiling_GBps", 0.0), bps / 1e9)
+        for w in workers:
+            keep(f"daqload int32 w={w}", measure(lambda: daq_loader(w, "int32", r), a.seconds))
+            keep(f"daqload int16 w={w}", measure(lambda: daq_loader(w, "int16", r), a.seconds))
+            keep(f"h5py w={w}", measure(lambda: h5_loader(w, r), a.seconds))
+
+    ceil = res["cat (ceiling)"]
+    best_h5 = max(res[f"h5py w={w}"] for w in workers)
+    best32 = max(res[f"daqload int32 w={w}"] for w in workers)
+    best16 = max(res[f"daqload int16 w={w}"] for w in workers)
+    print()
+    print(f"| frames/s (batch {a.batch}, shuffled) | " + " | ".join(f"{w} workers" for w in workers)
+          + " | best | × h5py | × ceiling | CPU µs/frame (best) |")
+    print("|---|" + "---:|" * (len(workers) + 4))
+    for name, best in (("daqload int32", best32), ("daqload int16", best16), ("plain h5py Dataset", best_h5)):
+        key = "h5py" if name.startswith("plain") else name
+        cells = " | ".join(f"{res[f'{key} w={w}']:,.0f}" for w in workers)
+        us = min(cpu[f"{key} w={w}"] for w in workers)
+        print(f"| {name} | {cells} | {best:,.0f} | {best / best_h5:.1f} | {best / ceil:.2f} | {us:.2f} |")
+    print("| `cat file > /dev/null` (ceiling) |" + " |" * len(workers)
+          + f" {ceil:,.0f} | | 1.00 | {cpu['cat (ceiling)']:.2f} |")
+    print(f"\nceiling {res['ceiling_GBps']:.2f} GB/s; goal: ≥ 3 × h5py ({3 * best_h5:,.0f}) and ≥ 0.5 × ceiling "
+          f"({0.5 * ceil:,.0f}); daqload int32: {best32 / best_h5:.1f} × h5py, {best32 / ceil:.2f} × ceiling")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"file": path, "bytes": size, "frames": frames, "batch": a.batch, "seconds": a.seconds,
+                       "rounds": a.rounds, "cpus": os.cpu_count(), "machine": platform.processor() or platform.machine(),
+                       "load_average": os.getloadavg(), "torch": torch.__version__, "h5py": h5py.__version__,
+                       "window_chunks": a.window_chunks, "frames_per_s": res, "cpu_us_per_frame": cpu}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""daqload — read daqd run files (format daq1-run) from Python and PyTorch.
+
+- ``open_run(paths)`` → ``Run``: units, channels, frame counts, attributes,
+  ``read(unit, start, stop, fields)`` → numpy arrays.
+- ``RunDataset``: a map-style torch Dataset, one item per frame (or window).
+- ``ChunkShuffleSampler``: shuffled, chunk-local order; ranks; resumable.
+- ``RunStream``: an IterableDataset following a run while daqd writes it.
+- ``collate``: the DataLoader collate_fn that keeps RunDataset batches as read.
+
+Reading uses ``os``-level ``preadv`` from a thread pool for uncompressed
+chunks of closed files, h5py otherwise (``Run.read_path()``, logged on the
+``daqload`` logger). See docs/TRAINING.md.
+"""
+
+from ._errors import DaqloadError, MissingFieldError, RunFormatError, RunNotFoundError
+from ._run import ALL_FIELDS, FORMAT_NAME, SUPPORTED_FORMAT_VERSIONS, Run, open_run, resolve_paths
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ALL_FIELDS", "FORMAT_NAME", "SUPPORTED_FORMAT_VERSIONS",
+    "DaqloadError", "MissingFieldError", "RunFormatError", "RunNotFoundError",
+    "Run", "open_run", "resolve_paths",
+    "RunDataset", "FrameBatch", "collate", "ChunkShuffleSampler", "RunStream",
+]
+
+
+def __getattr__(name):
+    # torch is optional for open_run/Run: import the torch parts on first use.
+    if name in ("RunDataset", "FrameBatch", "collate", "RAW_DTYPES"):
+        from . import dataset
+        return getattr(dataset, name)
+    if name == "ChunkShuffleSampler":
+        from .sampler import ChunkShuffleSampler
+        return ChunkShuffleSampler
+    if name == "RunStream":
+        from .stream import RunStream
+        return RunStream
+    raise AttributeError(f"module 'daqload' has no attribute {name!r}")

@@ -1,0 +1,91 @@
+#pragma once
+// The HTTP API of daqd, independent of sockets: a request goes in, a response
+// comes out. Routes (web/README.md):
+//   GET  /                          the status page (and /app.js, /style.css)
+//   GET  /metrics                   Prometheus text format
+//   GET  /api/v1/status             links, units, ring, run, backends, uptime
+//   GET  /api/v1/runs               runs on disk                     (blocking)
+//   POST /api/v1/runs {"name": …}   start a run            (token)   (blocking)
+//   POST /api/v1/runs/stop          stop the active run    (token)   (blocking)
+//   GET  /api/v1/units/<id>/live    latest frame and dose of a unit
+// Errors are a 4xx/5xx with {"error": "…"}; nothing a request does can stop
+// the acquisition.
+//
+// Owner: web::service. Threads: requests marked blocking (they wait for the
+// writer thread) are handled on the server's worker thread, all others and
+// sample() on the server's io thread; the two sets share no state except
+// through the run controls (thread-safe) and the status fields noted below.
+// Tests call handle() directly.
+#include "daqd/web/host_check.hpp"
+#include "daqd/web/metrics.hpp"
+#include "daqd/web/run_catalog.hpp"
+#include "daqd/web/sources.hpp"
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace daqd::web {
+
+struct request {
+    std::string method;         // "GET", "POST", …
+    std::string target;         // "/api/v1/status?x=1"
+    std::string authorization;  // the Authorization header, or ""
+    std::string body;
+};
+
+struct response {
+    unsigned status = 200;
+    std::string content_type = "application/json";
+    std::string body;
+    std::vector<std::pair<std::string, std::string>> headers;  // extra headers
+};
+
+class api {
+public:
+    static constexpr std::size_t max_body_bytes = 64 * 1024;
+
+    api(daq_view view, run_controls controls, std::string token, std::vector<host_check> host_checks);
+
+    response handle(const request& r);
+    // True for requests that wait for the writer thread (run start/stop/list).
+    [[nodiscard]] bool is_blocking(const request& r) const;
+    // io thread, about once a second: takes the counters for the rates.
+    void sample(std::chrono::steady_clock::time_point now);
+    // io thread: counts one response (daq_http_requests_total{code}).
+    void count(unsigned status) { _metrics.count_request(status); }
+
+    static response error(unsigned status, const std::string& message);
+
+private:
+    response status_json() const;
+    response live_json(std::uint16_t unit) const;
+    response list_runs();
+    response start_run(const request& r);
+    response stop_run(const request& r);
+    [[nodiscard]] bool authorized(const request& r) const noexcept;
+
+    daq_view _view;
+    run_controls _controls;
+    std::string _token;
+    std::vector<host_check> _host_checks;
+    metrics _metrics;
+    run_catalog _catalog;  // worker thread
+
+    // Rates from the last two samples (io thread).
+    struct counts {
+        std::vector<std::uint64_t> link_packets, link_bytes;
+        std::map<std::uint16_t, std::array<std::uint64_t, 3>> unit;  // packets, frames, bytes
+        std::chrono::steady_clock::time_point at{};
+        bool valid = false;
+    };
+    counts _prev;
+    std::vector<double> _link_pps, _link_bps;
+    std::map<std::uint16_t, std::array<double, 3>> _unit_rates;  // packets/s, frames/s, bytes/s
+};
+
+}  // namespace daqd::web

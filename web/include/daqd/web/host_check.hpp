@@ -1,0 +1,72 @@
+#pragma once
+// Host checks: does this machine give daqd what its configuration needs?
+// Socket receive buffer limit, network backlog, cores, output directory
+// (exists, writable, free space), CPU frequency governor. Each check says
+// what it found and the exact command that fixes it.
+//
+// Used by `daqd --check-host` and at start (results logged and exported as
+// daq_host_check{check}). Plain functions without state: any thread. The
+// /proc/sys and /sys roots and the output directory are parameters, so tests
+// run them against a fake tree.
+#include "daqd/config/config.hpp"
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace daqd::web {
+
+enum class check_status {
+    ok,       // fine for this configuration
+    failing,  // not what the configuration needs: see `fix`
+    unknown,  // could not be determined (not a failure)
+};
+
+struct host_check {
+    std::string name;    // "rmem_max", "netdev_max_backlog", "cores", "output_dir", "free_space", "cpu_governor"
+    check_status status = check_status::unknown;
+    std::string detail;  // what was found and what is needed
+    std::string fix;     // the exact command that fixes it (empty when ok)
+};
+
+struct host_check_inputs {
+    std::filesystem::path proc_sys = "/proc/sys";
+    std::filesystem::path sys = "/sys";
+    std::filesystem::path output_dir = "./runs";
+    std::uint64_t rcvbuf_request = 0;  // bytes daqd asks per socket with SO_RCVBUF(FORCE)
+    bool can_force_rcvbuf = false;     // SO_RCVBUFFORCE works here (root / CAP_NET_ADMIN)
+    unsigned cores = 1;                // CPUs daqd may run on
+    unsigned busy_threads = 4;         // receiver, assembler, writer, web
+    std::uint64_t min_free_bytes = 1ull << 30;
+    std::uint64_t min_backlog = 10000;  // recommended for >= 1 Gbit/s
+};
+
+// net.core.rmem_max >= rcvbuf_request; with can_force the cap does not apply
+// (reported, not failing).
+host_check check_rmem_max(const std::filesystem::path& proc_sys, std::uint64_t rcvbuf_request, bool can_force);
+host_check check_netdev_backlog(const std::filesystem::path& proc_sys, std::uint64_t min_backlog);
+host_check check_cores(unsigned cores, unsigned busy_threads);
+// Exists, is a directory, and a file can be created in it.
+host_check check_output_dir(const std::filesystem::path& dir);
+// Free space of the file system holding dir (or its nearest existing parent).
+host_check check_free_space(const std::filesystem::path& dir, std::uint64_t min_free_bytes);
+// Every readable cpu*/cpufreq/scaling_governor is "performance"; none readable: unknown.
+host_check check_governor(const std::filesystem::path& sys);
+
+std::vector<host_check> run_host_checks(const host_check_inputs& in);
+
+// The inputs on this host for `cfg`: buffer request as acquisition sizes it,
+// an SO_RCVBUFFORCE probe, the CPUs of this process's affinity mask.
+host_check_inputs host_inputs_for(const config::config& cfg);
+
+[[nodiscard]] bool any_failing(const std::vector<host_check>& checks) noexcept;
+[[nodiscard]] const char* name(check_status s) noexcept;
+// One line per check, "fix:" lines under failing ones.
+std::string format_report(const std::vector<host_check>& checks);
+
+// Free bytes for unprivileged users on the file system holding `dir` (or its
+// nearest existing parent); false when none can be determined.
+bool free_bytes(const std::filesystem::path& dir, std::uint64_t& free, std::uint64_t& total);
+
+}  // namespace daqd::web

@@ -1,0 +1,309 @@
+// Host checks (host_check.hpp): each reads what it needs from the given
+// roots, compares with what the configuration needs, and names the fix.
+#include "daqd/web/host_check.hpp"
+
+#include "daqd/acquisition/receiver.hpp"
+
+#include <fcntl.h>
+#include <pwd.h>
+#include <sched.h>
+#include <sys/socket.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <thread>
+
+namespace daqd::web {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// The first line of a small file, trimmed; false when unreadable.
+bool read_line(const fs::path& p, std::string& out) {
+    std::ifstream in(p);
+    if (!in) return false;
+    std::getline(in, out);
+    while (!out.empty() && (out.back() == ' ' || out.back() == '\n' || out.back() == '\r' || out.back() == '\t'))
+        out.pop_back();
+    return !in.bad();
+}
+
+bool read_u64(const fs::path& p, std::uint64_t& v) {
+    std::string s;
+    if (!read_line(p, s) || s.empty()) return false;
+    try {
+        std::size_t used = 0;
+        v = std::stoull(s, &used);
+        return used == s.size();
+    } catch (const std::exception&) {
+        return false;
+    }
+}
+
+std::string bytes_text(std::uint64_t b) {
+    if (b >= (1ull << 30)) return fmt::format("{:.1f} GiB", static_cast<double>(b) / (1ull << 30));
+    if (b >= (1ull << 20)) return fmt::format("{:.1f} MiB", static_cast<double>(b) / (1ull << 20));
+    if (b >= (1ull << 10)) return fmt::format("{:.1f} KiB", static_cast<double>(b) / (1ull << 10));
+    return fmt::format("{} bytes", b);
+}
+
+// Single-quoted for the shell when needed.
+std::string shell_quote(const std::string& s) {
+    const bool plain = !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || std::strchr("/._-+:,@%", c) != nullptr;
+    });
+    if (plain) return s;
+    std::string q = "'";
+    for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    return q + "'";
+}
+
+std::string user_name() {
+    if (const passwd* pw = ::getpwuid(::geteuid())) return pw->pw_name;
+    return std::to_string(::geteuid());
+}
+
+fs::path nearest_existing(const fs::path& dir) {
+    std::error_code ec;
+    fs::path p = fs::absolute(dir, ec);
+    if (ec) p = dir;
+    while (!p.empty() && !fs::exists(p, ec)) {
+        const fs::path parent = p.parent_path();
+        if (parent == p) break;
+        p = parent;
+    }
+    return p.empty() ? fs::path(".") : p;
+}
+
+}  // namespace
+
+const char* name(check_status s) noexcept {
+    switch (s) {
+    case check_status::ok: return "ok";
+    case check_status::failing: return "failing";
+    case check_status::unknown: return "unknown";
+    }
+    return "unknown";
+}
+
+host_check check_rmem_max(const fs::path& proc_sys, std::uint64_t rcvbuf_request, bool can_force) {
+    host_check c{"rmem_max", check_status::unknown, "", ""};
+    std::uint64_t rmem = 0;
+    if (!read_u64(proc_sys / "net/core/rmem_max", rmem)) {
+        c.detail = fmt::format("cannot read {}", (proc_sys / "net/core/rmem_max").string());
+        return c;
+    }
+    const std::string fix = fmt::format("sysctl -w net.core.rmem_max={}", rcvbuf_request);
+    if (rmem >= rcvbuf_request) {
+        c.status = check_status::ok;
+        c.detail = fmt::format("net.core.rmem_max = {} ({}), daqd asks {} ({}) per socket", rmem, bytes_text(rmem),
+                               rcvbuf_request, bytes_text(rcvbuf_request));
+        return c;
+    }
+    if (can_force) {
+        c.status = check_status::ok;
+        c.detail = fmt::format(
+            "net.core.rmem_max = {} ({}) is below the {} ({}) daqd asks per socket, but daqd may use SO_RCVBUFFORCE "
+            "here (root or CAP_NET_ADMIN), which bypasses rmem_max; without that privilege run: {}",
+            rmem, bytes_text(rmem), rcvbuf_request, bytes_text(rcvbuf_request), fix);
+        return c;
+    }
+    c.status = check_status::failing;
+    c.detail = fmt::format(
+        "net.core.rmem_max = {} ({}) caps the socket receive buffer below the {} ({}) daqd asks for "
+        "(acquisition.socket_buffer_datagrams); bursts will be dropped by the kernel. SO_RCVBUFFORCE would bypass the "
+        "cap but needs root or CAP_NET_ADMIN",
+        rmem, bytes_text(rmem), rcvbuf_request, bytes_text(rcvbuf_request));
+    c.fix = fix;
+    return c;
+}
+
+host_check check_netdev_backlog(const fs::path& proc_sys, std::uint64_t min_backlog) {
+    host_check c{"netdev_max_backlog", check_status::unknown, "", ""};
+    std::uint64_t v = 0;
+    if (!read_u64(proc_sys / "net/core/netdev_max_backlog", v)) {
+        c.detail = fmt::format("cannot read {}", (proc_sys / "net/core/netdev_max_backlog").string());
+        return c;
+    }
+    if (v >= min_backlog) {
+        c.status = check_status::ok;
+        c.detail = fmt::format("net.core.netdev_max_backlog = {} (>= {})", v, min_backlog);
+        return c;
+    }
+    c.status = check_status::failing;
+    c.detail = fmt::format("net.core.netdev_max_backlog = {}; at least {} is recommended for 1 Gbit/s and more "
+                           "(packets queued per CPU before the kernel drops them)",
+                           v, min_backlog);
+    c.fix = fmt::format("sysctl -w net.core.netdev_max_backlog={}", min_backlog);
+    return c;
+}
+
+host_check check_cores(unsigned cores, unsigned busy_threads) {
+    host_check c{"cores", check_status::ok, "", ""};
+    if (cores >= busy_threads) {
+        c.detail = fmt::format("{} CPUs for daqd's {} busy threads (receiver, assembler, writer, web)", cores,
+                               busy_threads);
+        return c;
+    }
+    c.status = check_status::failing;
+    c.detail = fmt::format("{} CPU(s) for daqd's {} busy threads (receiver, assembler, writer, web): they share "
+                           "cores, so the peak rate is lower and loss under load more likely",
+                           cores, busy_threads);
+    c.fix = fmt::format("no command: run daqd on a machine (or CPU set) with at least {} CPUs, e.g. taskset -c 0-{} daqd …",
+                        busy_threads, busy_threads - 1);
+    return c;
+}
+
+host_check check_output_dir(const fs::path& dir) {
+    host_check c{"output_dir", check_status::failing, "", ""};
+    const std::string d = dir.string();
+    std::error_code ec;
+    const auto st = fs::status(dir, ec);
+    if (!fs::exists(st)) {
+        c.detail = fmt::format("output directory {} does not exist", d);
+        c.fix = fmt::format("mkdir -p {}", shell_quote(d));
+        return c;
+    }
+    if (!fs::is_directory(st)) {
+        c.detail = fmt::format("output directory {} is not a directory", d);
+        c.fix = fmt::format("rm {0} && mkdir -p {0}   (or set storage.output_dir to a directory)", shell_quote(d));
+        return c;
+    }
+    // Try what daqd will do: create a file there.
+    const fs::path probe = dir / fmt::format(".daqd-write-test-{}", ::getpid());
+    const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        const int err = errno;
+        c.detail = fmt::format("cannot create files in output directory {}: {}", d, std::strerror(err));
+        if (err == EROFS)
+            c.fix = fmt::format("mount -o remount,rw $(df --output=target {} | tail -1)   (or choose another storage.output_dir)",
+                                shell_quote(d));
+        else
+            c.fix = fmt::format("chown {} {}", shell_quote(user_name()), shell_quote(d));
+        return c;
+    }
+    ::close(fd);
+    ::unlink(probe.c_str());
+    c.status = check_status::ok;
+    c.detail = fmt::format("output directory {} is writable", d);
+    return c;
+}
+
+bool free_bytes(const fs::path& dir, std::uint64_t& free, std::uint64_t& total) {
+    struct statvfs sv{};
+    const fs::path p = nearest_existing(dir);
+    if (::statvfs(p.c_str(), &sv) != 0) return false;
+    free = static_cast<std::uint64_t>(sv.f_bavail) * sv.f_frsize;
+    total = static_cast<std::uint64_t>(sv.f_blocks) * sv.f_frsize;
+    return true;
+}
+
+host_check check_free_space(const fs::path& dir, std::uint64_t min_free_bytes) {
+    host_check c{"free_space", check_status::unknown, "", ""};
+    std::uint64_t free = 0, total = 0;
+    if (!free_bytes(dir, free, total)) {
+        c.detail = fmt::format("cannot determine the free space for {}", dir.string());
+        return c;
+    }
+    if (free >= min_free_bytes) {
+        c.status = check_status::ok;
+        c.detail = fmt::format("{} free of {} for {}", bytes_text(free), bytes_text(total), dir.string());
+        return c;
+    }
+    c.status = check_status::failing;
+    c.detail = fmt::format("only {} free of {} for {} (at least {} wanted)", bytes_text(free), bytes_text(total),
+                           dir.string(), bytes_text(min_free_bytes));
+    c.fix = fmt::format("df -h {}   (then move old runs away, or set storage.output_dir to a larger file system)",
+                        shell_quote(nearest_existing(dir).string()));
+    return c;
+}
+
+host_check check_governor(const fs::path& sys) {
+    host_check c{"cpu_governor", check_status::unknown, "", ""};
+    const fs::path cpus = sys / "devices/system/cpu";
+    std::map<std::string, unsigned> governors;
+    std::error_code ec;
+    for (fs::directory_iterator it(cpus, ec), end; !ec && it != end; it.increment(ec)) {
+        const std::string n = it->path().filename().string();
+        if (n.size() < 4 || n.compare(0, 3, "cpu") != 0 ||
+            !std::all_of(n.begin() + 3, n.end(), [](char ch) { return ch >= '0' && ch <= '9'; }))
+            continue;
+        std::string g;
+        if (read_line(it->path() / "cpufreq/scaling_governor", g) && !g.empty()) ++governors[g];
+    }
+    if (governors.empty()) {
+        c.detail = "no CPU frequency governor readable (no cpufreq, e.g. in a VM): unknown, not a failure";
+        return c;
+    }
+    std::string list;
+    for (const auto& [g, n] : governors) list += fmt::format("{}{} ({} CPUs)", list.empty() ? "" : ", ", g, n);
+    if (governors.size() == 1 && governors.begin()->first == "performance") {
+        c.status = check_status::ok;
+        c.detail = "CPU frequency governor: " + list;
+        return c;
+    }
+    c.status = check_status::failing;
+    c.detail = "CPU frequency governor: " + list + "; \"performance\" is recommended (no ramp-up delay under bursts)";
+    c.fix = "cpupower frequency-set -g performance";
+    return c;
+}
+
+std::vector<host_check> run_host_checks(const host_check_inputs& in) {
+    return {
+        check_rmem_max(in.proc_sys, in.rcvbuf_request, in.can_force_rcvbuf),
+        check_netdev_backlog(in.proc_sys, in.min_backlog),
+        check_cores(in.cores, in.busy_threads),
+        check_output_dir(in.output_dir),
+        check_free_space(in.output_dir, in.min_free_bytes),
+        check_governor(in.sys),
+    };
+}
+
+host_check_inputs host_inputs_for(const config::config& cfg) {
+    host_check_inputs in;
+    in.output_dir = cfg.storage.output_dir;
+    // As acquisition's open_link sizes it: datagrams x kernel cost, halved
+    // because the kernel doubles what it is given.
+    const std::uint64_t wanted = static_cast<std::uint64_t>(cfg.acquisition.socket_buffer_datagrams) *
+                                 acquisition::kernel_datagram_cost(cfg.acquisition.expected_datagram_bytes);
+    in.rcvbuf_request = std::min<std::uint64_t>(wanted / 2, 0x7fffffff);
+    // Probe: does SO_RCVBUFFORCE work for this process?
+    const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0) {
+        const int ask = static_cast<int>(in.rcvbuf_request);
+        in.can_force_rcvbuf = ::setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &ask, sizeof ask) == 0;
+        ::close(fd);
+    }
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (::sched_getaffinity(0, sizeof set, &set) == 0)
+        in.cores = static_cast<unsigned>(CPU_COUNT(&set));
+    else
+        in.cores = std::max(1u, std::thread::hardware_concurrency());
+    return in;
+}
+
+bool any_failing(const std::vector<host_check>& checks) noexcept {
+    return std::any_of(checks.begin(), checks.end(), [](const host_check& c) { return c.status == check_status::failing; });
+}
+
+std::string format_report(const std::vector<host_check>& checks) {
+    std::string out;
+    for (const auto& c : checks) {
+        const char* tag = c.status == check_status::ok ? "  ok  " : c.status == check_status::failing ? " FAIL " : "  ??  ";
+        out += fmt::format("[{}] {}: {}\n", tag, c.name, c.detail);
+        if (c.status == check_status::failing && !c.fix.empty()) out += fmt::format("         fix: {}\n", c.fix);
+    }
+    return out;
+}
+
+}  // namespace daqd::web
