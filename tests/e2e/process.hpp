@@ -1,12 +1,17 @@
 #pragma once
 // Child processes for end-to-end tests: spawn with output to files, wait
 // with a deadline, signal. Test-only; not thread-safe.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
+#include <filesystem>
 #include <cstring>
 #include <fcntl.h>
 #include <fstream>
@@ -20,6 +25,37 @@
 extern char** environ;
 
 namespace daqd::test {
+
+// A port on 127.0.0.1 that was free a moment ago (SOCK_DGRAM or SOCK_STREAM).
+inline std::uint16_t free_port(int type = SOCK_DGRAM) {
+    const int fd = ::socket(AF_INET, type, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    socklen_t len = sizeof a;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    ::close(fd);
+    return ntohs(a.sin_port);
+}
+
+// A fresh directory (with a runs/ inside) under the temp dir, removed at the
+// end unless DAQD_KEEP_TEST_FILES is set.
+struct scratch_dir {
+    std::filesystem::path path;
+    explicit scratch_dir(const std::string& name, const std::string& prefix = "daqd-e2e") {
+        path = std::filesystem::temp_directory_path() / (prefix + "-" + std::to_string(::getpid()) + "-" + name);
+        std::filesystem::remove_all(path);
+        std::filesystem::create_directories(path / "runs");
+    }
+    ~scratch_dir() {
+        std::error_code ec;
+        if (std::getenv("DAQD_KEEP_TEST_FILES") == nullptr) std::filesystem::remove_all(path, ec);
+    }
+    scratch_dir(const scratch_dir&) = delete;
+    scratch_dir& operator=(const scratch_dir&) = delete;
+    std::string operator/(const std::string& f) const { return (path / f).string(); }
+};
 
 inline std::string slurp(const std::string& path) {
     std::ifstream in(path);

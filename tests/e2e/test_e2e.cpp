@@ -13,35 +13,11 @@
 
 using nlohmann::json;
 using daqd::test::child;
+using daqd::test::scratch_dir;
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
 namespace {
-
-std::uint16_t free_udp_port() {
-    const int fd = ::socket(AF_INET, SOCK_DGRAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    socklen_t len = sizeof a;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-    ::close(fd);
-    return ntohs(a.sin_port);
-}
-
-struct scratch_dir {
-    fs::path path;
-    explicit scratch_dir(const std::string& name) {
-        path = fs::temp_directory_path() / ("daqd-e2e-" + std::to_string(::getpid()) + "-" + name);
-        fs::remove_all(path);
-        fs::create_directories(path);
-    }
-    ~scratch_dir() {
-        if (std::getenv("DAQD_KEEP_TEST_FILES") == nullptr) fs::remove_all(path);
-    }
-    std::string operator/(const std::string& f) const { return (path / f).string(); }
-};
 
 json read_json(const std::string& path) {
     std::ifstream in(path);
@@ -91,7 +67,7 @@ TEST_CASE("4 units, no faults: every frame is stored exactly", "[e2e]") {
     const std::string backend = GENERATE(as<std::string>{}, "recvmmsg", "io_uring");
     scratch_dir dir("clean-" + backend);
     const auto r = record(dir, "clean", {"--backend", backend},
-                          {"--units", "4", "--channels", "4096", "--frames", "500", "--rate", "200"}, free_udp_port());
+                          {"--units", "4", "--channels", "4096", "--frames", "500", "--rate", "200"}, daqd::test::free_port());
     INFO(r.daqd_log);
     CHECK(r.daqd_exit == 0);
     const auto& s = r.daqd;
@@ -131,7 +107,7 @@ TEST_CASE("faults injected by daq-sim are counted exactly by daqd", "[e2e]") {
     const auto r = record(dir, "faults", {"--backend", backend},
                           {"--units", "4", "--channels", "4096", "--frames", "600", "--rate", "200", "--loss", "0.01",
                            "--reorder", "0.01", "--duplicate", "0.01", "--malformed", "0.01", "--seed", "42"},
-                          free_udp_port());
+                          daqd::test::free_port());
     INFO(r.daqd_log);
     CHECK(r.daqd_exit == 0);
     const auto& s = r.daqd;
@@ -166,9 +142,9 @@ TEST_CASE("faults injected by daq-sim are counted exactly by daqd", "[e2e]") {
 
 TEST_CASE("200 Mbit/s for 3 seconds over two links: zero loss", "[e2e]") {
     scratch_dir dir("rate");
-    const auto p1 = free_udp_port();
-    auto p2 = free_udp_port();
-    while (p2 == p1) p2 = free_udp_port();
+    const auto p1 = daqd::test::free_port();
+    auto p2 = daqd::test::free_port();
+    while (p2 == p1) p2 = daqd::test::free_port();
     std::vector<std::string> argv{DAQD_BIN,    "--listen",          "127.0.0.1:" + std::to_string(p1),
                                   "--listen",  "127.0.0.1:" + std::to_string(p2), "--output",
                                   dir / "runs", "--run",            "rate",
@@ -200,7 +176,7 @@ TEST_CASE("200 Mbit/s for 3 seconds over two links: zero loss", "[e2e]") {
 
 TEST_CASE("SIGTERM in the middle of a stream: every frame taken is in the file", "[e2e]") {
     scratch_dir dir("sigterm");
-    const auto port = free_udp_port();
+    const auto port = daqd::test::free_port();
     child d({DAQD_BIN, "--listen", "127.0.0.1:" + std::to_string(port), "--output", dir / "runs", "--run", "cut",
              "--summary-json", dir / "cut.json"},
             dir / "cut.daqd.out", dir / "cut.daqd.err");
@@ -230,7 +206,7 @@ TEST_CASE("SIGTERM in the middle of a stream: every frame taken is in the file",
 
 TEST_CASE("rotation by size: a run split over numbered files verifies as one", "[e2e]") {
     scratch_dir dir("rotate");
-    const auto port = free_udp_port();
+    const auto port = daqd::test::free_port();
     {
         std::ofstream cfg(dir / "rotate.toml");
         cfg << "[acquisition]\nlisten = [\"127.0.0.1:" << port << "\"]\n"
@@ -302,7 +278,7 @@ TEST_CASE("a run name already on disk is refused, the existing file untouched", 
         std::ofstream f(dir / "runs/taken.h5");
         f << "precious";
     }
-    auto [rc, out] = daqd::test::run({DAQD_BIN, "--listen", "127.0.0.1:" + std::to_string(free_udp_port()),
+    auto [rc, out] = daqd::test::run({DAQD_BIN, "--listen", "127.0.0.1:" + std::to_string(daqd::test::free_port()),
                                       "--output", dir / "runs", "--run", "taken", "--duration", "1"},
                                      dir / "taken");
     CHECK(rc != 0);
@@ -312,7 +288,7 @@ TEST_CASE("a run name already on disk is refused, the existing file untouched", 
 
 TEST_CASE("a second process maps the packet ring read-only and sees every packet go by", "[e2e]") {
     scratch_dir dir("ringwatch");
-    const auto port = free_udp_port();
+    const auto port = daqd::test::free_port();
     child d({DAQD_BIN, "--listen", "127.0.0.1:" + std::to_string(port), "--output", dir / "runs", "--summary-json",
              dir / "watch.json"},
             dir / "watch.daqd.out", dir / "watch.daqd.err");

@@ -19,36 +19,12 @@
 
 using nlohmann::json;
 using daqd::test::child;
+using daqd::test::scratch_dir;
 namespace fs = std::filesystem;
 namespace h5 = daqd::storage::h5;
 using namespace std::chrono_literals;
 
 namespace {
-
-std::uint16_t free_udp_port() {
-    const int fd = ::socket(AF_INET, SOCK_DGRAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    socklen_t len = sizeof a;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-    ::close(fd);
-    return ntohs(a.sin_port);
-}
-
-struct scratch_dir {
-    fs::path path;
-    explicit scratch_dir(const std::string& name) {
-        path = fs::temp_directory_path() / ("daqd-proc-e2e-" + std::to_string(::getpid()) + "-" + name);
-        fs::remove_all(path);
-        fs::create_directories(path / "runs");
-    }
-    ~scratch_dir() {
-        if (std::getenv("DAQD_KEEP_TEST_FILES") == nullptr) fs::remove_all(path);
-    }
-    std::string operator/(const std::string& f) const { return (path / f).string(); }
-};
 
 json read_json(const std::string& path) {
     std::ifstream in(path);
@@ -74,10 +50,10 @@ constexpr std::uint64_t pedestal_frames = 1000;
 
 TEST_CASE("pedestal run -> calibration file -> beam run: pedestals, noise and the beam spot are recovered",
           "[e2e][processing]") {
-    scratch_dir dir("pedestal-beam");
+    scratch_dir dir("proc-pedestal-beam");
 
     // ---- 1. the pedestal run: no beam, daqd exits by itself
-    const auto port = free_udp_port();
+    const auto port = daqd::test::free_port();
     child ped({DAQD_BIN, "--listen", "127.0.0.1:" + std::to_string(port), "--output", dir / "runs", "--pedestal-run",
                "ped", "--pedestal-frames", std::to_string(pedestal_frames)},
               dir / "ped.daqd.out", dir / "ped.daqd.err");
@@ -129,7 +105,7 @@ TEST_CASE("pedestal run -> calibration file -> beam run: pedestals, noise and th
     }
 
     // ---- 2. the beam run, calibrated with that file
-    const auto port2 = free_udp_port();
+    const auto port2 = daqd::test::free_port();
     {
         std::ofstream cfg(dir / "beam.toml");
         cfg << "[acquisition]\nlisten = [\"127.0.0.1:" << port2 << "\"]\n"
@@ -199,7 +175,7 @@ TEST_CASE("pedestal run -> calibration file -> beam run: pedestals, noise and th
 }
 
 TEST_CASE("pedestal run: command line refusals", "[e2e][processing]") {
-    scratch_dir dir("pedestal-cli");
+    scratch_dir dir("proc-pedestal-cli");
     {
         auto [rc, out] = daqd::test::run({DAQD_BIN, "--pedestal-run", "p", "--run", "r", "--output", dir / "runs"},
                                          dir / "cli1");
@@ -220,10 +196,10 @@ TEST_CASE("pedestal run: command line refusals", "[e2e][processing]") {
 }
 
 TEST_CASE("processing.backend = \"cuda\" without a device: daqd refuses to start and says why", "[e2e][processing]") {
-    scratch_dir dir("cuda-refused");
+    scratch_dir dir("proc-cuda-refused");
     std::ofstream(dir / "cuda.toml") << "[processing]\nstages = [\"calibrate\"]\nbackend = \"cuda\"\n";
     auto [rc, out] = daqd::test::run({DAQD_BIN, "--config", dir / "cuda.toml", "--output", dir / "runs", "--listen",
-                                      "127.0.0.1:" + std::to_string(free_udp_port()), "--duration", "0.5"},
+                                      "127.0.0.1:" + std::to_string(daqd::test::free_port()), "--duration", "0.5"},
                                      dir / "cuda");
     if (rc == 0) {
         WARN("a CUDA device is present: daqd ran on it; nothing to refuse");

@@ -13,39 +13,15 @@
 using daqd::test::child;
 using nlohmann::json;
 namespace fs = std::filesystem;
+using daqd::test::scratch_dir;
 using namespace std::chrono_literals;
 
 namespace {
 
-std::uint16_t free_port(int type) {
-    const int fd = ::socket(AF_INET, type, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    socklen_t len = sizeof a;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-    ::close(fd);
-    return ntohs(a.sin_port);
-}
-
-struct scratch_dir {
-    fs::path path;
-    explicit scratch_dir(const std::string& name) {
-        path = fs::temp_directory_path() / ("daqd-web-e2e-" + std::to_string(::getpid()) + "-" + name);
-        fs::remove_all(path);
-        fs::create_directories(path);
-    }
-    ~scratch_dir() {
-        if (std::getenv("DAQD_KEEP_TEST_FILES") == nullptr) fs::remove_all(path);
-    }
-    std::string operator/(const std::string& f) const { return (path / f).string(); }
-};
-
 // daqd on a free UDP port and a free HTTP port, output in dir/runs.
 struct daqd_process {
-    std::uint16_t udp = free_port(SOCK_DGRAM);
-    std::uint16_t http = free_port(SOCK_STREAM);
+    std::uint16_t udp = daqd::test::free_port(SOCK_DGRAM);
+    std::uint16_t http = daqd::test::free_port(SOCK_STREAM);
     std::unique_ptr<child> proc;
     daqd_process(const scratch_dir& dir, const std::string& name) {
         proc = std::make_unique<child>(
@@ -93,14 +69,14 @@ TEST_CASE("a real Prometheus scrapes daqd while daq-sim sends, and the alert rul
              "installs it)");
         return;
     }
-    scratch_dir dir("prometheus");
+    scratch_dir dir("web-prometheus");
     if (fs::exists(PROMTOOL_BIN)) {
         auto [rc, out] = daqd::test::run({PROMTOOL_BIN, "check", "rules", DAQD_DASHBOARDS "/daqd-alerts.yml"}, dir / "rules");
         INFO(out);
         CHECK(rc == 0);
     }
     daqd_process d(dir, "daqd");
-    const std::uint16_t prom_port = free_port(SOCK_STREAM);
+    const std::uint16_t prom_port = daqd::test::free_port(SOCK_STREAM);
     {
         std::ofstream cfg(dir / "prometheus.yml");
         cfg << "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
@@ -173,7 +149,7 @@ TEST_CASE("a real Prometheus scrapes daqd while daq-sim sends, and the alert rul
 }
 
 TEST_CASE("control API: runs started, stopped and listed over HTTP, errors change nothing", "[web][e2e]") {
-    scratch_dir dir("control");
+    scratch_dir dir("web-control");
     daqd_process d(dir, "daqd");
     const std::uint16_t port = d.http;
     const fs::path token_file = dir.path / "runs/.daqd-token";
@@ -260,7 +236,7 @@ TEST_CASE("control API: runs started, stopped and listed over HTTP, errors chang
 }
 
 TEST_CASE("daqd --check-host and the HTTP options on the command line", "[web][e2e]") {
-    scratch_dir dir("cli");
+    scratch_dir dir("web-cli");
     SECTION("--check-host: every check, exit 1 with the fix for a missing output directory") {
         auto [rc, out] = daqd::test::run({DAQD_BIN, "--check-host", "--output", dir / "not/there"}, dir / "check");
         INFO(out);
@@ -275,7 +251,7 @@ TEST_CASE("daqd --check-host and the HTTP options on the command line", "[web][e
         CHECK(rc == (out.find("FAIL") != std::string::npos ? 1 : 0));
     }
     SECTION("a non-loopback HTTP address without a token is refused") {
-        auto [rc, out] = daqd::test::run({DAQD_BIN, "--http", "0.0.0.0:" + std::to_string(free_port(SOCK_STREAM)),
+        auto [rc, out] = daqd::test::run({DAQD_BIN, "--http", "0.0.0.0:" + std::to_string(daqd::test::free_port(SOCK_STREAM)),
                                           "--output", dir / "runs"},
                                          dir / "open", 20s);
         INFO(out);
@@ -283,7 +259,7 @@ TEST_CASE("daqd --check-host and the HTTP options on the command line", "[web][e
         CHECK(out.find("not a loopback address") != std::string::npos);
     }
     SECTION("--http off: no server, acquisition as before") {
-        const auto udp = free_port(SOCK_DGRAM);
+        const auto udp = daqd::test::free_port(SOCK_DGRAM);
         child d({DAQD_BIN, "--listen", "127.0.0.1:" + std::to_string(udp), "--http", "off", "--output", dir / "runs"},
                 dir / "off.out", dir / "off.err");
         REQUIRE(d.wait_for_log("receiver: backend", 20s));
@@ -302,7 +278,7 @@ TEST_CASE("daqd --check-host and the HTTP options on the command line", "[web][e
         REQUIRE(::listen(fd, 1) == 0);
         socklen_t len = sizeof a;
         ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-        const auto udp = free_port(SOCK_DGRAM);
+        const auto udp = daqd::test::free_port(SOCK_DGRAM);
         child d({DAQD_BIN, "--listen", "127.0.0.1:" + std::to_string(udp), "--http",
                  "127.0.0.1:" + std::to_string(ntohs(a.sin_port)), "--output", dir / "runs", "--summary-json",
                  dir / "busy.json"},
