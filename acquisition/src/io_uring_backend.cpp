@@ -205,15 +205,7 @@ private:
         std::uint32_t segment = 0;
         for (cmsghdr* cm = io_uring_recvmsg_cmsg_firsthdr(out, &_msg); cm;
              cm = io_uring_recvmsg_cmsg_nexthdr(out, &_msg, cm)) {
-            if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SO_RXQ_OVFL) {
-                std::uint32_t drops;
-                std::memcpy(&drops, CMSG_DATA(cm), sizeof drops);
-                c.kernel_drops.set(drops);
-            } else if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO) {
-                int seg;
-                std::memcpy(&seg, CMSG_DATA(cm), sizeof seg);
-                segment = static_cast<std::uint32_t>(seg);
-            }
+            detail::read_cmsg(*cm, c, segment);
         }
         const auto* payload = static_cast<const std::byte*>(io_uring_recvmsg_payload(out, &_msg));
         const std::uint32_t bytes = io_uring_recvmsg_payload_length(out, cqe->res, &_msg);

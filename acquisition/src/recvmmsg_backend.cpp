@@ -68,15 +68,7 @@ std::uint64_t batch_receiver::receive_once(std::size_t l, bool scratch_only) {
         auto& h = _msgs[i].msg_hdr;
         std::uint32_t segment = 0;
         for (cmsghdr* cm = CMSG_FIRSTHDR(&h); cm; cm = CMSG_NXTHDR(&h, cm)) {
-            if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SO_RXQ_OVFL) {
-                std::uint32_t drops;
-                std::memcpy(&drops, CMSG_DATA(cm), sizeof drops);
-                c.kernel_drops.set(drops);
-            } else if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO) {
-                int seg;
-                std::memcpy(&seg, CMSG_DATA(cm), sizeof seg);
-                segment = static_cast<std::uint32_t>(seg);
-            }
+            read_cmsg(*cm, c, segment);
         }
         const std::uint32_t bytes = _msgs[i].msg_len;
         const bool truncated = (h.msg_flags & MSG_TRUNC) != 0;

@@ -6,7 +6,16 @@
 #include "daqd/acquisition/packet_ring.hpp"
 #include "daqd/acquisition/receiver.hpp"
 
+#include <netinet/in.h>
+#include <netinet/udp.h>
+#include <sys/socket.h>
+
+#include <cstring>
 #include <span>
+
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
 
 namespace daqd::acquisition::detail {
 
@@ -55,6 +64,20 @@ inline bool finish_slot(slot_header& s, link_counters& c, std::uint16_t link, st
     c.datagrams.add(valid);
     if (valid == 0) s.bytes = 0;
     return valid > 0;
+}
+
+// Reads the control messages daqd asks for: the socket's drop count
+// (SO_RXQ_OVFL) and the GRO segment size (UDP_GRO).
+inline void read_cmsg(const cmsghdr& cm, link_counters& c, std::uint32_t& segment) noexcept {
+    if (cm.cmsg_level == SOL_SOCKET && cm.cmsg_type == SO_RXQ_OVFL) {
+        std::uint32_t drops;
+        std::memcpy(&drops, CMSG_DATA(&cm), sizeof drops);
+        c.kernel_drops.set(drops);
+    } else if (cm.cmsg_level == SOL_UDP && cm.cmsg_type == UDP_GRO) {
+        int seg;
+        std::memcpy(&seg, CMSG_DATA(&cm), sizeof seg);
+        segment = static_cast<std::uint32_t>(seg);
+    }
 }
 
 // Segment count of a received buffer (GRO) for drop accounting.
