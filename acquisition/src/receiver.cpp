@@ -20,8 +20,8 @@ receiver::receiver(const config::acquisition_config& cfg, packet_ring& ring, com
         throw;
     }
     backend_context ctx{cfg, ring, consumer_wake, _links, _counters};
-    // `auto` is recvmmsg: measured cheaper per packet than io_uring multishot
-    // on this kernel (docs/PERFORMANCE.md), so io_uring is opt-in.
+    // `auto` is recvmmsg: the two backends measured equal per packet within
+    // noise here (docs/PERFORMANCE.md), and recvmmsg is the simpler path.
     if (cfg.backend == config::receiver_backend::io_uring) {
         std::string why;
         _backend = make_io_uring_backend(ctx, why);

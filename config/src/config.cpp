@@ -33,8 +33,8 @@ constexpr std::string_view embedded_default = R"toml(# daqd configuration (TOML)
 # UDP endpoints to receive on, one per link: "IPV4:PORT" or "[IPV6]:PORT".
 # Numeric addresses only; "0.0.0.0:4660" or "[::]:4660" for all interfaces.
 listen = ["127.0.0.1:4660"]
-# Receive path: "auto" (io_uring when the kernel supports it, else
-# recvmmsg), "io_uring" or "recvmmsg".
+# Receive path: "auto" (recvmmsg; see docs/PERFORMANCE.md), "io_uring" or
+# "recvmmsg".
 backend = "auto"
 # UDP generic receive offload: the kernel coalesces same-size datagrams.
 # Needs max_datagram_bytes = 65535.

@@ -16,28 +16,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string now_utc() {
-    const auto now = std::chrono::system_clock::now();
-    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count();
-    const std::time_t secs = static_cast<std::time_t>(ms / 1000);
-    std::tm tm{};
-    ::gmtime_r(&secs, &tm);
-    return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                       tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms % 1000));
-}
-
 void string_attr(hid_t loc, const char* name, const std::string& value, const std::string& where) {
-    const std::string w = fmt::format("attribute {} in {}", name, where);
-    h5::datatype t(h5::check_id(H5Tcopy(H5T_C_S1), "H5Tcopy", w));
-    h5::check(H5Tset_size(t.get(), H5T_VARIABLE), "H5Tset_size", w);
-    h5::check(H5Tset_cset(t.get(), H5T_CSET_UTF8), "H5Tset_cset", w);
-    h5::dataspace s(h5::check_id(H5Screate(H5S_SCALAR), "H5Screate", w));
-    h5::attribute a(h5::check_id(H5Acreate2(loc, name, t.get(), s.get(), H5P_DEFAULT, H5P_DEFAULT), "H5Acreate2", w));
-    const char* p = value.c_str();
-    h5::check(H5Awrite(a.get(), t.get(), &p), "H5Awrite", w);
-    a.close("H5Aclose", w);
+    h5::write_string_attr(loc, name, value, fmt::format("attribute {} in {}", name, where));
 }
-
 void int_attr(hid_t loc, const char* name, std::int64_t value, hid_t file_type, const std::string& where) {
     const std::string w = fmt::format("attribute {} in {}", name, where);
     h5::dataspace s(h5::check_id(H5Screate(H5S_SCALAR), "H5Screate", w));
@@ -188,7 +169,7 @@ void write_calibration_file(const fs::path& path, const processing::calibration_
         created = true;
         string_attr(f.get(), "format", calibration_format, "/ in " + where);
         int_attr(f.get(), "format_version", calibration_format_version, H5T_STD_I32LE, "/ in " + where);
-        string_attr(f.get(), "created_at", now_utc(), "/ in " + where);
+        string_attr(f.get(), "created_at", h5::iso8601_utc_now(), "/ in " + where);
         string_attr(f.get(), "description", description, "/ in " + where);
         h5::group units(h5::check_id(H5Gcreate2(f.get(), "units", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "H5Gcreate2",
                                      "/units in " + where));

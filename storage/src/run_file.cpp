@@ -32,16 +32,6 @@ constexpr std::uint64_t row_bytes(std::uint32_t channels) noexcept {
     return std::uint64_t{channels} * 2u + 8u + 8u + 2u;
 }
 
-std::string iso8601_utc_now() {
-    const auto now = std::chrono::system_clock::now();
-    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count();
-    const std::time_t secs = static_cast<std::time_t>(ms / 1000);
-    std::tm tm{};
-    ::gmtime_r(&secs, &tm);
-    return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                       tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms % 1000));
-}
-
 // "<run>_<digits>.h5" with at least five digits.
 bool is_series_file_of(const std::string& name, const std::string& run) {
     const std::string prefix = run + "_";
@@ -121,7 +111,7 @@ struct run_file::impl {
         // stopped_at) would fail whenever someone follows the run live.
         // Exclusivity of the writer comes from H5F_ACC_EXCL and the name check.
         h5::check(H5Pset_file_locking(fapl.get(), false, true), "H5Pset_file_locking", "file access plist");
-        started_at = iso8601_utc_now();
+        started_at = h5::iso8601_utc_now();
         bool created = false;
         try {
             create_file(created);
@@ -159,15 +149,7 @@ struct run_file::impl {
     // ---- small HDF5 helpers ----------------------------------------------
 
     void write_string_attr(hid_t loc, const char* name, const std::string& value, const std::string& loc_name) {
-        const std::string w = fmt::format("attribute {} of {} in {}", name, loc_name, where);
-        h5::datatype t(h5::check_id(H5Tcopy(H5T_C_S1), "H5Tcopy", w));
-        h5::check(H5Tset_size(t.get(), H5T_VARIABLE), "H5Tset_size", w);
-        h5::check(H5Tset_cset(t.get(), H5T_CSET_UTF8), "H5Tset_cset", w);
-        h5::dataspace s(h5::check_id(H5Screate(H5S_SCALAR), "H5Screate", w));
-        h5::attribute a(h5::check_id(H5Acreate2(loc, name, t.get(), s.get(), H5P_DEFAULT, H5P_DEFAULT), "H5Acreate2", w));
-        const char* p = value.c_str();
-        h5::check(H5Awrite(a.get(), t.get(), &p), "H5Awrite", w);
-        a.close("H5Aclose", w);
+        h5::write_string_attr(loc, name, value, fmt::format("attribute {} of {} in {}", name, loc_name, where));
     }
 
     void write_double_attr(hid_t loc, const char* name, double value, const std::string& loc_name) {
@@ -466,7 +448,7 @@ struct run_file::impl {
         write_partial_chunks();
         close_file_checked();
         reopen_rdwr();
-        write_string_attr(file.get(), "stopped_at", iso8601_utc_now(), "/");
+        write_string_attr(file.get(), "stopped_at", h5::iso8601_utc_now(), "/");
         file.close("H5Fclose", where);
     }
 

@@ -8,7 +8,11 @@
 // by one thread at a time (in daqd: the writer thread).
 #include "daqd/storage/error.hpp"
 
+#include <fmt/format.h>
 #include <hdf5.h>
+
+#include <chrono>
+#include <ctime>
 
 #include <string>
 #include <string_view>
@@ -135,5 +139,29 @@ using dataspace = handle<H5Sclose>;
 using datatype = handle<H5Tclose>;
 using plist = handle<H5Pclose>;
 using attribute = handle<H5Aclose>;
+
+// A scalar variable-length UTF-8 string attribute (h5py reads it as str).
+// `where` names the object and file for error messages.
+inline void write_string_attr(hid_t loc, const char* name, const std::string& value, const std::string& where) {
+    h5::datatype t(check_id(H5Tcopy(H5T_C_S1), "H5Tcopy", where));
+    check(H5Tset_size(t.get(), H5T_VARIABLE), "H5Tset_size", where);
+    check(H5Tset_cset(t.get(), H5T_CSET_UTF8), "H5Tset_cset", where);
+    h5::dataspace s(check_id(H5Screate(H5S_SCALAR), "H5Screate", where));
+    h5::attribute a(check_id(H5Acreate2(loc, name, t.get(), s.get(), H5P_DEFAULT, H5P_DEFAULT), "H5Acreate2", where));
+    const char* p = value.c_str();
+    check(H5Awrite(a.get(), t.get(), &p), "H5Awrite", where);
+    a.close("H5Aclose", where);
+}
+
+// Now, as the ISO 8601 UTC text stored in run and calibration files.
+inline std::string iso8601_utc_now() {
+    const auto now = std::chrono::system_clock::now();
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count();
+    const std::time_t secs = static_cast<std::time_t>(ms / 1000);
+    std::tm tm{};
+    ::gmtime_r(&secs, &tm);
+    return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                       tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms % 1000));
+}
 
 }  // namespace daqd::storage::h5
