@@ -43,6 +43,7 @@ std::uint64_t monotonic_ns() noexcept {
 }
 
 void edge_logger::on(std::uint64_t total_so_far) noexcept {
+    _last_ns = monotonic_ns();
     if (_active) return;
     _active = true;
     _at_start = total_so_far;
@@ -51,6 +52,9 @@ void edge_logger::on(std::uint64_t total_so_far) noexcept {
 
 void edge_logger::off(std::uint64_t total_so_far) noexcept {
     if (!_active) return;
+    // A condition that comes and goes within a second is one episode: one
+    // line when it starts, one when it has been quiet for a second.
+    if (monotonic_ns() - _last_ns < quiet_ns) return;
     _active = false;
     spdlog::warn("{}: stopped after {} events", _what, total_so_far - _at_start + 1);
 }

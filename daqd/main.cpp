@@ -4,6 +4,11 @@
 
 #include "daqd/config/config.hpp"
 #include "daqd/storage/calibration_file.hpp"
+#include "daqd/storage/recovery.hpp"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <fmt/format.h>
 #include <signal.h>
@@ -34,6 +39,7 @@ usage:
   daqd --check-config FILE       load and validate FILE, print what is wrong, exit 0 if good
   daqd --print-config            print the effective configuration (defaults + --config + options)
   daqd --check-host              compare this host with what the configuration needs; exit 1 if not
+  daqd --recover                 mend run files in the output directory left open by a crash, exit
   daqd --help | --version
 
 options:
@@ -55,6 +61,9 @@ options:
 
 On SIGINT/SIGTERM daqd stops receiving, drains every ring and queue, closes
 the run files, prints a one-line summary and exits 0.
+
+At start daqd locks its output directory (<output>/.daqd.lock: one server per
+directory) and mends run files a crash left open (docs/RELIABILITY.md).
 )";
 
 struct options {
@@ -70,6 +79,7 @@ struct options {
     std::optional<std::string> check_config;
     bool print_config = false;
     bool check_host = false;
+    bool recover = false;
     std::optional<std::string> http;
     std::optional<std::string> calibration;
     std::optional<std::string> pedestal_run;
@@ -140,6 +150,8 @@ options parse(int argc, char** argv) {
             o.print_config = true;
         } else if (a == "--check-host") {
             o.check_host = true;
+        } else if (a == "--recover") {
+            o.recover = true;
         } else if (a == "--http") {
             o.http = value(i, a);
         } else {
@@ -186,6 +198,33 @@ daqd::config::config effective_config(const options& o) {
         c = load_string(to_toml(c), source + " + command line");
     }
     return c;
+}
+
+// Holds <output_dir>/.daqd.lock for the life of the process: a second daqd
+// on the same directory would write the same run names, and recovery would
+// mend files another server still writes. Returns an error message, or "".
+std::string lock_output_dir(const std::filesystem::path& dir) {
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) return fmt::format("cannot create output directory {}: {}", dir.string(), ec.message());
+    const auto path = dir / ".daqd.lock";
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return fmt::format("cannot open {}: {}", path.string(), std::strerror(errno));
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        const int err = errno;
+        char pid[32] = "";
+        const auto n = ::pread(fd, pid, sizeof pid - 1, 0);
+        pid[n > 0 ? n : 0] = '\0';
+        ::close(fd);
+        if (err == EWOULDBLOCK)
+            return fmt::format("output directory {} is in use by another daqd (pid {}); one server per directory",
+                               dir.string(), std::strtol(pid, nullptr, 10));
+        return fmt::format("cannot lock {}: {}", path.string(), std::strerror(err));
+    }
+    const std::string me = std::to_string(::getpid()) + "\n";
+    if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, me.data(), me.size(), 0) < 0)
+        spdlog::debug("cannot write the pid into {}", path.string());
+    return {};  // fd stays open (and locked) until the process ends
 }
 
 }  // namespace
@@ -254,6 +293,25 @@ int main(int argc, char** argv) {
     pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
     spdlog::info("daqd {} starting (configuration: {})", DAQD_VERSION, cfg.source);
+    if (auto err = lock_output_dir(cfg.storage.output_dir); !err.empty()) {
+        spdlog::error("{}", err);
+        std::cerr << "daqd: " << err << "\n";
+        return 1;
+    }
+    // Before any thread uses HDF5: mend what a crash left open.
+    const auto recovered = daqd::storage::recover_run_files(cfg.storage.output_dir);
+    if (o.recover) {
+        std::size_t failed = 0;
+        for (const auto& r : recovered) {
+            if (r.recovered)
+                std::cout << "daqd: recovered " << r.file.string() << ": " << r.frames_kept << " frames kept, "
+                          << r.rows_trimmed << " rows past the last flush dropped\n";
+            else
+                std::cout << "daqd: cannot recover " << r.file.string() << ": " << r.error << "\n", ++failed;
+        }
+        if (recovered.empty()) std::cout << "daqd: no run file in " << cfg.storage.output_dir.string() << " needed recovery\n";
+        return failed ? 1 : 0;
+    }
     auto host_checks = daqd::check_host_at_start(cfg);
     std::unique_ptr<daqd::pipeline> p;
     try {

@@ -123,6 +123,7 @@ void pipeline::start_run(const std::string& name) {
     o.rotate_bytes = _cfg.storage.rotate_bytes;
     o.chunk_bytes = _cfg.storage.chunk_bytes;
     o.flush_interval = _cfg.storage.flush_interval;
+    o.reserve_bytes = _cfg.storage.reserve_bytes;
     o.config_text = _cfg.text;
     o.server_version = DAQD_VERSION;
     if (_processor != nullptr && _processor->calibrates()) {
@@ -132,6 +133,12 @@ void pipeline::start_run(const std::string& name) {
         o.processing.threshold = {_cfg.processing.threshold_mode == "absolute" ? processing::threshold_mode::absolute
                                                                                : processing::threshold_mode::noise,
                                   static_cast<float>(_cfg.processing.threshold)};
+    }
+    // A run that failed (disk full, …) no longer writes: a new run replaces it.
+    if (_writer->run_active() && !_writer->run_error().empty()) {
+        if (auto failed = _writer->stop_run()) _last_run = std::move(failed);
+        std::lock_guard lock(_active_mutex);
+        _active.reset();
     }
     if (_processor != nullptr) _processor->request_dose_reset();  // the live view's running dose: of this run
     const auto& wc = _writer->counters();
@@ -156,8 +163,13 @@ std::optional<storage::run_stats> pipeline::stop_run() {
 }
 
 std::optional<pipeline::active_run> pipeline::current_run() const {
-    std::lock_guard lock(_active_mutex);
-    return _active;
+    std::optional<active_run> a;
+    {
+        std::lock_guard lock(_active_mutex);
+        a = _active;
+    }
+    if (a) a->error = _writer->run_error();
+    return a;
 }
 
 std::string pipeline::processing_backend() const {
@@ -214,6 +226,7 @@ summary pipeline::snapshot() const {
     const auto& wc = _writer->counters();
     s.frames_written = wc.frames_written.load();
     s.frames_unrecorded = wc.frames_unrecorded.load();
+    s.frames_failed = wc.frames_failed.load();
     s.bytes_written = wc.bytes_written.load();
     s.processing_backend = processing_backend();
     if (_processor) {
@@ -235,10 +248,11 @@ std::string summary::one_line() const {
     for (const auto& [k, v] : invalid) inv += fmt::format("{}{}={}", inv.empty() ? "" : ",", k, v);
     return fmt::format(
         "packets received={} lost={} invalid={}{} duplicates={} late={} ring_dropped={} kernel_drops={} | frames "
-        "complete={} incomplete={} lost={} overflow={} written={}{} | bytes_written={} seconds={:.2f}",
+        "complete={} incomplete={} lost={} overflow={} written={}{}{} | bytes_written={} seconds={:.2f}",
         packets_received, packets_lost, invalid_total, inv.empty() ? "" : " (" + inv + ")", duplicates, late,
         ring_dropped, kernel_drops, frames_complete, frames_incomplete, frames_lost, frames_overflow, frames_written,
-        frames_rejected ? fmt::format(" rejected={}", frames_rejected) : std::string(), bytes_written, seconds);
+        frames_rejected ? fmt::format(" rejected={}", frames_rejected) : std::string() ,
+        frames_failed ? fmt::format(" failed={}", frames_failed) : std::string(), bytes_written, seconds);
 }
 
 std::string summary::to_json() const {
@@ -262,6 +276,7 @@ std::string summary::to_json() const {
     j["frames_overflow"] = frames_overflow;
     j["frames_written"] = frames_written;
     j["frames_unrecorded"] = frames_unrecorded;
+    j["frames_failed"] = frames_failed;
     j["frames_rejected"] = frames_rejected;
     j["bytes_written"] = bytes_written;
     j["processing_backend"] = processing_backend;

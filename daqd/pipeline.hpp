@@ -55,6 +55,7 @@ struct summary {
     std::uint64_t frames_overflow = 0;
     std::uint64_t frames_written = 0;
     std::uint64_t frames_unrecorded = 0;
+    std::uint64_t frames_failed = 0;      // arrived after a run had failed (disk full, write error)
     std::uint64_t frames_rejected = 0;    // out of order for the run (a unit restarted its frame numbers)
     std::uint64_t bytes_written = 0;
     std::string processing_backend = "none";  // "cpu", "cuda", or "none" (no calibrate stage)
@@ -111,6 +112,7 @@ public:
         std::chrono::system_clock::time_point started;
         std::uint64_t frames_before = 0;  // writer's frames_written / bytes_written when it started
         std::uint64_t bytes_before = 0;
+        std::string error;  // not empty: the run failed and no longer writes (disk full, …)
     };
     [[nodiscard]] std::optional<active_run> current_run() const;
 

@@ -54,7 +54,7 @@ std::unique_ptr<web::service> start_web(const config::config& cfg, pipeline& p, 
     controls.current = [&p]() -> std::optional<web::run_info> {
         auto r = p.current_run();
         if (!r) return std::nullopt;
-        return web::run_info{r->name, r->started, r->frames_before, r->bytes_before};
+        return web::run_info{r->name, r->started, r->frames_before, r->bytes_before, r->error};
     };
     controls.with_hdf5 = [&p](std::function<void()> fn) { p.writer().run_on_writer_thread(std::move(fn)); };
     try {

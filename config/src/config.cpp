@@ -86,6 +86,10 @@ rotate_bytes = 0
 chunk_bytes = 1048576
 # Frames queued between assembly and the writer; 0: pool_frames.
 queue_frames = 0
+# Free space kept on the output file system for closing run files cleanly:
+# a run that would eat into it stops writing, closes its file and is marked
+# failed (docs/RELIABILITY.md). 0: write until the disk refuses.
+reserve_bytes = 67108864
 
 [processing]
 # Stages run on batches of frames between assembly and the writer, in this
@@ -208,7 +212,7 @@ const std::vector<section_schema>& schema() {
           "expected_datagram_bytes", "ring_slots", "ring_name"}},
         {"units", {"learn", "list"}},
         {"assembly", {"reorder_frames", "reorder_timeout_ms", "max_frame_bytes", "pool_frames"}},
-        {"storage", {"output_dir", "flush_interval_ms", "rotate_bytes", "chunk_bytes", "queue_frames"}},
+        {"storage", {"output_dir", "flush_interval_ms", "rotate_bytes", "chunk_bytes", "queue_frames", "reserve_bytes"}},
         {"processing",
          {"stages", "backend", "calibration_file", "threshold", "threshold_mode", "batch_frames", "live_interval_ms"}},
         {"log", {"level"}},
@@ -286,6 +290,7 @@ const int_key int_keys[] = {
     {"storage.rotate_bytes", 65536, int64_max, int_rule::zero_or_range, DAQD_INT_FIELD(storage.rotate_bytes)},
     {"storage.chunk_bytes", 4096, 1073741824, int_rule::range, DAQD_INT_FIELD(storage.chunk_bytes)},
     {"storage.queue_frames", 0, 16777216, int_rule::range, DAQD_INT_FIELD(storage.queue_frames)},
+    {"storage.reserve_bytes", 0, int64_max, int_rule::range, DAQD_INT_FIELD(storage.reserve_bytes)},
     {"processing.batch_frames", 1, 4096, int_rule::range, DAQD_INT_FIELD(processing.batch_frames)},
     {"processing.live_interval_ms", 10, 60000, int_rule::range, DAQD_MS_FIELD(processing.live_interval)},
 };
@@ -919,6 +924,7 @@ std::string to_toml(const config& c, bool hide_secrets) {
     line("rotate_bytes", number(c.storage.rotate_bytes));
     line("chunk_bytes", number(c.storage.chunk_bytes));
     line("queue_frames", number(c.storage.queue_frames));
+    line("reserve_bytes", number(c.storage.reserve_bytes));
 
     out += "\n[processing]\n";
     std::string stages = "[";

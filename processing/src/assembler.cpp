@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cassert>
 #include <cstring>
+#include <deque>
 
 namespace daqd::processing {
 
@@ -46,7 +47,40 @@ struct assembler::unit_state {
     std::vector<std::uint64_t> seq_bits;  // seq_window bits, by extended seq mod seq_window
     bool overflowed = false;
     std::uint64_t last_overflow_frame = 0;   // highest frame_number counted as overflow
-    std::uint64_t overflow_pending = 0;      // overflowed frames not yet behind a stored one
+    // Frames counted as overflow and not yet behind a stored one, as ascending
+    // runs [first, last] of frame numbers: a later packet of such a frame is
+    // dropped with it (never opened, so never also counted incomplete), and a
+    // gap between stored frames is lost frames except these.
+    std::deque<std::pair<std::uint64_t, std::uint64_t>> overflow_runs;
+    bool in_overflow(std::uint64_t fnum) const noexcept {
+        for (auto it = overflow_runs.rbegin(); it != overflow_runs.rend(); ++it) {
+            if (fnum > it->second) return false;
+            if (fnum >= it->first) return true;
+        }
+        return false;
+    }
+    void add_overflow(std::uint64_t fnum) {
+        if (!overflow_runs.empty() && overflow_runs.back().second + 1 == fnum)
+            overflow_runs.back().second = fnum;
+        else
+            overflow_runs.emplace_back(fnum, fnum);
+    }
+    // Overflowed frames before `fnum` (and forgets them).
+    std::uint64_t take_overflow_before(std::uint64_t fnum) noexcept {
+        std::uint64_t n = 0;
+        while (!overflow_runs.empty() && overflow_runs.front().first < fnum) {
+            auto& r = overflow_runs.front();
+            const std::uint64_t last = std::min(r.second, fnum - 1);
+            n += last - r.first + 1;
+            if (r.second < fnum) {
+                overflow_runs.pop_front();
+            } else {
+                r.first = fnum + 1;
+                if (r.first > r.second) overflow_runs.pop_front();
+            }
+        }
+        return n;
+    }
     common::edge_logger overflow_log{"frame pool exhausted: dropping frames (the writer is behind)"};
 
     bool seq_seen(std::uint64_t s) const noexcept {
@@ -284,13 +318,15 @@ assembler::open_frame* assembler::find_or_open(unit_state& u, const daq1::header
         late = true;
         return nullptr;
     }
+    // A frame already dropped for want of a buffer stays dropped.
+    if (u.in_overflow(fnum)) return nullptr;
     const auto index = _pool.acquire();
     if (!index) {
         // Count each frame once, even when packets of several frames interleave.
         if (!u.overflowed || fnum > u.last_overflow_frame) {
             u.overflowed = true;
             u.last_overflow_frame = fnum;
-            ++u.overflow_pending;
+            u.add_overflow(fnum);
             u.counters->frames_overflow.add();
             u.overflow_log.on(u.counters->frames_overflow.get());
         }
@@ -394,13 +430,12 @@ void assembler::close_front(unit_state& u) {
     } else {
         c.frames_complete.add();
     }
+    // A gap is lost frames, except those already counted as overflow.
+    const std::uint64_t overflowed = u.take_overflow_before(f.frame_number);
     if (u.have_emitted && f.frame_number > u.last_emitted + 1) {
-        // A gap is lost frames, except those already counted as overflow.
         const std::uint64_t gap = f.frame_number - u.last_emitted - 1;
-        const std::uint64_t overflowed = std::min(gap, u.overflow_pending);
         if (gap > overflowed) c.frames_lost.add(gap - overflowed);
     }
-    u.overflow_pending = 0;
     u.have_emitted = true;
     u.last_emitted = f.frame_number;
     c.last_frame_number.set(f.frame_number);
@@ -438,6 +473,8 @@ void assembler::end_stream(unit_state& u) {
     close_all(u);
     settle_seq(u);
     u.have_emitted = false;
+    u.overflow_runs.clear();  // the next stream may number its frames from anywhere
+    u.overflowed = false;
 }
 
 void assembler::close_all(unit_state& u) {

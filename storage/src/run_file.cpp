@@ -13,7 +13,10 @@
 #include <chrono>
 #include <cstring>
 #include <ctime>
+#include <cstdlib>
 #include <thread>
+
+#include <sys/statvfs.h>
 
 namespace daqd::storage {
 
@@ -44,6 +47,19 @@ bool is_series_file_of(const std::string& name, const std::string& run) {
     return true;
 }
 
+// Fault injection for the slow-disk tests (docs/RELIABILITY.md): every chunk
+// write sleeps this long. DAQD_FAULT_SLOW_WRITE_US, read once; 0 when unset.
+std::chrono::microseconds fault_slow_write() {
+    static const std::chrono::microseconds delay = [] {
+        const char* v = std::getenv("DAQD_FAULT_SLOW_WRITE_US");
+        if (v == nullptr || *v == '\0') return std::chrono::microseconds(0);
+        const long long us = std::strtoll(v, nullptr, 10);
+        if (us > 0) spdlog::warn("fault injection: every chunk write sleeps {} us (DAQD_FAULT_SLOW_WRITE_US)", us);
+        return std::chrono::microseconds(us > 0 ? us : 0);
+    }();
+    return delay;
+}
+
 fs::path run_file_path(const run_options& o, std::uint32_t index) {
     if (o.rotate_bytes == 0) return o.output_dir / (o.run_name + ".h5");
     return o.output_dir / fmt::format("{}_{:05}.h5", o.run_name, index);
@@ -67,6 +83,7 @@ struct run_file::impl {
         hsize_t rows_flushed = 0;      // rows_in_chunk when that chunk was last written partially
         hsize_t file_rows = 0;         // rows in the current file, rows_in_chunk included
         hsize_t extent = 0;            // extent currently set in the file
+        hsize_t rows_stored = 0;       // rows whose chunks were written without error
         bool have_last = false;
         std::uint64_t last_frame = 0;
         bool warned_order = false;
@@ -97,6 +114,10 @@ struct run_file::impl {
     unit_state* last_unit = nullptr;
     std::uint64_t file_bytes = 0;  // row payload in the current file
     bool closed = false;
+    // Disk space: bytes that may still be written before free space must be
+    // read again (statvfs), and whether the reserve is being spent on closing.
+    std::uint64_t space_budget = 0;
+    bool using_reserve = false;
 
     explicit impl(run_options o) : opt(std::move(o)) {
         h5::init_library();
@@ -200,7 +221,7 @@ struct run_file::impl {
             g.close("H5Gclose", "/units in " + where);
         }
         for (auto& [id, u] : units) {
-            u.file_rows = u.rows_in_chunk = u.rows_flushed = u.extent = 0;
+            u.file_rows = u.rows_in_chunk = u.rows_flushed = u.extent = u.rows_stored = 0;
             // The dose is per file: a new file of the series starts from 0.
             std::fill(u.dose.begin(), u.dose.end(), 0.0);
             u.dose_dirty = false;
@@ -347,6 +368,37 @@ struct run_file::impl {
         if (!ok) spdlog::debug("run '{}': closing {} after an error failed as well", opt.run_name, where);
     }
 
+    // ---- disk space ----------------------------------------------------------
+
+    // Free bytes for unprivileged writers on the output file system, or nullopt.
+    std::optional<std::uint64_t> free_space() const {
+        struct statvfs v {};
+        if (::statvfs(opt.output_dir.c_str(), &v) != 0) return std::nullopt;
+        return std::uint64_t{v.f_bavail} * std::uint64_t{v.f_frsize};
+    }
+
+    // Reads the free space again: what may be written before the reserve.
+    void refresh_space_budget() {
+        if (opt.reserve_bytes == 0) return;
+        const auto free = free_space();
+        space_budget = !free ? UINT64_MAX : (*free > opt.reserve_bytes ? *free - opt.reserve_bytes : 0);
+    }
+
+    // Before writing `bytes`: throws disk_full_error when that would eat into
+    // the reserve (unless the reserve is what is being spent now, closing).
+    void ensure_space(std::uint64_t bytes) {
+        if (opt.reserve_bytes == 0 || using_reserve) return;
+        if (space_budget < bytes) refresh_space_budget();
+        if (space_budget < bytes) {
+            const auto free = free_space().value_or(0);
+            throw disk_full_error(fmt::format(
+                "disk full: {} has {} bytes free, less than the {} bytes needed plus storage.reserve_bytes = {} "
+                "kept for closing; {} closed with the {} frames appended so far",
+                opt.output_dir.string(), free, bytes, opt.reserve_bytes, where, stats.frames_written));
+        }
+        space_budget -= bytes;
+    }
+
     // ---- data path ---------------------------------------------------------
 
     void set_extent(unit_state& u) {
@@ -372,6 +424,8 @@ struct run_file::impl {
             if (!u.calibrated.empty())
                 std::fill(u.calibrated.begin() + static_cast<std::ptrdiff_t>(r * u.channels), u.calibrated.end(), 0.0f);
         }
+        ensure_space(u.raw.size() * 2u + u.chunk_rows * (8u + 8u + 2u) + u.calibrated.size() * sizeof(float));
+        if (const auto delay = fault_slow_write(); delay.count() > 0) std::this_thread::sleep_for(delay);
         set_extent(u);
         const hsize_t offset[2] = {start, 0};
         const std::array<std::pair<const void*, std::size_t>, ds_count> bufs{{
@@ -387,6 +441,25 @@ struct run_file::impl {
             h5::check(H5Dwrite_chunk(u.cal_ds.get(), H5P_DEFAULT, 0, offset, u.calibrated.size() * sizeof(float),
                                      u.calibrated.data()),
                       "H5Dwrite_chunk", u.cal_where);
+        u.rows_stored = u.file_rows;
+    }
+
+    // After a failed write (the disk refused, say): cut every unit's datasets
+    // back to the rows whose chunks were written, so that a reader never
+    // sees rows of a chunk that is not in the file. Best effort, never throws.
+    // Returns the rows appended but not in the file.
+    std::uint64_t salvage() noexcept {
+        std::uint64_t dropped = 0;
+        for (auto& [id, u] : units) {
+            dropped += u.file_rows - std::min(u.file_rows, u.rows_stored);
+            if (u.extent <= u.rows_stored) continue;
+            const hsize_t dims[2] = {u.rows_stored, u.channels};
+            for (auto& d : u.ds)
+                if (d && H5Dset_extent(d.get(), dims) < 0) H5Eclear2(H5E_DEFAULT);
+            if (u.cal_ds && H5Dset_extent(u.cal_ds.get(), dims) < 0) H5Eclear2(H5E_DEFAULT);
+            u.extent = u.rows_stored;
+        }
+        return dropped;
     }
 
     // Rewrites the unit's dose (the sum of the calibrated rows of this file).
@@ -536,6 +609,7 @@ struct run_file::impl {
         write_partial_chunks();
         h5::check(H5Fflush(file.get(), H5F_SCOPE_GLOBAL), "H5Fflush", where);
         ++stats.flushes;
+        refresh_space_budget();  // others write to the same file system too
     }
 
     void close() {
@@ -556,9 +630,24 @@ struct run_file::impl {
         if (closed && !file) throw storage_error(fmt::format("run '{}' is closed", opt.run_name));
         try {
             fn();
+        } catch (const disk_full_error& e) {
+            stats.failed = true;
+            if (stats.error.empty()) stats.error = e.what();
+            // The reserve pays for closing the file with every frame appended.
+            using_reserve = true;
+            try {
+                finalize_file();
+            } catch (const std::exception& close_error) {
+                stats.error += fmt::format("; closing {} failed too: {}", where, close_error.what());
+                release_handles();
+            }
+            closed = true;
+            throw;
         } catch (const std::exception& e) {
             stats.failed = true;
             if (stats.error.empty()) stats.error = e.what();
+            if (const auto dropped = salvage(); dropped > 0)
+                stats.error += fmt::format(" ({} frames appended since the last chunk write are not in the file)", dropped);
             release_handles();
             throw;
         }

@@ -6,10 +6,13 @@
 #include "daqd/storage/h5.hpp"
 #include "daqd/storage/run_writer.hpp"
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <future>
+
+#include <sys/statvfs.h>
 
 namespace daqd::storage {
 
@@ -51,6 +54,11 @@ writer::~writer() {
     } catch (const std::exception& e) {
         spdlog::error("writer: stopping failed: {}", e.what());
     }
+}
+
+std::string writer::run_error() const {
+    std::lock_guard lock(_error_mutex);
+    return _run_error;
 }
 
 void writer::start() {
@@ -121,11 +129,24 @@ void writer::loop() {
     std::chrono::milliseconds flush_interval{1000};
     auto next_flush = std::chrono::steady_clock::now();
 
+    // One error line per failed run: the file, the cause, the free space.
     auto fail_run = [&](const std::exception& e) {
         run_failed = true;
-        const auto& files = run->stats().files;
-        spdlog::error("run '{}' failed; no longer writing to {}: {}", run->stats().run_name,
-                      files.empty() ? std::string("?") : files.back().string(), e.what());
+        const auto& s = run->stats();
+        const std::string file = s.files.empty() ? std::string("?") : s.files.back().string();
+        std::string message = s.error.empty() ? std::string(e.what()) : s.error;
+        if (dynamic_cast<const disk_full_error*>(&e) == nullptr) {
+            struct statvfs v {};
+            const auto dir = s.files.empty() ? std::filesystem::path(".") : s.files.back().parent_path();
+            if (::statvfs(dir.c_str(), &v) == 0)
+                message += fmt::format(" ({} bytes free in {})", std::uint64_t{v.f_bavail} * v.f_frsize, dir.string());
+        }
+        spdlog::error("run '{}' FAILED, no longer writing to {}: {}", s.run_name, file, message);
+        {
+            std::lock_guard lock(_error_mutex);
+            _run_error = message;
+        }
+        _counters.run_failures.fetch_add(1, std::memory_order_relaxed);
     };
 
     auto handle_frame = [&](const processing::frame& f) {
@@ -136,13 +157,14 @@ void writer::loop() {
             const std::uint64_t bytes_before = s.bytes_written;
             try {
                 run->append(f);
-                _counters.frames_written.fetch_add(s.frames_written - frames_before, std::memory_order_relaxed);
-                written = s.frames_written != frames_before;
-                _counters.bytes_written.fetch_add(s.bytes_written - bytes_before, std::memory_order_relaxed);
             } catch (const std::exception& e) {
                 fail_run(e);
-                _counters.frames_failed.fetch_add(1, std::memory_order_relaxed);
             }
+            // A disk-full stop still closes the file with this frame in it.
+            written = s.frames_written != frames_before;
+            _counters.frames_written.fetch_add(s.frames_written - frames_before, std::memory_order_relaxed);
+            _counters.bytes_written.fetch_add(s.bytes_written - bytes_before, std::memory_order_relaxed);
+            if (!written && run_failed) _counters.frames_failed.fetch_add(1, std::memory_order_relaxed);
         } else if (run) {
             _counters.frames_failed.fetch_add(1, std::memory_order_relaxed);
         } else {
@@ -189,6 +211,10 @@ void writer::loop() {
         run_stats s = run->stats();
         run.reset();
         run_failed = false;
+        {
+            std::lock_guard lock(_error_mutex);
+            _run_error.clear();
+        }
         _run_active.store(false, std::memory_order_release);
         spdlog::info("run '{}' stopped: {} frames, {} bytes, {} file(s), {} flushes{}", s.run_name, s.frames_written,
                      s.bytes_written, s.files.size(), s.flushes, s.failed ? " (FAILED, see the error above)" : "");
@@ -205,6 +231,12 @@ void writer::loop() {
         if (!cmd) return;
         switch (cmd->what) {
         case command::kind::start_run:
+            // A failed run has stopped writing already: a new run replaces it
+            // (after the operator made room, say).
+            if (run && run_failed) {
+                drain_snapshot();
+                finish_run();
+            }
             if (run) {
                 cmd->result.set_exception(std::make_exception_ptr(storage_error(
                     "cannot start run '" + cmd->options.run_name + "': run '" + run->stats().run_name + "' is active")));

@@ -802,6 +802,36 @@ TEST_CASE("assembler: overflow counts each frame once, even with its packets int
     CHECK(s.all_buffers_back());
 }
 
+TEST_CASE("assembler: a frame dropped as overflow stays dropped when a buffer frees mid-frame", "[processing][assembler]") {
+    // The writer frees buffers while a frame's packets are still arriving: the
+    // rest of that frame must not open it (it would be counted twice, as
+    // overflow and as incomplete), and the gap it leaves is not loss.
+    asm_setup s([](config::config& c) { c.assembly.pool_frames = 16; });
+    unit_stream u;
+    s.feed(u.frames(0, 16));
+    REQUIRE(s.pool->available() == 0);
+    const auto f16 = u.frames(16);
+    REQUIRE(f16.size() > 2);
+    s.feed(f16[0]);  // no buffer: frame 16 overflows
+    auto got = s.take();
+    REQUIRE(got.size() == 16);
+    s.release(got);  // buffers free again, mid-frame
+    for (std::size_t i = 1; i < f16.size(); ++i) s.feed(f16[i]);
+    s.feed(u.frames(17, 3));
+    got = s.take();
+    CHECK(numbers(got) == std::vector<std::uint64_t>{17, 18, 19});
+    s.release(got);
+    s.release(s.finish());
+    const auto& c = s.u();
+    CHECK(c.frames_overflow.get() == 1);
+    CHECK(c.frames_incomplete.get() == 0);
+    CHECK(c.frames_lost.get() == 0);
+    CHECK(c.frames_complete.get() == 19);
+    // Every frame sent is counted exactly once.
+    CHECK(c.frames_complete.get() + c.frames_incomplete.get() + c.frames_lost.get() + c.frames_overflow.get() == 20);
+    CHECK(s.all_buffers_back());
+}
+
 TEST_CASE("assembler: units are independent", "[processing][assembler]") {
     asm_setup s;
     unit_stream a, b;

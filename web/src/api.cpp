@@ -244,6 +244,8 @@ response api::status_json() const {
     j["writer"] = {{"frames_written", frames_written},
                    {"bytes_written", bytes_written},
                    {"frames_unrecorded", wc.frames_unrecorded.load(std::memory_order_relaxed)},
+                   {"frames_failed", wc.frames_failed.load(std::memory_order_relaxed)},
+                   {"run_failures", wc.run_failures.load(std::memory_order_relaxed)},
                    {"flushes", wc.flushes.load(std::memory_order_relaxed)}};
     std::optional<run_info> run;
     if (_controls.current) run = _controls.current();
@@ -255,7 +257,9 @@ response api::status_json() const {
                     {"seconds", std::chrono::duration<double>(std::chrono::system_clock::now() - run->started).count()},
                     {"files", std::move(files)},
                     {"frames_written", frames_written - std::min(frames_written, run->frames_before)},
-                    {"bytes_written", bytes_written - std::min(bytes_written, run->bytes_before)}};
+                    {"bytes_written", bytes_written - std::min(bytes_written, run->bytes_before)},
+                    {"state", run->error.empty() ? "recording" : "failed"},
+                    {"error", run->error}};
     } else {
         j["run"] = nullptr;
     }
@@ -351,7 +355,7 @@ response api::start_run(const request& r) {
     if (_controls.check_name)
         if (auto why = _controls.check_name(name); !why.empty()) return error(400, why);
     if (_controls.current)
-        if (auto cur = _controls.current())
+        if (auto cur = _controls.current(); cur && cur->error.empty())
             return error(409, fmt::format("run '{}' is active; stop it first (POST /api/v1/runs/stop)", cur->name));
     if (_catalog.exists(name))
         return error(409, fmt::format("run '{}' already exists in {}", name, _view.cfg->storage.output_dir.string()));

@@ -168,12 +168,22 @@ std::vector<prom::MetricFamily> daq_collector::Collect() const {
     std::optional<run_info> current;
     if (_controls.current) current = _controls.current();
     add(run, {{"run", current ? current->name : std::string()}}, current ? 1 : 0);
+    auto run_failed = family("daq_run_failed", "1 while run `run` has failed (disk full, write error) and no longer writes",
+                             MetricType::Gauge);
+    add(run_failed, {{"run", current ? current->name : std::string()}}, current && !current->error.empty() ? 1 : 0);
+    auto failures = family("daq_storage_run_failures_total", "Runs that failed while writing (disk full, write error)",
+                           MetricType::Counter);
+    add(failures, {}, static_cast<double>(wc.run_failures.load(std::memory_order_relaxed)));
+    auto frames_failed = family("daq_frames_unwritten_total",
+                                "Frames not written because the run had failed (disk full, write error)",
+                                MetricType::Counter);
+    add(frames_failed, {}, static_cast<double>(wc.frames_failed.load(std::memory_order_relaxed)));
     auto uptime = family("daq_uptime_seconds", "Seconds since daqd started", MetricType::Gauge);
     add(uptime, {},
         std::chrono::duration<double>(std::chrono::steady_clock::now() - _view.started).count());
 
     for (auto* f : {&info, &datagrams, &bytes, &kernel, &ring_dropped, &fill, &inv, &packets, &lost, &dup, &late,
-                    &frames, &written, &unrecorded, &sbytes, &flush, &stage, &free_b, &size_b, &run, &uptime})
+                    &frames, &written, &unrecorded, &sbytes, &flush, &stage, &free_b, &size_b, &run, &run_failed, &failures, &frames_failed, &uptime})
         out.push_back(std::move(*f));
 
     // ---- processing thread (only with processing stages) ----

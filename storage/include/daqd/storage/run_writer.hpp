@@ -55,6 +55,12 @@ struct run_options {
     std::uint64_t rotate_bytes = 0;    // 0: one file <run>.h5; else <run>_00000.h5, ...
     std::uint32_t chunk_bytes = 1u << 20;  // target size of one raw chunk
     std::chrono::milliseconds flush_interval{1000};
+    // Free space kept on the output file system for closing a file cleanly.
+    // A chunk write that would leave less is not made: the file is closed
+    // with everything appended so far (the reserve pays for that), the run
+    // fails with disk_full_error. 0: write until the file system refuses
+    // (the file is then left open for write; recover_run_file() mends it).
+    std::uint64_t reserve_bytes = 0;
     std::string config_text;           // root attribute "config"
     std::string server_version;        // root attribute "server_version"
     run_processing processing;         // calibrated / dose / constants datasets
@@ -110,6 +116,7 @@ struct writer_counters {
     std::atomic<std::uint64_t> frames_written{0};
     std::atomic<std::uint64_t> frames_unrecorded{0};  // arrived with no run active
     std::atomic<std::uint64_t> frames_failed{0};      // arrived while the run had failed
+    std::atomic<std::uint64_t> run_failures{0};       // runs that failed (disk full, write error)
     std::atomic<std::uint64_t> bytes_written{0};
     std::atomic<std::uint64_t> flushes{0};
     std::atomic<std::uint64_t> flush_ns_total{0};
@@ -147,6 +154,10 @@ public:
     void set_observer(processing::frame_observer* o) noexcept { _observer = o; }
 
     [[nodiscard]] bool run_active() const noexcept { return _run_active.load(std::memory_order_acquire); }
+    // Any thread: the active run's error once it has failed (the writer then
+    // no longer writes; frames are counted in frames_failed until the run is
+    // stopped or another one started), else "".
+    [[nodiscard]] std::string run_error() const;
     [[nodiscard]] const writer_counters& counters() const noexcept { return _counters; }
 
 private:
@@ -159,6 +170,8 @@ private:
     common::wake_event& _in_ready;
     writer_counters _counters;
     std::atomic<bool> _run_active{false};
+    mutable std::mutex _error_mutex;
+    std::string _run_error;  // guarded by _error_mutex
     std::atomic<bool> _stopping{false};
     std::mutex _command_mutex;
     std::shared_ptr<command> _command;  // guarded by _command_mutex

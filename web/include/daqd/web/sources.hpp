@@ -47,6 +47,7 @@ struct run_info {
     std::chrono::system_clock::time_point started;
     std::uint64_t frames_before = 0;  // writer counters when it started
     std::uint64_t bytes_before = 0;
+    std::string error;  // not empty: the run failed (disk full, …) and no longer writes
 };
 
 // Blocking calls (they wait for the writer thread): the web server makes them

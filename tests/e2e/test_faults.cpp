@@ -1,0 +1,566 @@
+// Faults injected into a running daqd, end to end with real processes,
+// sockets, file systems and files (docs/RELIABILITY.md):
+//   kill -9 at full rate, SIGTERM at full rate, disk full (tmpfs), a slow
+//   writer, a flood of garbage datagrams, restarts.
+// Each test asserts what a user sees: the file opens and verifies, the counts
+// add up, the API and /metrics say what happened.
+#include "http_client.hpp"
+#include "process.hpp"
+
+#include "daqd/acquisition/daq1.hpp"
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+#include <sys/mount.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <regex>
+
+using daqd::test::child;
+using daqd::test::scratch_dir;
+using nlohmann::json;
+namespace fs = std::filesystem;
+namespace daq1 = daqd::acquisition::daq1;
+using namespace std::chrono_literals;
+
+namespace {
+
+json read_json(const std::string& path) {
+    std::ifstream in(path);
+    REQUIRE(in.good());
+    return json::parse(in);
+}
+
+template <typename Pred>
+bool eventually(Pred&& pred, std::chrono::milliseconds deadline) {
+    const auto end = std::chrono::steady_clock::now() + deadline;
+    while (std::chrono::steady_clock::now() < end) {
+        if (pred()) return true;
+        std::this_thread::sleep_for(50ms);
+    }
+    return pred();
+}
+
+std::size_t count_of(const std::string& text, const std::string& what) {
+    std::size_t n = 0;
+    for (auto p = text.find(what); p != std::string::npos; p = text.find(what, p + what.size())) ++n;
+    return n;
+}
+
+// daqd with a config file, a free UDP port and a free HTTP port, output in
+// `output`. `extra_toml` is appended to the config (its own sections).
+struct daqd_process {
+    std::uint16_t udp = daqd::test::free_port(SOCK_DGRAM);
+    std::uint16_t http = daqd::test::free_port(SOCK_STREAM);
+    std::string name;
+    std::unique_ptr<child> proc;
+
+    daqd_process(const scratch_dir& dir, const std::string& name_, const std::string& output,
+                 const std::string& extra_toml, std::vector<std::string> args = {},
+                 const std::string& acquisition_toml = "")
+        : name(name_) {
+        const std::string cfg = dir / (name + ".toml");
+        std::ofstream(cfg) << "[acquisition]\nlisten = [\"127.0.0.1:" << udp << "\"]\n"
+                           << acquisition_toml
+                           << "[http]\nlisten = \"127.0.0.1:" << http << "\"\n"
+                           << "[storage]\noutput_dir = \"" << output << "\"\n"
+                           << extra_toml;
+        std::vector<std::string> argv{DAQD_BIN, "--config", cfg, "--summary-json", dir / (name + ".json")};
+        argv.insert(argv.end(), args.begin(), args.end());
+        proc = std::make_unique<child>(argv, dir / (name + ".daqd.out"), dir / (name + ".daqd.err"));
+        REQUIRE(proc->wait_for_log("http: status page", 20s));
+    }
+    std::string target() const { return "127.0.0.1:" + std::to_string(udp); }
+
+    json status() const {
+        auto r = web_test::http(http, "GET", "/api/v1/status");
+        INFO(r.body);
+        REQUIRE(r.status == 200);
+        return json::parse(r.body);
+    }
+    std::string metrics() const {
+        auto r = web_test::http(http, "GET", "/metrics");
+        REQUIRE(r.status == 200);
+        return r.body;
+    }
+    // Sum of every series of `metric` (with labels matching `labels`, if given).
+    double metric(const std::string& metric_name, const std::string& labels = "") const {
+        const std::string text = metrics();
+        double sum = 0;
+        std::istringstream in(text);
+        for (std::string line; std::getline(in, line);) {
+            if (line.empty() || line[0] == '#') continue;
+            if (line.compare(0, metric_name.size(), metric_name) != 0) continue;
+            const char next = line.size() > metric_name.size() ? line[metric_name.size()] : '\0';
+            if (next != ' ' && next != '{') continue;
+            if (!labels.empty() && line.find(labels) == std::string::npos) continue;
+            sum += std::stod(line.substr(line.rfind(' ') + 1));
+        }
+        return sum;
+    }
+    std::string token(const std::string& output) const {
+        std::string t;
+        std::ifstream(fs::path(output) / ".daqd-token") >> t;
+        return t;
+    }
+};
+
+std::uint64_t rss_kib(pid_t pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+    for (std::string line; std::getline(in, line);)
+        if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6));
+    return 0;
+}
+
+std::pair<int, std::string> inspect(const scratch_dir& dir, std::vector<std::string> args) {
+    args.insert(args.begin(), DAQ_INSPECT_BIN);
+    return daqd::test::run(args, dir / "inspect");
+}
+
+// Frames in a run file as h5py counts them (Debian's Python), -1 when h5py
+// is not there, -2 when h5py cannot open the file. Opens without SWMR, as a
+// training job would.
+long h5py_frames(const scratch_dir& dir, const std::string& file) {
+    if (!fs::exists("/usr/bin/python3")) return -1;
+    const std::string script =
+        "import sys\n"
+        "try:\n    import h5py\nexcept ImportError:\n    print(-1); sys.exit(0)\n"
+        "try:\n    f = h5py.File(sys.argv[1], 'r')\nexcept OSError:\n    print(-2); sys.exit(0)\n"
+        "print(sum(f['units'][u]['frame_number'].shape[0] for u in f['units']))\n";
+    std::ofstream(dir / "count.py") << script;
+    auto [rc, out] = daqd::test::run({"/usr/bin/python3", dir / "count.py", file}, dir / "h5py");
+    INFO(out);
+    REQUIRE(rc == 0);
+    return std::stol(out);
+}
+
+// A tmpfs mounted on `where` for the test's life (root only).
+struct tmpfs_mount {
+    std::string where;
+    bool mounted = false;
+    tmpfs_mount(const std::string& w, const std::string& size) : where(w) {
+        fs::create_directories(where);
+        mounted = ::mount("tmpfs", where.c_str(), "tmpfs", 0, ("size=" + size).c_str()) == 0;
+    }
+    bool resize(const std::string& size) {
+        return ::mount("tmpfs", where.c_str(), "tmpfs", MS_REMOUNT, ("size=" + size).c_str()) == 0;
+    }
+    ~tmpfs_mount() {
+        if (mounted) ::umount2(where.c_str(), MNT_DETACH);
+    }
+};
+
+}  // namespace
+
+TEST_CASE("kill -9 at full rate: the next start mends the file, every frame up to the last flush is kept exactly",
+          "[e2e][faults]") {
+    scratch_dir dir("kill9");
+    const std::string runs = dir / "runs";
+    const int flush_ms = 200;
+    daqd_process d(dir, "crash", runs, "flush_interval_ms = " + std::to_string(flush_ms) + "\n", {"--run", "crash"});
+    // 4 units of 4096 channels at 1 Gbit/s: 15 259 frames/s over all units.
+    const double rate_mbit = 1000;
+    const double frames_per_s = rate_mbit * 1e6 / 8 / (4096 * 2);
+    child sim({DAQ_SIM_BIN, "--target", d.target(), "--units", "4", "--duration", "30", "--rate",
+               std::to_string(rate_mbit), "--quiet"},
+              dir / "crash.sim.out", dir / "crash.sim.err");
+    REQUIRE(eventually([&] { return d.metric("daq_frames_written_total") > 10000; }, 20s));
+    // Frames written by now are flushed once a flush that began after this
+    // read has ended: two more flushes complete.
+    const double written_then = d.metric("daq_frames_written_total");
+    const double flushes_then = d.metric("daq_storage_flush_seconds_count");
+    REQUIRE(eventually([&] { return d.metric("daq_storage_flush_seconds_count") >= flushes_then + 2; }, 10s));
+    const double written_at_kill = d.metric("daq_frames_written_total");
+    d.proc->signal(SIGKILL);
+    REQUIRE(d.proc->wait(10s).has_value());
+    sim.signal(SIGTERM);
+    sim.wait(10s);
+    const std::string file = runs + "/crash.h5";
+    REQUIRE(fs::exists(file));
+
+    // Left open for write: a plain (non-SWMR) reader refuses it until it is mended.
+    const long py_before = h5py_frames(dir, file);
+    if (py_before != -1) CHECK(py_before == -2);
+
+    // The next start mends it and says so.
+    daqd_process again(dir, "restart", runs, "", {"--duration", "1"});
+    REQUIRE(again.proc->wait(30s) == 0);
+    const std::string log = again.proc->err();
+    INFO(log);
+    CHECK(log.find("recovered " + file) != std::string::npos);
+
+    auto [jrc, jout] = inspect(dir, {"--json", file});
+    INFO(jout);
+    REQUIRE(jrc == 0);
+    const auto kept = json::parse(jout)["total_frames"].get<double>();
+    // Everything written before the last flush before the kill...
+    CHECK(kept >= written_then);
+    // ...so at most a flush interval (and the flush itself, bounded by
+    // another interval) of frames at this rate is missing.
+    const double bound = written_at_kill - frames_per_s * 2 * flush_ms / 1000.0;
+    INFO("written_then " << written_then << " written_at_kill " << written_at_kill << " kept " << kept
+                         << " bound " << bound);
+    CHECK(kept >= bound);
+    CHECK(kept <= written_at_kill);
+    // Each frame exact.
+    auto [vrc, vout] = inspect(dir, {"--verify", file});
+    INFO(vout);
+    CHECK(vrc == 0);
+    // A training job's reader opens it as is.
+    const long py = h5py_frames(dir, file);
+    if (py >= 0) CHECK(py == static_cast<long>(kept));
+
+    // Mended once: nothing left to do.
+    auto [rrc, rout] = daqd::test::run({DAQD_BIN, "--recover", "--output", runs, "--http", "off"}, dir / "recover");
+    INFO(rout);
+    CHECK(rrc == 0);
+    CHECK(rout.find("no run file") != std::string::npos);
+}
+
+TEST_CASE("SIGTERM at full rate: every frame taken is in the file and the counts add up", "[e2e][faults]") {
+    scratch_dir dir("term-full");
+    const std::string runs = dir / "runs";
+    daqd_process d(dir, "term", runs, "", {"--run", "term"});
+    // Unlimited rate: as fast as daq-sim can send on this machine.
+    child sim({DAQ_SIM_BIN, "--target", d.target(), "--units", "4", "--duration", "20", "--json", dir / "term.sim.json",
+               "--quiet"},
+              dir / "term.sim.out", dir / "term.sim.err");
+    REQUIRE(eventually([&] { return d.metric("daq_frames_written_total") > 20000; }, 20s));
+    d.proc->signal(SIGTERM);
+    REQUIRE(d.proc->wait(60s) == 0);
+    sim.signal(SIGTERM);
+    sim.wait(10s);
+    const auto s = read_json(dir / "term.json");
+    INFO(s.dump(1));
+    // Every frame assembled went somewhere counted: the file, or a named drop.
+    const auto assembled = s["frames_complete"].get<std::uint64_t>() + s["frames_incomplete"].get<std::uint64_t>();
+    CHECK(assembled == s["frames_written"].get<std::uint64_t>() + s["frames_unrecorded"].get<std::uint64_t>() +
+                           s["frames_failed"].get<std::uint64_t>() + s["frames_rejected"].get<std::uint64_t>());
+    CHECK(s["frames_unrecorded"] == 0);
+    CHECK(s["frames_failed"] == 0);
+    CHECK_FALSE(s["run_failed"].get<bool>());
+    // Per unit, the packets taken add up to those in frames and the named drops
+    // (assembled or dropped as overflow; a duplicate or late packet is counted).
+    for (const auto& u : s["units"]) {
+        INFO("unit " << u["unit"]);
+        CHECK(u["packets"].get<std::uint64_t>() > 0);
+    }
+    auto [jrc, jout] = inspect(dir, {"--json", s["files"][0].get<std::string>()});
+    REQUIRE(jrc == 0);
+    CHECK(json::parse(jout)["total_frames"] == s["frames_written"]);
+    auto [vrc, vout] = inspect(dir, {"--verify", s["files"][0].get<std::string>()});
+    INFO(vout);
+    CHECK(vrc == 0);
+}
+
+TEST_CASE("disk full: the run stops with one clear error, the file is whole, a new run resumes when there is room",
+          "[e2e][faults]") {
+    scratch_dir dir("diskfull");
+    const std::string runs = dir / "small";
+    tmpfs_mount fsys(runs, "40m");
+    if (!fsys.mounted) {
+        WARN("cannot mount a tmpfs (needs root): disk-full test skipped");
+        return;
+    }
+    daqd_process d(dir, "full", runs,
+                   "flush_interval_ms = 200\nchunk_bytes = 65536\nreserve_bytes = \"4MiB\"\n", {"--run", "full"});
+    // 2 units at 200 Mbit/s: 25 MB/s, the 40 MiB fill in under 2 s.
+    child sim({DAQ_SIM_BIN, "--target", d.target(), "--units", "2", "--duration", "30", "--rate", "200", "--quiet"},
+              dir / "full.sim.out", dir / "full.sim.err");
+    REQUIRE(d.proc->wait_for_log("FAILED, no longer writing to", 30s));
+    const std::string file = runs + "/full.h5";
+    {
+        const auto st = d.status();
+        INFO(st.dump(1));
+        REQUIRE(st["run"].is_object());
+        CHECK(st["run"]["name"] == "full");
+        CHECK(st["run"]["state"] == "failed");
+        const std::string err = st["run"]["error"];
+        CHECK(err.find("disk full") != std::string::npos);
+        CHECK(err.find(file) != std::string::npos);
+        CHECK(std::regex_search(err, std::regex("has [0-9]+ bytes free")));
+    }
+    CHECK(d.metric("daq_run_failed", "run=\"full\"") == 1);
+    CHECK(d.metric("daq_storage_run_failures_total") == 1);
+    // Frames keep arriving and are counted as not written; metrics keep coming.
+    const double unwritten = d.metric("daq_frames_unwritten_total");
+    CHECK(eventually([&] { return d.metric("daq_frames_unwritten_total") > unwritten; }, 10s));
+    const double written = d.status()["writer"]["frames_written"].get<double>();
+    // One error line for the whole event.
+    CHECK(count_of(d.proc->err(), " error ") == 1);
+
+    // The file is closed, whole and readable while daqd keeps running.
+    auto [jrc, jout] = inspect(dir, {"--json", file});
+    INFO(jout);
+    REQUIRE(jrc == 0);
+    CHECK(json::parse(jout)["total_frames"].get<double>() == written);
+    auto [vrc, vout] = inspect(dir, {"--verify", file});
+    INFO(vout);
+    CHECK(vrc == 0);
+    const long py = h5py_frames(dir, file);
+    if (py >= 0) CHECK(py == static_cast<long>(written));
+
+    // The operator makes room; a new run started over the API writes again.
+    REQUIRE(fsys.resize("400m"));
+    const std::string token = d.token(runs);
+    auto started = web_test::http(d.http, "POST", "/api/v1/runs", R"({"name": "after"})", token);
+    INFO(started.body);
+    REQUIRE(started.status == 201);
+    CHECK(d.status()["run"]["state"] == "recording");
+    CHECK(d.metric("daq_run_failed", "run=\"after\"") == 0);
+    const double base = d.status()["writer"]["frames_written"].get<double>();
+    CHECK(eventually([&] { return d.status()["writer"]["frames_written"].get<double>() > base + 1000; }, 20s));
+    auto stopped = web_test::http(d.http, "POST", "/api/v1/runs/stop", "", token);
+    INFO(stopped.body);
+    REQUIRE(stopped.status == 200);
+    CHECK(json::parse(stopped.body)["failed"] == false);
+    sim.signal(SIGTERM);
+    sim.wait(10s);
+    d.proc->signal(SIGTERM);
+    REQUIRE(d.proc->wait(30s).has_value());
+    auto [v2rc, v2out] = inspect(dir, {"--verify", runs + "/after.h5"});
+    INFO(v2out);
+    CHECK(v2rc == 0);
+    auto [v3rc, v3out] = inspect(dir, {"--verify", file});
+    CHECK(v3rc == 0);
+}
+
+TEST_CASE("disk full with no reserve: the write error names the file and free space, the next start mends the file",
+          "[e2e][faults]") {
+    scratch_dir dir("diskfull-raw");
+    const std::string runs = dir / "small";
+    tmpfs_mount fsys(runs, "24m");
+    if (!fsys.mounted) {
+        WARN("cannot mount a tmpfs (needs root): disk-full test skipped");
+        return;
+    }
+    daqd_process d(dir, "raw", runs, "flush_interval_ms = 200\nchunk_bytes = 65536\nreserve_bytes = 0\n",
+                   {"--run", "raw"});
+    child sim({DAQ_SIM_BIN, "--target", d.target(), "--units", "2", "--duration", "30", "--rate", "200", "--quiet"},
+              dir / "raw.sim.out", dir / "raw.sim.err");
+    REQUIRE(d.proc->wait_for_log("FAILED, no longer writing to", 30s));
+    const std::string file = runs + "/raw.h5";
+    const auto st = d.status();
+    INFO(st.dump(1));
+    CHECK(st["run"]["state"] == "failed");
+    const std::string err = st["run"]["error"];
+    CHECK(err.find(file) != std::string::npos);
+    CHECK(std::regex_search(err, std::regex("[0-9]+ bytes free in ")));
+    CHECK(d.metric("daq_run_failed", "run=\"raw\"") == 1);
+    sim.signal(SIGTERM);
+    sim.wait(10s);
+    d.proc->signal(SIGTERM);
+    REQUIRE(d.proc->wait(30s).has_value());
+    // Make room, as an operator would, and start again: daqd mends the file.
+    REQUIRE(fsys.resize("64m"));
+    daqd_process again(dir, "raw2", runs, "", {"--duration", "1"});
+    REQUIRE(again.proc->wait(30s) == 0);
+    auto [vrc, vout] = inspect(dir, {"--verify", file});
+    INFO(again.proc->err());
+    INFO(vout);
+    CHECK(vrc == 0);
+    auto [jrc, jout] = inspect(dir, {"--json", file});
+    REQUIRE(jrc == 0);
+    CHECK(json::parse(jout)["total_frames"].get<int>() > 0);
+}
+
+TEST_CASE("slow disk: a writer that cannot keep up costs counted, logged frame drops, bounded memory, no receive loss",
+          "[e2e][faults]") {
+    scratch_dir dir("slow");
+    const std::string runs = dir / "runs";
+    ::setenv("DAQD_FAULT_SLOW_WRITE_US", "20000", 1);  // every chunk write takes 20 ms more
+    daqd_process d(dir, "slow", runs,
+                   "chunk_bytes = 65536\n[assembly]\npool_frames = 256\n",
+                   {"--run", "slow"}, "ring_slots = 1024\n");
+    ::unsetenv("DAQD_FAULT_SLOW_WRITE_US");
+    // 2 units x 4096 channels at 200 Mbit/s = 3 052 frames/s; the writer
+    // manages about 8 rows per 20 ms per unit (800 frames/s).
+    child sim({DAQ_SIM_BIN, "--target", d.target(), "--units", "2", "--duration", "6", "--rate", "200", "--json",
+               dir / "slow.sim.json", "--quiet"},
+              dir / "slow.sim.out", dir / "slow.sim.err");
+    std::uint64_t rss_first = 0, rss_max = 0;
+    REQUIRE(eventually([&] { return d.metric("daq_frames_total", "state=\"overflow\"") > 0; }, 20s));
+    rss_first = rss_kib(d.proc->pid());
+    while (!sim.wait(100ms)) rss_max = std::max(rss_max, rss_kib(d.proc->pid()));
+    REQUIRE(sim.wait(1ms) == 0);
+    REQUIRE(eventually([&] { return d.metric("daq_frames_written_total") > 0; }, 10s));
+    d.proc->signal(SIGTERM);
+    REQUIRE(d.proc->wait(60s) == 0);
+    const auto s = read_json(dir / "slow.json");
+    const auto sent = read_json(dir / "slow.sim.json");
+    INFO(s.dump(1));
+    INFO(sent.dump(1));
+    const std::string log = d.proc->err();
+    INFO(log);
+    // Dropped where documented: the frame pool in front of the writer, counted and logged.
+    CHECK(s["frames_overflow"].get<std::uint64_t>() > 0);
+    // One episode per unit: a line when it starts (and one when it ends), not one per drop.
+    const auto lines = count_of(log, "frame pool exhausted: dropping frames (the writer is behind)");
+    CHECK(lines >= 1);
+    CHECK(lines <= 4);
+    // The receiver was never blocked: no packet lost before assembly.
+    CHECK(s["kernel_drops"] == 0);
+    CHECK(s["ring_dropped"] == 0);
+    CHECK(s["packets_lost"] == 0);
+    // Every frame sent is accounted for: stored, or dropped as overflow.
+    const auto frames_sent = sent["frames_sent"].get<std::uint64_t>();
+    CHECK(s["frames_complete"].get<std::uint64_t>() + s["frames_incomplete"].get<std::uint64_t>() +
+              s["frames_overflow"].get<std::uint64_t>() + s["frames_lost"].get<std::uint64_t>() ==
+          frames_sent);
+    CHECK(s["frames_lost"] == 0);
+    CHECK(s["frames_written"].get<std::uint64_t>() ==
+          s["frames_complete"].get<std::uint64_t>() + s["frames_incomplete"].get<std::uint64_t>());
+    // Memory stays bounded by the pool while frames are dropped: no queue grows.
+    INFO("RSS at first overflow " << rss_first << " KiB, max " << rss_max << " KiB");
+    CHECK(rss_max < rss_first + 32 * 1024);
+    auto [vrc, vout] = inspect(dir, {"--verify", s["files"][0].get<std::string>()});
+    INFO(vout);
+    CHECK(vrc == 0);
+}
+
+TEST_CASE("a flood of garbage while valid traffic flows: every valid frame arrives exactly, garbage counted by reason",
+          "[e2e][faults]") {
+    scratch_dir dir("flood");
+    const std::string runs = dir / "runs";
+    daqd_process d(dir, "flood", runs, "", {"--run", "flood"});
+    // The garbage: random bytes (first byte never the magic's), datagrams cut
+    // inside the header, and packets whose payload runs past their frame.
+    std::atomic<bool> stop{false};
+    std::uint64_t sent_random = 0, sent_short = 0, sent_beyond = 0;
+    std::thread flood([&] {
+        const int fd = ::socket(AF_INET, SOCK_DGRAM, 0);
+        sockaddr_in to{};
+        to.sin_family = AF_INET;
+        to.sin_port = htons(d.udp);
+        to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        std::mt19937_64 rng(42);
+        std::vector<std::byte> buf(1472);
+        auto send = [&](std::size_t n) {
+            ::sendto(fd, buf.data(), n, 0, reinterpret_cast<sockaddr*>(&to), sizeof to);
+        };
+        const auto start = std::chrono::steady_clock::now();
+        std::uint64_t n = 0;
+        while (!stop.load()) {
+            // 30 000 datagrams/s, paced.
+            const auto due = start + std::chrono::microseconds(n * 1000000 / 30000);
+            if (std::chrono::steady_clock::now() < due) {
+                std::this_thread::sleep_until(due);
+                continue;
+            }
+            ++n;
+            switch (n % 3) {
+            case 0: {
+                const std::size_t len = daq1::min_datagram_bytes + rng() % (buf.size() - daq1::min_datagram_bytes);
+                for (auto& b : buf) b = static_cast<std::byte>(rng());
+                if (static_cast<std::uint8_t>(buf[0]) == (daq1::magic & 0xff)) buf[0] = std::byte{0};
+                send(len);
+                ++sent_random;
+                break;
+            }
+            case 1: {
+                daq1::header h;
+                h.unit_id = 7;
+                h.frame_bytes = 8192;
+                daq1::encode_header(h, buf.data());
+                send(1 + rng() % (daq1::min_datagram_bytes - 1));
+                ++sent_short;
+                break;
+            }
+            default: {
+                daq1::header h;
+                h.unit_id = 9;
+                h.frame_bytes = 1024;
+                h.payload_offset = 1024 - 64;
+                daq1::encode_header(h, buf.data());
+                send(daq1::header_bytes + 1024);  // 1024 payload bytes from offset 960 of a 1024-byte frame
+                ++sent_beyond;
+                break;
+            }
+            }
+        }
+        ::close(fd);
+    });
+    auto [sim_rc, sim_out] =
+        daqd::test::run({DAQ_SIM_BIN, "--target", d.target(), "--units", "2", "--duration", "4", "--rate", "100",
+                         "--json", dir / "flood.sim.json", "--quiet"},
+                        dir / "flood.sim");
+    stop = true;
+    flood.join();
+    REQUIRE(sim_rc == 0);
+    const std::uint64_t garbage = sent_random + sent_short + sent_beyond;
+    REQUIRE(eventually([&] { return d.metric("daq_packets_invalid_total") >= static_cast<double>(garbage); }, 10s));
+    d.proc->signal(SIGTERM);
+    REQUIRE(d.proc->wait(60s) == 0);
+    const auto s = read_json(dir / "flood.json");
+    const auto sent = read_json(dir / "flood.sim.json");
+    INFO(s.dump(1));
+    REQUIRE(s["kernel_drops"] == 0);  // at this rate nothing may overflow the socket
+    CHECK(s["invalid"]["bad_magic"].get<std::uint64_t>() == sent_random);
+    CHECK(s["invalid"]["too_short"].get<std::uint64_t>() == sent_short);
+    CHECK(s["invalid"]["payload_beyond_frame"].get<std::uint64_t>() == sent_beyond);
+    CHECK(s["invalid_total"].get<std::uint64_t>() == garbage);
+    // The valid traffic, untouched.
+    const auto frames_sent = sent["frames_sent"].get<std::uint64_t>();
+    CHECK(s["frames_complete"].get<std::uint64_t>() == frames_sent);
+    CHECK(s["frames_written"].get<std::uint64_t>() == frames_sent);
+    CHECK(s["packets_lost"] == 0);
+    CHECK(s["frames_incomplete"] == 0);
+    auto [vrc, vout] = inspect(dir, {"--verify", s["files"][0].get<std::string>()});
+    INFO(vout);
+    CHECK(vrc == 0);
+    // Logging stays quiet: no line per bad packet.
+    CHECK(count_of(d.proc->err(), "\n") < 40);
+}
+
+TEST_CASE("restart: runs on disk are listed, a reused name is refused, nothing is overwritten", "[e2e][faults]") {
+    scratch_dir dir("restart");
+    const std::string runs = dir / "runs";
+    {
+        daqd_process first(dir, "first", runs, "", {"--run", "morning"});
+        auto [rc, out] = daqd::test::run({DAQ_SIM_BIN, "--target", first.target(), "--frames", "200", "--quiet"},
+                                         dir / "first.sim");
+        REQUIRE(rc == 0);
+        REQUIRE(eventually([&] { return first.metric("daq_frames_written_total") >= 200; }, 10s));
+        first.proc->signal(SIGTERM);
+        REQUIRE(first.proc->wait(30s) == 0);
+    }
+    const auto size_before = fs::file_size(runs + "/morning.h5");
+    const auto mtime_before = fs::last_write_time(runs + "/morning.h5");
+
+    daqd_process second(dir, "second", runs, "");
+    // A second server on the same directory is refused: it would write the same names.
+    {
+        auto [rc, out] = daqd::test::run({DAQD_BIN, "--output", runs, "--http", "off", "--duration", "1",
+                                          "--listen", "127.0.0.1:" + std::to_string(daqd::test::free_port())},
+                                         dir / "third");
+        INFO(out);
+        CHECK(rc == 1);
+        CHECK(out.find("in use by another daqd (pid " + std::to_string(second.proc->pid()) + ")") != std::string::npos);
+    }
+    json listed;
+    REQUIRE(eventually(
+        [&] {
+            auto r = web_test::http(second.http, "GET", "/api/v1/runs");
+            if (r.status != 200) return false;
+            listed = json::parse(r.body);
+            return listed["runs"].size() == 1 && listed["runs"][0]["frames"] == 200;
+        },
+        10s));
+    CHECK(listed["runs"][0]["name"] == "morning");
+    const std::string token = second.token(runs);
+    auto reused = web_test::http(second.http, "POST", "/api/v1/runs", R"({"name": "morning"})", token);
+    INFO(reused.body);
+    CHECK(reused.status == 409);
+    CHECK(reused.body.find("already exists") != std::string::npos);
+    auto fresh = web_test::http(second.http, "POST", "/api/v1/runs", R"({"name": "evening"})", token);
+    CHECK(fresh.status == 201);
+    auto stopped = web_test::http(second.http, "POST", "/api/v1/runs/stop", "", token);
+    CHECK(stopped.status == 200);
+    second.proc->signal(SIGTERM);
+    REQUIRE(second.proc->wait(30s) == 0);
+    CHECK(fs::file_size(runs + "/morning.h5") == size_before);
+    CHECK(fs::last_write_time(runs + "/morning.h5") == mtime_before);
+    CHECK(fs::exists(runs + "/evening.h5"));
+}
