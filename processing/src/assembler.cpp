@@ -447,6 +447,7 @@ void assembler::close_front(unit_state& u) {
     out.pool_index = f.pool_index;
     out.frame_number = f.frame_number;
     out.timestamp_ns = f.timestamp_ns;
+    out.assembled_ns = common::monotonic_ns();
     out.samples = samples;
     [[maybe_unused]] const bool pushed = _out.try_push(out);
     assert(pushed && "output queue holds every pool buffer, so it cannot be full");

@@ -162,6 +162,15 @@ void writer::loop() {
             }
             // A disk-full stop still closes the file with this frame in it.
             written = s.frames_written != frames_before;
+            if (written && f.assembled_ns != 0) {
+                const std::uint64_t now = common::monotonic_ns();
+                const std::uint64_t ns = now > f.assembled_ns ? now - f.assembled_ns : 0;
+                _counters.latency_ns_total.fetch_add(ns, std::memory_order_relaxed);
+                const auto& bounds = writer_counters::latency_bucket_bounds_s;
+                std::size_t b = 0;
+                while (b < bounds.size() && static_cast<double>(ns) > bounds[b] * 1e9) ++b;
+                _counters.latency_buckets[b].fetch_add(1, std::memory_order_relaxed);
+            }
             _counters.frames_written.fetch_add(s.frames_written - frames_before, std::memory_order_relaxed);
             _counters.bytes_written.fetch_add(s.bytes_written - bytes_before, std::memory_order_relaxed);
             if (!written && run_failed) _counters.frames_failed.fetch_add(1, std::memory_order_relaxed);

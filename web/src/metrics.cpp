@@ -154,6 +154,12 @@ std::vector<prom::MetricFamily> daq_collector::Collect() const {
                         MetricType::Histogram);
     add_histogram(stage, {{"stage", "write"}, {"backend", "hdf5"}}, storage::writer_counters::flush_bucket_bounds_s,
                   wc.flush_buckets, flush_sum);
+    auto latency = family("daq_frame_latency_seconds",
+                          "Frames written, by the time from their assembly to their append to the run file "
+                          "(queues, processing stages, writer backlog; not the flush)",
+                          MetricType::Histogram);
+    add_histogram(latency, {}, storage::writer_counters::latency_bucket_bounds_s, wc.latency_buckets,
+                  static_cast<double>(wc.latency_ns_total.load(std::memory_order_relaxed)) / 1e9);
     auto free_b = family("daq_storage_free_bytes", "Free bytes (for unprivileged users) where runs are written",
                          MetricType::Gauge);
     auto size_b = family("daq_storage_size_bytes", "Size of the file system where runs are written", MetricType::Gauge);
@@ -183,7 +189,7 @@ std::vector<prom::MetricFamily> daq_collector::Collect() const {
         std::chrono::duration<double>(std::chrono::steady_clock::now() - _view.started).count());
 
     for (auto* f : {&info, &datagrams, &bytes, &kernel, &ring_dropped, &fill, &inv, &packets, &lost, &dup, &late,
-                    &frames, &written, &unrecorded, &sbytes, &flush, &stage, &free_b, &size_b, &run, &run_failed, &failures, &frames_failed, &uptime})
+                    &frames, &written, &unrecorded, &sbytes, &flush, &stage, &latency, &free_b, &size_b, &run, &run_failed, &failures, &frames_failed, &uptime})
         out.push_back(std::move(*f));
 
     // ---- processing thread (only with processing stages) ----

@@ -22,6 +22,7 @@ struct frame {
     std::uint32_t pool_index = 0;  // which frame_pool buffer holds the samples
     std::uint64_t frame_number = 0;
     std::uint64_t timestamp_ns = 0;
+    std::uint64_t assembled_ns = 0;    // monotonic clock when the assembler handed it on
     std::uint16_t* samples = nullptr;  // channels samples, host order
     float* calibrated = nullptr;       // channels calibrated values, or null (not calibrated)
 };

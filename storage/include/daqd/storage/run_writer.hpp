@@ -126,6 +126,13 @@ struct writer_counters {
     static constexpr std::array<double, 12> flush_bucket_bounds_s{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                                                   0.1,   0.25,   0.5,   1.0,  2.5,   5.0};
     std::array<std::atomic<std::uint64_t>, flush_bucket_bounds_s.size() + 1> flush_buckets{};
+    // Latency of frames written: from the assembler handing a frame on to
+    // the writer appending it (queues, processing, writer backlog). Same
+    // bucket layout as the flushes.
+    static constexpr std::array<double, 12> latency_bucket_bounds_s{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                                    0.05,   0.1,   0.25,   0.5,   1.0,  2.5};
+    std::array<std::atomic<std::uint64_t>, latency_bucket_bounds_s.size() + 1> latency_buckets{};
+    std::atomic<std::uint64_t> latency_ns_total{0};
 };
 
 class writer {
