@@ -31,7 +31,10 @@ constexpr std::size_t max_units = 65536;
 // at load time for the CPU. Same IEEE float32 operations either way (no FMA:
 // -ffp-contract=off, and "avx2" does not enable FMA), so the values do not
 // depend on the clone.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+// Not under the sanitizers: their runtimes are not ready when the ifunc
+// resolver runs at load time (ThreadSanitizer crashes there).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__) && \
+    !defined(__SANITIZE_THREAD__)
 #define DAQD_ROW_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define DAQD_ROW_CLONES
