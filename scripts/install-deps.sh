@@ -8,6 +8,7 @@ packages=(
   libspdlog-dev libfmt-dev libtomlplusplus-dev nlohmann-json3-dev prometheus-cpp-dev catch2
   python3-h5py python3-numpy python3-torch python3-pytest python3-pip python3-setuptools
   prometheus chromium
+  clang libclang-rt-14-dev  # scripts/fuzz.sh: clang 14 and its libFuzzer runtime (libclang_rt.fuzzer)
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -434,7 +434,9 @@ void assembler::close_front(unit_state& u) {
     const std::uint64_t overflowed = u.take_overflow_before(f.frame_number);
     if (u.have_emitted && f.frame_number > u.last_emitted + 1) {
         const std::uint64_t gap = f.frame_number - u.last_emitted - 1;
-        if (gap > overflowed) c.frames_lost.add(gap - overflowed);
+        // Saturating: a corrupted frame_number (a jump near 2^64) must not wrap
+        // the counter (found by tests/fuzz; regressions/fuzz_daq1/frames-lost-wrap.bin).
+        if (gap > overflowed) c.frames_lost.add(std::min(gap - overflowed, UINT64_MAX - c.frames_lost.get()));
     }
     u.have_emitted = true;
     u.last_emitted = f.frame_number;
