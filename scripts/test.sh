@@ -2,7 +2,8 @@
 # The whole test suite: install what is missing, build, run every test.
 #   1. release build: every ctest (unit, end to end, faults, web, browser) and
 #      the daqload pytest suite;
-#   2. the same ctest and pytest suites under AddressSanitizer + UndefinedBehaviorSanitizer (debug preset);
+#   2. the same ctest suite under AddressSanitizer + UndefinedBehaviorSanitizer
+#      (debug preset);
 #   3. ThreadSanitizer over the threaded parts (scripts/tsan.sh);
 #   4. the libFuzzer targets, FUZZ_SECONDS each (default 60) from the committed
 #      corpus (scripts/fuzz.sh).
@@ -26,8 +27,6 @@ stage "asan+ubsan: build"
 scripts/build.sh debug
 stage "asan+ubsan: ctest"
 ctest --preset debug -j 2 --timeout 900
-stage "asan+ubsan: pytest"
-ASAN_OPTIONS=detect_leaks=1 DAQD_BUILD_DIR=build/debug /usr/bin/python3 -m pytest -q tests/python
 
 stage "tsan"
 scripts/tsan.sh

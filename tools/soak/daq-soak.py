@@ -1097,9 +1097,10 @@ def main() -> int:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = ap.add_argument_group("traffic")
     g.add_argument("--duration", type=float, default=600, help="seconds of traffic")
-    g.add_argument("--rate-mbit", type=float, default=2000,
-                   help="total offered rate, Mbit/s of UDP payload (2000 = half the 4 Gbit/s lossless rate of "
-                        "docs/PERFORMANCE.md)")
+    g.add_argument("--rate-mbit", type=float, default=1000,
+                   help="total offered rate, Mbit/s of UDP payload (1000: at least half the sustained lossless "
+                        "recording rate of the 2-core VM, docs/RELIABILITY.md; 3 s trials reach 4 Gbit/s only "
+                        "into the page cache)")
     g.add_argument("--links", type=int, default=2, help="UDP links (loopback ports)")
     g.add_argument("--units", type=int, default=4, help="simulated units, spread round-robin over the links")
     g.add_argument("--channels", type=int, default=4096, help="channels per frame")
