@@ -645,7 +645,11 @@ struct run_file::impl {
             throw;
         } catch (const std::exception& e) {
             stats.failed = true;
-            if (stats.error.empty()) stats.error = e.what();
+            if (stats.error.empty()) {
+                stats.error = e.what();
+                if (const auto free = free_space())
+                    stats.error += fmt::format(" ({} bytes free in {})", *free, opt.output_dir.string());
+            }
             if (const auto dropped = salvage(); dropped > 0)
                 stats.error += fmt::format(" ({} frames appended since the last chunk write are not in the file)", dropped);
             release_handles();

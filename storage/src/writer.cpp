@@ -6,13 +6,10 @@
 #include "daqd/storage/h5.hpp"
 #include "daqd/storage/run_writer.hpp"
 
-#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <future>
-
-#include <sys/statvfs.h>
 
 namespace daqd::storage {
 
@@ -129,18 +126,13 @@ void writer::loop() {
     std::chrono::milliseconds flush_interval{1000};
     auto next_flush = std::chrono::steady_clock::now();
 
-    // One error line per failed run: the file, the cause, the free space.
+    // One error line per failed run: the file, the cause, the free space
+    // (run_file puts the free space into its error).
     auto fail_run = [&](const std::exception& e) {
         run_failed = true;
         const auto& s = run->stats();
         const std::string file = s.files.empty() ? std::string("?") : s.files.back().string();
-        std::string message = s.error.empty() ? std::string(e.what()) : s.error;
-        if (dynamic_cast<const disk_full_error*>(&e) == nullptr) {
-            struct statvfs v {};
-            const auto dir = s.files.empty() ? std::filesystem::path(".") : s.files.back().parent_path();
-            if (::statvfs(dir.c_str(), &v) == 0)
-                message += fmt::format(" ({} bytes free in {})", std::uint64_t{v.f_bavail} * v.f_frsize, dir.string());
-        }
+        const std::string message = s.error.empty() ? std::string(e.what()) : s.error;
         spdlog::error("run '{}' FAILED, no longer writing to {}: {}", s.run_name, file, message);
         {
             std::lock_guard lock(_error_mutex);

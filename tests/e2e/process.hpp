@@ -2,7 +2,9 @@
 // Child processes for end-to-end tests: spawn with output to files, wait
 // with a deadline, signal. Test-only; not thread-safe.
 #include <arpa/inet.h>
+#include <catch2/catch.hpp>
 #include <netinet/in.h>
+#include <nlohmann/json.hpp>
 #include <signal.h>
 #include <sys/socket.h>
 #include <spawn.h>
@@ -129,6 +131,24 @@ private:
     std::optional<int> _status;
     std::string _out, _err;
 };
+
+// A JSON file a process wrote (a --summary-json, a daq-sim --json).
+inline nlohmann::json read_json(const std::string& path) {
+    std::ifstream in(path);
+    REQUIRE(in.good());
+    return nlohmann::json::parse(in);
+}
+
+// Polls pred every 50 ms until it holds or the deadline passes; its last answer.
+template <typename Pred>
+bool eventually(Pred&& pred, std::chrono::milliseconds deadline) {
+    const auto end = std::chrono::steady_clock::now() + deadline;
+    while (std::chrono::steady_clock::now() < end) {
+        if (pred()) return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return pred();
+}
 
 // Runs a command to completion (deadline), returning {exit code, stdout}.
 inline std::pair<int, std::string> run(const std::vector<std::string>& argv, const std::string& scratch,

@@ -12,18 +12,13 @@
 #include <fstream>
 
 using nlohmann::json;
+using daqd::test::read_json;
 using daqd::test::child;
 using daqd::test::scratch_dir;
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
 namespace {
-
-json read_json(const std::string& path) {
-    std::ifstream in(path);
-    REQUIRE(in.good());
-    return json::parse(in);
-}
 
 struct recording {
     json daqd;      // daqd's --summary-json

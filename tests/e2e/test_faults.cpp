@@ -18,6 +18,8 @@
 #include <random>
 #include <regex>
 
+using daqd::test::read_json;
+using daqd::test::eventually;
 using daqd::test::child;
 using daqd::test::scratch_dir;
 using nlohmann::json;
@@ -26,22 +28,6 @@ namespace daq1 = daqd::acquisition::daq1;
 using namespace std::chrono_literals;
 
 namespace {
-
-json read_json(const std::string& path) {
-    std::ifstream in(path);
-    REQUIRE(in.good());
-    return json::parse(in);
-}
-
-template <typename Pred>
-bool eventually(Pred&& pred, std::chrono::milliseconds deadline) {
-    const auto end = std::chrono::steady_clock::now() + deadline;
-    while (std::chrono::steady_clock::now() < end) {
-        if (pred()) return true;
-        std::this_thread::sleep_for(50ms);
-    }
-    return pred();
-}
 
 std::size_t count_of(const std::string& text, const std::string& what) {
     std::size_t n = 0;

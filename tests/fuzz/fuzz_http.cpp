@@ -41,6 +41,7 @@
 #include "daqd/web/api.hpp"
 #include "daqd/web/sources.hpp"
 #include "fuzz_check.hpp"
+#include "web_test_util.hpp"
 
 #include <boost/asio/io_context.hpp>
 #include <boost/beast/_experimental/test/stream.hpp>
@@ -79,22 +80,7 @@ constexpr std::string_view token = "0123456789abcdef0123456789abcdef";
 constexpr std::size_t max_header_bytes = 16 * 1024;  // web/src/server.cpp
 constexpr int max_requests = 16;                      // per connection (input)
 
-std::vector<std::byte> packet(std::uint16_t unit, std::uint64_t frame, std::uint32_t seq, std::uint32_t channels) {
-    std::vector<std::byte> d(daq1::header_bytes + 2 * channels);
-    daq1::header h;
-    h.flags = daq1::flag_test_pattern;
-    h.unit_id = unit;
-    h.packet_seq = seq;
-    h.frame_number = frame;
-    h.timestamp_ns = frame * 1000;
-    h.frame_bytes = 2 * channels;
-    daq1::encode_header(h, d.data());
-    for (std::uint32_t c = 0; c < channels; ++c) {
-        const std::uint16_t v = daq1::test_pattern(frame, unit, c);
-        std::memcpy(d.data() + daq1::header_bytes + 2 * c, &v, 2);
-    }
-    return d;
-}
+using web_test::packet;  // a one-packet DAQ1 datagram (tests/web/web_test_util.hpp)
 
 // What the API asked the pipeline to do; daqd's own rules for run names
 // (daqd/pipeline.cpp check_run_name).

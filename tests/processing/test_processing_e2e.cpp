@@ -18,6 +18,7 @@
 #include <fstream>
 
 using nlohmann::json;
+using daqd::test::read_json;
 using daqd::test::child;
 using daqd::test::scratch_dir;
 namespace fs = std::filesystem;
@@ -25,12 +26,6 @@ namespace h5 = daqd::storage::h5;
 using namespace std::chrono_literals;
 
 namespace {
-
-json read_json(const std::string& path) {
-    std::ifstream in(path);
-    REQUIRE(in.good());
-    return json::parse(in);
-}
 
 template <typename T>
 std::vector<T> read_dataset(hid_t file, const std::string& path, hid_t memtype) {

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 
+using daqd::test::eventually;
 using daqd::test::child;
 using nlohmann::json;
 namespace fs = std::filesystem;
@@ -49,16 +50,6 @@ json get_json(std::uint16_t port, const std::string& target) {
     INFO(target << " -> " << r.status << " " << r.body);
     REQUIRE(r.status == 200);
     return json::parse(r.body);
-}
-
-template <typename Pred>
-bool eventually(Pred&& pred, std::chrono::milliseconds deadline) {
-    const auto end = std::chrono::steady_clock::now() + deadline;
-    while (std::chrono::steady_clock::now() < end) {
-        if (pred()) return true;
-        std::this_thread::sleep_for(100ms);
-    }
-    return pred();
 }
 
 }  // namespace
