@@ -285,11 +285,18 @@ int main(int argc, char** argv) {
         std::filesystem::create_directories(cfg.storage.output_dir, ec);
     }
 
-    // Every thread inherits a blocked SIGINT/SIGTERM; main waits for them.
+    // Every thread inherits blocked SIGINT/SIGTERM/SIGQUIT/SIGHUP; main waits
+    // for them. SIGINT, SIGTERM and SIGQUIT stop daqd cleanly (files closed,
+    // ring unlinked). SIGHUP (a closed terminal or SSH session) never ends a
+    // run: it is logged and daqd carries on. A peer closing a socket is an
+    // error on that socket, never SIGPIPE.
+    ::signal(SIGPIPE, SIG_IGN);
     sigset_t signals;
     sigemptyset(&signals);
     sigaddset(&signals, SIGINT);
     sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGQUIT);
+    sigaddset(&signals, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
     spdlog::info("daqd {} starting (configuration: {})", DAQD_VERSION, cfg.source);
@@ -355,6 +362,11 @@ int main(int argc, char** argv) {
         if (o.pedestal_run && pedestal_done()) break;
         timespec ts{0, 100'000'000};
         const int sig = sigtimedwait(&signals, nullptr, &ts);
+        if (sig == SIGHUP) {
+            spdlog::warn("SIGHUP: ignored, daqd carries on{} (stop it with SIGTERM or SIGINT)",
+                         p->current_run() ? " recording" : "");
+            continue;
+        }
         if (sig > 0) {
             got = sig;
             break;

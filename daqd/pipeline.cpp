@@ -32,6 +32,7 @@ std::string check_run_name(const std::string& name) {
 pipeline::pipeline(const config::config& cfg, std::uint64_t pedestal_frames) : _cfg(cfg) {
     // Ring slots hold a datagram plus room for io_uring's recvmsg header and control data.
     const std::uint64_t slot_data = cfg.acquisition.max_datagram_bytes + 128;
+    acquisition::remove_stale_rings(cfg.acquisition.ring_name);  // left by a daqd killed with -9
     _ring = std::make_unique<acquisition::packet_ring>(acquisition::ring_shm_name(cfg.acquisition.ring_name, 0),
                                                        cfg.acquisition.ring_slots, slot_data);
     // Processing: a pedestal run replaces the configured stages.
@@ -46,8 +47,14 @@ pipeline::pipeline(const config::config& cfg, std::uint64_t pedestal_frames) : _
     if (!calibrating && pedestal_frames == 0 && !cfg.processing.calibration_file.empty())
         spdlog::warn("processing.calibration_file = {} is not used: processing.stages has no \"calibrate\"",
                      cfg.processing.calibration_file.string());
-    _pool = std::make_unique<processing::frame_pool>(cfg.assembly.pool_frames, cfg.assembly.max_frame_bytes,
-                                                     calibrating);
+    try {
+        _pool = std::make_unique<processing::frame_pool>(cfg.assembly.pool_frames, cfg.assembly.max_frame_bytes,
+                                                         calibrating);
+    } catch (const std::exception& e) {
+        throw std::runtime_error(fmt::format("cannot reserve the frame pool of assembly.pool_frames ({}) x "
+                                             "assembly.max_frame_bytes ({}) bytes: {}; lower one of them",
+                                             cfg.assembly.pool_frames, cfg.assembly.max_frame_bytes, e.what()));
+    }
     const std::size_t queue = cfg.storage.queue_frames ? std::max<std::size_t>(cfg.storage.queue_frames, cfg.assembly.pool_frames)
                                                        : cfg.assembly.pool_frames;
     _frames = std::make_unique<common::spsc_queue<processing::frame>>(queue);

@@ -62,6 +62,14 @@ learn = true
 #   { id = 4, channels = 1024 },
 # ]
 list = []
+# Learned (unlisted) units held at once, 0..65536; packets of more unit ids
+# are dropped (reason unit_limit). Listed units are always accepted.
+max_learned = 256
+# A learned unit silent this long gives its slot to a new unit, 1..604800 s.
+learned_idle_s = 600
+# A learned unit whose frames change size is relearned after this long
+# without a frame of the old size, 10..3600000 ms.
+relearn_quiet_ms = 2000
 
 [assembly]
 # Frames of one unit open at once (waiting for late packets), 1..4096.
@@ -74,6 +82,12 @@ max_frame_bytes = 65536
 # max_frame_bytes, but only the bytes frames really use are ever touched:
 # 16384 buffers hold about 0.5 s of 8 KiB frames at 2 Gbit/s.
 pool_frames = 16384
+# A frame number further ahead of its unit's stream than this is implausible:
+# the packet is held aside (reason frame_out_of_window), 1..1099511627776.
+max_frame_jump = 1048576
+# Packets held aside that confirm a new stream (a unit that restarted its
+# frame numbers, or jumped), spanning at least two frames, 2..1024.
+restart_packets = 16
 
 [storage]
 # Where run files are written.
@@ -210,8 +224,9 @@ const std::vector<section_schema>& schema() {
         {"acquisition",
          {"listen", "backend", "gro", "batch", "max_datagram_bytes", "socket_buffer_datagrams",
           "expected_datagram_bytes", "ring_slots", "ring_name"}},
-        {"units", {"learn", "list"}},
-        {"assembly", {"reorder_frames", "reorder_timeout_ms", "max_frame_bytes", "pool_frames"}},
+        {"units", {"learn", "list", "max_learned", "learned_idle_s", "relearn_quiet_ms"}},
+        {"assembly",
+         {"reorder_frames", "reorder_timeout_ms", "max_frame_bytes", "pool_frames", "max_frame_jump", "restart_packets"}},
         {"storage", {"output_dir", "flush_interval_ms", "rotate_bytes", "chunk_bytes", "queue_frames", "reserve_bytes"}},
         {"processing",
          {"stages", "backend", "calibration_file", "threshold", "threshold_mode", "batch_frames", "live_interval_ms"}},
@@ -286,6 +301,11 @@ const int_key int_keys[] = {
     {"assembly.reorder_timeout_ms", 1, 60000, int_rule::range, DAQD_MS_FIELD(assembly.reorder_timeout)},
     {"assembly.max_frame_bytes", 2, 16777216, int_rule::even, DAQD_INT_FIELD(assembly.max_frame_bytes)},
     {"assembly.pool_frames", 16, 1048576, int_rule::range, DAQD_INT_FIELD(assembly.pool_frames)},
+    {"assembly.max_frame_jump", 1, 1099511627776, int_rule::range, DAQD_INT_FIELD(assembly.max_frame_jump)},
+    {"assembly.restart_packets", 2, 1024, int_rule::range, DAQD_INT_FIELD(assembly.restart_packets)},
+    {"units.max_learned", 0, 65536, int_rule::range, DAQD_INT_FIELD(units.max_learned)},
+    {"units.learned_idle_s", 1, 604800, int_rule::range, DAQD_INT_FIELD(units.learned_idle_s)},
+    {"units.relearn_quiet_ms", 10, 3600000, int_rule::range, DAQD_MS_FIELD(units.relearn_quiet)},
     {"storage.flush_interval_ms", 10, 600000, int_rule::range, DAQD_MS_FIELD(storage.flush_interval)},
     {"storage.rotate_bytes", 65536, int64_max, int_rule::zero_or_range, DAQD_INT_FIELD(storage.rotate_bytes)},
     {"storage.chunk_bytes", 4096, 1073741824, int_rule::range, DAQD_INT_FIELD(storage.chunk_bytes)},
@@ -640,6 +660,18 @@ void check(const config& c, const context& ctx) {
                              "({})",
                              c.assembly.pool_frames, c.assembly.reorder_frames, units_open));
 
+    // The pool reserves its address space at start (three times that with
+    // "calibrate": the float32 rows); more than this fails there, so say it here.
+    constexpr std::uint64_t max_pool_address_space = 256ull << 30;
+    const std::uint64_t pool_bytes = std::uint64_t{c.assembly.pool_frames} * c.assembly.max_frame_bytes *
+                                     (c.processing.has("calibrate") ? 3u : 1u);
+    if (pool_bytes > max_pool_address_space)
+        ctx.fail({"assembly.pool_frames", "assembly.max_frame_bytes"},
+                 fmt::format("assembly.pool_frames ({}) x assembly.max_frame_bytes ({}){} = {} bytes of frame pool "
+                             "exceeds the 256 GiB limit; lower one of them",
+                             c.assembly.pool_frames, c.assembly.max_frame_bytes,
+                             c.processing.has("calibrate") ? " x 3 (calibrated rows)" : "", pool_bytes));
+
     if (c.storage.output_dir.empty()) ctx.fail("storage.output_dir", "storage.output_dir must not be empty");
 
     check_processing(c, ctx);
@@ -911,12 +943,17 @@ std::string to_toml(const config& c, bool hide_secrets) {
         list += "]";
         line("list", list);
     }
+    line("max_learned", number(c.units.max_learned));
+    line("learned_idle_s", number(c.units.learned_idle_s));
+    line("relearn_quiet_ms", number(c.units.relearn_quiet.count()));
 
     out += "\n[assembly]\n";
     line("reorder_frames", number(c.assembly.reorder_frames));
     line("reorder_timeout_ms", number(c.assembly.reorder_timeout.count()));
     line("max_frame_bytes", number(c.assembly.max_frame_bytes));
     line("pool_frames", number(c.assembly.pool_frames));
+    line("max_frame_jump", number(c.assembly.max_frame_jump));
+    line("restart_packets", number(c.assembly.restart_packets));
 
     out += "\n[storage]\n";
     line("output_dir", toml_string(c.storage.output_dir.string()));

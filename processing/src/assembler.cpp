@@ -2,6 +2,7 @@
 
 #include "daqd/common/log_once.hpp"
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -15,7 +16,6 @@ namespace daq1 = acquisition::daq1;
 using daq1::drop_reason;
 
 namespace {
-constexpr std::uint32_t bitmap_words = 65536 / 64;  // packet_count is a u16
 constexpr std::uint64_t seq_base = 1ull << 40;       // extended sequence numbers start here
 }  // namespace
 
@@ -33,13 +33,40 @@ struct assembler::open_frame {
 
 struct assembler::unit_state {
     std::uint16_t id = 0;
+    bool configured = false;     // listed in units.list (never reclaimed, size fixed)
     std::uint32_t frame_bytes = 0;
-    std::unique_ptr<unit_counters> counters;
+    unit_counters* counters = nullptr;  // owned by assembler::_counters_of
     std::vector<open_frame> window;          // ascending frame_number, at most reorder_frames
+    std::uint32_t bitmap_words = 0;          // words of one frame's packet bitmap (from packet_count)
     std::vector<std::uint64_t> bits;         // reorder_frames bitmaps of packet indices
     std::vector<std::uint32_t> free_bitmaps;
     bool have_emitted = false;
     std::uint64_t last_emitted = 0;
+    std::uint64_t high_frame = 0;   // highest frame_number opened in this stream
+    std::uint32_t stream = 0;       // frame::stream of this unit's frames
+    // END_OF_STREAM: the highest complete frame that carried it; frames up to
+    // it close once the packets in flight are in (next expire()).
+    bool eos_pending = false;
+    std::uint64_t eos_frame = 0;
+    // The stream ended (END_OF_STREAM closed and nothing open): the next
+    // packet may start a new stream anywhere; prev_last is where this one ended.
+    bool ended = false;
+    std::uint64_t prev_last = 0;
+    std::uint64_t last_ns = 0;      // monotonic time of its last packet
+    std::uint64_t last_good_ns = 0;  // ... of its last packet of the learned frame size
+    std::uint32_t other_bytes = 0;   // another frame size it sends (logged once)
+    // Packets whose frame_number is implausible for the stream, held aside
+    // (datagram copies) until they prove a new stream or a plausible packet
+    // releases them.
+    struct held_packet {
+        std::size_t offset;
+        std::uint32_t bytes;
+        std::uint16_t link;
+        bool behind;
+    };
+    std::vector<held_packet> held;
+    std::vector<std::byte> held_data;
+    std::uint64_t held_min = 0, held_max = 0;
     // packet_seq tracking
     bool seq_started = false;
     std::uint64_t seq_high = 0;
@@ -101,7 +128,7 @@ assembler::assembler(const config::config& cfg, std::vector<acquisition::packet_
                      common::wake_event& out_ready)
     : _cfg(cfg), _rings(std::move(rings)), _in_ready(in_ready), _pool(pool), _out(out), _out_ready(out_ready),
       _units(max_units), _unit_list(std::make_unique<std::atomic<unit_counters*>[]>(max_units)),
-      _expected_bytes(max_units, 0),
+      _expected_bytes(max_units, 0), _counters_of(max_units),
       _timeout_ns(static_cast<std::uint64_t>(cfg.assembly.reorder_timeout.count()) * 1'000'000ull) {
     assert(_out.capacity() >= _pool.buffers() && "the output queue must hold every pool buffer");
     for (const auto& u : cfg.units.units) _expected_bytes[u.id] = u.channels * 2;
@@ -190,12 +217,31 @@ std::size_t assembler::poll(std::uint64_t now_ns) {
     return total;
 }
 
-assembler::unit_state* assembler::unit_for(std::uint16_t id, std::uint32_t frame_bytes, drop_reason& why) {
+assembler::unit_state* assembler::unit_for(const daq1::header& h, std::uint64_t now_ns, drop_reason& why) {
+    const std::uint16_t id = h.unit_id;
     if (auto* u = _units[id].get()) {
-        if (frame_bytes != u->frame_bytes) {
-            why = drop_reason::frame_bytes_mismatch;
+        if (h.frame_bytes == u->frame_bytes) {
+            u->last_good_ns = now_ns;
+            return u;
+        }
+        why = drop_reason::frame_bytes_mismatch;
+        if (u->other_bytes != h.frame_bytes) {
+            u->other_bytes = h.frame_bytes;
+            spdlog::warn("unit {} sends {}-byte frames, {} {}: dropped as frame_bytes_mismatch{}", id, h.frame_bytes,
+                         u->configured ? "units.list says" : "it was learned with", u->frame_bytes,
+                         u->configured ? std::string()
+                                       : fmt::format(" until no {}-byte frame came for units.relearn_quiet_ms = {}",
+                                                     u->frame_bytes, _cfg.units.relearn_quiet.count()));
+        }
+        // A learned unit that changed its frame size (new firmware, new
+        // settings) is relearned once the old size has gone quiet.
+        const auto quiet = static_cast<std::uint64_t>(_cfg.units.relearn_quiet.count()) * 1'000'000ull;
+        if (u->configured || now_ns - u->last_good_ns < quiet) return nullptr;
+        if (h.frame_bytes > _pool.buffer_bytes()) {
+            why = drop_reason::frame_too_large_for_pool;
             return nullptr;
         }
+        relearn(*u, h, now_ns);
         return u;
     }
     const std::uint32_t expected = _expected_bytes[id];
@@ -203,39 +249,112 @@ assembler::unit_state* assembler::unit_for(std::uint16_t id, std::uint32_t frame
         why = drop_reason::unknown_unit;
         return nullptr;
     }
-    if (expected != 0 && frame_bytes != expected) {
+    if (expected != 0 && h.frame_bytes != expected) {
         why = drop_reason::frame_bytes_mismatch;
         return nullptr;
     }
-    if (frame_bytes > _pool.buffer_bytes()) {
+    if (h.frame_bytes > _pool.buffer_bytes()) {
         why = drop_reason::frame_too_large_for_pool;
         if (_counters.invalid[static_cast<std::size_t>(why)].get() == 0)
             spdlog::error("unit {} sends {}-byte frames, more than assembly.max_frame_bytes = {}: its packets are "
                           "dropped; raise assembly.max_frame_bytes",
-                          id, frame_bytes, _pool.buffer_bytes());
+                          id, h.frame_bytes, _pool.buffer_bytes());
         return nullptr;
     }
-    // A new unit: set up its state once (not on the per-packet path).
+    if (expected == 0 && _learned >= _cfg.units.max_learned && !reclaim_one(now_ns)) {
+        why = drop_reason::unit_limit;
+        _unit_limit_log.on(_counters.invalid[static_cast<std::size_t>(why)].get() + 1);
+        return nullptr;
+    }
+    return learn(h, now_ns, expected != 0);
+}
+
+// A new unit: its state is set up once (not on the per-packet path), its
+// bitmaps sized by its own packet count.
+assembler::unit_state* assembler::learn(const daq1::header& h, std::uint64_t now_ns, bool configured) {
+    const std::uint16_t id = h.unit_id;
     auto u = std::make_unique<unit_state>();
     u->id = id;
-    u->frame_bytes = frame_bytes;
-    u->counters = std::make_unique<unit_counters>();
-    u->counters->unit_id = id;
-    u->counters->channels = frame_bytes / 2;
+    u->configured = configured;
+    u->frame_bytes = h.frame_bytes;
+    u->last_ns = u->last_good_ns = now_ns;
     const std::uint32_t slots = _cfg.assembly.reorder_frames;
     u->window.reserve(slots);
-    u->bits.assign(static_cast<std::size_t>(slots) * bitmap_words, 0);
+    u->bitmap_words = (static_cast<std::uint32_t>(h.packet_count) + 63u) / 64u;
+    u->bits.assign(static_cast<std::size_t>(slots) * u->bitmap_words, 0);
     for (std::uint32_t i = 0; i < slots; ++i) u->free_bitmaps.push_back(slots - 1 - i);
     u->seq_bits.assign(seq_window / 64, 0);
+    auto& c = _counters_of[id];
+    const bool returning = c != nullptr;  // a learned unit whose slot was given away comes back
+    if (!returning) {
+        c = std::make_unique<unit_counters>();
+        c->unit_id = id;
+    }
+    c->channels = h.frame_bytes / 2;
+    c->retired.set(0);
+    u->counters = c.get();
+    if (returning && c->frames_complete.get() + c->frames_incomplete.get() > 0) {
+        // It may go on from where it was, or start again lower (then: next stream).
+        u->ended = true;
+        u->prev_last = c->last_frame_number.get();
+        u->stream = static_cast<std::uint32_t>(c->stream.get());
+    }
     auto* raw = u.get();
     _units[id] = std::move(u);
     _active.push_back(raw);
-    const std::uint32_t n = _unit_count.load(std::memory_order_relaxed);
-    _unit_list[n].store(raw->counters.get(), std::memory_order_release);
-    _unit_count.store(n + 1, std::memory_order_release);
-    spdlog::info("unit {}: {} channels ({})", id, frame_bytes / 2,
-                 expected ? "configured" : "learned from its first packet");
+    if (!configured) ++_learned;
+    if (!returning) {
+        const std::uint32_t n = _unit_count.load(std::memory_order_relaxed);
+        _unit_list[n].store(raw->counters, std::memory_order_release);
+        _unit_count.store(n + 1, std::memory_order_release);
+    }
+    spdlog::info("unit {}: {} channels ({})", id, h.frame_bytes / 2,
+                 configured ? "configured" : returning ? "learned again" : "learned from its first packet");
     return raw;
+}
+
+// Gives up the state of one learned unit silent for units.learned_idle_s
+// (its counters stay, marked retired, and continue if it comes back).
+bool assembler::reclaim_one(std::uint64_t now_ns) {
+    const std::uint64_t idle = std::uint64_t{_cfg.units.learned_idle_s} * 1'000'000'000ull;
+    for (std::size_t i = 0; i < _active.size(); ++i) {
+        unit_state* u = _active[i];
+        if (u->configured || !u->window.empty() || !u->held.empty() || now_ns - u->last_ns < idle) continue;
+        settle_seq(*u);
+        u->counters->retired.set(1);
+        spdlog::info("unit {}: silent for {} s, its learned slot goes to a new unit", u->id,
+                     (now_ns - u->last_ns) / 1'000'000'000ull);
+        const std::uint16_t id = u->id;
+        _active.erase(_active.begin() + static_cast<std::ptrdiff_t>(i));
+        _units[id].reset();
+        --_learned;
+        return true;
+    }
+    return false;
+}
+
+// A learned unit now sends frames of another size: its stream ends and a new
+// one (next stream index, so a new file) starts with the new size.
+void assembler::relearn(unit_state& u, const daq1::header& h, std::uint64_t now_ns) {
+    release_held(u);
+    close_all(u);
+    settle_seq(u);
+    spdlog::warn("unit {}: no {}-byte frame for {} ms, relearned with {}-byte frames ({} channels); its next frames "
+                 "go to the next file of the run",
+                 u.id, u.frame_bytes, _cfg.units.relearn_quiet.count(), h.frame_bytes, h.frame_bytes / 2);
+    u.frame_bytes = h.frame_bytes;
+    u.other_bytes = 0;
+    u.counters->channels = h.frame_bytes / 2;
+    u.bitmap_words = (static_cast<std::uint32_t>(h.packet_count) + 63u) / 64u;
+    u.bits.assign(static_cast<std::size_t>(_cfg.assembly.reorder_frames) * u.bitmap_words, 0);
+    u.have_emitted = false;
+    u.ended = false;
+    u.eos_pending = false;
+    u.overflow_runs.clear();
+    u.overflowed = false;
+    ++u.stream;
+    u.counters->stream.set(u.stream);
+    u.last_good_ns = now_ns;
 }
 
 void assembler::track_seq(unit_state& u, std::uint32_t seq, bool& duplicate) {
@@ -310,10 +429,7 @@ assembler::open_frame* assembler::find_or_open(unit_state& u, const daq1::header
         const bool eos = u.window.front().eos;
         close_front(u);
         pushed = true;
-        if (eos) {
-            end_stream(u);
-            break;
-        }
+        if (eos) stream_closed(u);
     }
     // Complete frames that waited behind the one pushed out go with it.
     if (pushed) emit_ready(u, fnum);
@@ -340,21 +456,108 @@ assembler::open_frame* assembler::find_or_open(unit_state& u, const daq1::header
         return nullptr;
     }
     u.overflow_log.off(u.counters->frames_overflow.get());
+    if (u.ended) {
+        // The first frame after an END_OF_STREAM: a stream numbered from
+        // below where the last one ended goes to the writer as a new stream.
+        u.ended = false;
+        if (fnum <= u.prev_last) {
+            ++u.stream;
+            u.counters->stream.set(u.stream);
+        }
+    }
+    if (u.window.empty() && !u.have_emitted) u.high_frame = fnum;
+    u.high_frame = std::max(u.high_frame, fnum);
     const std::uint32_t bm = u.free_bitmaps.back();
     u.free_bitmaps.pop_back();
-    std::uint64_t* bits = u.bits.data() + static_cast<std::size_t>(bm) * bitmap_words;
-    std::memset(bits, 0, ((h.packet_count + 63u) / 64u) * sizeof(std::uint64_t));
+    std::uint64_t* bits = u.bits.data() + static_cast<std::size_t>(bm) * u.bitmap_words;
+    std::memset(bits, 0, u.bitmap_words * sizeof(std::uint64_t));
     open_frame f{fnum, h.timestamp_ns, now_ns, *index, 0, bm, h.packet_count, 0, false};
     auto pos = std::upper_bound(u.window.begin(), u.window.end(), fnum,
                                 [](std::uint64_t n, const open_frame& o) { return n < o.frame_number; });
     return &*u.window.insert(pos, f);
 }
 
+// Is fnum implausible for the unit's current stream? Nothing is, before a
+// stream has a frame: the first packet of a stream says where it is.
+bool assembler::implausible(const unit_state& u, std::uint64_t fnum) const noexcept {
+    if (!u.have_emitted && u.window.empty()) return false;
+    if (fnum > u.high_frame) return fnum - u.high_frame > _cfg.assembly.max_frame_jump;
+    const std::uint64_t low = u.have_emitted ? u.last_emitted : u.window.front().frame_number;
+    return fnum < low && low - fnum > _cfg.assembly.reorder_frames;
+}
+
+// Holds a packet with an implausible frame number aside. Held packets that
+// stay together (each within reorder_frames of the others) and reach
+// restart_packets packets over at least two frames are a new stream.
+void assembler::hold(unit_state& u, const daq1::header& h, const std::byte* datagram, std::uint32_t bytes,
+                     std::uint64_t now_ns, std::uint16_t link) {
+    const std::uint64_t fnum = h.frame_number;
+    const std::uint64_t near = _cfg.assembly.reorder_frames;
+    if (!u.held.empty() && (fnum + near < u.held_min || fnum > u.held_max + near)) release_held(u);
+    if (u.held.empty()) {
+        u.held_min = u.held_max = fnum;
+        u.held_data.reserve(static_cast<std::size_t>(_cfg.assembly.restart_packets) * bytes);
+    }
+    u.held_min = std::min(u.held_min, fnum);
+    u.held_max = std::max(u.held_max, fnum);
+    const bool behind = fnum < u.high_frame;
+    u.held.push_back({u.held_data.size(), bytes, link, behind});
+    u.held_data.insert(u.held_data.end(), datagram, datagram + bytes);
+    if (u.held.size() < _cfg.assembly.restart_packets || u.held_max == u.held_min) return;
+
+    // The unit consistently continues there: a new stream, as after a reset
+    // of its firmware. Close the old one and replay the held packets.
+    const std::uint64_t was = u.have_emitted ? u.last_emitted : u.high_frame;
+    const bool back = u.held_min <= was;
+    close_all(u);
+    settle_seq(u);
+    u.have_emitted = false;
+    u.ended = false;
+    u.eos_pending = false;
+    u.overflow_runs.clear();
+    u.overflowed = false;
+    if (back) ++u.stream;
+    u.counters->stream.set(u.stream);
+    u.counters->stream_restarts.add();
+    if (u.counters->stream_restarts.get() <= 10)
+        spdlog::warn("unit {}: frame numbers continue at {} after {}: a new stream{}{}", u.id, u.held_min, was,
+                     back ? " (numbering restarted; its frames go to the next file of the run)" : "",
+                     u.counters->stream_restarts.get() == 10 ? "; further restarts of this unit are only counted" : "");
+    auto held = std::move(u.held);
+    auto data = std::move(u.held_data);
+    u.held.clear();
+    u.held_data.clear();
+    for (const auto& p : held) {
+        const std::byte* d = data.data() + p.offset;
+        take_packet(u, daq1::decode_header(d), d, p.bytes, now_ns);
+    }
+    data.clear();
+    u.held_data = std::move(data);  // keep the capacity
+}
+
+// The held packets were not a new stream: count them and forget them. Those
+// behind the stream are late packets (their sequence numbers arrived); those
+// ahead are implausible, and their sequence numbers are not trusted.
+void assembler::release_held(unit_state& u) {
+    for (const auto& p : u.held) {
+        if (p.behind) {
+            const auto h = daq1::decode_header(u.held_data.data() + p.offset);
+            bool duplicate = false;
+            track_seq(u, h.packet_seq, duplicate);
+            u.counters->late.add();
+        } else {
+            _counters.invalid[static_cast<std::size_t>(drop_reason::frame_out_of_window)].add();
+        }
+    }
+    u.held.clear();
+    u.held_data.clear();
+}
+
 void assembler::on_packet(const std::byte* datagram, std::uint32_t bytes, std::uint64_t now_ns,
                           std::uint16_t link) {
     const daq1::header h = daq1::decode_header(datagram);
     drop_reason why = drop_reason::none;
-    unit_state* u = unit_for(h.unit_id, h.frame_bytes, why);
+    unit_state* u = unit_for(h, now_ns, why);
     if (!u) {
         _counters.invalid[static_cast<std::size_t>(why)].add();
         // The unit did send it: its sequence number is not a loss.
@@ -364,20 +567,50 @@ void assembler::on_packet(const std::byte* datagram, std::uint32_t bytes, std::u
         }
         return;
     }
+    if (_unit_limit_log.active())
+        _unit_limit_log.off(_counters.invalid[static_cast<std::size_t>(drop_reason::unit_limit)].get());
     auto& c = *u->counters;
-    const std::uint32_t payload = bytes - static_cast<std::uint32_t>(daq1::header_bytes);
     c.packets.add();
     c.packets_by_link[std::min<std::size_t>(link, unit_counters::max_links - 1)].add();
-    c.bytes.add(payload);
+    c.bytes.add(bytes - static_cast<std::uint32_t>(daq1::header_bytes));
     c.last_receive_ns.set(now_ns);
+    u->last_ns = now_ns;
+    if (implausible(*u, h.frame_number)) {
+        hold(*u, h, datagram, bytes, now_ns, link);
+        return;
+    }
+    if (!u->held.empty()) release_held(*u);  // a plausible packet: the held ones were no new stream
+    take_packet(*u, h, datagram, bytes, now_ns);
+}
+
+// A counted packet of a plausible frame: sequence tracking, then into its frame.
+void assembler::take_packet(unit_state& u, const daq1::header& h, const std::byte* datagram, std::uint32_t bytes,
+                            std::uint64_t now_ns) {
+    auto& c = *u.counters;
+    const std::uint32_t payload = bytes - static_cast<std::uint32_t>(daq1::header_bytes);
+    // A packet of the stream END_OF_STREAM just closed that arrives late (its
+    // sequence number was never seen) is late, not the start of a new stream.
+    if (u.ended && !u.seq_started && h.frame_number <= u.prev_last &&
+        u.prev_last - h.frame_number < _cfg.assembly.reorder_frames) {
+        const auto diff = static_cast<std::int32_t>(h.packet_seq - static_cast<std::uint32_t>(u.seq_high));
+        const std::uint64_t ext = u.seq_high + static_cast<std::int64_t>(diff);
+        if (diff <= 0 && u.seq_high - ext < seq_window && ext >= u.seq_first && !u.seq_seen(ext)) {
+            c.late.add();
+            return;
+        }
+    }
     bool duplicate = false;
-    track_seq(*u, h.packet_seq, duplicate);
+    track_seq(u, h.packet_seq, duplicate);
     if (duplicate) {
         c.duplicates.add();
         return;
     }
+    if (h.packet_count > u.bitmap_words * 64u) {  // more packets than the unit's frames have
+        _counters.invalid[static_cast<std::size_t>(drop_reason::layout_mismatch)].add();
+        return;
+    }
     bool late = false;
-    open_frame* f = find_or_open(*u, h, now_ns, late);
+    open_frame* f = find_or_open(u, h, now_ns, late);
     if (!f) {
         if (late) c.late.add();
         return;
@@ -386,7 +619,7 @@ void assembler::on_packet(const std::byte* datagram, std::uint32_t bytes, std::u
         _counters.invalid[static_cast<std::size_t>(drop_reason::layout_mismatch)].add();
         return;
     }
-    std::uint64_t* bits = u->bits.data() + static_cast<std::size_t>(f->bitmap) * bitmap_words;
+    std::uint64_t* bits = u.bits.data() + static_cast<std::size_t>(f->bitmap) * u.bitmap_words;
     const std::uint64_t bit = 1ull << (h.packet_index % 64);
     if (bits[h.packet_index / 64] & bit) {
         c.duplicates.add();
@@ -404,11 +637,14 @@ void assembler::on_packet(const std::byte* datagram, std::uint32_t bytes, std::u
     std::memcpy(reinterpret_cast<std::byte*>(_pool.data(f->pool_index)) + h.payload_offset,
                 datagram + daq1::header_bytes, payload);
     if (f->received == f->packet_count) {
-        if (f->eos) {
-            end_stream(*u);  // the unit sends nothing more: close everything now
-        } else {
-            emit_ready(*u);
+        if (f->eos && (!u.eos_pending || f->frame_number > u.eos_frame)) {
+            // The stream's last frame is in. Frames before it that still miss
+            // packets close once the packets in flight are in (the next
+            // expire()), so that reordered packets can still complete them.
+            u.eos_pending = true;
+            u.eos_frame = f->frame_number;
         }
+        emit_ready(u);
     }
 }
 
@@ -421,7 +657,7 @@ void assembler::close_front(unit_state& u) {
     auto* samples = _pool.data(f.pool_index);
     if (missing) {
         // Missing samples read 0: clear the byte ranges of the packets that never came.
-        const std::uint64_t* bits = u.bits.data() + static_cast<std::size_t>(f.bitmap) * bitmap_words;
+        const std::uint64_t* bits = u.bits.data() + static_cast<std::size_t>(f.bitmap) * u.bitmap_words;
         auto* base = reinterpret_cast<std::byte*>(samples);
         const std::uint32_t slice = f.slice ? f.slice : u.frame_bytes;
         for (std::uint32_t i = 0; i < f.packet_count; ++i) {
@@ -454,6 +690,7 @@ void assembler::close_front(unit_state& u) {
     out.packet_count = f.packet_count;
     out.channels = u.frame_bytes / 2;
     out.pool_index = f.pool_index;
+    out.stream = u.stream;
     out.frame_number = f.frame_number;
     out.timestamp_ns = f.timestamp_ns;
     out.assembled_ns = common::monotonic_ns();
@@ -469,19 +706,29 @@ void assembler::emit_ready(unit_state& u, std::uint64_t below) {
            u.window.front().received == u.window.front().packet_count) {
         const bool eos = u.window.front().eos;
         close_front(u);
-        if (eos) {
-            end_stream(u);
-            return;
-        }
+        if (eos) stream_closed(u);
     }
 }
 
-void assembler::end_stream(unit_state& u) {
-    // END_OF_STREAM: the unit sends nothing more in this stream. Close what is
-    // open, settle the loss count, and let a next stream start anywhere (its
-    // frame numbers may restart; the writer keeps rows ascending per run).
-    close_all(u);
+// Closes every open frame up to `last` (complete or not), in order.
+void assembler::close_through(unit_state& u, std::uint64_t last) {
+    while (!u.window.empty() && u.window.front().frame_number <= last) {
+        const bool eos = u.window.front().eos;
+        close_front(u);
+        if (eos) stream_closed(u);
+    }
+}
+
+// An END_OF_STREAM frame was closed. Frames after it (already open) belong
+// to the unit's next stream, numbered on from it. When nothing is open, the
+// stream is over: its loss is settled and the next packet may start a new
+// stream anywhere.
+void assembler::stream_closed(unit_state& u) {
+    if (u.eos_pending && u.last_emitted >= u.eos_frame) u.eos_pending = false;
+    if (!u.window.empty()) return;
     settle_seq(u);
+    u.ended = true;
+    u.prev_last = u.last_emitted;
     u.have_emitted = false;
     u.overflow_runs.clear();  // the next stream may number its frames from anywhere
     u.overflowed = false;
@@ -493,22 +740,27 @@ void assembler::close_all(unit_state& u) {
 
 void assembler::expire(std::uint64_t now_ns) {
     for (auto* u : _active) {
+        // END_OF_STREAM seen: the packets that were in flight are in by now.
+        if (u->eos_pending) {
+            close_through(*u, u->eos_frame);
+            u->eos_pending = false;
+        }
         bool closed = false;
         while (!u->window.empty() && now_ns - u->window.front().opened_ns > _timeout_ns) {
             const bool eos = u->window.front().eos;
             close_front(*u);
             closed = true;
-            if (eos) {
-                end_stream(*u);
-                break;
-            }
+            if (eos) stream_closed(*u);
         }
         if (closed) emit_ready(*u);
+        // Held packets that no new stream followed within the timeout.
+        if (!u->held.empty() && now_ns - u->last_ns > _timeout_ns) release_held(*u);
     }
 }
 
 void assembler::flush_all() {
     for (auto* u : _active) {
+        release_held(*u);  // first: late ones' sequence numbers are not lost
         close_all(*u);
         settle_seq(*u);
     }

@@ -60,8 +60,11 @@ std::chrono::microseconds fault_slow_write() {
     return delay;
 }
 
+// The first file of a run that does not rotate by size is <run>.h5; a unit
+// starting a new stream (docs/DATASET.md "Streams") continues the run in
+// <run>_00001.h5, ...
 fs::path run_file_path(const run_options& o, std::uint32_t index) {
-    if (o.rotate_bytes == 0) return o.output_dir / (o.run_name + ".h5");
+    if (o.rotate_bytes == 0 && index == 0) return o.output_dir / (o.run_name + ".h5");
     return o.output_dir / fmt::format("{}_{:05}.h5", o.run_name, index);
 }
 
@@ -73,6 +76,7 @@ struct run_file::impl {
     struct unit_state {
         std::uint16_t unit_id = 0;
         std::uint32_t channels = 0;
+        std::uint32_t stream = 0;  // the stream (frame::stream) whose rows this file holds
         hsize_t chunk_rows = 0;
         std::string group_path;  // "/units/u3"
         std::vector<std::uint16_t> raw;
@@ -241,6 +245,7 @@ struct run_file::impl {
                                  "H5Gcreate2", gw));
         write_int_attr(g.get(), "unit_id", u.unit_id, u.group_path);
         write_int_attr(g.get(), "channels", u.channels, u.group_path);
+        write_int_attr(g.get(), "stream", u.stream, u.group_path);
         const std::array<hid_t, ds_count> types{H5T_STD_U16LE, H5T_STD_U64LE, H5T_STD_U64LE, H5T_STD_U16LE};
         for (std::size_t i = 0; i < ds_count; ++i) {
             const std::string w = u.group_path + "/" + ds_names[i] + " in " + where;
@@ -482,25 +487,50 @@ struct run_file::impl {
         }
     }
 
-    unit_state& add_unit(const processing::frame& f) {
-        unit_state u;
-        u.unit_id = f.unit_id;
-        u.channels = f.channels;
-        u.chunk_rows = std::max<hsize_t>(1, opt.chunk_bytes / (2ull * f.channels));
-        u.group_path = fmt::format("/units/u{}", f.unit_id);
-        u.raw.assign(u.chunk_rows * f.channels, 0);
+    // Chunk buffers and constants for the unit's frame size. Rows per chunk
+    // are capped so that a unit with few channels (or a flood of one-packet
+    // units) does not cost megabytes of metadata chunks per unit.
+    static constexpr hsize_t max_chunk_rows = 1024;
+    void size_unit(unit_state& u, std::uint32_t channels) {
+        u.channels = channels;
+        u.chunk_rows = std::clamp<hsize_t>(opt.chunk_bytes / (2ull * channels), 1, max_chunk_rows);
+        u.raw.assign(u.chunk_rows * channels, 0);
         u.frame_number.assign(u.chunk_rows, 0);
         u.timestamp_ns.assign(u.chunk_rows, 0);
         u.missing_packets.assign(u.chunk_rows, 0);
         if (opt.processing.calibrated) {
-            u.calibrated.assign(u.chunk_rows * f.channels, 0.0f);
-            if (opt.processing.dose) u.dose.assign(f.channels, 0.0);
+            u.calibrated.assign(u.chunk_rows * channels, 0.0f);
+            if (opt.processing.dose) u.dose.assign(channels, 0.0);
             static const processing::calibration_set no_calibration;
             const auto& set = opt.processing.calibration ? *opt.processing.calibration : no_calibration;
-            u.constants = set.resolve(f.unit_id, f.channels, opt.processing.threshold);
+            u.constants = set.resolve(u.unit_id, channels, opt.processing.threshold);
         }
-        auto& s = stats.units[f.unit_id];
-        s.channels = f.channels;
+        stats.units[u.unit_id].channels = channels;
+    }
+
+    // The unit started a new stream (its frame numbers went back, or its
+    // frame size changed): rows ascend within every file, so the run goes on
+    // in the next file, whose unit group says which stream it holds.
+    void start_stream(unit_state& u, const processing::frame& f) {
+        finalize_file();
+        u.stream = f.stream;
+        u.have_last = false;
+        u.warned_order = false;
+        u.warned_channels = false;
+        if (f.channels != u.channels) size_unit(u, f.channels);
+        set_path(file_index + 1);
+        bool created = false;
+        create_file(created);
+        spdlog::info("run '{}': unit {} started stream {} at frame {}; the run continues in {}", opt.run_name,
+                     f.unit_id, f.stream, f.frame_number, where);
+    }
+
+    unit_state& add_unit(const processing::frame& f) {
+        unit_state u;
+        u.unit_id = f.unit_id;
+        u.stream = f.stream;
+        u.group_path = fmt::format("/units/u{}", f.unit_id);
+        size_unit(u, f.channels);
 
         // Objects cannot be created in SWMR write mode: leave it, create, re-enter.
         write_partial_chunks();
@@ -543,6 +573,7 @@ struct run_file::impl {
             auto it = units.find(f.unit_id);
             u = it == units.end() ? nullptr : &it->second;
         }
+        if (u != nullptr && f.stream != u->stream) start_stream(*u, f);
         if (u != nullptr) {
             if (f.channels != u->channels) {
                 ++stats.frames_rejected;

@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -426,18 +427,112 @@ TEST_CASE("packet_ring: the creator unlinks its name, a moved-from ring does not
     CHECK_THROWS_WITH(packet_ring::attach_read_only(name), Catch::Contains(name));
 }
 
-TEST_CASE("packet_ring: a stale ring of the same name is replaced", "[acquisition][ring]") {
+namespace {
+// Creates ring `name` in a child process that then dies without cleaning up
+// (as kill -9 leaves it); returns the dead child's pid.
+pid_t ring_of_a_dead_process(const std::string& name) {
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+        try {
+            new packet_ring(name, 16, 128);  // never destroyed: the name stays
+        } catch (...) {
+            ::_exit(1);
+        }
+        ::_exit(0);
+    }
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    REQUIRE(WIFEXITED(status));
+    REQUIRE(WEXITSTATUS(status) == 0);
+    return pid;
+}
+}  // namespace
+
+TEST_CASE("packet_ring: a stale ring of the same name (its process dead) is replaced", "[acquisition][ring]") {
+    const auto name = unique_ring_name();
+    ring_of_a_dead_process(name);
+    REQUIRE(shm_exists(name));
+    {
+        packet_ring r(name, 32, 256);
+        auto w = packet_ring::attach_read_only(name);
+        CHECK(w.slot_count() == 32);
+        CHECK(w.data_bytes() == 256);
+        CHECK(w.header().producer_pid == static_cast<std::uint64_t>(::getpid()));
+    }
+    CHECK_FALSE(shm_exists(name));
+}
+
+TEST_CASE("packet_ring: the name of a live process's ring is refused, and that ring left alone", "[acquisition][ring]") {
+    const auto name = unique_ring_name();
+    int ready[2];
+    REQUIRE(::pipe(ready) == 0);
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+        packet_ring r(name, 16, 128);
+        char c = 1;
+        (void)!::write(ready[1], &c, 1);
+        ::pause();  // alive until killed
+        ::_exit(0);
+    }
+    char c = 0;
+    REQUIRE(::read(ready[0], &c, 1) == 1);
+    CHECK_THROWS_WITH(packet_ring(name, 16, 128),
+                      Catch::Contains("running process (pid " + std::to_string(pid) + ")") &&
+                          Catch::Contains("acquisition.ring_name"));
+    CHECK(shm_exists(name));  // not unlinked
+    auto w = packet_ring::attach_read_only(name);
+    CHECK(w.header().producer_pid == static_cast<std::uint64_t>(pid));
+    CHECK(daqd::acquisition::remove_stale_rings(name.substr(0, name.rfind('-'))).empty());  // alive: kept
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    ::close(ready[0]);
+    ::close(ready[1]);
+    ::shm_unlink(("/" + name).c_str());
+}
+
+TEST_CASE("packet_ring: a file of that name that is not a ring is refused, not deleted", "[acquisition][ring]") {
     const auto name = unique_ring_name();
     const int fd = ::shm_open(("/" + name).c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
     REQUIRE(fd >= 0);
     REQUIRE(::ftruncate(fd, 4096) == 0);
     ::close(fd);
-    {
-        packet_ring r(name, 16, 128);
-        auto w = packet_ring::attach_read_only(name);
-        CHECK(w.slot_count() == 16);
-        CHECK(w.data_bytes() == 128);
+    CHECK_THROWS_WITH(packet_ring(name, 16, 128), Catch::Contains("is not a daqd packet ring"));
+    CHECK(shm_exists(name));
+    ::shm_unlink(("/" + name).c_str());
+}
+
+TEST_CASE("packet_ring: remove_stale_rings removes the rings of dead processes only", "[acquisition][ring]") {
+    // The pattern as in acquisition.ring_name: "<prefix>{pid}"; rings are "<prefix><pid>-<n>".
+    const std::string prefix = "daqd-stale-test-" + std::to_string(::getpid()) + "-";
+    const pid_t dead = ::fork();
+    if (dead == 0) {
+        new packet_ring(daqd::acquisition::ring_shm_name(prefix + "{pid}", 0), 16, 128);
+        new packet_ring(daqd::acquisition::ring_shm_name(prefix + "{pid}", 1), 16, 128);
+        ::_exit(0);
     }
+    ::waitpid(dead, nullptr, 0);
+    const std::string dead0 = prefix + std::to_string(dead) + "-0";
+    const std::string dead1 = prefix + std::to_string(dead) + "-1";
+    REQUIRE(shm_exists(dead0));
+    REQUIRE(shm_exists(dead1));
+    packet_ring mine(daqd::acquisition::ring_shm_name(prefix + "{pid}", 0), 16, 128);
+    auto removed = daqd::acquisition::remove_stale_rings(prefix + "{pid}");
+    std::sort(removed.begin(), removed.end());
+    CHECK(removed == std::vector<std::string>{dead0, dead1});
+    CHECK_FALSE(shm_exists(dead0));
+    CHECK_FALSE(shm_exists(dead1));
+    CHECK(shm_exists(mine.name()));  // this process's own ring stays
+}
+
+TEST_CASE("packet_ring: a ring larger than the memory available is refused, naming the key", "[acquisition][ring]") {
+    const auto avail = daqd::acquisition::memory_available();
+    REQUIRE(avail.has_value());
+    // Slots of 1 MiB, enough of them (a power of two) to exceed what is available.
+    std::uint64_t slots = 1;
+    while (slots * (1ull << 20) <= *avail) slots *= 2;
+    const auto name = unique_ring_name();
+    CHECK_THROWS_WITH(packet_ring(name, slots, (1ull << 20) - 64),
+                      Catch::Contains("acquisition.ring_slots") && Catch::Contains("memory available"));
     CHECK_FALSE(shm_exists(name));
 }
 

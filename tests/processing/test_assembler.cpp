@@ -499,7 +499,8 @@ TEST_CASE("assembler: a packet reordered past its frame's window is late, not lo
     CHECK(s.all_buffers_back());
 }
 
-TEST_CASE("assembler: END_OF_STREAM closes every open frame of the unit at once", "[processing][assembler]") {
+TEST_CASE("assembler: END_OF_STREAM closes the unit's open frames once the packets in flight are in",
+          "[processing][assembler]") {
     asm_setup s;
     unit_stream u;
     auto ps = u.frames(0, 2, true);  // frame 1 carries END_OF_STREAM
@@ -507,7 +508,10 @@ TEST_CASE("assembler: END_OF_STREAM closes every open frame of the unit at once"
     s.feed(std::vector<packet>(ps.begin(), ps.end() - 1));
     CHECK(s.take().empty());
     s.feed(ps.back());  // frame 1 completes: the stream has ended
-    // No expire, no flush_all.
+    // Frame 0 waits for the packets still in flight: the next expire() (the
+    // rings drained), not the timeout, closes it.
+    CHECK(s.take().empty());
+    s.a->expire(t0 + 1 * ms);
     const auto got = s.take();
     REQUIRE(numbers(got) == std::vector<std::uint64_t>{0, 1});
     check_frame(s, got[0], u, 0, {1});
@@ -524,8 +528,9 @@ TEST_CASE("assembler: END_OF_STREAM only on the last packet, which arrives first
     asm_setup s;
     unit_stream u;
     // Frame 3's last packet carries the flag and overtakes the others; frame
-    // 4 is already open (incomplete). When frame 3 completes, every open
-    // frame of the unit closes, frame 4 included.
+    // 4 is already open (incomplete). When frame 3 completes it goes out at
+    // once; frame 4, after it, belongs to the unit's next stream and waits
+    // for its packets (here: until its timeout).
     auto ps = u.frames(3);
     ps[4] = u.make(3, 4, daq1::decode_header(ps[4].data()).packet_seq, daq1::flag_end_of_stream);
     auto next = u.frames(4);
@@ -534,10 +539,16 @@ TEST_CASE("assembler: END_OF_STREAM only on the last packet, which arrives first
     s.feed({ps[0], ps[1], ps[2]});
     CHECK(s.take().empty());  // the END_OF_STREAM frame is not complete yet
     s.feed(ps[3]);
-    const auto got = s.take();
-    REQUIRE(numbers(got) == std::vector<std::uint64_t>{3, 4});
+    auto got = s.take();
+    REQUIRE(numbers(got) == std::vector<std::uint64_t>{3});
     check_frame(s, got[0], u, 3);
-    check_frame(s, got[1], u, 4, {2, 3, 4});
+    s.release(got);
+    s.a->expire(t0 + 1 * ms);
+    CHECK(s.take().empty());
+    s.a->expire(t0 + 101 * ms);
+    got = s.take();
+    REQUIRE(numbers(got) == std::vector<std::uint64_t>{4});
+    check_frame(s, got[0], u, 4, {2, 3, 4});
     s.release(got);
     CHECK(s.all_buffers_back());
 }
@@ -868,5 +879,227 @@ TEST_CASE("assembler: units are independent", "[processing][assembler]") {
     CHECK(s.u(2).frames_complete.get() == 2);
     CHECK(s.u(2).frames_incomplete.get() == 1);
     CHECK(s.u(2).packets_lost.get() == 1);
+    CHECK(s.all_buffers_back());
+}
+
+// ---- hostile or odd units (docs/PROTOCOL.md "Streams") ----
+
+TEST_CASE("assembler: one packet with a far-future frame_number moves nothing", "[processing][assembler][hostile]") {
+    asm_setup s;
+    unit_stream u;
+    s.feed(u.frames(0, 10));
+    pkt p;  // same unit, valid header, frame 2^40, a sequence number of its own
+    p.frame = 1ull << 40;
+    p.seq = 0x5eed0000u;
+    s.feed(make_packet(p));
+    s.feed(u.frames(10, 10));
+    const auto got = s.finish();
+    std::vector<std::uint64_t> want(20);
+    for (std::uint64_t i = 0; i < 20; ++i) want[i] = i;
+    REQUIRE(numbers(got) == want);
+    for (const auto& f : got) check_frame(s, f, u, f.frame_number);
+    const auto& c = s.u();
+    CHECK(c.frames_complete.get() == 20);
+    CHECK(c.frames_lost.get() == 0);
+    CHECK(c.packets_lost.get() == 0);
+    CHECK(c.late.get() == 0);
+    CHECK(c.stream_restarts.get() == 0);
+    CHECK(s.invalid(drop_reason::frame_out_of_window) == 1);
+    CHECK(s.all_buffers_back());
+}
+
+TEST_CASE("assembler: a burst of implausible packets that does not go on is dropped, counted",
+          "[processing][assembler][hostile]") {
+    asm_setup s;
+    unit_stream u;
+    s.feed(u.frames(0, 5));
+    // 15 packets (fewer than restart_packets = 16) far ahead, then the stream goes on.
+    unit_stream bogus;
+    bogus.next_seq = 0x70000000u;
+    auto b = bogus.frames(1ull << 40, 3);
+    s.feed(b);
+    s.feed(u.frames(5, 5));
+    const auto got = s.finish();
+    REQUIRE(got.size() == 10);
+    CHECK(got.back().frame_number == 9);
+    CHECK(s.u().frames_lost.get() == 0);
+    CHECK(s.u().packets_lost.get() == 0);
+    CHECK(s.invalid(drop_reason::frame_out_of_window) == b.size());
+    CHECK(s.all_buffers_back());
+}
+
+TEST_CASE("assembler: a unit that restarts its frame numbers starts a new stream", "[processing][assembler][hostile]") {
+    asm_setup s;
+    unit_stream u;
+    s.feed(u.frames(1000, 20));
+    unit_stream again;  // after a firmware reset: frames from 0
+    SECTION("packet_seq restarts too") {}
+    SECTION("packet_seq goes on") { again.next_seq = u.next_seq; }
+    s.feed(again.frames(0, 20));
+    const auto got = s.finish();
+    REQUIRE(got.size() == 40);
+    for (std::size_t i = 0; i < 40; ++i) {
+        const std::uint64_t want = i < 20 ? 1000 + i : i - 20;
+        CHECK(got[i].frame_number == want);
+        CHECK(got[i].stream == (i < 20 ? 0u : 1u));
+        check_frame(s, got[i], i < 20 ? u : again, want);
+    }
+    const auto& c = s.u();
+    CHECK(c.frames_complete.get() == 40);
+    CHECK(c.stream_restarts.get() == 1);
+    CHECK(c.stream.get() == 1);
+    CHECK(c.late.get() == 0);
+    CHECK(c.duplicates.get() == 0);
+    CHECK(c.packets_lost.get() == 0);
+    CHECK(c.frames_lost.get() == 0);
+    CHECK(s.all_buffers_back());
+}
+
+TEST_CASE("assembler: a unit that jumps far ahead and stays there is a new stream, not lost frames",
+          "[processing][assembler][hostile]") {
+    asm_setup s;
+    unit_stream u;
+    s.feed(u.frames(0, 10));
+    s.feed(u.frames(1ull << 40, 10));
+    const auto got = s.finish();
+    REQUIRE(got.size() == 20);
+    for (std::size_t i = 0; i < 20; ++i) {
+        const std::uint64_t want = i < 10 ? i : (1ull << 40) + (i - 10);
+        CHECK(got[i].frame_number == want);
+        CHECK(got[i].stream == 0u);  // rows still ascend: the same file may hold both
+        check_frame(s, got[i], u, want);
+    }
+    CHECK(s.u().frames_lost.get() == 0);
+    CHECK(s.u().stream_restarts.get() == 1);
+    CHECK(s.u().packets_lost.get() == 0);
+    CHECK(s.all_buffers_back());
+}
+
+TEST_CASE("assembler: END_OF_STREAM on every frame, frames reordered in pairs", "[processing][assembler][hostile]") {
+    asm_setup s;
+    unit_stream u;
+    std::vector<std::vector<packet>> per_frame;
+    for (std::uint64_t f = 0; f < 10; ++f) {
+        std::vector<packet> ps;
+        for (std::uint16_t i = 0; i < u.count(); ++i) ps.push_back(u.make(f, i, u.next_seq++, daq1::flag_end_of_stream));
+        per_frame.push_back(std::move(ps));
+    }
+    // Frame k+1's packets interleaved with frame k's, k+1 first.
+    for (std::size_t k = 0; k < 10; k += 2)
+        for (std::size_t i = 0; i < u.count(); ++i) {
+            s.feed(per_frame[k + 1][i]);
+            s.feed(per_frame[k][i]);
+        }
+    s.a->expire(t0 + 1 * ms);
+    const auto got = s.finish();
+    std::vector<std::uint64_t> want(10);
+    for (std::uint64_t i = 0; i < 10; ++i) want[i] = i;
+    REQUIRE(numbers(got) == want);
+    for (const auto& f : got) {
+        check_frame(s, f, u, f.frame_number);
+        CHECK(f.stream == 0u);
+    }
+    const auto& c = s.u();
+    CHECK(c.frames_complete.get() == 10);
+    CHECK(c.frames_incomplete.get() == 0);
+    CHECK(c.late.get() == 0);
+    CHECK(c.duplicates.get() == 0);
+    CHECK(c.packets_lost.get() == 0);
+    CHECK(s.all_buffers_back());
+}
+
+TEST_CASE("assembler: learned units are bounded by units.max_learned; listed units always come in",
+          "[processing][assembler][hostile]") {
+    asm_setup s([](config::config& c) {
+        c.units.max_learned = 4;
+        c.units.units.push_back({100, 1000});
+    });
+    for (std::uint16_t id = 1; id <= 10; ++id) {
+        unit_stream u;
+        u.unit = id;
+        s.feed(u.frames(0));
+    }
+    unit_stream listed;
+    listed.unit = 100;
+    s.feed(listed.frames(0));
+    const auto got = s.finish();
+    CHECK(got.size() == 5);
+    CHECK(s.a->unit_count() == 5);
+    for (std::uint16_t id = 1; id <= 4; ++id) CHECK(s.unit(id) != nullptr);
+    CHECK(s.unit(5) == nullptr);
+    CHECK(s.unit(100) != nullptr);
+    CHECK(s.invalid(drop_reason::unit_limit) == 6 * 5);
+    CHECK(s.all_buffers_back());
+}
+
+TEST_CASE("assembler: a learned unit silent for units.learned_idle_s gives its slot up, and may come back",
+          "[processing][assembler][hostile]") {
+    asm_setup s([](config::config& c) {
+        c.units.max_learned = 1;
+        c.units.learned_idle_s = 1;
+    });
+    unit_stream one;
+    one.unit = 1;
+    unit_stream two;
+    two.unit = 2;
+    s.feed(one.frames(0, 2), t0);
+    s.feed(two.frames(0), t0 + 500 * ms);  // unit 1 is not idle yet
+    CHECK(s.invalid(drop_reason::unit_limit) == 5);
+    s.feed(two.frames(0), t0 + 1600 * ms);  // now it is: unit 2 takes its slot
+    CHECK(s.u(1).retired.get() == 1);
+    CHECK(s.u(2).retired.get() == 0);
+    s.feed(one.frames(2), t0 + 3000 * ms);  // unit 2 idle in turn; unit 1 comes back, goes on
+    const auto got = s.finish();
+    REQUIRE(got.size() == 4);
+    CHECK(got[3].unit_id == 1);
+    CHECK(got[3].frame_number == 2);
+    CHECK(got[3].stream == 0u);
+    CHECK(s.u(1).retired.get() == 0);
+    CHECK(s.u(1).packets.get() == 15);  // its counters went on, never down
+    CHECK(s.u(1).frames_complete.get() == 3);
+    CHECK(s.u(2).retired.get() == 1);
+    CHECK(s.a->unit_count() == 2);
+    CHECK(s.all_buffers_back());
+}
+
+TEST_CASE("assembler: a learned unit that changes its frame size is relearned after units.relearn_quiet_ms",
+          "[processing][assembler][hostile]") {
+    asm_setup s;  // relearn_quiet 2000 ms by default
+    unit_stream u;
+    s.feed(u.frames(0, 2), t0);
+    unit_stream big;
+    big.channels = 2000;
+    big.next_seq = u.next_seq;
+    auto early = big.frames(2);
+    s.feed(early, t0 + 100 * ms);  // the old size may still be in flight: dropped, counted
+    CHECK(s.invalid(drop_reason::frame_bytes_mismatch) == early.size());
+    s.feed(big.frames(3, 3), t0 + 2100 * ms);
+    const auto got = s.finish();
+    REQUIRE(numbers(got) == std::vector<std::uint64_t>{0, 1, 3, 4, 5});
+    for (std::size_t i = 0; i < 2; ++i) check_frame(s, got[i], u, got[i].frame_number);
+    for (std::size_t i = 2; i < 5; ++i) {
+        check_frame(s, got[i], big, got[i].frame_number);
+        CHECK(got[i].stream == 1u);
+    }
+    CHECK(s.u().channels == 2000);
+    CHECK(s.all_buffers_back());
+}
+
+TEST_CASE("assembler: a sequence wrap seen out of order: the first packet just after it, an earlier one later",
+          "[processing][assembler]") {
+    asm_setup s;
+    unit_stream u;
+    u.next_seq = 0xfffffffeu;  // 2^32 - 2
+    auto ps = u.frames(0, 2);  // seq 2^32-2, 2^32-1, 0, 1, ...
+    REQUIRE(daq1::decode_header(ps[2].data()).packet_seq == 0);
+    // Seen first: seq 0; then seq 2^32-2 (from before the wrap); 2^32-1 never comes.
+    std::vector<packet> order{ps[2], ps[3], ps[0]};
+    order.insert(order.end(), ps.begin() + 4, ps.end());
+    s.feed(order);
+    const auto got = s.finish();
+    REQUIRE(numbers(got) == std::vector<std::uint64_t>{0, 1});
+    check_frame(s, got[0], u, 0, {1});
+    CHECK(s.u().packets_lost.get() == 1);
+    CHECK(s.u().duplicates.get() == 0);
     CHECK(s.all_buffers_back());
 }

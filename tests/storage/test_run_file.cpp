@@ -132,7 +132,7 @@ TEST_CASE("run_file writes the documented layout and attributes", "[storage]") {
         h5::group grp(H5Gopen2(f.get(), g.c_str(), H5P_DEFAULT));
         auto gattrs = attr_names(grp.get());
         std::sort(gattrs.begin(), gattrs.end());
-        CHECK(gattrs == std::vector<std::string>{"channels", "unit_id"});
+        CHECK(gattrs == std::vector<std::string>{"channels", "stream", "unit_id"});
         CHECK(link_names(grp.get()) == std::vector<std::string>{"frame_number", "missing_packets", "raw", "timestamp_ns"});
         const std::map<std::string, hid_t> types{{"raw", H5T_STD_U16LE},
                                                  {"frame_number", H5T_STD_U64LE},

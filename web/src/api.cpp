@@ -217,7 +217,7 @@ response api::status_json() const {
         const std::array<double, 3> rate = it != _unit_rates.end() ? it->second : std::array<double, 3>{0, 0, 0};
         lost += u.packets_lost.get();
         units.push_back({{"unit", u.unit_id},
-                         {"channels", u.channels},
+                         {"channels", u.channels.load()},
                          {"packets", u.packets.get()},
                          {"packets_per_s", rate[0]},
                          {"frames_per_s", rate[1]},

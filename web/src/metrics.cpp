@@ -119,10 +119,19 @@ std::vector<prom::MetricFamily> daq_collector::Collect() const {
                          "(frame_number gaps), overflow (no frame buffer free)",
                          MetricType::Counter);
     auto written = family("daq_frames_written_total", "Frames appended to a run file, by unit", MetricType::Counter);
+    auto restarts = family("daq_unit_stream_restarts_total",
+                           "New streams of a unit not announced by END_OF_STREAM: its frame numbers restarted or "
+                           "jumped (docs/PROTOCOL.md \"Streams\")",
+                           MetricType::Counter);
     const std::uint32_t units = as.unit_count();
     for (std::uint32_t i = 0; i < units; ++i) {
         const auto& u = as.unit_at(i);
+        // A learned unit whose slot was given up (silent for units.learned_idle_s)
+        // has no series until it comes back: the series stay bounded by
+        // units.max_learned + the listed units.
+        if (u.retired.get() != 0) continue;
         const std::string id = str(u.unit_id);
+        add(restarts, {{"unit", id}}, static_cast<double>(u.stream_restarts.get()));
         for (std::size_t l = 0; l < std::min(links, max_links); ++l)
             add(packets, {{"link", link_label(l)}, {"unit", id}}, static_cast<double>(u.packets_by_link[l].get()));
         add(lost, {{"unit", id}}, static_cast<double>(u.packets_lost.get()));
@@ -189,7 +198,7 @@ std::vector<prom::MetricFamily> daq_collector::Collect() const {
         std::chrono::duration<double>(std::chrono::steady_clock::now() - _view.started).count());
 
     for (auto* f : {&info, &datagrams, &bytes, &kernel, &ring_dropped, &fill, &inv, &packets, &lost, &dup, &late,
-                    &frames, &written, &unrecorded, &sbytes, &flush, &stage, &latency, &free_b, &size_b, &run, &run_failed, &failures, &frames_failed, &uptime})
+                    &frames, &written, &restarts, &unrecorded, &sbytes, &flush, &stage, &latency, &free_b, &size_b, &run, &run_failed, &failures, &frames_failed, &uptime})
         out.push_back(std::move(*f));
 
     // ---- processing thread (only with processing stages) ----

@@ -62,6 +62,8 @@ enum class drop_reason : std::uint8_t {
     layout_mismatch,        // packet_count/offset disagree with the unit's frame layout
     frame_too_large_for_pool,  // valid, but larger than assembly.max_frame_bytes
     late,                   // its frame was already closed and stored
+    unit_limit,             // a new unit id beyond units.max_learned learned units
+    frame_out_of_window,    // frame_number implausibly far from its unit's stream, and no new stream followed
     count_
 };
 
@@ -86,6 +88,8 @@ inline constexpr std::array<std::string_view, drop_reason_count> drop_reason_nam
     "layout_mismatch",
     "frame_too_large_for_pool",
     "late",
+    "unit_limit",
+    "frame_out_of_window",
 };
 
 constexpr std::string_view name(drop_reason r) noexcept {

@@ -16,7 +16,9 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <vector>
 
 namespace daqd::acquisition {
 
@@ -53,9 +55,14 @@ static_assert(sizeof(slot_header) == 32);
 
 class packet_ring {
 public:
-    // Creates /dev/shm/<name> (a stale one from a dead process is replaced).
+    // Creates /dev/shm/<name> with every page reserved. A stale ring of a
+    // dead process is replaced; a live process's ring is refused; a ring
+    // larger than the memory available is refused (naming the keys). When
+    // /dev/shm cannot hold it, the ring lives in a memfd instead and name()
+    // becomes /proc/<pid>/fd/<n> (said once in the log).
     packet_ring(std::string name, std::uint64_t slot_count, std::uint64_t data_bytes);
-    // Maps an existing ring read-only (a watcher in another process).
+    // Maps an existing ring read-only (a watcher in another process): a
+    // /dev/shm name, or a path (/proc/<pid>/fd/<n>).
     static packet_ring attach_read_only(const std::string& name);
     ~packet_ring();  // unmaps; the creator also unlinks the name
     packet_ring(packet_ring&& other) noexcept;
@@ -118,6 +125,8 @@ private:
 
     std::string _name;
     bool _owner = false;
+    bool _memfd = false;  // the ring is a memfd, not a /dev/shm name
+    int _memfd_fd = -1;
     std::byte* _base = nullptr;
     std::size_t _map_bytes = 0;
     ring_header* _header = nullptr;
@@ -136,5 +145,15 @@ private:
 
 // The shared-memory name for a ring: ring_name with "{pid}" replaced, then "-<index>".
 std::string ring_shm_name(const std::string& pattern, unsigned index);
+
+// Bytes a ring of these dimensions maps (header + slots).
+std::uint64_t ring_map_bytes(std::uint64_t slot_count, std::uint64_t data_bytes);
+// MemAvailable from /proc/meminfo, and the free bytes of /dev/shm.
+std::optional<std::uint64_t> memory_available();
+std::optional<std::uint64_t> shm_free_bytes();
+// Unlinks the /dev/shm rings that `pattern` (acquisition.ring_name) names
+// whose creating process is gone (kill -9 leaves them); never a live one's,
+// never a file that is not a daqd ring. Returns the names removed.
+std::vector<std::string> remove_stale_rings(const std::string& pattern);
 
 }  // namespace daqd::acquisition

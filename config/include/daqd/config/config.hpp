@@ -55,6 +55,10 @@ struct acquisition_config {
 struct units_config {
     bool learn = true;                 // accept any unit, learn its frame size from its first packet
     std::vector<unit_config> units;    // listed units (always accepted, sizes fixed)
+    std::uint32_t max_learned = 256;   // learned (unlisted) units held at once
+    std::uint32_t learned_idle_s = 600;  // a learned unit silent this long gives its slot to a new one
+    std::chrono::milliseconds relearn_quiet{2000};  // a learned unit's new frame size is taken after
+                                                    // this long without a frame of the old size
     bool operator==(const units_config&) const = default;
 };
 
@@ -63,6 +67,8 @@ struct assembly_config {
     std::chrono::milliseconds reorder_timeout{100};          // an open frame older than this closes
     std::uint32_t max_frame_bytes = 65536;                   // frame pool buffer size
     std::uint32_t pool_frames = 16384;                        // frame pool buffers
+    std::uint64_t max_frame_jump = 1u << 20;                  // frames ahead that are plausible
+    std::uint32_t restart_packets = 16;                       // packets that confirm a new stream
     bool operator==(const assembly_config&) const = default;
 };
 

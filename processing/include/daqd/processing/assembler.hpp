@@ -16,10 +16,27 @@
 //  - late: a packet of a frame already closed;
 //  - frames complete / incomplete (kept, missing samples 0) / lost (gaps in
 //    frame_number between stored frames) / overflow (no pool buffer free).
+//
+// What one unit (or a spoofed packet) cannot do (docs/PROTOCOL.md "Streams"):
+//  - move its window or its loss base with one packet: a frame_number more
+//    than assembly.max_frame_jump ahead of its stream, or more than
+//    reorder_frames behind it, is held aside (at most restart_packets
+//    packets). A plausible packet releases them (counted late, or dropped as
+//    frame_out_of_window). Only restart_packets held packets spanning two
+//    frames, with no plausible packet between, start a new stream there,
+//    replaying the held packets: a restart of the unit's frame numbers, not
+//    2^40 lost frames. A stream whose numbers go back gets the next
+//    `stream` index, so the writer can keep rows ascending per file.
+//  - grow the server without bound: at most units.max_learned learned units
+//    at once (a learned unit silent for units.learned_idle_s gives its slot
+//    up), per-unit memory sized by the unit's own packet count.
+//  - be dropped forever after changing its frame size: a learned unit is
+//    relearned after units.relearn_quiet without a frame of the old size.
 #include "daqd/acquisition/daq1.hpp"
 #include "daqd/acquisition/packet_ring.hpp"
 #include "daqd/acquisition/receiver.hpp"
 #include "daqd/common/event.hpp"
+#include "daqd/common/log_once.hpp"
 #include "daqd/common/spsc_queue.hpp"
 #include "daqd/config/config.hpp"
 #include "daqd/processing/frame.hpp"
@@ -38,7 +55,7 @@ using acquisition::counter;
 
 struct unit_counters {
     std::uint16_t unit_id = 0;
-    std::uint32_t channels = 0;
+    std::atomic<std::uint32_t> channels{0};  // changes when a learned unit is relearned
     counter packets;         // valid packets that reached the assembler (duplicates included)
     counter bytes;           // their payload bytes
     counter packets_lost;    // from packet_seq gaps
@@ -49,6 +66,9 @@ struct unit_counters {
     counter frames_lost;     // gaps in frame_number
     counter frames_overflow; // dropped: no frame buffer free (the writer is behind)
     counter missing_packets; // summed over incomplete frames
+    counter stream_restarts; // new streams that did not follow an END_OF_STREAM (numbering restarted or jumped)
+    counter stream;          // index of the unit's current stream (frame::stream)
+    counter retired;         // 1 while the unit's learned slot is given up (silent); its counters stay
     counter last_frame_number;
     counter last_receive_ns;
     // Valid packets by the link (listen endpoint) they came in on; links
@@ -98,13 +118,24 @@ public:
 private:
     struct open_frame;
     struct unit_state;
-    unit_state* unit_for(std::uint16_t id, std::uint32_t frame_bytes, acquisition::daq1::drop_reason& why);
+    unit_state* unit_for(const acquisition::daq1::header& h, std::uint64_t now_ns,
+                         acquisition::daq1::drop_reason& why);
+    unit_state* learn(const acquisition::daq1::header& h, std::uint64_t now_ns, bool configured);
+    bool reclaim_one(std::uint64_t now_ns);
+    void relearn(unit_state& u, const acquisition::daq1::header& h, std::uint64_t now_ns);
+    bool implausible(const unit_state& u, std::uint64_t fnum) const noexcept;
+    void hold(unit_state& u, const acquisition::daq1::header& h, const std::byte* datagram, std::uint32_t bytes,
+              std::uint64_t now_ns, std::uint16_t link);
+    void release_held(unit_state& u);
+    void take_packet(unit_state& u, const acquisition::daq1::header& h, const std::byte* datagram,
+                     std::uint32_t bytes, std::uint64_t now_ns);
+    void stream_closed(unit_state& u);
+    void close_through(unit_state& u, std::uint64_t last);
     void track_seq(unit_state& u, std::uint32_t seq, bool& duplicate);
     void settle_seq(unit_state& u);
     open_frame* find_or_open(unit_state& u, const acquisition::daq1::header& h, std::uint64_t now_ns, bool& late);
     void close_front(unit_state& u);
     void emit_ready(unit_state& u, std::uint64_t below = ~0ull);
-    void end_stream(unit_state& u);
     void close_all(unit_state& u);
     void loop();
 
@@ -119,6 +150,9 @@ private:
     std::unique_ptr<std::atomic<unit_counters*>[]> _unit_list;  // published in order of appearance
     std::atomic<std::uint32_t> _unit_count{0};
     std::vector<std::uint32_t> _expected_bytes;                // configured frame_bytes by unit id (0: none)
+    std::vector<std::unique_ptr<unit_counters>> _counters_of;  // by unit id, kept when a slot is reclaimed
+    std::uint32_t _learned = 0;                                 // learned units holding state now
+    common::edge_logger _unit_limit_log{"units.max_learned reached: packets of new unit ids are dropped"};
     assembler_counters _counters;
     std::uint64_t _timeout_ns;
     std::uint64_t _last_expire_ns = 0;

@@ -20,6 +20,8 @@ struct frame {
     std::uint16_t packet_count = 0;
     std::uint32_t channels = 0;
     std::uint32_t pool_index = 0;  // which frame_pool buffer holds the samples
+    std::uint32_t stream = 0;      // the unit's stream: +1 each time its frame numbers go back or its
+                                   // frame size changes (the writer starts the next file then)
     std::uint64_t frame_number = 0;
     std::uint64_t timestamp_ns = 0;
     std::uint64_t assembled_ns = 0;    // monotonic clock when the assembler handed it on
