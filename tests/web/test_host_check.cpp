@@ -1,4 +1,5 @@
 // Host checks against a fake /proc/sys and /sys tree and real directories.
+#include "daqd/acquisition/packet_ring.hpp"
 #include "daqd/acquisition/receiver.hpp"
 #include "daqd/web/host_check.hpp"
 #include "web_test_util.hpp"
@@ -141,13 +142,28 @@ TEST_CASE("run_host_checks: every check, report with the fixes, exit status", "[
     in.cores = 8;
     in.min_free_bytes = 0;
     auto checks = run_host_checks(in);
-    REQUIRE(checks.size() == 6);
+    REQUIRE(checks.size() == 7);
     CHECK(any_failing(checks));
     const std::string report = format_report(checks);
     CHECK_THAT(report, Contains("FAIL ] rmem_max") && Contains("fix: sysctl -w net.core.rmem_max=4096"));
     CHECK_THAT(report, Contains("cpu_governor"));
     put(proc / "net/core/rmem_max", "8192");
     CHECK_FALSE(any_failing(run_host_checks(in)));
+}
+
+TEST_CASE("check_ring_memory: a ring larger than the memory available fails, naming the key and a size that fits",
+          "[web]") {
+    const std::uint64_t gib = 1ull << 30;
+    auto c = check_ring_memory(154 * gib, 16777216, 24 * gib, 12 * gib);
+    CHECK(c.status == check_status::failing);
+    CHECK_THAT(c.detail, Contains("acquisition.ring_slots = 16777216") && Contains("refuse to start"));
+    CHECK_THAT(c.fix, Contains("acquisition.ring_slots = 1048576"));  // 154 GiB / 16 = 9.6 GiB <= 12 GiB
+    c = check_ring_memory(144 << 20, 16384, 24 * gib, 64 << 20);  // Docker's 64 MiB /dev/shm
+    CHECK(c.status == check_status::ok);
+    CHECK_THAT(c.detail, Contains("memfd"));
+    c = check_ring_memory(144 << 20, 16384, 24 * gib, 12 * gib);
+    CHECK(c.status == check_status::ok);
+    CHECK_THAT(c.detail, !Contains("memfd"));
 }
 
 TEST_CASE("host_inputs_for sizes the buffer request as the receiver does", "[web]") {
@@ -158,4 +174,7 @@ TEST_CASE("host_inputs_for sizes the buffer request as the receiver does", "[web
     CHECK(in.rcvbuf_request == 1000 * daqd::acquisition::kernel_datagram_cost(1472) / 2);
     CHECK(in.cores >= 1);
     CHECK(in.output_dir == cfg.storage.output_dir);
+    CHECK(in.ring_bytes == daqd::acquisition::ring_map_bytes(cfg.acquisition.ring_slots,
+                                                             cfg.acquisition.max_datagram_bytes + 128));
+    CHECK(in.memory_available > 0);
 }

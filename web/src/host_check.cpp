@@ -2,6 +2,8 @@
 // roots, compares with what the configuration needs, and names the fix.
 #include "daqd/web/host_check.hpp"
 
+#include "daqd/acquisition/packet_ring.hpp"
+
 #include "daqd/acquisition/receiver.hpp"
 
 #include <fcntl.h>
@@ -227,6 +229,34 @@ host_check check_free_space(const fs::path& dir, std::uint64_t min_free_bytes) {
     return c;
 }
 
+host_check check_ring_memory(std::uint64_t ring_bytes, std::uint32_t ring_slots, std::uint64_t memory_available,
+                             std::uint64_t shm_free) {
+    host_check c{"ring_memory", check_status::unknown, "", ""};
+    if (ring_bytes == 0 || memory_available == 0) {
+        c.detail = "cannot determine the memory available for the packet ring";
+        return c;
+    }
+    if (ring_bytes > memory_available) {
+        c.status = check_status::failing;
+        c.detail = fmt::format("the packet ring needs {} (acquisition.ring_slots = {}), more than the {} of memory "
+                               "available: daqd would refuse to start",
+                               bytes_text(ring_bytes), ring_slots, bytes_text(memory_available));
+        std::uint32_t fits = ring_slots;
+        while (fits > 64 && static_cast<double>(ring_bytes) * fits / ring_slots > memory_available / 2.0) fits /= 2;
+        c.fix = fmt::format("set acquisition.ring_slots = {} (or lower acquisition.max_datagram_bytes)", fits);
+        return c;
+    }
+    c.status = check_status::ok;
+    if (shm_free != 0 && ring_bytes > shm_free)
+        c.detail = fmt::format("the packet ring needs {}, /dev/shm has {} free: the ring goes to anonymous memory "
+                               "(memfd) instead, {} of memory available",
+                               bytes_text(ring_bytes), bytes_text(shm_free), bytes_text(memory_available));
+    else
+        c.detail = fmt::format("the packet ring needs {}: {} of memory available, {} free in /dev/shm",
+                               bytes_text(ring_bytes), bytes_text(memory_available), bytes_text(shm_free));
+    return c;
+}
+
 host_check check_governor(const fs::path& sys) {
     host_check c{"cpu_governor", check_status::unknown, "", ""};
     const fs::path cpus = sys / "devices/system/cpu";
@@ -264,6 +294,7 @@ std::vector<host_check> run_host_checks(const host_check_inputs& in) {
         check_cores(in.cores, in.busy_threads),
         check_output_dir(in.output_dir),
         check_free_space(in.output_dir, in.min_free_bytes),
+        check_ring_memory(in.ring_bytes, in.ring_slots, in.memory_available, in.shm_free),
         check_governor(in.sys),
     };
 }
@@ -276,6 +307,11 @@ host_check_inputs host_inputs_for(const config::config& cfg) {
     const std::uint64_t wanted = static_cast<std::uint64_t>(cfg.acquisition.socket_buffer_datagrams) *
                                  acquisition::kernel_datagram_cost(cfg.acquisition.expected_datagram_bytes);
     in.rcvbuf_request = std::min<std::uint64_t>(wanted / 2, 0x7fffffff);
+    // As the pipeline makes it: slots of a datagram plus 128 bytes.
+    in.ring_slots = cfg.acquisition.ring_slots;
+    in.ring_bytes = acquisition::ring_map_bytes(cfg.acquisition.ring_slots, cfg.acquisition.max_datagram_bytes + 128);
+    in.memory_available = acquisition::memory_available().value_or(0);
+    in.shm_free = acquisition::shm_free_bytes().value_or(0);
     // Probe: does SO_RCVBUFFORCE work for this process?
     const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd >= 0) {

@@ -24,7 +24,8 @@ enum class check_status {
 };
 
 struct host_check {
-    std::string name;    // "rmem_max", "netdev_max_backlog", "cores", "output_dir", "free_space", "cpu_governor"
+    std::string name;    // "rmem_max", "netdev_max_backlog", "cores", "output_dir", "free_space", "ring_memory",
+                         // "cpu_governor"
     check_status status = check_status::unknown;
     std::string detail;  // what was found and what is needed
     std::string fix;     // the exact command that fixes it (empty when ok)
@@ -40,6 +41,10 @@ struct host_check_inputs {
     unsigned busy_threads = 4;         // receiver, assembler, writer, web
     std::uint64_t min_free_bytes = 1ull << 30;
     std::uint64_t min_backlog = 10000;  // recommended for >= 1 Gbit/s
+    std::uint64_t ring_bytes = 0;       // what the packet ring maps (0: not checked)
+    std::uint32_t ring_slots = 0;       // acquisition.ring_slots, for the message
+    std::uint64_t memory_available = 0;  // MemAvailable (0: unknown)
+    std::uint64_t shm_free = 0;          // free bytes of /dev/shm (0: unknown)
 };
 
 // net.core.rmem_max >= rcvbuf_request; with can_force the cap does not apply
@@ -51,6 +56,10 @@ host_check check_cores(unsigned cores, unsigned busy_threads);
 host_check check_output_dir(const std::filesystem::path& dir);
 // Free space of the file system holding dir (or its nearest existing parent).
 host_check check_free_space(const std::filesystem::path& dir, std::uint64_t min_free_bytes);
+// The packet ring fits in the memory available (else daqd refuses to start);
+// when /dev/shm is smaller than the ring, daqd puts it in a memfd (said, ok).
+host_check check_ring_memory(std::uint64_t ring_bytes, std::uint32_t ring_slots, std::uint64_t memory_available,
+                             std::uint64_t shm_free);
 // Every readable cpu*/cpufreq/scaling_governor is "performance"; none readable: unknown.
 host_check check_governor(const std::filesystem::path& sys);
 
