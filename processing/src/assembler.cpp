@@ -44,10 +44,6 @@ struct assembler::unit_state {
     std::uint64_t last_emitted = 0;
     std::uint64_t high_frame = 0;   // highest frame_number opened in this stream
     std::uint32_t stream = 0;       // frame::stream of this unit's frames
-    // END_OF_STREAM: the highest complete frame that carried it; frames up to
-    // it close once the packets in flight are in (next expire()).
-    bool eos_pending = false;
-    std::uint64_t eos_frame = 0;
     // The stream ended (END_OF_STREAM closed and nothing open): the next
     // packet may start a new stream anywhere; prev_last is where this one ended.
     bool ended = false;
@@ -349,7 +345,6 @@ void assembler::relearn(unit_state& u, const daq1::header& h, std::uint64_t now_
     u.bits.assign(static_cast<std::size_t>(_cfg.assembly.reorder_frames) * u.bitmap_words, 0);
     u.have_emitted = false;
     u.ended = false;
-    u.eos_pending = false;
     u.overflow_runs.clear();
     u.overflowed = false;
     ++u.stream;
@@ -513,7 +508,6 @@ void assembler::hold(unit_state& u, const daq1::header& h, const std::byte* data
     settle_seq(u);
     u.have_emitted = false;
     u.ended = false;
-    u.eos_pending = false;
     u.overflow_runs.clear();
     u.overflowed = false;
     if (back) ++u.stream;
@@ -636,16 +630,11 @@ void assembler::take_packet(unit_state& u, const daq1::header& h, const std::byt
     f->eos |= (h.flags & daq1::flag_end_of_stream) != 0;
     std::memcpy(reinterpret_cast<std::byte*>(_pool.data(f->pool_index)) + h.payload_offset,
                 datagram + daq1::header_bytes, payload);
-    if (f->received == f->packet_count) {
-        if (f->eos && (!u.eos_pending || f->frame_number > u.eos_frame)) {
-            // The stream's last frame is in. Frames before it that still miss
-            // packets close once the packets in flight are in (the next
-            // expire()), so that reordered packets can still complete them.
-            u.eos_pending = true;
-            u.eos_frame = f->frame_number;
-        }
-        emit_ready(u);
-    }
+    // A complete frame goes out once the frames before it are closed. The
+    // END_OF_STREAM frame too: frames before it still missing packets wait
+    // for them like any open frame (window, timeout), so a packet reordered
+    // behind the flag still completes its frame.
+    if (f->received == f->packet_count) emit_ready(u);
 }
 
 void assembler::close_front(unit_state& u) {
@@ -710,21 +699,11 @@ void assembler::emit_ready(unit_state& u, std::uint64_t below) {
     }
 }
 
-// Closes every open frame up to `last` (complete or not), in order.
-void assembler::close_through(unit_state& u, std::uint64_t last) {
-    while (!u.window.empty() && u.window.front().frame_number <= last) {
-        const bool eos = u.window.front().eos;
-        close_front(u);
-        if (eos) stream_closed(u);
-    }
-}
-
 // An END_OF_STREAM frame was closed. Frames after it (already open) belong
 // to the unit's next stream, numbered on from it. When nothing is open, the
 // stream is over: its loss is settled and the next packet may start a new
 // stream anywhere.
 void assembler::stream_closed(unit_state& u) {
-    if (u.eos_pending && u.last_emitted >= u.eos_frame) u.eos_pending = false;
     if (!u.window.empty()) return;
     settle_seq(u);
     u.ended = true;
@@ -740,11 +719,6 @@ void assembler::close_all(unit_state& u) {
 
 void assembler::expire(std::uint64_t now_ns) {
     for (auto* u : _active) {
-        // END_OF_STREAM seen: the packets that were in flight are in by now.
-        if (u->eos_pending) {
-            close_through(*u, u->eos_frame);
-            u->eos_pending = false;
-        }
         bool closed = false;
         while (!u->window.empty() && now_ns - u->window.front().opened_ns > _timeout_ns) {
             const bool eos = u->window.front().eos;

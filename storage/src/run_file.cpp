@@ -77,6 +77,7 @@ struct run_file::impl {
         std::uint16_t unit_id = 0;
         std::uint32_t channels = 0;
         std::uint32_t stream = 0;  // the stream (frame::stream) whose rows this file holds
+        bool in_file = false;      // its group and datasets exist in the current file
         hsize_t chunk_rows = 0;
         std::string group_path;  // "/units/u3"
         std::vector<std::uint16_t> raw;
@@ -117,6 +118,7 @@ struct run_file::impl {
     std::map<std::uint16_t, unit_state> units;  // node-based: pointers stay valid
     unit_state* last_unit = nullptr;
     std::uint64_t file_bytes = 0;  // row payload in the current file
+    std::size_t pending_units = 0;  // units appended to whose objects are not in the file yet
     bool closed = false;
     // Disk space: bytes that may still be written before free space must be
     // read again (statvfs), and whether the reserve is being spent on closing.
@@ -230,13 +232,16 @@ struct run_file::impl {
             std::fill(u.dose.begin(), u.dose.end(), 0.0);
             u.dose_dirty = false;
             create_unit_objects(u);
+            u.in_file = true;
         }
+        pending_units = 0;
         start_swmr();
     }
 
     void start_swmr() {
         h5::check(H5Fstart_swmr_write(file.get()), "H5Fstart_swmr_write", where);
-        for (auto& [id, u] : units) open_datasets(u);
+        for (auto& [id, u] : units)
+            if (u.in_file) open_datasets(u);
     }
 
     void create_unit_objects(unit_state& u) {
@@ -475,16 +480,48 @@ struct run_file::impl {
         u.dose_dirty = false;
     }
 
+    // Writes the unit's partial chunk if it holds rows not yet in the file.
+    void write_partial_chunk(unit_state& u) {
+        if (u.rows_in_chunk > 0 && u.rows_in_chunk != u.rows_flushed) {
+            write_chunk(u);
+            u.rows_flushed = u.rows_in_chunk;
+        }
+        set_extent(u);
+        if (u.dose_dirty && u.dose_ds) write_dose(u);
+    }
+
+    // Creates the objects of every unit that appeared since the last time, in
+    // one pass: objects cannot be created in SWMR write mode, so the file is
+    // left, reopened and SWMR re-entered once for all of them (not once per
+    // unit: a flood of new unit ids must not stall the writer).
+    void create_pending_units() {
+        if (pending_units == 0) return;
+        for (auto& [id, u] : units)
+            if (u.in_file) write_partial_chunk(u);
+        close_file_checked();
+        reopen_rdwr();
+        std::string ids;
+        std::size_t n = 0;
+        for (auto& [id, u] : units) {
+            if (u.in_file) continue;
+            create_unit_objects(u);
+            u.in_file = true;
+            if (n++ < 8) ids += fmt::format("{}u{}", ids.empty() ? "" : ", ", id);
+        }
+        pending_units = 0;
+        start_swmr();
+        if (n > 8) ids += fmt::format(" and {} more", n - 8);
+        if (file_bytes > 0)
+            spdlog::info("run '{}': unit(s) {} added mid-run to {}; SWMR readers must reopen the file to see them",
+                         opt.run_name, ids, where);
+        else
+            spdlog::debug("run '{}': unit(s) {} added to {}", opt.run_name, ids, where);
+    }
+
     // Writes every partial chunk holding rows not yet in the file.
     void write_partial_chunks() {
-        for (auto& [id, u] : units) {
-            if (u.rows_in_chunk > 0 && u.rows_in_chunk != u.rows_flushed) {
-                write_chunk(u);
-                u.rows_flushed = u.rows_in_chunk;
-            }
-            set_extent(u);
-            if (u.dose_dirty && u.dose_ds) write_dose(u);
-        }
+        create_pending_units();
+        for (auto& [id, u] : units) write_partial_chunk(u);
     }
 
     // Chunk buffers and constants for the unit's frame size. Rows per chunk
@@ -531,19 +568,10 @@ struct run_file::impl {
         u.stream = f.stream;
         u.group_path = fmt::format("/units/u{}", f.unit_id);
         size_unit(u, f.channels);
-
-        // Objects cannot be created in SWMR write mode: leave it, create, re-enter.
-        write_partial_chunks();
-        close_file_checked();
-        reopen_rdwr();
+        // Its group and datasets are made with the other new units' at the
+        // next flush, or when its first chunk is full (create_pending_units).
         auto [it, inserted] = units.emplace(f.unit_id, std::move(u));
-        create_unit_objects(it->second);
-        start_swmr();
-        if (file_bytes > 0)
-            spdlog::info("run '{}': unit {} ({} channels) added mid-run to {}; SWMR readers must reopen the file to see it",
-                         opt.run_name, f.unit_id, f.channels, where);
-        else
-            spdlog::debug("run '{}': unit {} ({} channels) added to {}", opt.run_name, f.unit_id, f.channels, where);
+        ++pending_units;
         return it->second;
     }
 
@@ -630,6 +658,7 @@ struct run_file::impl {
         stats.bytes_written += rb;
 
         if (u->rows_in_chunk == u->chunk_rows) {
+            if (!u->in_file) create_pending_units();
             write_chunk(*u);
             u->rows_in_chunk = 0;
             u->rows_flushed = 0;

@@ -66,6 +66,8 @@ struct unit_summary {
     std::uint64_t first_timestamp_ns = 0;
     std::uint64_t last_timestamp_ns = 0;
     std::uint64_t samples_checked = 0;
+    std::uint32_t streams = 1;  // streams seen (docs/DATASET.md "Streams")
+    std::int64_t stream = -1;   // the stream of the last file read
 };
 
 struct run_summary {
@@ -271,6 +273,19 @@ struct inspector {
             return;
         }
         const auto channels = static_cast<std::uint32_t>(*channels_attr);
+        // A unit's new stream (its frame numbers went back, or its frame size
+        // changed) starts in a new file: rows ascend within a stream only.
+        const std::int64_t stream = read_int_attr(g.get(), "stream", gw).value_or(0);
+        auto& us = run.units[unit_from_name];
+        if (us.stream >= 0 && stream != us.stream) {
+            if (stream < us.stream)
+                problems.add(fmt::format("{}: {}: stream {} after stream {} (files out of order?)", path, gpath, stream,
+                                         us.stream));
+            ++us.streams;
+            us.channels = 0;
+            unit_has_last[unit_from_name] = false;
+        }
+        us.stream = stream;
 
         // Datasets: present, types, shapes, equal lengths.
         h5::dataset dsets[4];
@@ -464,6 +479,7 @@ void print_text(const inspector& in) {
         if (u.frames > 0) fmt::print("  (frame_number {} .. {})", u.first_frame, u.last_frame);
         fmt::print("\n");
         fmt::print("  lost (gaps)  {}\n", u.frames_lost_in_gaps);
+        if (u.streams > 1) fmt::print("  streams      {} (frame numbering restarted; frame_number range is the last stream's)\n", u.streams);
         fmt::print("  incomplete   {} frames, {} missing packets\n", u.incomplete_frames, u.missing_packets);
         if (u.frames > 0)
             fmt::print("  time span    {:.6f} s (timestamp_ns {} .. {}), {:.3f} frames/s\n", span_s(u),
@@ -495,6 +511,7 @@ nlohmann::ordered_json to_json(const inspector& in) {
         nlohmann::ordered_json ju;
         ju["unit"] = u.unit;
         ju["channels"] = u.channels;
+        ju["streams"] = u.streams;
         ju["frames"] = u.frames;
         ju["first_frame"] = u.frames > 0 ? nlohmann::ordered_json(u.first_frame) : nullptr;
         ju["last_frame"] = u.frames > 0 ? nlohmann::ordered_json(u.last_frame) : nullptr;

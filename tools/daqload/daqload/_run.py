@@ -88,7 +88,12 @@ def resolve_paths(paths) -> list:
                 raise RunNotFoundError(f"{p}: no file matches this pattern")
             found += files
         elif os.path.exists(p + ".h5"):
+            # A run that does not rotate by size is <run>.h5, continued in
+            # <run>_00001.h5, … when a unit started a new stream (DATASET.md).
             found.append(p + ".h5")
+            prefix = os.path.basename(p)
+            found += [f for f in glob.glob(glob.escape(p) + "_*.h5")
+                      if (m := _SERIES_RE.match(os.path.basename(f))) and m.group("run") == prefix]
         else:
             prefix = os.path.basename(p)
             files = [f for f in glob.glob(glob.escape(p) + "_*.h5")

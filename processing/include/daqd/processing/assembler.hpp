@@ -130,7 +130,6 @@ private:
     void take_packet(unit_state& u, const acquisition::daq1::header& h, const std::byte* datagram,
                      std::uint32_t bytes, std::uint64_t now_ns);
     void stream_closed(unit_state& u);
-    void close_through(unit_state& u, std::uint64_t last);
     void track_seq(unit_state& u, std::uint32_t seq, bool& duplicate);
     void settle_seq(unit_state& u);
     open_frame* find_or_open(unit_state& u, const acquisition::daq1::header& h, std::uint64_t now_ns, bool& late);
