@@ -140,6 +140,11 @@ listen = "127.0.0.1:8080"
 token = ""
 # A file whose first line is the token (instead of token).
 token_file = ""
+# Host names clients may use in the Host header (no port, any port matches)
+# besides those always accepted: localhost, 127.0.0.1, ::1, the listen
+# address and, off loopback, this machine's name (or, listening on 0.0.0.0
+# or ::, its addresses). Others are answered 403 (DNS rebinding). "*": any.
+allowed_hosts = []
 )toml";
 
 constexpr std::string_view embedded_source = "<embedded default>";
@@ -231,7 +236,7 @@ const std::vector<section_schema>& schema() {
         {"processing",
          {"stages", "backend", "calibration_file", "threshold", "threshold_mode", "batch_frames", "live_interval_ms"}},
         {"log", {"level"}},
-        {"http", {"listen", "token", "token_file"}},
+        {"http", {"listen", "token", "token_file", "allowed_hosts"}},
     };
     return s;
 }
@@ -526,6 +531,28 @@ bool valid_ring_name(std::string_view name) {
     return true;
 }
 
+// An http.allowed_hosts entry: a DNS name, an IPv4 address, an IPv6 address
+// (bracketed or not), or "*". Ports are not part of it (any port matches).
+bool valid_allowed_host(std::string_view h) {
+    if (h == "*") return true;
+    if (h.empty() || h.size() > 255) return false;
+    if (h.front() == '[') {
+        if (h.back() != ']' || h.size() < 4) return false;
+        const std::string inner(h.substr(1, h.size() - 2));
+        in6_addr a{};
+        return inet_pton(AF_INET6, inner.c_str(), &a) == 1;
+    }
+    if (h.find(':') != std::string_view::npos) {  // a bare IPv6 address
+        const std::string text(h);
+        in6_addr a{};
+        return inet_pton(AF_INET6, text.c_str(), &a) == 1;
+    }
+    return std::all_of(h.begin(), h.end(), [](char ch) {
+        return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' ||
+               ch == '-' || ch == '_';
+    });
+}
+
 // [http]: the endpoint, the token, and no open control API off the host.
 void check_http(const config& c, const context& ctx) {
     const auto& h = c.http;
@@ -545,6 +572,15 @@ void check_http(const config& c, const context& ctx) {
                  fmt::format("http.listen = \"{}\" is not a loopback address: set http.token or http.token_file "
                              "(anyone who can reach the port could start and stop runs), or listen on 127.0.0.1",
                              h.listen));
+    for (std::size_t i = 0; i < h.allowed_hosts.size(); ++i) {
+        const std::string path = fmt::format("http.allowed_hosts[{}]", i);
+        if (!valid_allowed_host(h.allowed_hosts[i]))
+            ctx.fail({path, "http.allowed_hosts"},
+                     fmt::format("{}: '{}' is not a host name: use letters, digits, '.', '-' and '_' (e.g. "
+                                 "\"daq01.lab.example\"), an IPv4 or IPv6 address (\"[fe80::1]\"), "
+                                 "or \"*\" for any; no port, no scheme",
+                                 path, h.allowed_hosts[i]));
+    }
 }
 
 // [processing]: known stages in the allowed order, backend, threshold.
@@ -771,6 +807,16 @@ config from_table(const toml::table& doc, std::string_view source) {
     if (const auto* n = value_of("http", "listen")) c.http.listen = read_string(ctx, *n, "http.listen");
     if (const auto* n = value_of("http", "token")) c.http.token = read_string(ctx, *n, "http.token");
     if (const auto* n = value_of("http", "token_file")) c.http.token_file = read_string(ctx, *n, "http.token_file");
+    if (const auto* n = value_of("http", "allowed_hosts")) {
+        const auto* array = n->as_array();
+        if (array == nullptr)
+            ctx.fail_line(line_of(*n), fmt::format("http.allowed_hosts must be an array of host names, got {}",
+                                                   type_name(n->type())));
+        c.http.allowed_hosts.clear();
+        for (std::size_t i = 0; i < array->size(); ++i)
+            c.http.allowed_hosts.push_back(
+                read_string(ctx, *array->get(i), fmt::format("http.allowed_hosts[{}]", i)));
+    }
 
     check(c, ctx);
     c.source = std::string(source);
@@ -988,6 +1034,11 @@ std::string to_toml(const config& c, bool hide_secrets) {
     line("token", toml_string(hide_secrets ? std::string() : c.http.token) +
                       (hide_secrets && !c.http.token.empty() ? "  # set, not shown" : ""));
     line("token_file", toml_string(c.http.token_file));
+    std::string hosts = "[";
+    for (std::size_t i = 0; i < c.http.allowed_hosts.size(); ++i)
+        hosts += (i > 0 ? ", " : "") + toml_string(c.http.allowed_hosts[i]);
+    hosts += "]";
+    line("allowed_hosts", hosts);
     return out;
 }
 

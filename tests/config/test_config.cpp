@@ -76,6 +76,7 @@ config everything_changed() {
     c.storage.chunk_bytes = 4096;
     c.storage.queue_frames = 7;
     c.log.level = "trace";
+    c.http.allowed_hosts = {"daq01.lab.example", "[fe80::1]", "10.0.0.5", "*"};
     c.source = "roundtrip.toml";
     return c;
 }

@@ -12,6 +12,8 @@
 #include <cctype>
 #include <chrono>
 #include <cstring>
+#include <algorithm>
+#include <cstdint>
 #include <map>
 #include <stdexcept>
 #include <string>
@@ -110,6 +112,47 @@ inline http_reply parse_reply(const std::string& raw) {
     if (auto it = r.headers.find("content-length"); it != r.headers.end()) length = std::stoul(it->second);
     r.body = raw.substr(head_end + 4, length);
     return r;
+}
+
+// The value of one series in Prometheus text (`name` or `name{labels}`,
+// exactly as exposed), or -1 when it is absent.
+inline double metric(const std::string& text, const std::string& series) {
+    const std::string key = series + " ";
+    for (std::size_t pos = 0; pos < text.size();) {
+        const auto eol = text.find('\n', pos);
+        const std::string line = text.substr(pos, eol == std::string::npos ? std::string::npos : eol - pos);
+        if (line.compare(0, key.size(), key) == 0) return std::stod(line.substr(key.size()));
+        if (eol == std::string::npos) break;
+        pos = eol + 1;
+    }
+    return -1;
+}
+
+// Sends all of `data` on a connected socket; false if the peer is gone.
+inline bool send_all(int fd, const std::string& data) {
+    std::size_t sent = 0;
+    while (sent < data.size()) {
+        const ssize_t n = ::send(fd, data.data() + sent, data.size() - sent, MSG_NOSIGNAL);
+        if (n <= 0) return false;
+        sent += static_cast<std::size_t>(n);
+    }
+    return true;
+}
+
+// True when the peer closes `fd` (end of stream or reset) within `deadline`;
+// whatever it sends meanwhile is read and dropped.
+inline bool closed_within(int fd, std::chrono::milliseconds deadline) {
+    const auto end = std::chrono::steady_clock::now() + deadline;
+    char buf[4096];
+    for (;;) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now());
+        pollfd p{fd, POLLIN, 0};
+        const int r = ::poll(&p, 1, static_cast<int>(std::max<std::int64_t>(0, left.count())));
+        if (r < 0) return false;
+        if (r == 0) return false;  // nothing before the deadline
+        const ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) return true;
+    }
 }
 
 inline http_reply http(std::uint16_t port, const std::string& method, const std::string& target,

@@ -90,11 +90,12 @@ TEST_CASE("wrong methods answer 405 with Allow", "[web]") {
     fake_runs runs;
     api a(r.view(), runs.controls(), token, {});
     for (auto [method, target, allow] : std::vector<std::tuple<std::string, std::string, std::string>>{
-             {"DELETE", "/api/v1/status", "GET"},
-             {"POST", "/metrics", "GET"},
-             {"PUT", "/api/v1/runs", "GET, POST"},
+             {"DELETE", "/api/v1/status", "GET, HEAD"},
+             {"POST", "/metrics", "GET, HEAD"},
+             {"PUT", "/api/v1/runs", "GET, HEAD, POST"},
              {"GET", "/api/v1/runs/stop", "POST"},
-             {"POST", "/", "GET"}}) {
+             {"HEAD", "/api/v1/runs/stop", "POST"},
+             {"POST", "/", "GET, HEAD"}}) {
         INFO(method << " " << target);
         const auto res = a.handle(req(method, target));
         CHECK(res.status == 405);

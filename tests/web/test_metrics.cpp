@@ -40,10 +40,15 @@ TEST_CASE("metrics text has every family with the right labels", "[web]") {
           "daq_frames_written_total counter", "daq_storage_bytes_written_total counter",
           "daq_storage_flush_seconds histogram", "daq_stage_seconds histogram", "daq_run_active gauge",
           "daq_host_check gauge", "daq_build_info gauge", "daq_storage_free_bytes gauge",
-          "daq_http_requests_total counter", "daq_link_info gauge"}) {
+          "daq_http_requests_total counter", "daq_link_info gauge", "daq_http_connections_accepted_total counter",
+          "daq_http_connections_dropped_total counter", "daq_http_connections_open gauge",
+          "daq_http_connections_limit gauge", "daq_http_host_rejected_total counter"}) {
         INFO(family);
         CHECK_THAT(text, Contains(std::string("# TYPE ") + family + "\n"));
     }
+    // Every reason of a dropped connection is there from the start (at 0).
+    for (const char* reason : {"header_timeout", "body_timeout", "idle_timeout", "write_timeout", "evicted", "refused"})
+        CHECK_THAT(text, Contains(std::string("daq_http_connections_dropped_total{reason=\"") + reason + "\"} 0\n"));
     // The labelled series.
     CHECK_THAT(text, Contains("daq_packets_received_total{link=\"0\",unit=\"3\"} 3\n"));
     CHECK_THAT(text, Contains("daq_packets_received_total{link=\"1\",unit=\"3\"} 0\n") ||

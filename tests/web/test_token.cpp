@@ -108,6 +108,25 @@ TEST_CASE("[http] configuration: defaults, validation, the token kept out of con
     CHECK_THAT(error_of("[http]\ntoken = \"0123456789abcdef0123\"\ntoken_file = \"/x\"\n"), Contains("not both"));
     CHECK_THAT(error_of("[http]\nlisen = \"\"\n"), Contains("did you mean 'http.listen'"));
 
+    // http.allowed_hosts: names and addresses, no ports or schemes; errors name the entry and its line.
+    CHECK(d.http.allowed_hosts.empty());
+    const auto hosts = daqd::config::load_string(
+        "[http]\nallowed_hosts = [\"daq01.lab.example\", \"10.0.0.5\", \"[fe80::1]\", \"::1\", \"*\"]\n", "h.toml");
+    CHECK(hosts.http.allowed_hosts ==
+          std::vector<std::string>{"daq01.lab.example", "10.0.0.5", "[fe80::1]", "::1", "*"});
+    CHECK(daqd::config::load_string(daqd::config::to_toml(hosts), "h.toml").http == hosts.http);
+    CHECK_THAT(hosts.text, Contains("allowed_hosts = [\"daq01.lab.example\", \"10.0.0.5\""));
+    CHECK_THAT(error_of("[http]\nlisten = \"127.0.0.1:8080\"\nallowed_hosts = [\"ok.example\",\n  \"daq01:8080\"]\n"),
+               Contains("config.toml:4:") && Contains("http.allowed_hosts[1]") && Contains("'daq01:8080'"));
+    CHECK_THAT(error_of("[http]\nallowed_hosts = [\"http://daq01\"]\n"),
+               Contains("config.toml:2:") && Contains("http.allowed_hosts[0]") && Contains("no port, no scheme"));
+    CHECK_THAT(error_of("[http]\nallowed_hosts = [\"\"]\n"), Contains("http.allowed_hosts[0]"));
+    CHECK_THAT(error_of("[http]\nallowed_hosts = [\"[nothost]\"]\n"), Contains("http.allowed_hosts[0]"));
+    CHECK_THAT(error_of("[http]\nallowed_hosts = \"daq01\"\n"),
+               Contains("config.toml:2:") && Contains("http.allowed_hosts must be an array"));
+    CHECK_THAT(error_of("[http]\nallowed_hosts = [1]\n"), Contains("http.allowed_hosts[0] must be a string"));
+    CHECK_THAT(error_of("[http]\nallowed_host = []\n"), Contains("did you mean 'http.allowed_hosts'"));
+
     const auto c = daqd::config::load_string("[http]\ntoken = \"0123456789abcdef-secret\"\n", "t.toml");
     CHECK(c.http.token == "0123456789abcdef-secret");
     CHECK(c.text.find("0123456789abcdef-secret") == std::string::npos);  // stored in run files, printed

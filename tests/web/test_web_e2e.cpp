@@ -7,12 +7,18 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include <sys/resource.h>
+
+#include <atomic>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 using daqd::test::eventually;
 using daqd::test::child;
 using nlohmann::json;
+using Catch::Matchers::Contains;
 namespace fs = std::filesystem;
 using daqd::test::scratch_dir;
 using namespace std::chrono_literals;
@@ -24,12 +30,13 @@ struct daqd_process {
     std::uint16_t udp = daqd::test::free_port(SOCK_DGRAM);
     std::uint16_t http = daqd::test::free_port(SOCK_STREAM);
     std::unique_ptr<child> proc;
-    daqd_process(const scratch_dir& dir, const std::string& name) {
-        proc = std::make_unique<child>(
-            std::vector<std::string>{DAQD_BIN, "--listen", "127.0.0.1:" + std::to_string(udp), "--http",
-                                     "127.0.0.1:" + std::to_string(http), "--output", dir / "runs", "--summary-json",
-                                     dir / (name + ".json")},
-            dir / (name + ".daqd.out"), dir / (name + ".daqd.err"));
+    daqd_process(const scratch_dir& dir, const std::string& name, const std::vector<std::string>& extra = {},
+                 const std::string& http_host = "127.0.0.1") {
+        std::vector<std::string> argv{DAQD_BIN, "--listen", "127.0.0.1:" + std::to_string(udp), "--http",
+                                      http_host + ":" + std::to_string(http), "--output", dir / "runs", "--summary-json",
+                                      dir / (name + ".json")};
+        argv.insert(argv.end(), extra.begin(), extra.end());
+        proc = std::make_unique<child>(argv, dir / (name + ".daqd.out"), dir / (name + ".daqd.err"));
         REQUIRE(proc->wait_for_log("http: status page", 20s));
     }
     std::string target() const { return "127.0.0.1:" + std::to_string(udp); }
@@ -283,4 +290,282 @@ TEST_CASE("daqd --check-host and the HTTP options on the command line", "[web][e
         std::ifstream in(dir / "busy.json");
         CHECK(json::parse(in)["packets_received"] == s["packets_sent"]);
     }
+}
+
+namespace {
+
+// Raises this process's soft descriptor limit to its hard limit (daqd, spawned
+// from here, inherits it) and returns the soft limit then in force.
+std::size_t raise_fd_limit() {
+    rlimit lim{};
+    ::getrlimit(RLIMIT_NOFILE, &lim);
+    if (lim.rlim_cur < lim.rlim_max) {
+        rlimit want = lim;
+        want.rlim_cur = lim.rlim_max == RLIM_INFINITY ? 1u << 20 : lim.rlim_max;
+        if (::setrlimit(RLIMIT_NOFILE, &want) == 0) lim = want;
+    }
+    return lim.rlim_cur == RLIM_INFINITY ? std::size_t{1} << 20 : static_cast<std::size_t>(lim.rlim_cur);
+}
+
+std::string read_token(const scratch_dir& dir) {
+    std::string token;
+    std::ifstream(dir.path / "runs/.daqd-token") >> token;
+    return token;
+}
+
+double ms_since(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Waits until every connection is answered or closed (or the deadline
+// passes): how many got a complete answer starting `HTTP/1.1 200`, how many
+// were closed without one, how many are still open.
+struct resolved {
+    std::size_t answered = 0, closed = 0, pending = 0;
+};
+resolved wait_all(const std::vector<int>& fds, std::chrono::milliseconds deadline) {
+    std::vector<std::string> got(fds.size());
+    std::vector<bool> done(fds.size(), false);
+    resolved r;
+    const auto end = std::chrono::steady_clock::now() + deadline;
+    std::size_t left = fds.size();
+    char buf[8192];
+    while (left > 0 && std::chrono::steady_clock::now() < end) {
+        std::vector<pollfd> p;
+        std::vector<std::size_t> index;
+        for (std::size_t i = 0; i < fds.size(); ++i)
+            if (!done[i]) {
+                p.push_back({fds[i], POLLIN, 0});
+                index.push_back(i);
+            }
+        if (::poll(p.data(), p.size(), 100) <= 0) continue;
+        for (std::size_t k = 0; k < p.size(); ++k) {
+            if (p[k].revents == 0) continue;
+            const std::size_t i = index[k];
+            const ssize_t n = ::recv(fds[i], buf, sizeof buf, MSG_DONTWAIT);
+            if (n > 0) {
+                got[i].append(buf, static_cast<std::size_t>(n));
+                if (web_test::complete_responses(got[i]) == 0) continue;
+            } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                continue;
+            }
+            done[i] = true;
+            --left;
+            if (got[i].rfind("HTTP/1.1 200", 0) == 0 && web_test::complete_responses(got[i]) > 0)
+                ++r.answered;
+            else
+                ++r.closed;
+        }
+    }
+    r.pending = left;
+    return r;
+}
+
+}  // namespace
+
+TEST_CASE("slow clients and a connection flood: /metrics and run control answer while they last", "[web][e2e]") {
+    const std::size_t fds = raise_fd_limit();
+    const std::size_t slow_n = 300;
+    const std::size_t flood_n = std::min<std::size_t>(2000, fds > slow_n + 800 ? fds - slow_n - 800 : 0);
+    if (flood_n < 1000) {
+        WARN("SKIPPED: the descriptor limit (ulimit -n " << fds << ") leaves too few for 300 slow clients and a flood");
+        return;
+    }
+    scratch_dir dir("web-slowloris");
+    daqd_process d(dir, "daqd");
+    const std::uint16_t port = d.http;
+    const std::string token = read_token(dir);
+    REQUIRE(web_test::http(port, "POST", "/api/v1/runs", R"({"name":"flood01"})", token).status == 201);
+    auto metrics = [&] {
+        const auto m = web_test::http(port, "GET", "/metrics");
+        REQUIRE(m.status == 200);
+        return m.body;
+    };
+    auto dropped = [](const std::string& text, const char* reason) {
+        return web_test::metric(text, std::string("daq_http_connections_dropped_total{reason=\"") + reason + "\"}");
+    };
+    const double limit = web_test::metric(metrics(), "daq_http_connections_limit");
+    CHECK(limit == 512);
+
+    // 1. Slowloris: 300 connections send a request header a byte at a time,
+    // one byte every 200 ms each, never finishing it.
+    std::vector<int> slow;
+    for (std::size_t i = 0; i < slow_n; ++i) {
+        slow.push_back(web_test::connect_to(port));
+        web_test::send_all(slow.back(), "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ");
+    }
+    std::atomic<bool> stop_drip{false};
+    std::thread dripper([&] {
+        while (!stop_drip) {
+            for (int fd : slow) (void)::send(fd, "a", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+            std::this_thread::sleep_for(200ms);  // the attack's pace
+        }
+    });
+    CHECK(eventually([&] { return web_test::metric(metrics(), "daq_http_connections_open") >= slow_n; }, 5s));
+    auto t0 = std::chrono::steady_clock::now();
+    auto m = web_test::http(port, "GET", "/metrics");
+    const double metrics_ms_slow = ms_since(t0);
+    CHECK(m.status == 200);
+    CHECK(metrics_ms_slow < 2000);
+
+    // 2. 2000 clients at once, each with a complete request.
+    std::vector<int> flood;
+    t0 = std::chrono::steady_clock::now();
+    for (std::size_t i = 0; i < flood_n; ++i) {
+        flood.push_back(web_test::connect_to(port));
+        web_test::send_all(flood.back(), "GET /api/v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    }
+    const auto flood_result = wait_all(flood, 20s);
+    const double flood_ms = ms_since(t0);
+    for (int fd : flood) ::close(fd);
+    CHECK(flood_result.pending == 0);
+    CHECK(flood_result.answered + flood_result.closed == flood_n);
+    CHECK(flood_result.answered >= flood_n / 2);
+
+    // 3. 2000 connections that send nothing, held open: far beyond the
+    // limit; and meanwhile a thread opens new ones as fast as it can (closing
+    // its own oldest beyond 500), so the flood goes on while /metrics and
+    // run stop are asked.
+    std::vector<int> silent;
+    t0 = std::chrono::steady_clock::now();
+    for (std::size_t i = 0; i < flood_n; ++i) silent.push_back(web_test::connect_to(port));
+    const double silent_connect_ms = ms_since(t0);
+    std::atomic<bool> stop_flood{false};
+    std::atomic<std::size_t> flooded{0};
+    std::thread flooder([&] {
+        std::vector<int> ring(500, -1);
+        for (std::size_t i = 0; !stop_flood; i = (i + 1) % ring.size()) {
+            if (ring[i] >= 0) ::close(ring[i]);
+            try {
+                ring[i] = web_test::connect_to(port);
+                ++flooded;
+            } catch (const std::exception&) {
+                ring[i] = -1;
+            }
+        }
+        for (int fd : ring)
+            if (fd >= 0) ::close(fd);
+    });
+    CHECK(eventually([&] { return flooded.load() > 1000; }, 10s));
+    const auto flood_t0 = std::chrono::steady_clock::now();
+    const std::size_t flooded_before = flooded;
+    double metrics_ms_flood = 0;
+    for (int i = 0; i < 5; ++i) {
+        t0 = std::chrono::steady_clock::now();
+        m = web_test::http(port, "GET", "/metrics");
+        metrics_ms_flood = std::max(metrics_ms_flood, ms_since(t0));
+        CHECK(m.status == 200);
+    }
+    CHECK(metrics_ms_flood < 2000);
+    t0 = std::chrono::steady_clock::now();
+    const auto stopped = web_test::http(port, "POST", "/api/v1/runs/stop", "", token);
+    const double stop_ms = ms_since(t0);
+    INFO(stopped.body);
+    CHECK(stopped.status == 200);
+    CHECK(stop_ms < 5000);
+    CHECK(json::parse(stopped.body)["run"] == "flood01");
+    const std::string during = metrics();
+    const double flood_rate = static_cast<double>(flooded - flooded_before) / (ms_since(flood_t0) / 1000.0);
+    stop_flood = true;
+    flooder.join();
+    CHECK(dropped(during, "evicted") > 0);
+    CHECK(web_test::metric(during, "daq_http_connections_open") <= limit);
+
+    // 4. The header deadline (5 s) closes what is left of both attacks.
+    t0 = std::chrono::steady_clock::now();
+    std::string after;
+    CHECK(eventually(
+        [&] {
+            after = metrics();
+            return dropped(after, "header_timeout") > 0 && web_test::metric(after, "daq_http_connections_open") <= 2;
+        },
+        15s));
+    const double cleared_ms = ms_since(t0);
+    stop_drip = true;
+    dripper.join();
+    for (int fd : slow) ::close(fd);
+    for (int fd : silent) ::close(fd);
+    CHECK(web_test::http(port, "GET", "/api/v1/status").status == 200);
+    std::fprintf(stderr,
+                 "slowloris figures: limit %.0f; /metrics with %zu slow clients %.1f ms; %zu simultaneous clients: "
+                 "%zu answered, %zu closed unanswered, all in %.0f ms; %zu silent connections opened in %.0f ms; "
+                 "with new connections coming at %.0f/s, /metrics (worst of 5) %.1f ms, POST /api/v1/runs/stop "
+                 "%.1f ms; evicted %.0f; after %.0f ms more: "
+                 "header_timeout %.0f, evicted %.0f, open %.0f\n",
+                 limit, slow_n, metrics_ms_slow, flood_n, flood_result.answered, flood_result.closed, flood_ms, flood_n,
+                 silent_connect_ms, flood_rate, metrics_ms_flood, stop_ms, dropped(during, "evicted"), cleared_ms,
+                 dropped(after, "header_timeout"), dropped(after, "evicted"),
+                 web_test::metric(after, "daq_http_connections_open"));
+    d.proc->signal(SIGTERM);
+    CHECK(d.proc->wait(30s) == 0);
+}
+
+TEST_CASE("the Host header: a rebinding name gets 403, the listen address and configured names are answered, HEAD",
+          "[web][e2e]") {
+    scratch_dir dir("web-host");
+    std::ofstream(dir / "daqd.toml") << "[http]\nallowed_hosts = [\"daq.example\"]\n";
+    daqd_process d(dir, "daqd", {"--config", dir / "daqd.toml"});
+    const std::uint16_t port = d.http;
+    const std::string p = ":" + std::to_string(port);
+    const std::string token = read_token(dir);
+    auto get = [&](const std::string& host, const std::string& method = "GET", const std::string& target = "/api/v1/status",
+                   const std::string& extra = "") {
+        return web_test::exchange_raw(
+            port, method + " " + target + " HTTP/1.1\r\nHost: " + host + "\r\n" + extra + "Connection: close\r\n\r\n",
+            method == "HEAD" ? 99 : 1, 10s);
+    };
+    const auto evil = web_test::parse_reply(get("evil.example" + p));
+    CHECK(evil.status == 403);
+    CHECK_THAT(json::parse(evil.body)["error"].get<std::string>(), Contains("http.allowed_hosts"));
+    // Run control from a rebinding page: refused before the token is looked at.
+    CHECK(web_test::parse_reply(get("evil.example" + p, "POST", "/api/v1/runs", "Authorization: Bearer " + token + "\r\n"
+                                                                                 "Content-Length: 0\r\n"))
+              .status == 403);
+    CHECK(web_test::parse_reply(get("127.0.0.1" + p)).status == 200);
+    CHECK(web_test::parse_reply(get("localhost" + p)).status == 200);
+    CHECK(web_test::parse_reply(get("daq.example" + p)).status == 200);
+    CHECK(web_test::parse_reply(get("DAQ.example")).status == 200);
+    const auto m = web_test::http(port, "GET", "/metrics");
+    CHECK(web_test::metric(m.body, "daq_http_host_rejected_total") == 2);
+    CHECK(web_test::metric(m.body, "daq_http_requests_total{code=\"403\"}") == 2);
+    CHECK(get_json(port, "/api/v1/status")["run"].is_null());  // nothing was started
+
+    // HEAD: GET's status and Content-Length, no body.
+    const auto page = web_test::http(port, "GET", "/");
+    const std::string raw = get("127.0.0.1" + p, "HEAD", "/");
+    auto head = web_test::parse_reply(raw);
+    CHECK(head.status == 200);
+    CHECK(head.headers["content-length"] == std::to_string(page.body.size()));
+    CHECK(raw.size() == raw.find("\r\n\r\n") + 4);
+    const std::string raw_metrics = get("127.0.0.1" + p, "HEAD", "/metrics");
+    auto head_metrics = web_test::parse_reply(raw_metrics);
+    CHECK(head_metrics.status == 200);
+    CHECK(std::stoul(head_metrics.headers["content-length"]) > 1000);
+    CHECK(raw_metrics.size() == raw_metrics.find("\r\n\r\n") + 4);
+
+    d.proc->signal(SIGTERM);
+    CHECK(d.proc->wait(30s) == 0);
+    const std::string log = d.proc->err();
+    CHECK(log.find("answered 403 to a request for Host 'evil.example" + p + "'") != std::string::npos);
+    CHECK(log.find("answered 403") == log.rfind("answered 403"));  // logged once
+}
+
+TEST_CASE("listening on every address: this machine's name is answered, other names are not", "[web][e2e]") {
+    scratch_dir dir("web-host-any");
+    std::ofstream(dir / "daqd.toml") << "[http]\ntoken = \"0123456789abcdef0123456789abcdef\"\n";
+    daqd_process d(dir, "daqd", {"--config", dir / "daqd.toml"}, "0.0.0.0");
+    char name[256] = {};
+    ::gethostname(name, sizeof name - 1);
+    const std::string p = ":" + std::to_string(d.http);
+    auto status = [&](const std::string& host) {
+        return web_test::parse_reply(
+                   web_test::exchange_raw(d.http, "GET /metrics HTTP/1.1\r\nHost: " + host + "\r\nConnection: close\r\n\r\n"))
+            .status;
+    };
+    CHECK(status(std::string(name) + p) == 200);
+    CHECK(status("127.0.0.1" + p) == 200);
+    CHECK(status("evil.example" + p) == 403);
+    CHECK(status(std::string(name) + ".evil.example" + p) == 403);
+    d.proc->signal(SIGTERM);
+    CHECK(d.proc->wait(30s) == 0);
 }

@@ -52,6 +52,7 @@ api::api(daq_view view, run_controls controls, std::string token, std::vector<ho
       _controls(std::move(controls)),
       _token(std::move(token)),
       _host_checks(std::move(host_checks)),
+      _hosts(_view.cfg->http),
       _metrics(_view, _controls, _host_checks),
       _catalog(_view.cfg->storage.output_dir) {}
 
@@ -66,7 +67,36 @@ bool api::is_blocking(const request& r) const {
     return path == "/api/v1/runs" || path == "/api/v1/runs/stop";
 }
 
+response api::host_rejected(const std::string& host) {
+    _metrics.count_host_rejected();
+    std::string shown = host.substr(0, 128);
+    for (auto& ch : shown)
+        if (static_cast<unsigned char>(ch) < 0x20 || static_cast<unsigned char>(ch) >= 0x7f) ch = '?';
+    if (!_host_rejection_logged.exchange(true))
+        spdlog::warn("http: answered 403 to a request for Host '{}', not an allowed name (a DNS-rebinding page, or "
+                     "a client using a name daqd does not know: add it to http.allowed_hosts); further ones are "
+                     "counted in daq_http_host_rejected_total and logged at debug level",
+                     shown);
+    else
+        spdlog::debug("http: 403 for Host '{}'", shown);
+    return error(403, fmt::format("Host '{}' is not served here: daqd answers only requests for its own names "
+                                  "(localhost, its listen address, the names in http.allowed_hosts); an operator "
+                                  "can add this name to http.allowed_hosts",
+                                  shown));
+}
+
 response api::handle(const request& r) {
+    if (r.host && !_hosts.allows(*r.host)) return host_rejected(*r.host);
+    if (r.method == "HEAD") {
+        // GET semantics; the server sends the head only (with the Content-Length of this body).
+        request get = r;
+        get.method = "GET";
+        return route(get);
+    }
+    return route(r);
+}
+
+response api::route(const request& r) {
     const std::string_view path = std::string_view(r.target).substr(0, r.target.find_first_of("?#"));
     if (r.body.size() > max_body_bytes)
         return error(413, fmt::format("request body larger than {} bytes", max_body_bytes));
@@ -74,7 +104,7 @@ response api::handle(const request& r) {
     const bool post = r.method == "POST";
 
     if (const auto* asset = page::find(path == "/" ? std::string_view("/index.html") : path)) {
-        if (!get) return method_not_allowed("GET");
+        if (!get) return method_not_allowed("GET, HEAD");
         response res;
         res.content_type = std::string(asset->content_type);
         res.body = std::string(asset->body);
@@ -84,27 +114,27 @@ response api::handle(const request& r) {
         return res;
     }
     if (path == "/favicon.ico") {
-        if (!get) return method_not_allowed("GET");
+        if (!get) return method_not_allowed("GET, HEAD");
         response res;
         res.status = 204;
         res.content_type.clear();
         return res;
     }
     if (path == "/metrics") {
-        if (!get) return method_not_allowed("GET");
+        if (!get) return method_not_allowed("GET, HEAD");
         response res;
         res.content_type = "text/plain; version=0.0.4; charset=utf-8";
         res.body = _metrics.scrape();
         return res;
     }
     if (path == "/api/v1/status") {
-        if (!get) return method_not_allowed("GET");
+        if (!get) return method_not_allowed("GET, HEAD");
         return status_json();
     }
     if (path == "/api/v1/runs") {
         if (get) return list_runs();
         if (post) return start_run(r);
-        return method_not_allowed("GET, POST");
+        return method_not_allowed("GET, HEAD, POST");
     }
     if (path == "/api/v1/runs/stop") {
         if (!post) return method_not_allowed("POST");
@@ -118,7 +148,7 @@ response api::handle(const request& r) {
                             std::all_of(id.begin(), id.end(), [](char c) { return c >= '0' && c <= '9'; });
         if (digits) v = std::stoul(std::string(id));
         if (!digits || v > 65535) return error(404, fmt::format("no such unit '{}' (unit ids are 0..65535)", id));
-        if (!get) return method_not_allowed("GET");
+        if (!get) return method_not_allowed("GET, HEAD");
         return live_json(static_cast<std::uint16_t>(v));
     }
     return error(404, fmt::format("no such resource: {}", path));

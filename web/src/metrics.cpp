@@ -239,6 +239,47 @@ metrics::metrics(const daq_view& view, run_controls controls, const std::vector<
                      .Name("daq_http_requests_total")
                      .Help("HTTP requests answered, by status code")
                      .Register(*_registry);
+    _accepted = &prom::BuildCounter()
+                     .Name("daq_http_connections_accepted_total")
+                     .Help("HTTP connections accepted")
+                     .Register(*_registry)
+                     .Add({});
+    auto& dropped = prom::BuildCounter()
+                        .Name("daq_http_connections_dropped_total")
+                        .Help("HTTP connections the server closed before it was done with them, by reason: "
+                              "header_timeout, body_timeout, idle_timeout, write_timeout, evicted (the limit was "
+                              "reached: the oldest waiting connection made room), refused")
+                        .Register(*_registry);
+    for (std::size_t i = 0; i < connection_drop_count; ++i)
+        _dropped[i] = &dropped.Add({{"reason", std::string(name(static_cast<connection_drop>(i)))}});
+    _open = &prom::BuildGauge()
+                 .Name("daq_http_connections_open")
+                 .Help("HTTP connections open now")
+                 .Register(*_registry)
+                 .Add({});
+    _limit = &prom::BuildGauge()
+                  .Name("daq_http_connections_limit")
+                  .Help("Most HTTP connections held open at once (beyond it the oldest waiting one is closed)")
+                  .Register(*_registry)
+                  .Add({});
+    _host_rejected = &prom::BuildCounter()
+                          .Name("daq_http_host_rejected_total")
+                          .Help("HTTP requests answered 403 because their Host header is not an allowed name "
+                                "(http.allowed_hosts)")
+                          .Register(*_registry)
+                          .Add({});
+}
+
+std::string_view name(connection_drop d) noexcept {
+    switch (d) {
+        case connection_drop::header_timeout: return "header_timeout";
+        case connection_drop::body_timeout: return "body_timeout";
+        case connection_drop::idle_timeout: return "idle_timeout";
+        case connection_drop::write_timeout: return "write_timeout";
+        case connection_drop::evicted: return "evicted";
+        case connection_drop::refused: return "refused";
+    }
+    return "unknown";
 }
 
 std::string metrics::scrape() const {

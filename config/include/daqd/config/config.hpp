@@ -111,6 +111,10 @@ struct http_config {
     std::string listen = "127.0.0.1:8080";  // HOST:PORT; "" = no HTTP server
     std::string token;       // bearer token of mutating requests; "": token_file, or generated at start
     std::string token_file;  // file holding the token (read at start)
+    // Host names a request's Host header may carry (besides the loopback
+    // names and the listen address, always allowed); "*" = any. Against DNS
+    // rebinding: web/README.md.
+    std::vector<std::string> allowed_hosts;
     [[nodiscard]] bool enabled() const noexcept { return !listen.empty(); }
     bool operator==(const http_config&) const = default;
 };

@@ -8,6 +8,8 @@
 //   POST /api/v1/runs {"name": …}   start a run            (token)   (blocking)
 //   POST /api/v1/runs/stop          stop the active run    (token)   (blocking)
 //   GET  /api/v1/units/<id>/live    latest frame and dose of a unit
+// HEAD is answered as GET (the server leaves the body out). A request whose
+// Host header names no allowed host (host_filter.hpp) is answered 403.
 // Errors are a 4xx/5xx with {"error": "…"}; nothing a request does can stop
 // the acquisition.
 //
@@ -17,14 +19,17 @@
 // through the run controls (thread-safe) and the status fields noted below.
 // Tests call handle() directly.
 #include "daqd/web/host_check.hpp"
+#include "daqd/web/host_filter.hpp"
 #include "daqd/web/metrics.hpp"
 #include "daqd/web/run_catalog.hpp"
 #include "daqd/web/sources.hpp"
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -36,6 +41,9 @@ struct request {
     std::string target;         // "/api/v1/status?x=1"
     std::string authorization;  // the Authorization header, or ""
     std::string body;
+    // The Host header; nullopt: none (the server answers 400 to an HTTP/1.1
+    // request without one, so only HTTP/1.0 requests get here without it).
+    std::optional<std::string> host;
 };
 
 struct response {
@@ -58,6 +66,9 @@ public:
     void sample(std::chrono::steady_clock::time_point now);
     // io thread: counts one response (daq_http_requests_total{code}).
     void count(unsigned status) { _metrics.count_request(status); }
+    // io thread: the server's connection counters (daq_http_connections_*).
+    [[nodiscard]] metrics& http_metrics() noexcept { return _metrics; }
+    [[nodiscard]] const host_filter& hosts() const noexcept { return _hosts; }
 
     static response error(unsigned status, const std::string& message);
 
@@ -68,11 +79,15 @@ private:
     response start_run(const request& r);
     response stop_run(const request& r);
     [[nodiscard]] bool authorized(const request& r) const noexcept;
+    response route(const request& r);
+    response host_rejected(const std::string& host);
 
     daq_view _view;
     run_controls _controls;
     std::string _token;
     std::vector<host_check> _host_checks;
+    host_filter _hosts;
+    std::atomic<bool> _host_rejection_logged{false};  // the first one is logged at warn level
     metrics _metrics;
     run_catalog _catalog;  // worker thread
 

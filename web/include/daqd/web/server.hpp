@@ -10,6 +10,14 @@
 // counted in daq_http_requests_total{code}; request errors are logged at
 // debug level only.
 //
+// Slow and many clients (server_limits): a request header must arrive within
+// header_timeout of the connection (or of the first byte of a kept-alive
+// connection's next request), its body within body_timeout; at most
+// max_connections are held, and when a new one comes beyond that the one
+// that has waited longest for (the rest of) its request is closed to make
+// room — so /metrics and run control are served while slow or idle clients
+// hold every slot. Counted in daq_http_connections_dropped_total{reason}.
+//
 // Owner: the daqd executable (through service). start()/stop() from one
 // control thread; stop() joins both threads and is idempotent.
 #include "daqd/config/config.hpp"
@@ -18,6 +26,8 @@
 #include "daqd/web/sources.hpp"
 #include "daqd/web/token.hpp"
 
+#include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -25,10 +35,21 @@
 
 namespace daqd::web {
 
+// Deadlines and the connection cap (web/README.md, "Slow and many clients").
+struct server_limits {
+    // Clamped at start to half the process's descriptor limit (RLIMIT_NOFILE),
+    // so the web side never takes the descriptors run files and sockets need.
+    std::size_t max_connections = 512;
+    std::chrono::milliseconds header_timeout{5000};  // connection (or first byte) -> whole header
+    std::chrono::milliseconds body_timeout{10000};   // header -> whole body (at most 64 KiB)
+    std::chrono::milliseconds idle_timeout{30000};   // kept alive: answer -> first byte of the next request
+    std::chrono::milliseconds write_timeout{10000};  // an answer taken by the client
+};
+
 class server {
 public:
     // Binds and listens (throws std::runtime_error naming the address).
-    server(const config::endpoint& ep, api& handler);
+    server(const config::endpoint& ep, api& handler, server_limits limits = {});
     ~server();
     server(const server&) = delete;
     server& operator=(const server&) = delete;
@@ -36,6 +57,9 @@ public:
     void start();
     void stop();
     [[nodiscard]] std::uint16_t port() const noexcept;
+    // max_connections after clamping to the descriptor limit.
+    [[nodiscard]] std::size_t max_connections() const noexcept;
+    [[nodiscard]] const server_limits& limits() const noexcept;
 
     struct impl;  // server.cpp (public only for its connection type)
 
