@@ -100,8 +100,8 @@ TEST_CASE("a damaged or hanging HDF5 file in the output directory: listed as unr
     ::setenv("DAQD_FAULT_READ_HANG", "stuck.h5", 1);
     daqd_process d(dir, "dmg", runs, "flush_interval_ms = 200\n", {"--run", "live"});
     ::unsetenv("DAQD_FAULT_READ_HANG");
-    // 2 units × 1024 channels, 3000 frames each at 40 Mbit/s: about 2.5 s.
-    child sim({DAQ_SIM_BIN, "--target", d.target(), "--units", "2", "--channels", "1024", "--frames", "3000", "--rate",
+    // 2 units × 1024 channels, 5000 frames each at 40 Mbit/s: about 4 s.
+    child sim({DAQ_SIM_BIN, "--target", d.target(), "--units", "2", "--channels", "1024", "--frames", "5000", "--rate",
                "40", "--json", dir / "dmg.sim.json", "--quiet"},
               dir / "dmg.sim.out", dir / "dmg.sim.err");
     REQUIRE(eventually([&] { return d.metric("daq_frames_written_total") > 200; }, 20s));
@@ -131,6 +131,7 @@ TEST_CASE("a damaged or hanging HDF5 file in the output directory: listed as unr
         const double written_now = d.metric("daq_frames_written_total");
         if (written_now > written_before) ++polls_with_progress;
         written_before = written_now;
+        std::this_thread::sleep_for(200ms);  // the page polls about once a second; a little faster here
     }
     WARN("slowest GET /api/v1/runs with a hanging and a damaged file: " << slowest << " s");
     CHECK(polls_with_progress >= 2);  // the writer never waited for the catalogue

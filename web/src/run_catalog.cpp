@@ -278,6 +278,7 @@ run_catalog::file_reader run_catalog::helper_reader(fs::path exe, std::chrono::m
             posix_spawn_file_actions_init(&fa);
             posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
             posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+            posix_spawn_file_actions_addclosefrom_np(&fa, 3);  // no socket or ring of daqd's in the helper
             posix_spawnattr_t attr;
             posix_spawnattr_init(&attr);
             sigset_t none;
