@@ -4,10 +4,13 @@
 
 #include "daqd/config/config.hpp"
 #include "daqd/storage/calibration_file.hpp"
+#include "daqd/storage/journal.hpp"
 #include "daqd/storage/recovery.hpp"
+#include "daqd/web/run_catalog.hpp"
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -39,7 +42,9 @@ usage:
   daqd --check-config FILE       load and validate FILE, print what is wrong, exit 0 if good
   daqd --print-config            print the effective configuration (defaults + --config + options)
   daqd --check-host              compare this host with what the configuration needs; exit 1 if not
-  daqd --recover                 mend run files in the output directory left open by a crash, exit
+  daqd --recover                 mend the run files daqd left open in the output directory (its journal), exit
+  daqd --recover FILE            mend FILE, an HDF5 file left open for write (not a symlink, open in no
+                                 other process), exit
   daqd --help | --version
 
 options:
@@ -63,7 +68,8 @@ On SIGINT/SIGTERM daqd stops receiving, drains every ring and queue, closes
 the run files, prints a one-line summary and exits 0.
 
 At start daqd locks its output directory (<output>/.daqd.lock: one server per
-directory) and mends run files a crash left open (docs/RELIABILITY.md).
+directory) and mends the run files a crash of daqd left open there, as its
+journal <output>/.daqd-journal/ names them (docs/RELIABILITY.md).
 )";
 
 struct options {
@@ -80,6 +86,7 @@ struct options {
     bool print_config = false;
     bool check_host = false;
     bool recover = false;
+    std::optional<std::string> recover_file;  // --recover FILE
     std::optional<std::string> http;
     std::optional<std::string> calibration;
     std::optional<std::string> pedestal_run;
@@ -152,6 +159,7 @@ options parse(int argc, char** argv) {
             o.check_host = true;
         } else if (a == "--recover") {
             o.recover = true;
+            if (i + 1 < argc && argv[i + 1][0] != '-') o.recover_file = argv[++i];
         } else if (a == "--http") {
             o.http = value(i, a);
         } else {
@@ -203,13 +211,34 @@ daqd::config::config effective_config(const options& o) {
 // Holds <output_dir>/.daqd.lock for the life of the process: a second daqd
 // on the same directory would write the same run names, and recovery would
 // mend files another server still writes. Returns an error message, or "".
+// Whoever can write the output directory can put anything at that name: the
+// lock is opened without following a symlink and used only if it is a
+// regular file of ours with one link (no hard link to someone else's file),
+// and it is truncated only once we hold it.
 std::string lock_output_dir(const std::filesystem::path& dir) {
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);
     if (ec) return fmt::format("cannot create output directory {}: {}", dir.string(), ec.message());
     const auto path = dir / ".daqd.lock";
-    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0) return fmt::format("cannot open {}: {}", path.string(), std::strerror(errno));
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        if (errno == ELOOP)
+            return fmt::format("{} is a symlink: refusing to follow it (remove it; daqd creates its own lock file)",
+                               path.string());
+        return fmt::format("cannot open {}: {}", path.string(), std::strerror(errno));
+    }
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) {
+        const int err = errno;
+        ::close(fd);
+        return fmt::format("fstat failed on {}: {}", path.string(), std::strerror(err));
+    }
+    if (!S_ISREG(st.st_mode) || st.st_uid != ::geteuid() || st.st_nlink != 1) {
+        ::close(fd);
+        return fmt::format("{} is not a regular file of uid {} with a single link (type {:o}, uid {}, {} links): "
+                           "refusing to use it as daqd's lock (remove it)",
+                           path.string(), ::geteuid(), st.st_mode & S_IFMT, st.st_uid, st.st_nlink);
+    }
     if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
         const int err = errno;
         char pid[32] = "";
@@ -230,6 +259,11 @@ std::string lock_output_dir(const std::filesystem::path& dir) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    // The run catalogue's helper (web/run_catalog.hpp): reads one file's
+    // metadata in a process of its own, so that a damaged file can hang or
+    // crash only this process. Not a user option.
+    if (argc == 3 && std::string(argv[1]) == daqd::web::run_catalog::helper_flag)
+        return daqd::web::run_catalog::helper_main(argv[2]);
     const options o = parse(argc, argv);
     auto logger = spdlog::stderr_color_mt("daqd");
     spdlog::set_default_logger(logger);
@@ -299,6 +333,23 @@ int main(int argc, char** argv) {
     sigaddset(&signals, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+    if (o.recover_file) {
+        // A file named by the operator, anywhere: no lock needed (a file
+        // another process has open is refused), no other thread uses HDF5.
+        const auto r = daqd::storage::recover_run_file(*o.recover_file);
+        if (!r.error.empty()) {
+            std::cout << "daqd: cannot recover " << *o.recover_file << ": " << r.error << "\n";
+            return 1;
+        }
+        if (!r.recovered) {
+            std::cout << "daqd: " << *o.recover_file << " was closed properly: nothing to do\n";
+            return 0;
+        }
+        daqd::storage::journal::remove(std::filesystem::path(*o.recover_file).parent_path(), *o.recover_file);
+        std::cout << "daqd: recovered " << *o.recover_file << ": " << r.frames_kept << " frames kept, "
+                  << r.rows_trimmed << " rows past the last flush dropped\n";
+        return 0;
+    }
     spdlog::info("daqd {} starting (configuration: {})", DAQD_VERSION, cfg.source);
     if (auto err = lock_output_dir(cfg.storage.output_dir); !err.empty()) {
         spdlog::error("{}", err);

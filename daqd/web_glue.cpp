@@ -56,7 +56,10 @@ std::unique_ptr<web::service> start_web(const config::config& cfg, pipeline& p, 
         if (!r) return std::nullopt;
         return web::run_info{r->name, r->started, r->frames_before, r->bytes_before, r->error};
     };
-    controls.with_hdf5 = [&p](std::function<void()> fn) { p.writer().run_on_writer_thread(std::move(fn)); };
+    // Never on the writer thread, never in this process: a damaged file can
+    // hang HDF5 (one global lock in the thread-safe build), so each file is
+    // read by a child process that is killed at the deadline.
+    controls.read_run_files = web::run_catalog::helper_reader("/proc/self/exe", web::run_catalog::read_deadline);
     try {
         return std::make_unique<web::service>(cfg, std::move(view), std::move(controls), std::move(checks));
     } catch (const std::exception& e) {

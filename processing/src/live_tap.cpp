@@ -75,6 +75,13 @@ std::uint64_t live_tap::frames_seen(std::uint16_t unit_id) const noexcept {
     return u ? u->frames_seen.load(std::memory_order_relaxed) : 0;
 }
 
+void live_tap::on_unwritten(std::uint16_t unit_id, std::uint64_t frames) noexcept {
+    unit_slot* u = _by_id[unit_id].load(std::memory_order_relaxed);
+    if (u == nullptr) return;
+    const std::uint64_t n = u->frames_written.load(std::memory_order_relaxed);
+    u->frames_written.store(n - std::min(n, frames), std::memory_order_relaxed);
+}
+
 void live_tap::on_frame(const frame& f, bool written) noexcept {
     unit_slot* u = _by_id[f.unit_id].load(std::memory_order_relaxed);
     if (u == nullptr) {

@@ -1,6 +1,8 @@
 // run_file: one run written as one HDF5 file or a numbered series of files.
 // Layout: docs/DATASET.md. Design notes: storage/README.md.
 #include "daqd/storage/h5.hpp"
+#include "daqd/storage/journal.hpp"
+#include "daqd/storage/recovery.hpp"
 #include "daqd/storage/run_writer.hpp"
 
 #include <fmt/format.h>
@@ -16,6 +18,7 @@
 #include <cstdlib>
 #include <thread>
 
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 
 namespace daqd::storage {
@@ -89,6 +92,7 @@ struct run_file::impl {
         hsize_t file_rows = 0;         // rows in the current file, rows_in_chunk included
         hsize_t extent = 0;            // extent currently set in the file
         hsize_t rows_stored = 0;       // rows whose chunks were written without error
+        hsize_t rows_durable = 0;      // rows in the file as of its last completed H5Fflush/close
         bool have_last = false;
         std::uint64_t last_frame = 0;
         bool warned_order = false;
@@ -116,6 +120,18 @@ struct run_file::impl {
     h5::plist fapl;
     h5::file file;
     std::map<std::uint16_t, unit_state> units;  // node-based: pointers stay valid
+    // The files of the run as created (identity from lstat) and, once closed
+    // cleanly, the rows each unit has in them: after a failure only frames
+    // in files that still exist count as written.
+    struct file_record {
+        fs::path path;
+        dev_t dev = 0;
+        ino_t ino = 0;
+        bool closed = false;
+        std::map<std::uint16_t, std::uint64_t> unit_rows;  // when closed
+    };
+    std::vector<file_record> records;
+    bool warned_taken_name = false;
     unit_state* last_unit = nullptr;
     std::uint64_t file_bytes = 0;  // row payload in the current file
     std::size_t pending_units = 0;  // units appended to whose objects are not in the file yet
@@ -213,6 +229,15 @@ struct run_file::impl {
         file = h5::file(h5::check_id(H5Fcreate(where.c_str(), H5F_ACC_EXCL, H5P_DEFAULT, fapl.get()), "H5Fcreate", where));
         created = true;
         stats.files.push_back(path);
+        {
+            struct stat st {};
+            if (::lstat(where.c_str(), &st) != 0)
+                throw storage_error(fmt::format("lstat failed on {} just created: {}", where, std::strerror(errno)));
+            records.push_back(file_record{path, st.st_dev, st.st_ino, false, {}});
+        }
+        // Before any frame goes in: a crash from now on leaves a file that
+        // start-up recovery may mend (journal.hpp).
+        journal::add(opt.output_dir, path);
         file_bytes = 0;
         const hid_t f = file.get();
         write_string_attr(f, "format", format_name, "/");
@@ -227,7 +252,7 @@ struct run_file::impl {
             g.close("H5Gclose", "/units in " + where);
         }
         for (auto& [id, u] : units) {
-            u.file_rows = u.rows_in_chunk = u.rows_flushed = u.extent = u.rows_stored = 0;
+            u.file_rows = u.rows_in_chunk = u.rows_flushed = u.extent = u.rows_stored = u.rows_durable = 0;
             // The dose is per file: a new file of the series starts from 0.
             std::fill(u.dose.begin(), u.dose.end(), 0.0);
             u.dose_dirty = false;
@@ -499,6 +524,9 @@ struct run_file::impl {
         for (auto& [id, u] : units)
             if (u.in_file) write_partial_chunk(u);
         close_file_checked();
+        for (auto& [id, u] : units)
+            if (u.in_file) u.rows_durable = u.file_rows;
+        check_file_present();  // never reopen another file that took the name
         reopen_rdwr();
         std::string ids;
         std::size_t n = 0;
@@ -555,9 +583,7 @@ struct run_file::impl {
         u.warned_order = false;
         u.warned_channels = false;
         if (f.channels != u.channels) size_unit(u, f.channels);
-        set_path(file_index + 1);
-        bool created = false;
-        create_file(created);
+        next_file();
         spdlog::info("run '{}': unit {} started stream {} at frame {}; the run continues in {}", opt.run_name,
                      f.unit_id, f.stream, f.frame_number, where);
     }
@@ -578,17 +604,109 @@ struct run_file::impl {
     void finalize_file() {
         write_partial_chunks();
         close_file_checked();
+        for (auto& [id, u] : units) u.rows_durable = u.file_rows;
+        check_file_present();
         reopen_rdwr();
         write_string_attr(file.get(), "stopped_at", h5::iso8601_utc_now(), "/");
         file.close("H5Fclose", where);
+        auto& rec = records.back();
+        rec.closed = true;
+        for (auto& [id, u] : units) rec.unit_rows[id] = u.file_rows;
+        journal::remove(opt.output_dir, path);
     }
 
     void rotate() {
         finalize_file();
-        set_path(file_index + 1);
+        next_file();
+        spdlog::info("run '{}': continuing in {}", opt.run_name, where);
+    }
+
+    // Creates the next file of the series: the next number whose name is
+    // free. A name taken meanwhile (someone put a file there) is skipped,
+    // logged once per run; H5F_ACC_EXCL still refuses one that appears in
+    // between.
+    void next_file() {
+        std::uint32_t next = file_index + 1;
+        for (int tries = 0;; ++next, ++tries) {
+            struct stat st {};
+            const fs::path p = run_file_path(opt, next);
+            if (::lstat(p.c_str(), &st) != 0 && errno == ENOENT) break;
+            if (tries >= 1000)
+                throw storage_error(fmt::format("run '{}': no free file name after {} (1000 taken)", opt.run_name,
+                                                run_file_path(opt, file_index + 1).string()));
+            if (!warned_taken_name) {
+                warned_taken_name = true;
+                spdlog::warn("run '{}': {} exists already (not written by this run); skipping to the next free name",
+                             opt.run_name, p.string());
+            }
+        }
+        set_path(next);
         bool created = false;
         create_file(created);
-        spdlog::info("run '{}': continuing in {}", opt.run_name, where);
+    }
+
+    // Throws storage_error when the current file is no longer at its path:
+    // deleted, its directory removed or unmounted, or replaced by another
+    // file. Writing on would store frames in a file nobody can open.
+    void check_file_present() const {
+        const auto& rec = records.back();
+        struct stat st {};
+        if (::lstat(where.c_str(), &st) != 0) {
+            const int err = errno;
+            throw storage_error(fmt::format(
+                "run file {} is gone ({}: {}): the file or its directory {} was deleted or unmounted while the run "
+                "was written",
+                where, "lstat", std::strerror(err), opt.output_dir.string()));
+        }
+        if (st.st_dev != rec.dev || st.st_ino != rec.ino)
+            throw storage_error(fmt::format("run file {} was replaced by another file (inode {} instead of {}) while the "
+                                            "run was written",
+                                            where, static_cast<unsigned long long>(st.st_ino),
+                                            static_cast<unsigned long long>(rec.ino)));
+    }
+
+    // After a failure: count as written only the rows of files that still
+    // exist (same inode) — of a closed file every row, of the current one
+    // the rows of its last completed flush. Returns the frames no longer
+    // counted.
+    std::uint64_t recount_written() noexcept {
+        std::map<std::uint16_t, std::uint64_t> rows;
+        for (std::size_t i = 0; i < records.size(); ++i) {
+            const auto& rec = records[i];
+            struct stat st {};
+            const bool present = ::lstat(rec.path.c_str(), &st) == 0 && st.st_dev == rec.dev && st.st_ino == rec.ino;
+            if (!present) continue;
+            if (rec.closed) {
+                for (const auto& [id, n] : rec.unit_rows) rows[id] += n;
+            } else if (i + 1 == records.size()) {
+                // What the file holds now, as a reader (after recovery) will
+                // find it: the disk may have taken more than the last flush.
+                // Read in a fresh open (our handles are released); if that
+                // fails, the last flush is what is surely there.
+                try {
+                    for (const auto& [id, n] : rows_kept(rec.path)) rows[id] += n;
+                } catch (const std::exception& e) {
+                    spdlog::debug("run '{}': cannot count the rows of {} ({}); counting those of its last flush",
+                                  opt.run_name, rec.path.string(), e.what());
+                    for (const auto& [id, u] : units) rows[id] += u.rows_durable;
+                }
+            }
+        }
+        const std::uint64_t before = stats.frames_written;
+        std::uint64_t frames = 0;
+        std::uint64_t bytes = 0;
+        for (auto& [id, s] : stats.units) {
+            const auto it = rows.find(id);
+            const std::uint64_t n = it == rows.end() ? 0 : std::min<std::uint64_t>(it->second, s.frames_written);
+            s.frames_unwritten += s.frames_written - n;
+            s.frames_written = n;
+            frames += n;
+            bytes += n * (row_bytes(s.channels) + (opt.processing.calibrated ? 4ull * s.channels : 0));
+        }
+        stats.frames_written = std::min(frames, before);
+        stats.bytes_written = std::min(bytes, stats.bytes_written);
+        stats.frames_unwritten += before - stats.frames_written;
+        return before - stats.frames_written;
     }
 
     void append(const processing::frame& f) {
@@ -668,6 +786,8 @@ struct run_file::impl {
     void flush() {
         write_partial_chunks();
         h5::check(H5Fflush(file.get(), H5F_SCOPE_GLOBAL), "H5Fflush", where);
+        check_file_present();
+        for (auto& [id, u] : units) u.rows_durable = u.file_rows;
         ++stats.flushes;
         refresh_space_budget();  // others write to the same file system too
     }
@@ -700,6 +820,8 @@ struct run_file::impl {
             } catch (const std::exception& close_error) {
                 stats.error += fmt::format("; closing {} failed too: {}", where, close_error.what());
                 release_handles();
+                if (const auto lost = recount_written(); lost > 0)
+                    stats.error += fmt::format(" ({} frames appended are not in any file)", lost);
             }
             closed = true;
             throw;
@@ -710,9 +832,10 @@ struct run_file::impl {
                 if (const auto free = free_space())
                     stats.error += fmt::format(" ({} bytes free in {})", *free, opt.output_dir.string());
             }
-            if (const auto dropped = salvage(); dropped > 0)
-                stats.error += fmt::format(" ({} frames appended since the last chunk write are not in the file)", dropped);
+            salvage();
             release_handles();
+            if (const auto lost = recount_written(); lost > 0)
+                stats.error += fmt::format(" ({} frames appended are not in any file)", lost);
             throw;
         }
     }

@@ -141,19 +141,50 @@ void writer::loop() {
         _counters.run_failures.fetch_add(1, std::memory_order_relaxed);
     };
 
+    // Moves the run's written counts into the counters. After a failure the
+    // run may count fewer frames than before (those in a file that is gone,
+    // or past its last flush): they leave frames_written for frames_failed,
+    // so that daq_frames_written_total never claims a frame that is in no file.
+    std::map<std::uint16_t, std::uint64_t> unwritten_reported;  // per unit, this run
+    auto account = [&](std::uint64_t frames_before, std::uint64_t bytes_before) {
+        const auto& s = run->stats();
+        if (s.frames_written >= frames_before) {
+            _counters.frames_written.fetch_add(s.frames_written - frames_before, std::memory_order_relaxed);
+        } else {
+            const std::uint64_t lost = frames_before - s.frames_written;
+            _counters.frames_written.fetch_sub(lost, std::memory_order_relaxed);
+            _counters.frames_failed.fetch_add(lost, std::memory_order_relaxed);
+            for (const auto& [id, u] : s.units) {
+                auto& reported = unwritten_reported[id];
+                if (_observer && u.frames_unwritten > reported) _observer->on_unwritten(id, u.frames_unwritten - reported);
+                reported = u.frames_unwritten;
+            }
+        }
+        if (s.bytes_written >= bytes_before)
+            _counters.bytes_written.fetch_add(s.bytes_written - bytes_before, std::memory_order_relaxed);
+        else
+            _counters.bytes_written.fetch_sub(bytes_before - s.bytes_written, std::memory_order_relaxed);
+    };
+
     auto handle_frame = [&](const processing::frame& f) {
         bool written = false;
+        bool appended = false;
+        const bool observed = run && !run_failed;  // shown to the observer inside
         if (run && !run_failed) {
             const auto& s = run->stats();
             const std::uint64_t frames_before = s.frames_written;
             const std::uint64_t bytes_before = s.bytes_written;
+            const std::uint64_t unwritten_before = s.frames_unwritten;
             try {
                 run->append(f);
             } catch (const std::exception& e) {
                 fail_run(e);
             }
+            // Appended, even if the failure it caused took it back out:
+            // the observer counts it, and account() below takes it back.
+            appended = s.frames_written + s.frames_unwritten > frames_before + unwritten_before;
             // A disk-full stop still closes the file with this frame in it.
-            written = s.frames_written != frames_before;
+            written = s.frames_written > frames_before;
             if (written && f.assembled_ns != 0) {
                 const std::uint64_t now = common::monotonic_ns();
                 const std::uint64_t ns = now > f.assembled_ns ? now - f.assembled_ns : 0;
@@ -163,24 +194,27 @@ void writer::loop() {
                 while (b < bounds.size() && static_cast<double>(ns) > bounds[b] * 1e9) ++b;
                 _counters.latency_buckets[b].fetch_add(1, std::memory_order_relaxed);
             }
-            _counters.frames_written.fetch_add(s.frames_written - frames_before, std::memory_order_relaxed);
-            _counters.bytes_written.fetch_add(s.bytes_written - bytes_before, std::memory_order_relaxed);
+            if (_observer) _observer->on_frame(f, appended);
+            account(frames_before, bytes_before);
             if (!written && run_failed) _counters.frames_failed.fetch_add(1, std::memory_order_relaxed);
         } else if (run) {
             _counters.frames_failed.fetch_add(1, std::memory_order_relaxed);
         } else {
             _counters.frames_unrecorded.fetch_add(1, std::memory_order_relaxed);
         }
-        if (_observer) _observer->on_frame(f, written);
+        if (_observer && !observed) _observer->on_frame(f, false);
         _pool.release(f.pool_index);
     };
 
     auto flush_run = [&] {
         const auto t0 = std::chrono::steady_clock::now();
+        const std::uint64_t frames_before = run->stats().frames_written;
+        const std::uint64_t bytes_before = run->stats().bytes_written;
         try {
             run->flush();
         } catch (const std::exception& e) {
             fail_run(e);
+            account(frames_before, bytes_before);
             return;
         }
         const auto t1 = std::chrono::steady_clock::now();
@@ -204,11 +238,14 @@ void writer::loop() {
     };
 
     auto finish_run = [&]() -> run_stats {
+        const std::uint64_t frames_before = run->stats().frames_written;
+        const std::uint64_t bytes_before = run->stats().bytes_written;
         try {
             run->close();
         } catch (const std::exception& e) {
             if (!run_failed) fail_run(e);
         }
+        account(frames_before, bytes_before);
         run_stats s = run->stats();
         run.reset();
         run_failed = false;
@@ -246,6 +283,7 @@ void writer::loop() {
             try {
                 run = std::make_unique<run_file>(cmd->options);
                 run_failed = false;
+                unwritten_reported.clear();
                 flush_interval = std::max(cmd->options.flush_interval, std::chrono::milliseconds(1));
                 next_flush = std::chrono::steady_clock::now() + flush_interval;
                 _run_active.store(true, std::memory_order_release);

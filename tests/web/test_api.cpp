@@ -50,7 +50,6 @@ struct fake_runs {
             return s;
         };
         c.current = [this] { return active; };
-        c.with_hdf5 = [](std::function<void()> fn) { fn(); };
         return c;
     }
 };

@@ -33,7 +33,6 @@ TEST_CASE("the HTTP server answers, rejects bad requests with 4xx and keeps serv
         active = run_info{n, std::chrono::system_clock::now(), 0, 0};
     };
     controls.stop = [] { return std::optional<daqd::storage::run_stats>(); };
-    controls.with_hdf5 = [](std::function<void()> fn) { fn(); };
     api a(r.view(), controls, "0123456789abcdef0123", {});
     server s({"127.0.0.1", 0}, a);
     s.start();

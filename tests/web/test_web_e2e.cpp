@@ -129,7 +129,7 @@ TEST_CASE("a real Prometheus scrapes daqd while daq-sim sends, and the alert rul
     CHECK(equal);
     query_until("up%7Bjob%3D%22daqd%22%7D", 1.0);
     query_until("sum%28daq_frames_total%7Bstate%3D%22complete%22%7D%29", 1200.0);
-    query_until("count%28daq_host_check%29", 6.0);
+    query_until("count%28daq_host_check%29", 7.0);
     query_until("sum%28daq_packets_lost_total%29", 0.0);
 
     // The exposition passes Prometheus's own linter.

@@ -333,7 +333,7 @@ response api::list_runs() {
     std::optional<std::string> active;
     if (_controls.current)
         if (auto r = _controls.current()) active = r->name;
-    const auto runs = _catalog.list(active, _controls.with_hdf5);
+    const auto runs = _catalog.list(active, _controls.read_run_files);
     json out = json::array();
     for (const auto& r : runs) {
         json files = json::array();

@@ -1,13 +1,27 @@
 // The runs on disk (run_catalog.hpp). HDF5 is only touched in read_file(),
-// which list() runs through `with_hdf5` (the writer thread).
+// which daqd runs in a helper process per file (helper_reader).
 #include "daqd/web/run_catalog.hpp"
 
 #include "daqd/storage/h5.hpp"
 
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+
+extern char** environ;
 
 namespace daqd::web {
 
@@ -131,7 +145,7 @@ run_file_entry run_catalog::read_file(const fs::path& path) {
     return e;
 }
 
-std::vector<run_entry> run_catalog::list(const std::optional<std::string>& active_run, const hdf5_runner& with_hdf5) {
+std::vector<run_entry> run_catalog::list(const std::optional<std::string>& active_run, const file_reader& reader) {
     struct found {
         std::string file;
         std::string run;
@@ -162,11 +176,11 @@ std::vector<run_entry> run_catalog::list(const std::optional<std::string>& activ
         if (to_read.size() < max_reads_per_list) to_read.push_back(f.file);
     }
     if (!to_read.empty()) {
-        std::vector<run_file_entry> read(to_read.size());
+        std::vector<fs::path> paths;
+        for (const auto& f : to_read) paths.push_back(_dir / f);
         try {
-            with_hdf5([&] {
-                for (std::size_t i = 0; i < to_read.size(); ++i) read[i] = read_file(_dir / to_read[i]);
-            });
+            auto read = reader ? reader(paths) : read_in_process(paths);
+            if (read.size() != to_read.size()) throw std::runtime_error("the reader returned a wrong number of entries");
             for (std::size_t i = 0; i < to_read.size(); ++i) {
                 const auto f = std::find_if(files.begin(), files.end(), [&](const found& x) { return x.file == to_read[i]; });
                 _cache[to_read[i]] = cached{f->size, f->mtime, std::move(read[i])};
@@ -188,6 +202,7 @@ std::vector<run_entry> run_catalog::list(const std::optional<std::string>& activ
         const auto it = _cache.find(f.file);
         if (!active && it != _cache.end() && it->second.size == f.size && it->second.mtime == f.mtime) e = it->second.entry;
         if (e.read && !e.format.empty() && e.format != "daq1-run") continue;  // another kind of HDF5 file
+        if (!e.read && !e.error.empty()) spdlog::debug("web: run file {} unreadable: {}", f.file, e.error);
         e.file = f.file;
         e.size_bytes = f.size;
         const std::string name = !active && e.read && !e.run_name.empty() ? e.run_name : f.run;
@@ -212,6 +227,138 @@ std::vector<run_entry> run_catalog::list(const std::optional<std::string>& activ
         return a.modified != b.modified ? a.modified > b.modified : a.name < b.name;
     });
     return out;
+}
+
+std::vector<run_file_entry> run_catalog::read_in_process(const std::vector<fs::path>& paths) {
+    std::vector<run_file_entry> out;
+    out.reserve(paths.size());
+    for (const auto& p : paths) out.push_back(read_file(p));
+    return out;
+}
+
+int run_catalog::helper_main(const char* path) {
+    // Whatever happens inside HDF5, this process ends well before the parent
+    // gives up on it (which kills it anyway).
+    ::alarm(static_cast<unsigned>(read_deadline.count() / 1000 + 2));
+    // Fault injection for the tests (docs/RELIABILITY.md): a file of this
+    // name hangs its reader, as HDF5 can on a damaged file.
+    if (const char* hang = std::getenv("DAQD_FAULT_READ_HANG");
+        hang != nullptr && *hang != '\0' && fs::path(path).filename() == hang)
+        for (;;) ::pause();
+    const auto e = read_file(path);
+    nlohmann::json j{{"read", e.read},     {"error", e.error},           {"format", e.format},
+                     {"run_name", e.run_name}, {"frames", e.frames},     {"started_at", e.started_at},
+                     {"stopped_at", e.stopped_at}};
+    std::cout << j.dump() << std::endl;
+    return 0;
+}
+
+run_catalog::file_reader run_catalog::helper_reader(fs::path exe, std::chrono::milliseconds deadline) {
+    return [exe = std::move(exe), deadline](const std::vector<fs::path>& paths) {
+        struct job {
+            pid_t pid = -1;
+            int out = -1;  // read end of the child's stdout
+            std::string text;
+            bool done = false;  // stdout closed
+            int status = -1;
+        };
+        std::vector<run_file_entry> result(paths.size());
+        std::vector<job> jobs(paths.size());
+        const auto end = std::chrono::steady_clock::now() + deadline;
+        for (std::size_t i = 0; i < paths.size(); ++i) {
+            result[i].file = paths[i].filename().string();
+            std::error_code ec;
+            result[i].size_bytes = fs::file_size(paths[i], ec);
+            int fds[2];
+            if (::pipe2(fds, O_CLOEXEC) != 0) {
+                result[i].error = fmt::format("cannot read: pipe2 failed: {}", std::strerror(errno));
+                continue;
+            }
+            posix_spawn_file_actions_t fa;
+            posix_spawn_file_actions_init(&fa);
+            posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+            posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+            posix_spawn_file_actions_addclosefrom_np(&fa, 3);  // no socket or ring of daqd's in the helper
+            posix_spawnattr_t attr;
+            posix_spawnattr_init(&attr);
+            sigset_t none;
+            sigemptyset(&none);
+            posix_spawnattr_setsigmask(&attr, &none);  // daqd blocks SIGTERM in every thread; the helper must not
+            posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+            const std::string path = paths[i].string();
+            char* argv[] = {const_cast<char*>(exe.c_str()), const_cast<char*>(helper_flag), const_cast<char*>(path.c_str()),
+                            nullptr};
+            const int rc = ::posix_spawn(&jobs[i].pid, exe.c_str(), &fa, &attr, argv, environ);
+            posix_spawn_file_actions_destroy(&fa);
+            posix_spawnattr_destroy(&attr);
+            ::close(fds[1]);
+            if (rc != 0) {
+                ::close(fds[0]);
+                jobs[i].pid = -1;
+                result[i].error = fmt::format("cannot read: posix_spawn {} failed: {}", exe.string(), std::strerror(rc));
+                continue;
+            }
+            jobs[i].out = fds[0];
+        }
+        // Collect the answers until every helper is done or the deadline passes.
+        for (;;) {
+            std::vector<pollfd> pfds;
+            std::vector<std::size_t> which;
+            for (std::size_t i = 0; i < jobs.size(); ++i)
+                if (jobs[i].out >= 0 && !jobs[i].done) {
+                    pfds.push_back({jobs[i].out, POLLIN, 0});
+                    which.push_back(i);
+                }
+            if (pfds.empty()) break;
+            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now());
+            if (left.count() <= 0) break;
+            const int n = ::poll(pfds.data(), pfds.size(), static_cast<int>(left.count()));
+            if (n < 0 && errno != EINTR) break;
+            for (std::size_t k = 0; k < pfds.size(); ++k) {
+                if (pfds[k].revents == 0) continue;
+                auto& j = jobs[which[k]];
+                char buf[4096];
+                const ssize_t got = ::read(j.out, buf, sizeof buf);
+                if (got > 0)
+                    j.text.append(buf, static_cast<std::size_t>(got));
+                else if (got == 0 || (errno != EINTR && errno != EAGAIN))
+                    j.done = true;
+            }
+        }
+        for (std::size_t i = 0; i < jobs.size(); ++i) {
+            auto& j = jobs[i];
+            if (j.pid < 0) continue;
+            if (!j.done) ::kill(j.pid, SIGKILL);
+            int st = 0;
+            while (::waitpid(j.pid, &st, 0) < 0 && errno == EINTR) {
+            }
+            ::close(j.out);
+            auto& e = result[i];
+            if (!j.done) {
+                e.error = fmt::format("unreadable: no answer within {} ms (a damaged HDF5 file can make the library "
+                                      "retry forever)",
+                                      deadline.count());
+                continue;
+            }
+            try {
+                const auto v = nlohmann::json::parse(j.text);
+                e.read = v.at("read").get<bool>();
+                e.error = v.at("error").get<std::string>();
+                e.format = v.at("format").get<std::string>();
+                e.run_name = v.at("run_name").get<std::string>();
+                e.frames = v.at("frames").get<std::uint64_t>();
+                e.started_at = v.at("started_at").get<std::string>();
+                e.stopped_at = v.at("stopped_at").get<std::string>();
+            } catch (const std::exception&) {
+                e.read = false;
+                e.error = WIFSIGNALED(st) ? fmt::format("unreadable: the reader died of signal {} ({})", WTERMSIG(st),
+                                                        strsignal(WTERMSIG(st)))
+                                          : fmt::format("unreadable: the reader exited with status {} and no answer",
+                                                        WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+            }
+        }
+        return result;
+    };
 }
 
 }  // namespace daqd::web

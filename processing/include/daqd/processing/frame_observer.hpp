@@ -17,6 +17,13 @@ public:
     // `written`: the frame was appended to the active run (false: no run, or
     // the run refused or failed it).
     virtual void on_frame(const frame& f, bool written) noexcept = 0;
+    // `frames` of unit `unit_id` reported written earlier are in no file
+    // after all (the run failed: its file was deleted, or the disk refused
+    // data appended since the last flush). Writer thread.
+    virtual void on_unwritten(std::uint16_t unit_id, std::uint64_t frames) noexcept {
+        (void)unit_id;
+        (void)frames;
+    }
 };
 
 }  // namespace daqd::processing

@@ -65,6 +65,7 @@ public:
 
     // Writer thread.
     void on_frame(const frame& f, bool written) noexcept override;
+    void on_unwritten(std::uint16_t unit_id, std::uint64_t frames) noexcept override;
 
     // ---- readers, any thread ----
     [[nodiscard]] std::uint32_t unit_count() const noexcept { return _count.load(std::memory_order_acquire); }

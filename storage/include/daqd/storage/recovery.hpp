@@ -11,11 +11,20 @@
 // in all of them (allocated chunks, frame numbers ascending), and records
 // `recovered_at` and `recovered_frames` on the root group. docs/RELIABILITY.md.
 //
-// daqd calls recover_run_files(output_dir) at start, before its writer thread
-// runs (HDF5 is used by this one thread), while holding the output
-// directory's lock (so no other daqd is writing these files).
+// Which files: daqd calls recover_run_files(output_dir) at start, before its
+// writer thread runs, while holding the output directory's lock. It mends
+// only the files of the directory's journal (journal.hpp): files daqd
+// created for a run there and did not close, still the same inode, reached
+// without a symlink, and open in no other live process. Any other file is
+// left alone; `daqd --recover FILE` (recover_run_file) names one explicitly.
+//
+// recover_run_file never follows a symlink, refuses a file another process
+// has open (/proc/*/fd) and opens, through /proc/self/fd, the very inode it
+// checked. HDF5 is used on the calling thread: no other thread may use HDF5
+// meanwhile.
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -30,11 +39,18 @@ struct recovery_result {
     std::string error;             // why it could not be recovered (recovered == false)
 };
 
-// Checks one file; mends it when it was left open. Never throws.
+// Checks one file; mends it when it was left open. Refuses (error) a symlink,
+// a file that is not regular, a file open in another process. Never throws.
 recovery_result recover_run_file(const std::filesystem::path& file);
 
-// Every *.h5 file in dir (not dot files): the results of those that had been
-// left open. Logs one line per mended file and per file that cannot be mended.
+// The rows per unit id that `file` holds as recovery counts them (stored in
+// every dataset, frame numbers ascending), read without changing the file:
+// what a reader finds after recovery. Throws storage_error.
+std::map<std::uint16_t, std::uint64_t> rows_kept(const std::filesystem::path& file);
+
+// The files of dir's journal: the results of those that had been left open
+// (or could not be mended). Logs one line per mended file and per file that
+// cannot be mended; clears the journal entries of files mended or gone.
 std::vector<recovery_result> recover_run_files(const std::filesystem::path& dir);
 
 }  // namespace daqd::storage

@@ -68,7 +68,8 @@ struct run_options {
 
 struct unit_stats {
     std::uint32_t channels = 0;
-    std::uint64_t frames_written = 0;
+    std::uint64_t frames_written = 0;  // rows in files that exist (after a failure: recounted)
+    std::uint64_t frames_unwritten = 0;  // appended, then found in no file when the run failed
     std::uint64_t first_frame = 0;
     std::uint64_t last_frame = 0;
 };
@@ -82,6 +83,8 @@ struct run_stats {
                                       // per frame, +4*channels with `calibrated` (chunk padding,
                                       // rewrites and the per-file dose not counted)
     std::uint64_t flushes = 0;
+    std::uint64_t frames_unwritten = 0;  // appended, then found in no file when the run failed
+                                         // (its file gone, or past what the disk took)
     std::uint64_t frames_rejected = 0;  // not written: frame_number not ascending within its
                                         // unit, or channel count differs from the unit's first frame
     bool failed = false;

@@ -13,6 +13,7 @@
 #include "daqd/processing/live_tap.hpp"
 #include "daqd/processing/processor.hpp"
 #include "daqd/storage/run_writer.hpp"
+#include "daqd/web/run_catalog.hpp"
 
 #include <chrono>
 #include <cstdint>
@@ -57,7 +58,10 @@ struct run_controls {
     std::function<void(const std::string&)> start;              // throws std::exception on failure
     std::function<std::optional<storage::run_stats>()> stop;    // nullopt: no run was active
     std::function<std::optional<run_info>()> current;           // any thread
-    std::function<void(std::function<void()>)> with_hdf5;       // runs fn where HDF5 may be used
+    // Reads closed run files' metadata for the run catalogue (run_catalog.hpp):
+    // daqd binds run_catalog::helper_reader (a child process per file, with a
+    // deadline). Empty: read in the calling process (tests).
+    std::function<std::vector<run_file_entry>(const std::vector<std::filesystem::path>&)> read_run_files;
 };
 
 }  // namespace daqd::web
