@@ -236,7 +236,7 @@ packet_ring::packet_ring(packet_ring&& o) noexcept
       _memfd_fd(std::exchange(o._memfd_fd, -1)), _base(std::exchange(o._base, nullptr)),
       _map_bytes(o._map_bytes), _header(o._header), _slots(o._slots), _slot_count(o._slot_count), _mask(o._mask),
       _stride(o._stride), _data_bytes(o._data_bytes), _producer_head(o._producer_head),
-      _cached_tail(o._cached_tail), _consumer_tail(o._consumer_tail), _cached_head(o._cached_head) {}
+      _cached_tail(o._cached_tail), _on_publish(o._on_publish), _on_publish_context(o._on_publish_context), _consumer_tail(o._consumer_tail), _cached_head(o._cached_head) {}
 
 packet_ring::~packet_ring() {
     if (_base) ::munmap(_base, _map_bytes);

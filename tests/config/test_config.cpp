@@ -98,6 +98,11 @@ TEST_CASE("the embedded default loads and has the documented values", "[config]"
     CHECK(c.acquisition.socket_buffer_datagrams == 32768);
     CHECK(c.acquisition.expected_datagram_bytes == 1472);
     CHECK(c.acquisition.ring_slots == 16384);
+    CHECK(c.units.max_learned == 256);
+    CHECK(c.units.learned_idle_s == 600);
+    CHECK(c.units.relearn_quiet == std::chrono::milliseconds(2000));
+    CHECK(c.assembly.max_frame_jump == 1048576);
+    CHECK(c.assembly.restart_packets == 16);
     CHECK(c.acquisition.ring_name == "daqd-{pid}");
     CHECK(c.units.learn);
     CHECK(c.units.units.empty());
@@ -266,6 +271,11 @@ TEST_CASE("errors name the file, the key and the line", "[config]") {
         {"wrong type of a bool", "[acquisition]\ngro = 1\n", 2, {"acquisition.gro must be true or false, got integer"}},
         {"wrong type of a string", "[log]\nlevel = 3\n", 2, {"log.level must be a string, got integer"}},
         {"section not a table", "\nassembly = 5\n", 2, {"assembly must be a table", "got integer"}},
+        {"frame pool larger than the address space allows", "[assembly]\nmax_frame_bytes = 16777216\npool_frames = 1048576\n", 3,
+         {"assembly.pool_frames (1048576) x assembly.max_frame_bytes (16777216)", "exceeds the 256 GiB limit"}},
+        {"max_frame_jump of 0", "[assembly]\nmax_frame_jump = 0\n", 2, {"assembly.max_frame_jump"}},
+        {"restart_packets of 1", "[assembly]\nrestart_packets = 1\n", 2, {"assembly.restart_packets"}},
+        {"max_learned beyond the unit ids", "[units]\nmax_learned = 70000\n", 2, {"units.max_learned"}},
         {"ring_slots not a power of two", "[acquisition]\n\n\n\n\n\nring_slots = 1000\n", 7,
          {"acquisition.ring_slots must be a power of two between 64 and 16777216, got 1000"}},
         {"ring_slots too small", "[acquisition]\nring_slots = 32\n", 2, {"acquisition.ring_slots", "got 32"}},

@@ -97,8 +97,11 @@ public:
         return _cached_tail;
     }
     void publish(std::uint64_t new_head) noexcept {
+        const std::uint64_t from = _producer_head;
         _producer_head = new_head;
         _header->head.store(new_head, std::memory_order_release);
+        if (_on_publish != nullptr) [[unlikely]]
+            _on_publish(_on_publish_context, *this, from, new_head);
     }
 
     // Consumer side. Slots [tail, available end) may be read.
@@ -110,6 +113,16 @@ public:
     void consume(std::uint64_t count) noexcept {
         _consumer_tail += count;
         _header->tail.store(_consumer_tail, std::memory_order_release);
+    }
+
+    // Tests: `fn` runs on the producer thread right after every publish (the
+    // moment a consumer may read slots [from, to)), before the producer does
+    // anything else. Set before the producer starts. One branch per publish
+    // (per batch, not per datagram) when unset.
+    using publish_observer = void (*)(void* context, const packet_ring& ring, std::uint64_t from, std::uint64_t to);
+    void set_publish_observer(publish_observer fn, void* context) noexcept {
+        _on_publish = fn;
+        _on_publish_context = context;
     }
 
     // Either side or a watcher.
@@ -138,6 +151,8 @@ private:
     // producer-local
     alignas(64) std::uint64_t _producer_head = 0;
     std::uint64_t _cached_tail = 0;
+    publish_observer _on_publish = nullptr;
+    void* _on_publish_context = nullptr;
     // consumer-local
     alignas(64) std::uint64_t _consumer_tail = 0;
     std::uint64_t _cached_head = 0;
