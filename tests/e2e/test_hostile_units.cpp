@@ -326,7 +326,13 @@ TEST_CASE("hostile: a flood of unit ids is bounded in memory, file and /metrics,
     // Measured: about 160 KiB per learned unit (chunk buffers, HDF5 objects), so
     // 256 units and a used-up pool stay under 96 MiB; 5000 units unbounded would
     // take about 800 MiB.
+#if defined(__SANITIZE_ADDRESS__)
+    // AddressSanitizer keeps freed memory in quarantine (up to 256 MiB) and
+    // doubles allocations with redzones: RSS says nothing there.
+    WARN("RSS not checked under AddressSanitizer (" << rss_before << " -> " << rss_after << " KiB); the release build checks it");
+#else
     CHECK(rss_after < rss_before + 96 * 1024);
+#endif
     const auto file_bytes = fs::file_size(runs + "/flood.h5");
     const auto data_bytes = sent["frames_sent"].get<std::uint64_t>() * (8192 + 18);
     CHECK(file_bytes < data_bytes + 254 * 64 * 1024 + (16u << 20));
