@@ -172,6 +172,7 @@ struct unit_seen {
     std::uint64_t complete = 0, incomplete = 0, missing = 0;
     bool have_last = false;
     std::uint64_t last_frame = 0;
+    std::uint32_t stream = 0;  // frame::stream of the last frame
     unsigned __int128 gaps = 0;  // frame numbers skipped between frames that came out (without END_OF_STREAM)
     bool eos = false;  // an END_OF_STREAM packet of this unit passed validation
 };
@@ -272,14 +273,22 @@ struct harness {
                        "missing " + str(f->missing_packets) + " of " + str(f->packet_count) + " packets");
             FUZZ_CHECK(f->calibrated == nullptr);
             unit_seen& u = units[f->unit_id];
+            // A unit's stream index never goes back; a new one may number its
+            // frames (and size them) anew: the writer starts the next file.
+            FUZZ_CHECK(f->stream >= u.stream, "unit " + str(f->unit_id) + ": stream " + str(f->stream) +
+                                                  " after stream " + str(u.stream));
+            const bool new_stream = u.have_last && f->stream != u.stream;
+            if (new_stream) u.channels = 0;
+            u.stream = f->stream;
             if (u.channels == 0) u.channels = f->channels;
             FUZZ_CHECK(u.channels == f->channels);
-            if (!u.eos) {
-                FUZZ_CHECK(!u.have_last || f->frame_number > u.last_frame,
-                           "unit " + str(f->unit_id) + ": frame " + str(f->frame_number) + " after frame " +
-                               str(u.last_frame));
-                if (u.have_last) u.gaps += f->frame_number - u.last_frame - 1;
-            }
+            // Within a stream rows ascend, END_OF_STREAM or not (a stream after
+            // END_OF_STREAM that goes back is a new stream).
+            FUZZ_CHECK(!u.have_last || new_stream || f->frame_number > u.last_frame,
+                       "unit " + str(f->unit_id) + ": frame " + str(f->frame_number) + " after frame " +
+                           str(u.last_frame) + " in stream " + str(f->stream));
+            if (!u.eos && u.have_last && !new_stream && f->frame_number > u.last_frame)
+                u.gaps += f->frame_number - u.last_frame - 1;
             u.have_last = true;
             u.last_frame = f->frame_number;
             if (f->missing_packets) {
@@ -406,8 +415,9 @@ struct harness {
                        "unit " + str(u.unit_id) + ": counted " + str(u.frames_complete.get()) + "/" +
                            str(u.frames_incomplete.get()) + " complete/incomplete frames, " + str(s.complete) + "/" +
                            str(s.incomplete) + " came out");
-            // Lost frames are the gaps between stored frames, less those counted as overflow.
-            if (!s.eos)
+            // Lost frames are the gaps between stored frames, less those counted as overflow
+            // (a new stream, after END_OF_STREAM or a restart, is no gap).
+            if (!s.eos && u.stream_restarts.get() == 0)
                 FUZZ_CHECK(u.frames_lost.get() <= s.gaps && s.gaps - u.frames_lost.get() <= u.frames_overflow.get(),
                            "unit " + str(u.unit_id) + ": frames_lost " + str(u.frames_lost.get()) + ", overflow " +
                                str(u.frames_overflow.get()) + ", gaps between stored frames " +
