@@ -25,7 +25,6 @@ namespace daqd::processing {
 
 namespace {
 
-constexpr std::size_t max_units = 65536;
 
 // One frame's row loops, built twice (AVX2 and baseline x86-64) and chosen
 // at load time for the CPU. Same IEEE float32 operations either way (no FMA:

@@ -12,7 +12,6 @@ namespace daqd::processing {
 
 namespace {
 
-constexpr std::size_t max_units = 65536;
 
 // Wraps the CUDA backend: if a device call fails mid-run, logs once and goes
 // on with the CPU backend (constants re-registered; the running dose of the

@@ -111,7 +111,7 @@ struct pedestal_stage::accumulator {
     std::vector<double> m2;
 };
 
-pedestal_stage::pedestal_stage(std::uint64_t frames_wanted) : _wanted(frames_wanted), _by_id(65536) {}
+pedestal_stage::pedestal_stage(std::uint64_t frames_wanted) : _wanted(frames_wanted), _by_id(max_units) {}
 
 pedestal_stage::~pedestal_stage() = default;
 

@@ -85,7 +85,6 @@ struct assembler_counters {
 class assembler {
 public:
     static constexpr std::uint32_t seq_window = 8192;  // packets of reordering tolerated by loss counting
-    static constexpr std::size_t max_units = 65536;
 
     assembler(const config::config& cfg, std::vector<acquisition::packet_ring*> rings, common::wake_event& in_ready,
               frame_pool& pool, common::spsc_queue<frame>& out, common::wake_event& out_ready);

@@ -10,9 +10,13 @@
 // passes through the processing thread first; when it calibrates, it points
 // `calibrated` at the frame's float32 row in the pool's calibrated area (same
 // buffer index, released together with the samples).
+#include <cstddef>
 #include <cstdint>
 
 namespace daqd::processing {
+
+// Unit ids are 16-bit: per-unit tables indexed by id have this many entries.
+inline constexpr std::size_t max_units = 65536;
 
 struct frame {
     std::uint16_t unit_id = 0;

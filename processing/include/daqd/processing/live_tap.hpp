@@ -53,7 +53,6 @@ struct live_frame {
 class live_tap final : public frame_observer {
 public:
     static constexpr std::uint32_t max_channels = 1u << 18;  // larger units: no live view (memory)
-    static constexpr std::size_t max_units = 65536;
 
     explicit live_tap(std::chrono::nanoseconds publish_interval = std::chrono::milliseconds(100));
     ~live_tap() override;

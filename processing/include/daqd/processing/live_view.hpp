@@ -38,7 +38,6 @@ struct live_snapshot {
 
 class live_view {
 public:
-    static constexpr std::size_t max_units = 65536;
 
     explicit live_view(std::chrono::milliseconds interval);
     ~live_view();
