@@ -48,8 +48,9 @@ struct assembler::unit_state {
     // packet may start a new stream anywhere; prev_last is where this one ended.
     bool ended = false;
     std::uint64_t prev_last = 0;
-    std::uint64_t last_ns = 0;      // monotonic time of its last packet
-    std::uint64_t last_good_ns = 0;  // ... of its last packet of the learned frame size
+    // The time of its last accepted packet (so of its learned size) is
+    // counters->last_receive_ns.
+    std::uint64_t last_ns() const noexcept { return counters->last_receive_ns.get(); }
     std::uint32_t other_bytes = 0;   // another frame size it sends (logged once)
     // Packets whose frame_number is implausible for the stream, held aside
     // (datagram copies) until they prove a new stream or a plausible packet
@@ -57,7 +58,6 @@ struct assembler::unit_state {
     struct held_packet {
         std::size_t offset;
         std::uint32_t bytes;
-        std::uint16_t link;
         bool behind;
     };
     std::vector<held_packet> held;
@@ -216,10 +216,7 @@ std::size_t assembler::poll(std::uint64_t now_ns) {
 assembler::unit_state* assembler::unit_for(const daq1::header& h, std::uint64_t now_ns, drop_reason& why) {
     const std::uint16_t id = h.unit_id;
     if (auto* u = _units[id].get()) {
-        if (h.frame_bytes == u->frame_bytes) {
-            u->last_good_ns = now_ns;
-            return u;
-        }
+        if (h.frame_bytes == u->frame_bytes) return u;
         why = drop_reason::frame_bytes_mismatch;
         if (u->other_bytes != h.frame_bytes) {
             u->other_bytes = h.frame_bytes;
@@ -232,12 +229,12 @@ assembler::unit_state* assembler::unit_for(const daq1::header& h, std::uint64_t 
         // A learned unit that changed its frame size (new firmware, new
         // settings) is relearned once the old size has gone quiet.
         const auto quiet = static_cast<std::uint64_t>(_cfg.units.relearn_quiet.count()) * 1'000'000ull;
-        if (u->configured || now_ns - u->last_good_ns < quiet) return nullptr;
+        if (u->configured || now_ns - u->last_ns() < quiet) return nullptr;
         if (h.frame_bytes > _pool.buffer_bytes()) {
             why = drop_reason::frame_too_large_for_pool;
             return nullptr;
         }
-        relearn(*u, h, now_ns);
+        relearn(*u, h);
         return u;
     }
     const std::uint32_t expected = _expected_bytes[id];
@@ -262,18 +259,17 @@ assembler::unit_state* assembler::unit_for(const daq1::header& h, std::uint64_t 
         _unit_limit_log.on(_counters.invalid[static_cast<std::size_t>(why)].get() + 1);
         return nullptr;
     }
-    return learn(h, now_ns, expected != 0);
+    return learn(h, expected != 0);
 }
 
 // A new unit: its state is set up once (not on the per-packet path), its
 // bitmaps sized by its own packet count.
-assembler::unit_state* assembler::learn(const daq1::header& h, std::uint64_t now_ns, bool configured) {
+assembler::unit_state* assembler::learn(const daq1::header& h, bool configured) {
     const std::uint16_t id = h.unit_id;
     auto u = std::make_unique<unit_state>();
     u->id = id;
     u->configured = configured;
     u->frame_bytes = h.frame_bytes;
-    u->last_ns = u->last_good_ns = now_ns;
     const std::uint32_t slots = _cfg.assembly.reorder_frames;
     u->window.reserve(slots);
     u->bitmap_words = (static_cast<std::uint32_t>(h.packet_count) + 63u) / 64u;
@@ -315,11 +311,11 @@ bool assembler::reclaim_one(std::uint64_t now_ns) {
     const std::uint64_t idle = std::uint64_t{_cfg.units.learned_idle_s} * 1'000'000'000ull;
     for (std::size_t i = 0; i < _active.size(); ++i) {
         unit_state* u = _active[i];
-        if (u->configured || !u->window.empty() || !u->held.empty() || now_ns - u->last_ns < idle) continue;
+        if (u->configured || !u->window.empty() || !u->held.empty() || now_ns - u->last_ns() < idle) continue;
         settle_seq(*u);
         u->counters->retired.set(1);
         spdlog::info("unit {}: silent for {} s, its learned slot goes to a new unit", u->id,
-                     (now_ns - u->last_ns) / 1'000'000'000ull);
+                     (now_ns - u->last_ns()) / 1'000'000'000ull);
         const std::uint16_t id = u->id;
         _active.erase(_active.begin() + static_cast<std::ptrdiff_t>(i));
         _units[id].reset();
@@ -331,7 +327,7 @@ bool assembler::reclaim_one(std::uint64_t now_ns) {
 
 // A learned unit now sends frames of another size: its stream ends and a new
 // one (next stream index, so a new file) starts with the new size.
-void assembler::relearn(unit_state& u, const daq1::header& h, std::uint64_t now_ns) {
+void assembler::relearn(unit_state& u, const daq1::header& h) {
     release_held(u);
     close_all(u);
     settle_seq(u);
@@ -343,13 +339,21 @@ void assembler::relearn(unit_state& u, const daq1::header& h, std::uint64_t now_
     u.counters->channels = h.frame_bytes / 2;
     u.bitmap_words = (static_cast<std::uint32_t>(h.packet_count) + 63u) / 64u;
     u.bits.assign(static_cast<std::size_t>(_cfg.assembly.reorder_frames) * u.bitmap_words, 0);
+    next_stream(u, true);
+}
+
+// The unit's stream is over (its frames closed, its loss settled): the next
+// frame may be numbered from anywhere. `back`: its numbering goes back or its
+// frame size changed, so its frames need the next file (frame::stream + 1).
+void assembler::next_stream(unit_state& u, bool back) {
     u.have_emitted = false;
     u.ended = false;
     u.overflow_runs.clear();
     u.overflowed = false;
-    ++u.stream;
-    u.counters->stream.set(u.stream);
-    u.last_good_ns = now_ns;
+    if (back) {
+        ++u.stream;
+        u.counters->stream.set(u.stream);
+    }
 }
 
 void assembler::track_seq(unit_state& u, std::uint32_t seq, bool& duplicate) {
@@ -454,11 +458,8 @@ assembler::open_frame* assembler::find_or_open(unit_state& u, const daq1::header
     if (u.ended) {
         // The first frame after an END_OF_STREAM: a stream numbered from
         // below where the last one ended goes to the writer as a new stream.
+        if (fnum <= u.prev_last) next_stream(u, true);
         u.ended = false;
-        if (fnum <= u.prev_last) {
-            ++u.stream;
-            u.counters->stream.set(u.stream);
-        }
     }
     if (u.window.empty() && !u.have_emitted) u.high_frame = fnum;
     u.high_frame = std::max(u.high_frame, fnum);
@@ -485,7 +486,7 @@ bool assembler::implausible(const unit_state& u, std::uint64_t fnum) const noexc
 // stay together (each within reorder_frames of the others) and reach
 // restart_packets packets over at least two frames are a new stream.
 void assembler::hold(unit_state& u, const daq1::header& h, const std::byte* datagram, std::uint32_t bytes,
-                     std::uint64_t now_ns, std::uint16_t link) {
+                     std::uint64_t now_ns) {
     const std::uint64_t fnum = h.frame_number;
     const std::uint64_t near = _cfg.assembly.reorder_frames;
     if (!u.held.empty() && (fnum + near < u.held_min || fnum > u.held_max + near)) release_held(u);
@@ -496,7 +497,7 @@ void assembler::hold(unit_state& u, const daq1::header& h, const std::byte* data
     u.held_min = std::min(u.held_min, fnum);
     u.held_max = std::max(u.held_max, fnum);
     const bool behind = fnum < u.high_frame;
-    u.held.push_back({u.held_data.size(), bytes, link, behind});
+    u.held.push_back({u.held_data.size(), bytes, behind});
     u.held_data.insert(u.held_data.end(), datagram, datagram + bytes);
     if (u.held.size() < _cfg.assembly.restart_packets || u.held_max == u.held_min) return;
 
@@ -506,12 +507,7 @@ void assembler::hold(unit_state& u, const daq1::header& h, const std::byte* data
     const bool back = u.held_min <= was;
     close_all(u);
     settle_seq(u);
-    u.have_emitted = false;
-    u.ended = false;
-    u.overflow_runs.clear();
-    u.overflowed = false;
-    if (back) ++u.stream;
-    u.counters->stream.set(u.stream);
+    next_stream(u, back);
     u.counters->stream_restarts.add();
     if (u.counters->stream_restarts.get() <= 10)
         spdlog::warn("unit {}: frame numbers continue at {} after {}: a new stream{}{}", u.id, u.held_min, was,
@@ -568,9 +564,8 @@ void assembler::on_packet(const std::byte* datagram, std::uint32_t bytes, std::u
     c.packets_by_link[std::min<std::size_t>(link, unit_counters::max_links - 1)].add();
     c.bytes.add(bytes - static_cast<std::uint32_t>(daq1::header_bytes));
     c.last_receive_ns.set(now_ns);
-    u->last_ns = now_ns;
     if (implausible(*u, h.frame_number)) {
-        hold(*u, h, datagram, bytes, now_ns, link);
+        hold(*u, h, datagram, bytes, now_ns);
         return;
     }
     if (!u->held.empty()) release_held(*u);  // a plausible packet: the held ones were no new stream
@@ -706,11 +701,9 @@ void assembler::emit_ready(unit_state& u, std::uint64_t below) {
 void assembler::stream_closed(unit_state& u) {
     if (!u.window.empty()) return;
     settle_seq(u);
+    next_stream(u, false);  // whether it goes back is known at its first frame (find_or_open)
     u.ended = true;
     u.prev_last = u.last_emitted;
-    u.have_emitted = false;
-    u.overflow_runs.clear();  // the next stream may number its frames from anywhere
-    u.overflowed = false;
 }
 
 void assembler::close_all(unit_state& u) {
@@ -728,7 +721,7 @@ void assembler::expire(std::uint64_t now_ns) {
         }
         if (closed) emit_ready(*u);
         // Held packets that no new stream followed within the timeout.
-        if (!u->held.empty() && now_ns - u->last_ns > _timeout_ns) release_held(*u);
+        if (!u->held.empty() && now_ns - u->last_ns() > _timeout_ns) release_held(*u);
     }
 }
 

@@ -119,12 +119,13 @@ private:
     struct unit_state;
     unit_state* unit_for(const acquisition::daq1::header& h, std::uint64_t now_ns,
                          acquisition::daq1::drop_reason& why);
-    unit_state* learn(const acquisition::daq1::header& h, std::uint64_t now_ns, bool configured);
+    unit_state* learn(const acquisition::daq1::header& h, bool configured);
     bool reclaim_one(std::uint64_t now_ns);
-    void relearn(unit_state& u, const acquisition::daq1::header& h, std::uint64_t now_ns);
+    void relearn(unit_state& u, const acquisition::daq1::header& h);
+    void next_stream(unit_state& u, bool back);
     bool implausible(const unit_state& u, std::uint64_t fnum) const noexcept;
     void hold(unit_state& u, const acquisition::daq1::header& h, const std::byte* datagram, std::uint32_t bytes,
-              std::uint64_t now_ns, std::uint16_t link);
+              std::uint64_t now_ns);
     void release_held(unit_state& u);
     void take_packet(unit_state& u, const acquisition::daq1::header& h, const std::byte* datagram,
                      std::uint32_t bytes, std::uint64_t now_ns);
