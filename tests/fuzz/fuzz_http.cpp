@@ -22,6 +22,9 @@
 // error path) and a calibration file name (skipped). The token is
 // "0123456789abcdef0123456789abcdef" (the seed corpus uses it).
 //
+// The Host header goes to the API as the server passes it: a name daqd does
+// not answer to (http.allowed_hosts) must get 403 and change nothing.
+//
 // Checks: handle() and is_blocking() never throw (the fake controls never
 // do, so an exception there would be the API's own 500), statuses are
 // 200..599, JSON answers parse and errors are {"error": "..."}; 405 names
@@ -309,6 +312,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         r.method = std::string(req.method_string());
         r.target = std::string(req.target());
         if (auto it = req.find(http::field::authorization); it != req.end()) r.authorization = std::string(it->value());
+        if (auto it = req.find(http::field::host); it != req.end()) r.host = std::string(it->value());
         r.body = std::move(req.body());
         FUZZ_CHECK(r.body.size() <= daqd::web::api::max_body_bytes, "the parser let a body over the limit through");
         const bool keep_alive = req.keep_alive();
@@ -325,10 +329,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                             r.method + " " + r.target + ": " + typeid(e).name() + ": " + e.what());
         }
         (void)blocking;
-        if (w.runs.starts != starts || w.runs.stops != stops)
+        if (w.runs.starts != starts || w.runs.stops != stops) {
             FUZZ_CHECK(has_token(r.authorization),
                        r.method + " " + r.target + " changed the run without the token (Authorization: '" +
                            r.authorization + "')");
+            FUZZ_CHECK(!r.host || w.api->hosts().allows(*r.host),
+                       r.method + " " + r.target + " changed the run with Host '" + *r.host + "', not allowed");
+        }
+        // DNS rebinding: a Host daqd does not answer to gets 403, whatever the request.
+        if (r.host && !w.api->hosts().allows(*r.host))
+            FUZZ_CHECK(res.status == 403, "Host '" + *r.host + "' not allowed, answered " + std::to_string(res.status));
         check_response(res, &r);
         w.api->count(res.status);
         serialize(res, version, keep_alive);
