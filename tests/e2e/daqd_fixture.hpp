@@ -87,6 +87,13 @@ struct daqd_process {
     }
 };
 
+// A summary's accounting: every frame assembled went somewhere counted.
+inline void check_accounting(const json& s) {
+    const auto assembled = s["frames_complete"].get<std::uint64_t>() + s["frames_incomplete"].get<std::uint64_t>();
+    CHECK(assembled == s["frames_written"].get<std::uint64_t>() + s["frames_unrecorded"].get<std::uint64_t>() +
+                           s["frames_failed"].get<std::uint64_t>() + s["frames_rejected"].get<std::uint64_t>());
+}
+
 inline std::uint64_t rss_kib(pid_t pid) {
     std::ifstream in("/proc/" + std::to_string(pid) + "/status");
     for (std::string line; std::getline(in, line);)

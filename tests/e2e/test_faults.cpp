@@ -206,7 +206,8 @@ TEST_CASE("disk full: the run stops with one clear error, the file is whole, a n
     CHECK(v3rc == 0);
 }
 
-TEST_CASE("disk full with no reserve: the write error names the file and free space, the next start mends the file",
+TEST_CASE("disk full with no reserve: the write error names the file and free space, the next start mends the file, "
+          "and frames_written equals the rows it keeps",
           "[e2e][faults]") {
     scratch_dir dir("diskfull-raw");
     const std::string runs = dir / "small";
@@ -228,11 +229,28 @@ TEST_CASE("disk full with no reserve: the write error names the file and free sp
     CHECK(err.find(file) != std::string::npos);
     CHECK(std::regex_search(err, std::regex("[0-9]+ bytes free in ")));
     CHECK(d.metric("daq_run_failed", "run=\"raw\"") == 1);
+    // The writer settles its counts right after the error line.
+    double written_metric = -1;
+    REQUIRE(eventually(
+        [&] {
+            const double a = d.metric("daq_frames_written_total");
+            std::this_thread::sleep_for(100ms);
+            written_metric = d.metric("daq_frames_written_total");
+            return a == written_metric;
+        },
+        5s));
     sim.signal(SIGTERM);
     sim.wait(10s);
     d.proc->signal(SIGTERM);
     REQUIRE(d.proc->wait(30s).has_value());
-    // Make room, as an operator would, and start again: daqd mends the file.
+    const auto s = read_json(dir / "raw.json");
+    INFO(s.dump(1));
+    CHECK(s["run_failed"].get<bool>());
+    daqd::test::check_accounting(s);
+    const auto written = s["frames_written"].get<double>();
+    CHECK(written == written_metric);
+    // Make room, as an operator would, and start again: daqd mends the file
+    // (its journal names it), and it holds exactly what the summary said.
     REQUIRE(fsys.resize("64m"));
     daqd_process again(dir, "raw2", runs, "", {"--duration", "1"});
     REQUIRE(again.proc->wait(30s) == 0);
@@ -242,7 +260,9 @@ TEST_CASE("disk full with no reserve: the write error names the file and free sp
     CHECK(vrc == 0);
     auto [jrc, jout] = inspect(dir, {"--json", file});
     REQUIRE(jrc == 0);
-    CHECK(json::parse(jout)["total_frames"].get<int>() > 0);
+    const auto in_file = json::parse(jout)["total_frames"].get<double>();
+    CHECK(in_file > 0);
+    CHECK(in_file == written);
 }
 
 TEST_CASE("slow disk: a writer that cannot keep up costs counted, logged frame drops, bounded memory, no receive loss",

@@ -30,18 +30,13 @@ using nlohmann::json;
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
+using daqd::test::check_accounting;
+
 namespace {
 
 std::string bytes_of(const std::string& p) {
     std::ifstream in(p, std::ios::binary);
     return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-// Every frame assembled went somewhere counted.
-void check_accounting(const json& s) {
-    const auto assembled = s["frames_complete"].get<std::uint64_t>() + s["frames_incomplete"].get<std::uint64_t>();
-    CHECK(assembled == s["frames_written"].get<std::uint64_t>() + s["frames_unrecorded"].get<std::uint64_t>() +
-                           s["frames_failed"].get<std::uint64_t>() + s["frames_rejected"].get<std::uint64_t>());
 }
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -227,58 +222,6 @@ TEST_CASE("the output file system unmounted mid-run: the run fails, nothing is c
     const auto s = read_json(dir / "umnt.json");
     CHECK(s["frames_written"] == 0);
     check_accounting(s);
-}
-
-TEST_CASE("disk full with no reserve: frames_written equals the rows the file keeps", "[e2e][hostile]") {
-    scratch_dir dir("full-honest");
-    const std::string runs = dir / "small";
-    tmpfs_mount fsys(runs, "24m");
-    if (!fsys.mounted) {
-        WARN("cannot mount a tmpfs (needs root): disk-full test skipped");
-        return;
-    }
-    daqd_process d(dir, "raw", runs, "flush_interval_ms = 200\nchunk_bytes = 65536\nreserve_bytes = 0\n",
-                   {"--run", "raw"});
-    child sim({DAQ_SIM_BIN, "--target", d.target(), "--units", "2", "--duration", "30", "--rate", "200", "--quiet"},
-              dir / "raw.sim.out", dir / "raw.sim.err");
-    REQUIRE(d.proc->wait_for_log("FAILED, no longer writing to", 30s));
-    // The writer settles its counts right after the error line.
-    double written_metric = -1;
-    REQUIRE(eventually(
-        [&] {
-            const double a = d.metric("daq_frames_written_total");
-            std::this_thread::sleep_for(100ms);
-            written_metric = d.metric("daq_frames_written_total");
-            return a == written_metric;
-        },
-        5s));
-    sim.signal(SIGTERM);
-    sim.wait(10s);
-    d.proc->signal(SIGTERM);
-    REQUIRE(d.proc->wait(30s).has_value());
-    const auto s = read_json(dir / "raw.json");
-    INFO(s.dump(1));
-    CHECK(s["run_failed"].get<bool>());
-    check_accounting(s);
-    const auto written = s["frames_written"].get<double>();
-    CHECK(written == written_metric);
-    // Room again; daqd's journal names the file, --recover mends it.
-    REQUIRE(fsys.resize("64m"));
-    auto [rrc, rout] = daqd::test::run({DAQD_BIN, "--recover", "--output", runs, "--http", "off"}, dir / "recover");
-    INFO(rout);
-    CHECK(rrc == 0);
-    // Mended, or found closed: the failed close may have cleared the marks.
-    CHECK((rout.find("recovered " + runs + "/raw.h5") != std::string::npos ||
-           rout.find("no run file in " + runs + " needed recovery") != std::string::npos));
-    auto [jrc, jout] = inspect(dir, {"--json", runs + "/raw.h5"});
-    INFO(jout);
-    REQUIRE(jrc == 0);
-    const auto in_file = json::parse(jout)["total_frames"].get<double>();
-    WARN("disk full, reserve 0: summary written=" << written << ", rows in the file after recovery=" << in_file);
-    CHECK(in_file == written);
-    auto [vrc, vout] = inspect(dir, {"--verify", runs + "/raw.h5"});
-    INFO(vout);
-    CHECK(vrc == 0);
 }
 
 TEST_CASE("start-up recovery leaves alone what daqd does not own, --recover FILE mends a named file",
