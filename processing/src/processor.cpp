@@ -69,6 +69,7 @@ processor::processor(const processor_options& o, frame_pool& pool, common::spsc_
     if (_out.capacity() < _pool.buffers() || _in.capacity() < _pool.buffers())
         throw std::invalid_argument("processor: its queues must hold every frame-pool buffer");
     _batch.reserve(_batch_frames);
+    _passing.reserve(_batch_frames);
     _active.reserve(max_units);
 
     if (o.pedestal_frames > 0) {
@@ -149,16 +150,36 @@ unit_context& processor::add_unit(const frame& f) {
     return *raw;
 }
 
-void processor::run_batch(std::size_t n) {
+std::size_t processor::run_batch(std::size_t n) {
     _batch.clear();
+    _passing.clear();
     for (std::size_t i = 0; i < n; ++i) {
         auto f = _in.try_pop();
         if (!f) break;
-        if (_units_by_id[f->unit_id] == nullptr) add_unit(*f);
+        unit_context* u = _units_by_id[f->unit_id];
+        if (u == nullptr) u = &add_unit(*f);
+        if (f->channels != u->channels) {
+            // Stages keep per-channel state of the unit's first frame size.
+            if (!u->size_changed)
+                spdlog::warn("processing: unit {} now sends {} channels (it had {}): its frames pass on unprocessed "
+                             "(calibrated rows stored as zeros) until daqd restarts",
+                             f->unit_id, f->channels, u->channels);
+            u->size_changed = true;
+            f->calibrated = nullptr;
+            _passing.push_back(*f);
+            continue;
+        }
         if (_calibrates) f->calibrated = _pool.calibrated(f->pool_index);
         _batch.push_back(*f);
     }
-    if (_batch.empty()) return;
+    if (_batch.empty()) {
+        for (const frame& f : _passing) [[maybe_unused]] const bool pushed = _out.try_push(f);
+        if (!_passing.empty()) {
+            _out_ready.notify();
+            _counters.frames.add(_passing.size());
+        }
+        return _passing.size();
+    }
     const std::uint64_t reset = _dose_reset.load(std::memory_order_acquire);
     if (reset != _dose_reset_seen) {
         _dose_reset_seen = reset;
@@ -176,13 +197,19 @@ void processor::run_batch(std::size_t n) {
         _failed = true;
         for (frame& f : _batch) f.calibrated = nullptr;
     }
+    // A unit's frames of the old size come before those of the new one in
+    // the input, so handing the batch on first keeps each unit's order.
     for (const frame& f : _batch) {
+        [[maybe_unused]] const bool pushed = _out.try_push(f);
+    }
+    for (const frame& f : _passing) {
         [[maybe_unused]] const bool pushed = _out.try_push(f);
     }
     _out_ready.notify();
     _counters.busy_ns.add(common::monotonic_ns() - b.now_ns);
-    _counters.frames.add(_batch.size());
+    _counters.frames.add(_batch.size() + _passing.size());
     _counters.batches.add();
+    return _batch.size() + _passing.size();
 }
 
 std::size_t processor::poll() {
@@ -191,9 +218,9 @@ std::size_t processor::poll() {
     std::size_t done = 0;
     while (done < waiting) {
         const std::size_t n = std::min(_batch_frames, waiting - done);
-        run_batch(n);
-        if (_batch.empty()) break;
-        done += _batch.size();
+        const std::size_t taken = run_batch(n);
+        if (taken == 0) break;
+        done += taken;
     }
     return done;
 }

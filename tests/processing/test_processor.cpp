@@ -87,6 +87,40 @@ TEST_CASE("processor: frames pass in batches, calibrated into the pool's calibra
     r.pool.release(f->pool_index);
 }
 
+TEST_CASE("processor: a unit whose frame size changed (relearned) passes on unprocessed, in order", "[processing]") {
+    // The stages hold per-channel state of a unit's first size (constants,
+    // dose); a frame of another size must not reach them (a larger one would
+    // read and write past that state). It passes on uncalibrated, after the
+    // unit's frames of the old size.
+    rig r(true);
+    processor_options o;
+    o.stages = {"calibrate", "dose", "live"};
+    o.backend = "cpu";
+    o.batch_frames = 8;
+    o.threshold = {threshold_mode::absolute, 0.5f};
+    live_view view(std::chrono::milliseconds(10));
+    processor p(o, r.pool, r.in, r.in_ready, r.out, r.out_ready, &view);
+    for (std::uint64_t i = 0; i < 3; ++i) r.push(7, 1000, i, [](std::uint32_t) { return std::uint16_t{5}; });
+    for (std::uint64_t i = 3; i < 6; ++i) r.push(7, 4097, i, [](std::uint32_t) { return std::uint16_t{9}; });
+    CHECK(p.poll() == 6);
+    for (std::uint64_t i = 0; i < 6; ++i) {
+        auto f = r.out.try_pop();
+        REQUIRE(f.has_value());
+        CHECK(f->frame_number == i);
+        if (i < 3) {
+            REQUIRE(f->calibrated != nullptr);
+            CHECK(f->calibrated[999] == 5.0f);
+        } else {
+            CHECK(f->channels == 4097);
+            CHECK(f->calibrated == nullptr);
+        }
+        r.pool.release(f->pool_index);
+    }
+    live_snapshot s;
+    REQUIRE(view.snapshot(7, s));
+    CHECK(s.channels == 1000);  // the view keeps the unit's first layout
+}
+
 TEST_CASE("processor: only the live stage passes frames uncalibrated", "[processing]") {
     rig r(false);
     processor_options o;

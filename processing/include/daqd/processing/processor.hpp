@@ -88,7 +88,7 @@ public:
 
 private:
     void loop();
-    void run_batch(std::size_t n);
+    std::size_t run_batch(std::size_t n);  // frames taken from the input
     unit_context& add_unit(const frame& f);
 
     frame_pool& _pool;
@@ -103,6 +103,10 @@ private:
     pedestal_stage* _pedestal = nullptr;
     bool _calibrates = false;
     std::vector<frame> _batch;                                // capacity batch_frames
+    // Frames of a unit whose frame size changed after its first frame (the
+    // assembler relearned it): the stages' per-unit state (constants, dose,
+    // pedestal sums) has the first size, so they pass on uncalibrated.
+    std::vector<frame> _passing;                              // capacity batch_frames
     std::vector<std::unique_ptr<unit_context>> _units;        // by unit id
     std::vector<unit_context*> _units_by_id;                  // 65536 pointers, for frame_batch
     std::vector<unit_context*> _active;

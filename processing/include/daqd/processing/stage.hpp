@@ -41,7 +41,8 @@ namespace daqd::processing {
 // on its first frame).
 struct unit_context {
     std::uint16_t unit_id = 0;
-    std::uint32_t channels = 0;
+    std::uint32_t channels = 0;           // of the unit's first frame; stages size their state by it
+    bool size_changed = false;            // later frames came with another size (they skip the stages)
     unit_constants constants;             // filled when calibrating
     std::uint64_t frames = 0;             // frames processed
     std::uint64_t dose_frames = 0;        // frames in the running dose since the last reset
