@@ -106,6 +106,25 @@ inline std::pair<int, std::string> inspect(const scratch_dir& dir, std::vector<s
     return daqd::test::run(args, dir / "inspect");
 }
 
+// daq-inspect --json over a run's files, parsed (the call must succeed).
+inline json inspect_json(const scratch_dir& dir, const std::vector<std::string>& files) {
+    std::vector<std::string> args{"--json"};
+    args.insert(args.end(), files.begin(), files.end());
+    auto [rc, out] = inspect(dir, args);
+    INFO(out);
+    REQUIRE(rc == 0);
+    return json::parse(out);
+}
+
+// daq-inspect --verify over a run's files: layout and every sample pass.
+inline void verify(const scratch_dir& dir, const std::vector<std::string>& files) {
+    std::vector<std::string> args{"--verify"};
+    args.insert(args.end(), files.begin(), files.end());
+    auto [rc, out] = inspect(dir, args);
+    INFO(out);
+    CHECK(rc == 0);
+}
+
 // Frames in a run file as h5py counts them (Debian's Python), -1 when h5py
 // is not there, -2 when h5py cannot open the file. Opens without SWMR, as a
 // training job would.

@@ -356,13 +356,6 @@ TEST_CASE("a file at the next rotation name: the run skips to the next free name
     CHECK(std::find(files.begin(), files.end(), runs + "/rot_00002.h5") == files.end());
     CHECK(std::find(files.begin(), files.end(), runs + "/rot_00003.h5") != files.end());
     CHECK(count_of(d.proc->err(), "exists already") == 1);
-    std::vector<std::string> args{"--verify"};
-    args.insert(args.end(), files.begin(), files.end());
-    auto [vrc, vout] = inspect(dir, args);
-    INFO(vout);
-    CHECK(vrc == 0);
-    args[0] = "--json";
-    auto [jrc, jout] = inspect(dir, args);
-    REQUIRE(jrc == 0);
-    CHECK(json::parse(jout)["total_frames"] == 200);
+    daqd::test::verify(dir, files);
+    CHECK(daqd::test::inspect_json(dir, files)["total_frames"] == 200);
 }

@@ -22,7 +22,8 @@ using daqd::test::count_of;
 using daqd::test::daqd_process;
 using daqd::test::eventually;
 using daqd::test::h5py_frames;
-using daqd::test::inspect;
+using daqd::test::inspect_json;
+using daqd::test::verify;
 using daqd::test::read_json;
 using daqd::test::scratch_dir;
 using nlohmann::json;
@@ -88,23 +89,6 @@ std::pair<int, std::string> python(const scratch_dir& dir, const std::string& na
                                   dir / (name + ".py")};
     argv.insert(argv.end(), args.begin(), args.end());
     return daqd::test::run(argv, dir / name);
-}
-
-json inspect_json(const scratch_dir& dir, const std::vector<std::string>& files) {
-    std::vector<std::string> args{"--json"};
-    args.insert(args.end(), files.begin(), files.end());
-    auto [rc, out] = inspect(dir, args);
-    INFO(out);
-    REQUIRE(rc == 0);
-    return json::parse(out);
-}
-
-void verify(const scratch_dir& dir, const std::vector<std::string>& files) {
-    std::vector<std::string> args{"--verify"};
-    args.insert(args.end(), files.begin(), files.end());
-    auto [rc, out] = inspect(dir, args);
-    INFO(out);
-    CHECK(rc == 0);
 }
 
 // Anonymous memory of a process (heap, pools), without the shared-memory
