@@ -7,8 +7,9 @@ same run measures the baselines: the bare receive ceiling (daq-drain, same
 traffic, same search) and the disk's sequential write ceiling
 (daq-disk-ceiling). Prints a Markdown table. See tools/bench/README.md.
 
-Standard library only. Every child process runs under a deadline, and the
-whole tool stops by itself after --max-wall seconds.
+Standard library only; starting and stopping the programs is daqload.procs
+(tools/daqload), shared with the soak. Every child process runs under a
+deadline, and the whole tool stops by itself after --max-wall seconds.
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+sys.path.insert(0, str(REPO / "tools" / "daqload"))
+from daqload.procs import (CLK_TCK, Children, StartError, bound_udp_ports, daqd_argv, find_binaries,  # noqa: E402
+                           free_bytes, host_cpu, loadavg, proc_cpu, reap, sim_argv, stop, tail, thread_cpu,
+                           udp_bound, wait_ready)
 
 # Channels per frame for each datagram size: a frame is several packets.
 #   1472-byte datagrams carry 1432 payload bytes: 4096 ch = 8 KiB = 6 packets.
@@ -45,113 +49,8 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-# ------------------------------------------------------------------ processes
-
-
-class Deadline(Exception):
-    pass
-
-
-def reap(p: subprocess.Popen, deadline: float, term_grace: float = 5.0):
-    """Waits for p until the monotonic `deadline`; then SIGTERM, then SIGKILL.
-
-    Returns (returncode, cpu_seconds, timed_out). CPU seconds come from wait4's
-    rusage, so they are exact and include every thread of the child.
-    """
-    timed_out = False
-    stage = 0
-    while True:
-        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
-        if pid == p.pid:
-            p.returncode = os.waitstatus_to_exitcode(status)
-            return p.returncode, ru.ru_utime + ru.ru_stime, timed_out
-        now = time.monotonic()
-        if now >= deadline and stage == 0:
-            timed_out = True
-            p.send_signal(signal.SIGTERM)
-            stage, deadline = 1, now + term_grace
-        elif now >= deadline and stage == 1:
-            p.kill()
-            stage, deadline = 2, now + 30
-        elif now >= deadline and stage == 2:
-            raise Deadline(f"pid {p.pid} does not die")
-        time.sleep(0.02)
-
-
-def proc_cpu(pid: int) -> float:
-    """utime + stime of a live process from /proc/<pid>/stat (0 if gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
-def thread_cpu(pid: int) -> list[tuple[int, float]]:
-    """(tid, utime + stime seconds) of every thread of a live process, in the order the threads started."""
-    out = []
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return out
-    for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            out.append((int(fields[19]), int(tid), (int(fields[11]) + int(fields[12])) / CLK_TCK))
-        except (OSError, IndexError, ValueError):
-            pass
-    return [(tid, cpu) for _, tid, cpu in sorted(out)]
-
-
 # daqd's threads in the order pipeline::start() creates them (after main).
 DAQD_THREADS = ("main", "writer", "assembler", "receiver")
-
-
-def system_cpu() -> tuple[float, float]:
-    """(busy, total) jiffies of the whole machine from /proc/stat."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    idle = v[3] + (v[4] if len(v) > 4 else 0)
-    return sum(v) - idle, sum(v)
-
-
-def bound_udp_ports() -> set[int]:
-    ports = set()
-    for name in ("/proc/net/udp", "/proc/net/udp6"):
-        try:
-            with open(name) as f:
-                next(f)
-                for line in f:
-                    local = line.split()[1]
-                    ports.add(int(local.rsplit(":", 1)[1], 16))
-        except OSError:
-            pass
-    return ports
-
-
-def wait_bound(p: subprocess.Popen, ports: list[int], timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if set(ports) <= bound_udp_ports():
-            return True
-        if p.poll() is not None:
-            return False
-        time.sleep(0.02)
-    return False
-
-
-def tail(path: Path, n: int = 8) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return ""
-
-
-def free_bytes(path: Path) -> int:
-    st = os.statvfs(path)
-    return st.f_bavail * st.f_frsize
 
 
 # ------------------------------------------------------------------ cases
@@ -217,14 +116,13 @@ class Search:
 class Bench:
     def __init__(self, a: argparse.Namespace):
         self.a = a
-        b = Path(a.build)
-        self.daqd = b / "daqd" / "daqd"
-        self.sim = b / "tools" / "sim" / "daq-sim"
-        self.drain = b / "tools" / "bench" / "daq-drain"
-        self.disk = b / "tools" / "bench" / "daq-disk-ceiling"
-        for exe in (self.daqd, self.sim, self.drain, self.disk):
-            if not os.access(exe, os.X_OK):
-                sys.exit(f"receive_bench: {exe} is missing; build it first (see tools/bench/README.md)")
+        try:
+            bins = find_binaries(a.build, ("daqd", "daq-sim", "daq-drain", "daq-disk-ceiling"),
+                                 hint="build them first, see tools/bench/README.md")
+        except FileNotFoundError as e:
+            sys.exit(f"receive_bench: {e}")
+        self.daqd, self.sim, self.drain, self.disk = (bins[n] for n in ("daqd", "daq-sim", "daq-drain",
+                                                                         "daq-disk-ceiling"))
         tag = f"daqd-bench-{os.getpid()}"
         self.work = Path(a.disk_dir) / tag  # logs, summaries; writer-on output below it
         self.out_disk = self.work / "out"
@@ -233,7 +131,7 @@ class Bench:
         self.started = time.monotonic()
         self.trial_no = 0
         self.ports = self.pick_ports(a.port_base, 2)
-        self.children: list[subprocess.Popen] = []
+        self.children = Children()
 
     # -- housekeeping
 
@@ -249,47 +147,27 @@ class Bench:
         return time.monotonic() - self.started > self.a.max_wall
 
     def cleanup(self) -> None:
-        for p in self.children:
-            if p.poll() is None:
-                p.kill()
-                try:
-                    p.wait(5)
-                except subprocess.TimeoutExpired:
-                    pass
-        self.children.clear()
+        self.children.stop_all(term_grace=0, kill_grace=5)
         if not self.a.keep_work:
             shutil.rmtree(self.work, ignore_errors=True)
         shutil.rmtree(self.out_tmpfs.parent, ignore_errors=True)
 
-    def spawn(self, cmd: list[str], stdout, stderr) -> subprocess.Popen:
-        p = subprocess.Popen([str(c) for c in cmd], stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL)
-        self.children.append(p)
-        return p
-
-    def forget(self, p: subprocess.Popen) -> None:
-        if p in self.children:
-            self.children.remove(p)
-
     # -- one trial
 
     def sim_cmd(self, case: Case, rate: float, ports: list[int], json_path: Path) -> list[str]:
-        cmd = [self.sim]
-        for port in ports:
-            cmd += ["--target", f"127.0.0.1:{port}"]
         channels = self.a.channels or DEFAULT_CHANNELS.get(case.datagram, 4096)
-        cmd += ["--units", str(max(self.a.units, case.links)), "--channels", str(channels), "--duration",
-                str(self.a.seconds), "--rate", f"{rate:g}", "--datagram", str(case.datagram), "--mode",
-                self.a.sim_mode, "--json", json_path, "--quiet"]
-        return cmd
+        return sim_argv(self.sim, ports, units=max(self.a.units, case.links), channels=channels, rate=rate,
+                        duration=self.a.seconds, datagram=case.datagram, mode=self.a.sim_mode, json_path=json_path)
 
     def run_sim(self, case: Case, rate: float, ports: list[int], t: Trial, tdir: Path, rx_pid: int) -> bool:
         sim_json = tdir / "sim.json"
         with open(tdir / "sim.log", "wb") as err:
-            b0, r0 = system_cpu(), proc_cpu(rx_pid)
-            p = self.spawn(self.sim_cmd(case, rate, ports, sim_json), subprocess.DEVNULL, err)
-            rc, t.sim_cpu, timed_out = reap(p, time.monotonic() + self.a.seconds + 20)
-            b1, r1 = system_cpu(), proc_cpu(rx_pid)
-            self.forget(p)
+            b0, r0 = host_cpu(), proc_cpu(rx_pid, missing=0.0)
+            p = self.children.spawn(self.sim_cmd(case, rate, ports, sim_json), stdout=subprocess.DEVNULL,
+                                    stderr=err)
+            rc, t.sim_cpu, timed_out = reap(p, time.monotonic() + self.a.seconds + 20, 5, 30)
+            b1, r1 = host_cpu(), proc_cpu(rx_pid, missing=0.0)
+            self.children.forget(p)
         total = max(1, b1[1] - b0[1])
         t.machine_busy = (b1[0] - b0[0]) / total
         # What neither daq-sim nor the receiver used (neighbours, ksoftirqd, this script), as a share of all CPUs.
@@ -338,32 +216,27 @@ class Bench:
         summary = tdir / "summary.json"
         # Writer off: daqd records no run (frames are assembled, then counted as
         # not recorded) — the receive path and assembly alone.
-        run = ["--run", f"bench{self.trial_no:04d}"] if case.writer == "on" else []
-        cmd = [self.daqd, "--output", out, *run, "--duration",
-               f"{self.a.seconds + 3:g}", "--backend", case.backend, "--summary-json", summary, "--log-level",
-               "warn"]
-        for port in ports:
-            cmd += ["--listen", f"127.0.0.1:{port}"]
-        if case.gro:
-            cmd.append("--gro")
-        if self.a.daqd_config:
-            cmd += ["--config", self.a.daqd_config]  # the command-line options above still override it
+        # --config (e.g. a bigger frame pool): the case's command-line options still override it.
+        cmd = daqd_argv(self.daqd, config=self.a.daqd_config, listen=[f"127.0.0.1:{p}" for p in ports], output=out,
+                        run=f"bench{self.trial_no:04d}" if case.writer == "on" else None,
+                        duration=self.a.seconds + 3, backend=case.backend, summary_json=summary, log_level="warn",
+                        gro=case.gro)
         with open(tdir / "daqd.log", "wb") as lg:
-            d = self.spawn(cmd, lg, lg)
+            d = self.children.spawn(cmd, stdout=lg, stderr=lg)
         try:
-            if not wait_bound(d, ports, 15):
+            try:
+                wait_ready(d, udp_bound(ports), 15, what="daqd", goal=f"bind {ports}")
+            except StartError:
                 t.error = f"daqd did not bind {ports}: {tail(tdir / 'daqd.log', 4)}"
                 return
-            cpu0 = proc_cpu(d.pid)  # start-up (ring and pool allocation) is not counted
+            cpu0 = proc_cpu(d.pid, missing=0.0)  # start-up (ring and pool allocation) is not counted
             th0 = dict(thread_cpu(d.pid))
             sim_ok = self.run_sim(case, rate, ports, t, tdir, d.pid)
             time.sleep(self.a.grace)  # let the sockets drain, then stop daqd (it drains rings and queues)
             th1 = thread_cpu(d.pid)  # the threads end during the stop; the drain at stop is not in these
             names = DAQD_THREADS if len(th1) == len(DAQD_THREADS) else [f"tid{tid}" for tid, _ in th1]
             t.threads = {n: round(c - th0.get(tid, 0.0), 3) for n, (tid, c) in zip(names, th1)}
-            if d.poll() is None:
-                d.send_signal(signal.SIGTERM)
-            rc, cpu, timed_out = reap(d, time.monotonic() + 60)
+            rc, cpu, timed_out = stop(d, 60, 5, 30)
             t.cpu = cpu - cpu0
             if timed_out or rc != 0:
                 t.error = t.error or f"daqd exit {rc}{' (timed out)' if timed_out else ''}: {tail(tdir / 'daqd.log', 4)}"
@@ -376,10 +249,10 @@ class Bench:
                 t.error = f"daqd summary unreadable: {e}"
                 return
         finally:
-            if d.poll() is None:
+            if d.returncode is None and d.poll() is None:
                 d.kill()
                 d.wait()
-            self.forget(d)
+            self.children.forget(d)
             # Run files: delete so the disk does not fill; a killed daqd may leave its packet ring.
             shutil.rmtree(out, ignore_errors=True)
             for ring in Path("/dev/shm").glob(f"daqd-{d.pid}-*"):
@@ -405,15 +278,18 @@ class Bench:
         if case.gro:
             cmd.append("--gro")
         with open(tdir / "drain.json", "wb") as o, open(tdir / "drain.log", "wb") as e:
-            d = self.spawn(cmd, o, e)
+            d = self.children.spawn(cmd, stdout=o, stderr=e)
         try:
-            if not wait_bound(d, ports, 15):
+            try:
+                wait_ready(d, udp_bound(ports), 15, what="daq-drain", goal=f"bind {ports}")
+            except StartError:
                 t.error = f"daq-drain did not bind {ports}: {tail(tdir / 'drain.log', 4)}"
                 return
             sim_ok = self.run_sim(case, rate, ports, t, tdir, d.pid)
-            if not sim_ok:
-                d.send_signal(signal.SIGTERM)
-            rc, _, timed_out = reap(d, time.monotonic() + 20)  # it stops 1 s after the last datagram
+            if sim_ok:  # it stops by itself 1 s after the last datagram
+                rc, _, timed_out = reap(d, time.monotonic() + 20, 5, 30)
+            else:
+                rc, _, timed_out = stop(d, 20, 5, 30)
             if rc != 0 or not sim_ok:
                 t.error = t.error or f"daq-drain exit {rc}: {tail(tdir / 'drain.log', 4)}"
                 return
@@ -422,10 +298,10 @@ class Bench:
             t.error = f"daq-drain output unreadable: {e}"
             return
         finally:
-            if d.poll() is None:
+            if d.returncode is None and d.poll() is None:
                 d.kill()
                 d.wait()
-            self.forget(d)
+            self.children.forget(d)
         # Its CPU over daq-sim's run, as for daqd's threads (its own cpu_seconds also counts start-up and idle tail).
         t.cpu = t.rx_window_cpu
         sent = t.packets()
@@ -740,7 +616,7 @@ def main() -> int:
         return 0
     bench = Bench(a)
     meta = dict(host=platform.node(), kernel=platform.release(), cpus=os.cpu_count(),
-                load_before=" ".join(open("/proc/loadavg").read().split()[:3]), dirty=dirty_note(a.seconds))
+                load_before=loadavg(), dirty=dirty_note(a.seconds))
     searches: list[Search] = []
     disk = None
     interrupted = False
@@ -754,9 +630,10 @@ def main() -> int:
             size = int(min(a.disk_bytes, free_bytes(bench.work) / 4)) // 2**20 * 2**20
             log(f"disk ceiling: {size / 2**30:.2f} GiB in {bench.work}")
             with open(bench.work / "disk.log", "wb") as e:
-                p = bench.spawn([bench.disk, "--dir", bench.work, "--bytes", str(size)], subprocess.PIPE, e)
-                rc, _, to = reap(p, time.monotonic() + 600)
-                bench.forget(p)
+                p = bench.children.spawn([bench.disk, "--dir", bench.work, "--bytes", str(size)],
+                                         stdout=subprocess.PIPE, stderr=e)
+                rc, _, to = reap(p, time.monotonic() + 600, 5, 30)
+                bench.children.forget(p)
             try:
                 disk = json.loads(p.stdout.read()) if rc == 0 else dict(error=f"exit {rc}: {tail(bench.work / 'disk.log', 3)}")
             except ValueError as ex:
@@ -774,7 +651,7 @@ def main() -> int:
         log("interrupted: reporting what was measured")
     finally:
         bench.cleanup()
-    meta["load_after"] = " ".join(open("/proc/loadavg").read().split()[:3])
+    meta["load_after"] = loadavg()
     meta["wall_seconds"] = round(time.monotonic() - bench.started, 1)
     table = report(bench, searches, disk, a, meta)
     print(table)

@@ -7,47 +7,29 @@ Used by the example, the benchmark and the tests::
         simulate("build/release", d.port, units=2, frames=3000, rate=800)
     # leaving the block stops daqd (SIGTERM: it drains and closes the run)
     print(d.summary["files"])
+
+Starting and stopping the processes is daqload.procs, shared with the soak and
+the receive bench.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import tempfile
-import time
 
-BINARIES = {"daqd": "daqd/daqd", "daq-sim": "tools/sim/daq-sim", "daq-inspect": "tools/inspect/daq-inspect"}
+from .procs import Children, daqd_argv, find_binaries, free_udp_port, sim_argv, stop, wait_ready
 
-
-def find_binaries(build_dir) -> dict:
-    """{name: path} of daqd, daq-sim and daq-inspect under a CMake build
-    directory; FileNotFoundError naming what is missing."""
-    out, missing = {}, []
-    for name, rel in BINARIES.items():
-        p = os.path.join(os.fspath(build_dir), rel)
-        if os.access(p, os.X_OK):
-            out[name] = p
-        else:
-            missing.append(p)
-    if missing:
-        raise FileNotFoundError(f"daqd binaries not built: missing {', '.join(missing)} "
-                                "(build with scripts/build.sh release, or point at another build directory)")
-    return out
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+__all__ = ["Daqd", "simulate", "capture_run", "find_binaries", "free_udp_port"]
 
 
 class Daqd:
     """daqd recording one run, as a context manager. ``config``: TOML text
     (e.g. "[storage]\\nrotate_bytes = \\"16MiB\\"\\n"); the listen address is
-    given on the command line."""
+    given on the command line. start() raises procs.StartError (a RuntimeError)
+    when daqd exits at start, procs.StartTimeout (also a TimeoutError) when the
+    run has not started within start_timeout; both carry daqd's log."""
 
     def __init__(self, build_dir, output_dir, run, *, config=None, port=None, extra_args=(), start_timeout=20.0):
         self.bins = find_binaries(build_dir)
@@ -60,31 +42,29 @@ class Daqd:
         self.proc = None
         self.summary = None
         self.returncode = None
+        self._children = Children()
         self._tmp = tempfile.mkdtemp(prefix=f"daqd-{run}-")
         self.log_path = os.path.join(self._tmp, "daqd.log")
         self.summary_path = os.path.join(self._tmp, "summary.json")
 
     def start(self):
         os.makedirs(self.output_dir, exist_ok=True)
-        argv = [self.bins["daqd"], "--listen", f"127.0.0.1:{self.port}", "--output", self.output_dir,
-                "--run", self.run, "--summary-json", self.summary_path]
+        cfg = None
         if self.config:
             cfg = os.path.join(self._tmp, "daqd.toml")
             with open(cfg, "w") as f:
                 f.write(self.config)
-            argv[1:1] = ["--config", cfg]
-        argv += self.extra_args
-        self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"daqd exited with {self.proc.returncode} at start:\n{self.log()}")
-            if f"run {self.run} started" in self.log():
-                return self
-            time.sleep(0.02)
-        self.kill()
-        raise TimeoutError(f"daqd did not start run {self.run} within {self.start_timeout} s:\n{self.log()}")
+        argv = daqd_argv(self.bins["daqd"], config=cfg, listen=[f"127.0.0.1:{self.port}"], output=self.output_dir,
+                         run=self.run, summary_json=self.summary_path, extra=self.extra_args)
+        with open(self.log_path, "wb") as log:
+            self.proc = self._children.spawn(argv, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_ready(self.proc, lambda: f"run {self.run} started" in self.log(), self.start_timeout, what="daqd",
+                       goal=f"start run {self.run}", log_path=self.log_path, log_lines=200)
+        except BaseException:
+            self.kill()
+            raise
+        return self
 
     def log(self) -> str:
         try:
@@ -97,23 +77,19 @@ class Daqd:
         """SIGTERM: daqd drains its queues, closes the run (stopped_at) and exits."""
         if self.proc is None or self.returncode is not None:
             return self.summary
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.returncode = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
+        rc, _, timed_out = stop(self.proc, timeout, term_grace=0.0)
+        if timed_out:
             self.kill()
-            raise TimeoutError(f"daqd did not stop within {timeout} s:\n{self.log()}") from None
-        self._log.close()
-        if self.returncode != 0:
-            raise RuntimeError(f"daqd exited with {self.returncode}:\n{self.log()}")
+            raise TimeoutError(f"daqd did not stop within {timeout} s:\n{self.log()}")
+        self.returncode = rc
+        if rc != 0:
+            raise RuntimeError(f"daqd exited with {rc}:\n{self.log()}")
         with open(self.summary_path) as f:
             self.summary = json.load(f)
         return self.summary
 
     def kill(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        self._children.stop_all(term_grace=0)
 
     def __enter__(self):
         return self.start()
@@ -130,13 +106,10 @@ def simulate(build_dir, port, *, units=1, channels=4096, frames=None, duration=N
     """Runs daq-sim against 127.0.0.1:port; returns its JSON summary (or,
     with background=True, the Popen whose stdout is the summary)."""
     bins = find_binaries(build_dir)
-    argv = [bins["daq-sim"], "--target", f"127.0.0.1:{port}", "--units", str(units), "--channels", str(channels),
-            "--first-unit", str(first_unit), "--rate", str(rate), "--quiet"]
-    if duration is not None:
-        argv += ["--duration", str(duration)]
-    else:
-        argv += ["--frames", str(frames if frames is not None else 1000)]
-    argv += list(extra_args)
+    if duration is None and frames is None:
+        frames = 1000
+    argv = sim_argv(bins["daq-sim"], [port], units=units, channels=channels, first_unit=first_unit, rate=rate,
+                    duration=duration, frames=None if duration is not None else frames, extra=extra_args)
     if background:
         return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
