@@ -6,7 +6,7 @@
 #include "daqd/storage/calibration_file.hpp"
 #include "daqd/storage/journal.hpp"
 #include "daqd/storage/recovery.hpp"
-#include "daqd/web/run_catalog.hpp"
+#include "daqd/storage/run_catalog.hpp"
 
 #include <fcntl.h>
 #include <sys/file.h>
@@ -259,11 +259,11 @@ std::string lock_output_dir(const std::filesystem::path& dir) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    // The run catalogue's helper (web/run_catalog.hpp): reads one file's
+    // The run catalogue's helper (storage/run_catalog.hpp): reads one file's
     // metadata in a process of its own, so that a damaged file can hang or
     // crash only this process. Not a user option.
-    if (argc == 3 && std::string(argv[1]) == daqd::web::run_catalog::helper_flag)
-        return daqd::web::run_catalog::helper_main(argv[2]);
+    if (argc == 3 && std::string(argv[1]) == daqd::storage::run_catalog::helper_flag)
+        return daqd::storage::run_catalog::helper_main(argv[2]);
     const options o = parse(argc, argv);
     auto logger = spdlog::stderr_color_mt("daqd");
     spdlog::set_default_logger(logger);
@@ -383,8 +383,9 @@ int main(int argc, char** argv) {
     }
 
     // The web side reads the pipeline's counters and drives its runs; not for a pedestal run.
+    daqd::storage::run_catalog catalog(cfg.storage.output_dir);
     std::unique_ptr<daqd::web::service> web;
-    if (!o.pedestal_run) web = daqd::start_web(cfg, *p, std::move(host_checks));
+    if (!o.pedestal_run) web = daqd::start_web(cfg, *p, catalog, std::move(host_checks));
 
     const auto started = std::chrono::steady_clock::now();
     // A pedestal run ends when every unit seen (at least one, and every

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "daqd/acquisition/host_check.hpp"
 #include "daqd/storage/calibration_file.hpp"
 
 #include <filesystem>
@@ -14,8 +15,6 @@
 #endif
 
 namespace daqd {
-
-namespace daq1 = acquisition::daq1;
 
 std::string check_run_name(const std::string& name) {
     if (name.empty()) return "run name is empty";
@@ -149,7 +148,7 @@ void pipeline::start_run(const std::string& name) {
     }
     if (_processor != nullptr) _processor->request_dose_reset();  // the live view's running dose: of this run
     const auto& wc = _writer->counters();
-    active_run a{name, std::chrono::system_clock::now(), wc.frames_written.load(), wc.bytes_written.load()};
+    active_run a{name, std::chrono::system_clock::now(), wc.frames_written.get(), wc.bytes_written.get()};
     _writer->start_run(o);
     {
         std::lock_guard lock(_active_mutex);
@@ -189,38 +188,98 @@ processing::calibration_set pipeline::pedestal_result() const {
     return _processor->pedestal()->result();
 }
 
-summary pipeline::snapshot() const {
-    summary s;
-    s.receiver_backend = _receiver->backend_name();
-    const std::uint64_t since = _run_started_ns ? _run_started_ns : _started_ns;
-    s.seconds = since ? static_cast<double>(common::monotonic_ns() - since) / 1e9 : 0.0;
-    std::map<std::string, std::uint64_t> invalid;
-    for (std::size_t l = 0; l < _receiver->link_count(); ++l) {
-        const auto& c = _receiver->counters(l);
-        s.packets_received += c.datagrams.get();
-        s.bytes_received += c.bytes.get();
-        s.ring_dropped += c.ring_dropped.get();
-        s.kernel_drops += c.kernel_drops.get();
-        for (std::size_t r = 1; r < daq1::drop_reason_count; ++r)
-            if (auto v = c.invalid[r].get()) invalid[std::string(daq1::name(static_cast<daq1::drop_reason>(r)))] += v;
+// ---- telemetry ----
+
+namespace {
+
+using telemetry::kind;
+
+const telemetry::descriptor build_info{"daq_build_info", "daqd version and backends (value 1)", kind::gauge,
+                                       "processing_backend,receiver_backend,version"};
+const telemetry::descriptor ring_fill_by_link{
+    "daq_ring_fill_ratio", "Fill of the packet ring the link feeds, 0..1 (links share one ring today)", kind::gauge,
+    "link"};
+const telemetry::descriptor ring_slots{"daq_ring_slots", "Slots of each packet ring", kind::gauge, "ring"};
+const telemetry::descriptor ring_fill{"daq_ring_fill", "Fill of each packet ring, 0..1", kind::gauge, "ring", false};
+const telemetry::descriptor storage_free{"daq_storage_free_bytes",
+                                         "Free bytes (for unprivileged users) where runs are written", kind::gauge};
+const telemetry::descriptor storage_size{"daq_storage_size_bytes", "Size of the file system where runs are written",
+                                         kind::gauge};
+const telemetry::descriptor run_active{"daq_run_active", "1 while run `run` is being recorded (run=\"\" 0: none)",
+                                       kind::gauge, "run"};
+const telemetry::descriptor run_failed{"daq_run_failed",
+                                       "1 while run `run` has failed (disk full, write error) and no longer writes",
+                                       kind::gauge, "run"};
+const telemetry::descriptor uptime{"daq_uptime_seconds", "Seconds since daqd started", kind::gauge};
+
+}  // namespace
+
+telemetry::snapshot collect_telemetry(const telemetry_sources& in) {
+    telemetry::snapshot t;
+    t.add(build_info, {{"processing_backend", in.processing_backend}, {"receiver_backend", in.receiver.backend_name()},
+                       {"version", in.version}},
+          1);
+    in.receiver.report(t);
+    for (std::size_t l = 0; l < in.receiver.link_count(); ++l)
+        t.add(ring_fill_by_link, {{"link", std::to_string(l)}}, in.ring.fill_ratio());
+    t.add(ring_slots, {{"ring", in.ring.name()}}, static_cast<double>(in.ring.slot_count()));
+    t.add(ring_fill, {{"ring", in.ring.name()}}, in.ring.fill_ratio());
+    in.assembler.report(t);
+    if (in.processor) in.processor->report(t);
+    in.tap.report(t);
+    in.writer.report(t);
+    std::uint64_t free = 0, total = 0;
+    t.of(storage_free);
+    t.of(storage_size);
+    if (acquisition::free_bytes(in.output_dir, free, total)) {
+        t.add(storage_free, {}, static_cast<double>(free));
+        t.add(storage_size, {}, static_cast<double>(total));
     }
-    const auto& ac = _assembler->counters();
-    for (std::size_t r = 1; r < daq1::drop_reason_count; ++r)
-        if (auto v = ac.invalid[r].get()) invalid[std::string(daq1::name(static_cast<daq1::drop_reason>(r)))] += v;
-    for (const auto& [k, v] : invalid) s.invalid_total += v;
-    s.invalid = std::move(invalid);
-    for (std::uint32_t i = 0; i < _assembler->unit_count(); ++i) {
-        const auto& u = _assembler->unit_at(i);
-        summary::unit x{u.unit_id,
-                        u.channels,
-                        u.packets.get(),
-                        u.packets_lost.get(),
-                        u.duplicates.get(),
-                        u.late.get(),
-                        u.frames_complete.get(),
-                        u.frames_incomplete.get(),
-                        u.frames_lost.get(),
-                        u.frames_overflow.get()};
+    const auto& current = in.current_run;
+    t.add(run_active, {{"run", current ? current->name : std::string()}}, current ? 1 : 0);
+    t.add(run_failed, {{"run", current ? current->name : std::string()}}, current && !current->error.empty() ? 1 : 0);
+    t.add(uptime, {}, in.started_ns ? static_cast<double>(common::monotonic_ns() - in.started_ns) / 1e9 : 0.0);
+    // A learned unit whose slot was given up keeps its counters but has no
+    // series in /metrics until it comes back (units.max_learned bounds them).
+    std::vector<std::string> retired;
+    if (const auto* f = t.find("daq_unit_channels"))
+        for (const auto& s : f->samples)
+            if (!s.exported) retired.push_back(s.labels.front().second);
+    t.hide("unit", retired);
+    return t;
+}
+
+telemetry::snapshot pipeline::telemetry() const {
+    return collect_telemetry({*_receiver, *_ring, *_assembler, _processor.get(), *_tap, *_writer,
+                              _cfg.storage.output_dir, processing_backend(), current_run(), _started_ns,
+                              DAQD_VERSION});
+}
+
+summary summarize(const telemetry::snapshot& t) {
+    summary s;
+    s.receiver_backend = t.label("daq_build_info", "receiver_backend");
+    s.processing_backend = t.label("daq_build_info", "processing_backend");
+    s.packets_received = t.count("daq_datagrams_received_total");
+    s.bytes_received = t.count("daq_bytes_received_total");
+    s.ring_dropped = t.count("daq_ring_dropped_total");
+    s.kernel_drops = t.count("daq_socket_drops_total");
+    if (const auto* f = t.find("daq_packets_invalid_total"))
+        for (const auto& x : f->samples)
+            if (x.value > 0) s.invalid[x.labels.front().second] = static_cast<std::uint64_t>(x.value);
+    for (const auto& [k, v] : s.invalid) s.invalid_total += v;
+    for (const auto& id : t.label_values("daq_unit_channels", "unit")) {
+        const telemetry::label_set u{{"unit", id}};
+        auto frames = [&](const char* state) { return t.count("daq_frames_total", {{"unit", id}, {"state", state}}); };
+        summary::unit x{static_cast<std::uint16_t>(std::stoul(id)),
+                        static_cast<std::uint32_t>(t.count("daq_unit_channels", u)),
+                        t.count("daq_packets_received_total", u),
+                        t.count("daq_packets_lost_total", u),
+                        t.count("daq_packets_duplicate_total", u),
+                        t.count("daq_packets_late_total", u),
+                        frames("complete"),
+                        frames("incomplete"),
+                        frames("lost"),
+                        frames("overflow")};
         s.packets_lost += x.lost;
         s.duplicates += x.duplicates;
         s.late += x.late;
@@ -230,16 +289,19 @@ summary pipeline::snapshot() const {
         s.frames_overflow += x.overflow;
         s.units.push_back(x);
     }
-    const auto& wc = _writer->counters();
-    s.frames_written = wc.frames_written.load();
-    s.frames_unrecorded = wc.frames_unrecorded.load();
-    s.frames_failed = wc.frames_failed.load();
-    s.bytes_written = wc.bytes_written.load();
-    s.processing_backend = processing_backend();
-    if (_processor) {
-        s.frames_processed = _processor->counters().frames.get();
-        s.processing_backlog_peak = _processor->counters().backlog_peak.get();
-    }
+    s.frames_written = t.count("daq_storage_frames_written");
+    s.frames_unrecorded = t.count("daq_frames_unrecorded_total");
+    s.frames_failed = t.count("daq_frames_unwritten_total");
+    s.bytes_written = t.count("daq_storage_bytes_written_total");
+    s.frames_processed = t.count("daq_processing_frames_total");
+    s.processing_backlog_peak = t.count("daq_processing_backlog_peak");
+    return s;
+}
+
+summary pipeline::snapshot() const {
+    summary s = summarize(telemetry());
+    const std::uint64_t since = _run_started_ns ? _run_started_ns : _started_ns;
+    s.seconds = since ? static_cast<double>(common::monotonic_ns() - since) / 1e9 : 0.0;
     if (_last_run) {
         s.run_name = _last_run->run_name;
         for (const auto& f : _last_run->files) s.files.push_back(f.string());

@@ -15,6 +15,8 @@
 #include "daqd/acquisition/packet_ring.hpp"
 #include "daqd/acquisition/receiver.hpp"
 #include "daqd/common/event.hpp"
+#include "daqd/common/runs.hpp"
+#include "daqd/common/telemetry.hpp"
 #include "daqd/common/spsc_queue.hpp"
 #include "daqd/config/config.hpp"
 #include "daqd/processing/assembler.hpp"
@@ -25,6 +27,7 @@
 #include "daqd/storage/run_writer.hpp"
 
 #include <chrono>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -91,6 +94,9 @@ public:
     void start_run(const std::string& name);  // throws std::runtime_error (bad name, file exists, …)
     std::optional<storage::run_stats> stop_run();
 
+    // Every module's counters now (any thread): what /metrics, the status
+    // page, the exit summary and --summary-json all render.
+    [[nodiscard]] telemetry::snapshot telemetry() const;
     [[nodiscard]] summary snapshot() const;
     [[nodiscard]] const acquisition::receiver& receiver() const noexcept { return *_receiver; }
     [[nodiscard]] const acquisition::packet_ring& ring() const noexcept { return *_ring; }
@@ -107,13 +113,7 @@ public:
     [[nodiscard]] processing::calibration_set pedestal_result() const;
 
     // The run being recorded, if any (any thread).
-    struct active_run {
-        std::string name;
-        std::chrono::system_clock::time_point started;
-        std::uint64_t frames_before = 0;  // writer's frames_written / bytes_written when it started
-        std::uint64_t bytes_before = 0;
-        std::string error;  // not empty: the run failed and no longer writes (disk full, …)
-    };
+    using active_run = common::run_info;
     [[nodiscard]] std::optional<active_run> current_run() const;
 
 private:
@@ -139,6 +139,27 @@ private:
     mutable std::mutex _active_mutex;
     std::optional<active_run> _active;  // guarded by _active_mutex
 };
+
+// Every module's probe into one snapshot. The pipeline's own, and test rigs'
+// that wire the modules by hand.
+struct telemetry_sources {
+    const acquisition::receiver& receiver;
+    const acquisition::packet_ring& ring;
+    const processing::assembler& assembler;
+    const processing::processor* processor;  // null without processing stages
+    const processing::live_tap& tap;
+    const storage::writer& writer;
+    std::filesystem::path output_dir;
+    std::string processing_backend;  // "cpu", "cuda", "none"
+    std::optional<common::run_info> current_run;
+    std::uint64_t started_ns = 0;    // monotonic; 0: not started
+    std::string version;             // daq_build_info
+};
+telemetry::snapshot collect_telemetry(const telemetry_sources& in);
+
+// The summary of a telemetry snapshot (counts only; pipeline::snapshot()
+// adds the run's name, files and time).
+summary summarize(const telemetry::snapshot& t);
 
 // Run names become file names: letters, digits, '.', '_', '-', not starting
 // with '.', at most 100 characters. Returns an error message, or empty.

@@ -5,7 +5,8 @@
 #include "pipeline.hpp"
 
 #include "daqd/config/config.hpp"
-#include "daqd/web/host_check.hpp"
+#include "daqd/acquisition/host_check.hpp"
+#include "daqd/storage/run_catalog.hpp"
 #include "daqd/web/server.hpp"
 
 #include <memory>
@@ -14,11 +15,16 @@
 namespace daqd {
 
 // Runs the host checks for cfg and logs each one that is not ok (with its fix).
-std::vector<web::host_check> check_host_at_start(const config::config& cfg);
+std::vector<common::host_check> check_host_at_start(const config::config& cfg);
 // `daqd --check-host`: prints every result; 0 when none fails, 1 otherwise.
 int check_host_command(const config::config& cfg);
 // Starts the HTTP server when cfg.http is enabled. On failure (port in use,
 // token file unwritable) logs an error and returns nullptr: daqd keeps acquiring.
-std::unique_ptr<web::service> start_web(const config::config& cfg, pipeline& p, std::vector<web::host_check> checks);
+// The web layer's view of the pipeline (telemetry, live view) and its run
+// controls (the pipeline's, the catalogue's); both must outlive the service.
+web::daq_view web_view(const config::config& cfg, const pipeline& p);
+web::run_controls web_controls(pipeline& p, storage::run_catalog& catalog);
+std::unique_ptr<web::service> start_web(const config::config& cfg, pipeline& p, storage::run_catalog& catalog,
+                                        std::vector<common::host_check> checks);
 
 }  // namespace daqd

@@ -66,4 +66,62 @@ void receiver::stop() {
 
 const char* receiver::backend_name() const noexcept { return _backend->name(); }
 
+// ---- telemetry ----
+
+const telemetry::descriptor packets_invalid{"daq_packets_invalid_total",
+                                            "Datagrams dropped as invalid, by reason (docs/PROTOCOL.md)",
+                                            telemetry::kind::counter, "reason"};
+
+void report_invalid(telemetry::snapshot& out, const std::array<counter, daq1::drop_reason_count>& invalid) {
+    for (std::size_t r = 1; r < daq1::drop_reason_count; ++r)
+        out.add_to(packets_invalid, {{"reason", std::string(daq1::name(static_cast<daq1::drop_reason>(r)))}},
+                   static_cast<double>(invalid[r].get()));
+}
+
+namespace {
+
+using telemetry::kind;
+
+// One row per link counter: its series (label "link").
+struct link_series {
+    telemetry::descriptor d;
+    counter link_counters::*member;
+};
+const link_series link_table[] = {
+    {{"daq_datagrams_received_total", "Valid DAQ1 datagrams taken into the packet ring, by link", kind::counter,
+      "link"},
+     &link_counters::datagrams},
+    {{"daq_bytes_received_total", "UDP payload bytes received (valid or not), by link", kind::counter, "link"},
+     &link_counters::bytes},
+    {{"daq_socket_drops_total",
+      "Datagrams the kernel dropped because the socket buffer was full (SO_RXQ_OVFL), by link", kind::counter,
+      "link"},
+     &link_counters::kernel_drops},
+    {{"daq_ring_dropped_total", "Datagrams dropped because the packet ring was full, by link", kind::counter, "link"},
+     &link_counters::ring_dropped},
+};
+const telemetry::descriptor link_info{"daq_link_info", "Listen endpoint of each link (value 1)", kind::gauge,
+                                      "link,endpoint"};
+const telemetry::descriptor socket_buffer{"daq_socket_buffer_bytes",
+                                          "Receive buffer the kernel granted the link's socket, by link", kind::gauge,
+                                          "link"};
+
+const telemetry::descriptor link_invalid{"daq_link_packets_invalid", "Datagrams dropped as invalid, by link",
+                                         kind::counter, "link", false};
+
+}  // namespace
+
+void receiver::report(telemetry::snapshot& out) const {
+    out.of(link_info);  // listed before the first link's series
+    for (std::size_t l = 0; l < _links.size(); ++l) {
+        const std::string link = std::to_string(l);
+        out.add(link_info, {{"link", link}, {"endpoint", _links[l].endpoint.to_string()}}, 1);
+        for (const auto& row : link_table)
+            out.add(row.d, {{"link", link}}, static_cast<double>(((*_counters[l]).*row.member).get()));
+        out.add(socket_buffer, {{"link", link}}, static_cast<double>(_links[l].rcvbuf_bytes));
+        out.add(link_invalid, {{"link", link}}, static_cast<double>(_counters[l]->invalid_total()));
+    }
+    for (std::size_t l = 0; l < _links.size(); ++l) report_invalid(out, _counters[l]->invalid);
+}
+
 }  // namespace daqd::acquisition

@@ -733,4 +733,77 @@ void assembler::flush_all() {
     }
 }
 
+// ---- telemetry ----
+
+namespace {
+
+using telemetry::kind;
+
+// One row per unit counter: its series (label "unit", plus `state` where set).
+struct unit_series {
+    telemetry::descriptor d;
+    counter unit_counters::*member;
+    const char* state = nullptr;
+};
+const telemetry::descriptor frames_total{
+    "daq_frames_total",
+    "Frames by unit and state: complete, incomplete (stored with missing packets), lost (frame_number gaps), "
+    "overflow (no frame buffer free)",
+    kind::counter, "unit,state"};
+const unit_series unit_table[] = {
+    {{"daq_unit_stream_restarts_total",
+      "New streams of a unit not announced by END_OF_STREAM: its frame numbers restarted or jumped "
+      "(docs/PROTOCOL.md \"Streams\")",
+      kind::counter, "unit"},
+     &unit_counters::stream_restarts},
+    {{"daq_packets_lost_total", "Packets lost (packet_seq gaps), by unit", kind::counter, "unit"},
+     &unit_counters::packets_lost},
+    {{"daq_packets_duplicate_total", "Duplicate packets, by unit", kind::counter, "unit"}, &unit_counters::duplicates},
+    {{"daq_packets_late_total", "Packets of frames already closed, by unit", kind::counter, "unit"},
+     &unit_counters::late},
+    {frames_total, &unit_counters::frames_complete, "complete"},
+    {frames_total, &unit_counters::frames_incomplete, "incomplete"},
+    {frames_total, &unit_counters::frames_lost, "lost"},
+    {frames_total, &unit_counters::frames_overflow, "overflow"},
+    {{"daq_unit_bytes_received_total", "Payload bytes of the valid packets that reached frame assembly, by unit",
+      kind::counter, "unit"},
+     &unit_counters::bytes},
+    {{"daq_unit_last_frame_number", "The newest frame number seen from the unit", kind::gauge, "unit"},
+     &unit_counters::last_frame_number},
+};
+const telemetry::descriptor packets_received{
+    "daq_packets_received_total", "Valid packets that reached frame assembly, by link and unit (duplicates included)",
+    kind::counter, "link,unit"};
+const telemetry::descriptor unit_channels{"daq_unit_channels", "Channels per frame of the unit", kind::gauge, "unit"};
+
+}  // namespace
+
+void assembler::report(telemetry::snapshot& out) const {
+    const std::size_t links = std::max<std::size_t>(1, _cfg.acquisition.listen.size());
+    constexpr std::size_t max_links = unit_counters::max_links;
+    // Every family is listed (HELP, TYPE) before any unit has been seen.
+    out.of(packets_received);
+    for (const auto& row : unit_table) out.of(row.d);
+    out.of(unit_channels);
+    const std::uint32_t units = unit_count();
+    for (std::uint32_t i = 0; i < units; ++i) {
+        const auto& u = unit_at(i);
+        const bool exported = u.retired.get() == 0;
+        const std::string id = std::to_string(u.unit_id);
+        for (const auto& row : unit_table) {
+            telemetry::label_set l{{"unit", id}};
+            if (row.state) l.emplace_back("state", row.state);
+            out.add(row.d, std::move(l), static_cast<double>((u.*row.member).get()), exported);
+        }
+        out.add(unit_channels, {{"unit", id}}, u.channels.load(std::memory_order_relaxed), exported);
+        for (std::size_t l = 0; l < std::min(links, max_links); ++l) {
+            // Links beyond the last index are counted in the last one.
+            const std::string link = l + 1 == max_links && links > max_links ? fmt::format("{}+", l) : std::to_string(l);
+            out.add(packets_received, {{"link", link}, {"unit", id}}, static_cast<double>(u.packets_by_link[l].get()),
+                    exported);
+        }
+    }
+    acquisition::report_invalid(out, _counters.invalid);
+}
+
 }  // namespace daqd::processing

@@ -255,4 +255,27 @@ void processor::tick(std::uint64_t now_ns, bool force) {
     for (auto& s : _stages) s->tick(now_ns, force);
 }
 
+// ---- telemetry ----
+
+namespace {
+
+using telemetry::kind;
+
+const telemetry::descriptor processing_frames{"daq_processing_frames_total", "Frames through the processing stages",
+                                              kind::counter, "backend"};
+const telemetry::descriptor processing_busy{"daq_processing_busy_seconds_total",
+                                            "Time the processing thread spent in its stages", kind::counter, "backend"};
+const telemetry::descriptor processing_backlog{"daq_processing_backlog_peak",
+                                               "Most frames found waiting for the processing thread at once",
+                                               kind::gauge};
+
+}  // namespace
+
+void processor::report(telemetry::snapshot& out) const {
+    const std::string backend(backend_name());
+    out.add(processing_frames, {{"backend", backend}}, static_cast<double>(_counters.frames.get()));
+    out.add(processing_busy, {{"backend", backend}}, static_cast<double>(_counters.busy_ns.get()) / 1e9);
+    out.add(processing_backlog, {}, static_cast<double>(_counters.backlog_peak.get()));
+}
+
 }  // namespace daqd::processing

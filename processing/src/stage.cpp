@@ -43,7 +43,7 @@ live_stage::live_stage(live_view& view, backend* dose_from, bool calibrated)
       _interval_ns(static_cast<std::uint64_t>(std::chrono::nanoseconds(view.interval()).count())) {}
 
 void live_stage::add_unit(unit_context& u) {
-    u.live = _view.add_unit(u.unit_id, u.channels, _calibrated, _dose_from != nullptr);
+    u.live = _view.add_unit(u.unit_id, u.channels, _calibrated, _dose_from != nullptr ? "calibrated" : "none");
     if (_dose_from != nullptr) u.dose_scratch.assign(u.channels, 0.0);
     u.live_staged_raw.assign(u.channels, 0);
     if (_calibrated) u.live_staged_calibrated.assign(u.channels, 0.0f);

@@ -138,7 +138,7 @@ void writer::loop() {
             std::lock_guard lock(_error_mutex);
             _run_error = message;
         }
-        _counters.run_failures.fetch_add(1, std::memory_order_relaxed);
+        _counters.run_failures.add();
     };
 
     // Moves the run's written counts into the counters. After a failure the
@@ -149,11 +149,11 @@ void writer::loop() {
     auto account = [&](std::uint64_t frames_before, std::uint64_t bytes_before) {
         const auto& s = run->stats();
         if (s.frames_written >= frames_before) {
-            _counters.frames_written.fetch_add(s.frames_written - frames_before, std::memory_order_relaxed);
+            _counters.frames_written.add(s.frames_written - frames_before);
         } else {
             const std::uint64_t lost = frames_before - s.frames_written;
-            _counters.frames_written.fetch_sub(lost, std::memory_order_relaxed);
-            _counters.frames_failed.fetch_add(lost, std::memory_order_relaxed);
+            _counters.frames_written.sub(lost);
+            _counters.frames_failed.add(lost);
             for (const auto& [id, u] : s.units) {
                 auto& reported = unwritten_reported[id];
                 if (_observer && u.frames_unwritten > reported) _observer->on_unwritten(id, u.frames_unwritten - reported);
@@ -161,9 +161,9 @@ void writer::loop() {
             }
         }
         if (s.bytes_written >= bytes_before)
-            _counters.bytes_written.fetch_add(s.bytes_written - bytes_before, std::memory_order_relaxed);
+            _counters.bytes_written.add(s.bytes_written - bytes_before);
         else
-            _counters.bytes_written.fetch_sub(bytes_before - s.bytes_written, std::memory_order_relaxed);
+            _counters.bytes_written.sub(bytes_before - s.bytes_written);
     };
 
     auto handle_frame = [&](const processing::frame& f) {
@@ -188,19 +188,15 @@ void writer::loop() {
             if (written && f.assembled_ns != 0) {
                 const std::uint64_t now = common::monotonic_ns();
                 const std::uint64_t ns = now > f.assembled_ns ? now - f.assembled_ns : 0;
-                _counters.latency_ns_total.fetch_add(ns, std::memory_order_relaxed);
-                const auto& bounds = writer_counters::latency_bucket_bounds_s;
-                std::size_t b = 0;
-                while (b < bounds.size() && static_cast<double>(ns) > bounds[b] * 1e9) ++b;
-                _counters.latency_buckets[b].fetch_add(1, std::memory_order_relaxed);
+                _counters.latency.observe_ns(ns);
             }
             if (_observer) _observer->on_frame(f, appended);
             account(frames_before, bytes_before);
-            if (!written && run_failed) _counters.frames_failed.fetch_add(1, std::memory_order_relaxed);
+            if (!written && run_failed) _counters.frames_failed.add();
         } else if (run) {
-            _counters.frames_failed.fetch_add(1, std::memory_order_relaxed);
+            _counters.frames_failed.add();
         } else {
-            _counters.frames_unrecorded.fetch_add(1, std::memory_order_relaxed);
+            _counters.frames_unrecorded.add();
         }
         if (_observer && !observed) _observer->on_frame(f, false);
         _pool.release(f.pool_index);
@@ -218,14 +214,9 @@ void writer::loop() {
             return;
         }
         const auto t1 = std::chrono::steady_clock::now();
-        _counters.flushes.fetch_add(1, std::memory_order_relaxed);
-        const auto ns =
-            static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count());
-        _counters.flush_ns_total.fetch_add(ns, std::memory_order_relaxed);
-        const auto& bounds = writer_counters::flush_bucket_bounds_s;
-        std::size_t b = 0;
-        while (b < bounds.size() && static_cast<double>(ns) > bounds[b] * 1e9) ++b;
-        _counters.flush_buckets[b].fetch_add(1, std::memory_order_relaxed);
+        _counters.flushes.add();
+        _counters.flush.observe_ns(
+            static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count()));
     };
 
     // Handles the frames queued right now (not those pushed meanwhile).
@@ -367,6 +358,55 @@ void writer::loop() {
         _in_ready.wait(timeout);
         idle = 0;
     }
+}
+
+// ---- telemetry ----
+
+namespace {
+
+using telemetry::kind;
+
+struct writer_series {
+    telemetry::descriptor d;
+    telemetry::counter writer_counters::*member;
+};
+const writer_series writer_table[] = {
+    {{"daq_frames_unrecorded_total", "Frames that arrived while no run was active", kind::counter},
+     &writer_counters::frames_unrecorded},
+    {{"daq_storage_bytes_written_total", "Row payload bytes appended to run files (2 x channels + 18 per frame)",
+      kind::counter},
+     &writer_counters::bytes_written},
+    {{"daq_storage_run_failures_total", "Runs that failed while writing (disk full, write error)", kind::counter},
+     &writer_counters::run_failures},
+    {{"daq_frames_unwritten_total", "Frames not written because the run had failed (disk full, write error)",
+      kind::counter},
+     &writer_counters::frames_failed},
+    // For the status page: the per-unit daq_frames_written_total is the live tap's.
+    {{"daq_storage_frames_written", "Frames appended to run files (all units)", kind::counter, "", false},
+     &writer_counters::frames_written},
+    {{"daq_storage_flushes", "Flushes of the active run", kind::counter, "", false}, &writer_counters::flushes},
+};
+const telemetry::descriptor flush_seconds{"daq_storage_flush_seconds",
+                                          "Duration of one flush of the active run (partial chunks written, H5Fflush)",
+                                          kind::histogram};
+const telemetry::descriptor stage_seconds{"daq_stage_seconds",
+                                          "Duration of a processing stage by stage and backend. Measured today: "
+                                          "stage=write, backend=hdf5 = one flush of the run file (as "
+                                          "daq_storage_flush_seconds)",
+                                          kind::histogram, "stage,backend"};
+const telemetry::descriptor latency_seconds{
+    "daq_frame_latency_seconds",
+    "Frames written, by the time from their assembly to their append to the run file (queues, processing stages, "
+    "writer backlog; not the flush)",
+    kind::histogram};
+
+}  // namespace
+
+void writer::report(telemetry::snapshot& out) const {
+    for (const auto& row : writer_table) out.add(row.d, {}, static_cast<double>((_counters.*row.member).get()));
+    out.add_histogram(flush_seconds, {}, _counters.flush);
+    out.add_histogram(stage_seconds, {{"stage", "write"}, {"backend", "hdf5"}}, _counters.flush);
+    out.add_histogram(latency_seconds, {}, _counters.latency);
 }
 
 }  // namespace daqd::storage

@@ -32,15 +32,7 @@
 // or stopped only with the right bearer token; /live answers hold `channels`
 // samples.
 #include "daqd/acquisition/daq1.hpp"
-#include "daqd/acquisition/packet_ring.hpp"
-#include "daqd/acquisition/receiver.hpp"
-#include "daqd/common/event.hpp"
-#include "daqd/common/spsc_queue.hpp"
 #include "daqd/config/config.hpp"
-#include "daqd/processing/assembler.hpp"
-#include "daqd/processing/frame_pool.hpp"
-#include "daqd/processing/live_tap.hpp"
-#include "daqd/storage/run_writer.hpp"
 #include "daqd/web/api.hpp"
 #include "daqd/web/sources.hpp"
 #include "fuzz_check.hpp"
@@ -109,10 +101,10 @@ struct fake_runs {
             if (n.find("fail") != std::string::npos) throw std::runtime_error("cannot create the run file");
             active = daqd::web::run_info{n, std::chrono::system_clock::now(), 0, 0};
         };
-        c.stop = [this]() -> std::optional<daqd::storage::run_stats> {
+        c.stop = [this]() -> std::optional<daqd::web::run_result> {
             ++stops;
             if (!active) return std::nullopt;
-            daqd::storage::run_stats s;
+            daqd::web::run_result s;
             s.run_name = active->name;
             s.frames_written = 7;
             s.files = {active->name + ".h5"};
@@ -124,18 +116,10 @@ struct fake_runs {
     }
 };
 
-// Real data-path objects, no threads (tests/web/web_test_util.hpp rig).
+// Real data-path objects, no threads: the rig of tests/web/web_test_util.hpp.
 struct world {
     fs::path dir;
-    daqd::config::config cfg;
-    daqd::common::wake_event ring_ready, frames_ready;
-    std::unique_ptr<daqd::acquisition::packet_ring> ring;
-    std::unique_ptr<daqd::processing::frame_pool> pool;
-    std::unique_ptr<daqd::common::spsc_queue<daqd::processing::frame>> frames;
-    std::unique_ptr<daqd::acquisition::receiver> receiver;
-    std::unique_ptr<daqd::processing::assembler> assembler;
-    std::unique_ptr<daqd::storage::writer> writer;
-    daqd::processing::live_tap tap{std::chrono::nanoseconds(0)};
+    std::unique_ptr<web_test::rig> rig;
     fake_runs runs;
     std::unique_ptr<daqd::web::api> api;
 
@@ -154,54 +138,28 @@ struct world {
         fs::create_directories(dir);
         for (const char* name : {"old.h5", "beam_00001.h5", "ped.calib.h5"}) std::ofstream(dir / name) << "not hdf5\n";
 
-        cfg.acquisition.listen = {{"127.0.0.1", 0}};
-        cfg.acquisition.ring_slots = 64;
-        cfg.assembly.pool_frames = 16;
-        cfg.storage.output_dir = dir;
-        const std::string ring_name = "daqd-fuzz-http-" + std::to_string(::getpid());
-        ring = std::make_unique<daqd::acquisition::packet_ring>(ring_name, 64, 9128);
-        ::shm_unlink(("/" + ring_name).c_str());  // nothing left in /dev/shm after a crash
-        pool = std::make_unique<daqd::processing::frame_pool>(16, 65536);
-        frames = std::make_unique<daqd::common::spsc_queue<daqd::processing::frame>>(16);
-        receiver = std::make_unique<daqd::acquisition::receiver>(cfg.acquisition, *ring, ring_ready);
-        assembler = std::make_unique<daqd::processing::assembler>(
-            cfg, std::vector<daqd::acquisition::packet_ring*>{ring.get()}, ring_ready, *pool, *frames, frames_ready);
-        writer = std::make_unique<daqd::storage::writer>(*frames, *pool, frames_ready);
+        rig = std::make_unique<web_test::rig>(dir);
         std::uint32_t seq = 0;
         for (std::uint64_t f = 10; f < 13; ++f) {
-            feed(packet(1, f, seq++, 16));
-            feed(packet(2, f, seq++, 1000));
+            rig->feed(packet(1, f, seq++, 16));
+            rig->feed(packet(2, f, seq++, 1000));
         }
-
-        daqd::web::daq_view v;
-        v.cfg = &cfg;
-        v.receiver = receiver.get();
-        v.rings = {ring.get()};
-        v.assembler = assembler.get();
-        v.writer = writer.get();
-        v.tap = &tap;
-        v.version = "fuzz";
-        v.processing_backend = "none";
-        std::vector<daqd::web::host_check> checks(2);
+        std::vector<daqd::common::host_check> checks(2);
         checks[0].name = "rmem_max";
-        checks[0].status = daqd::web::check_status::ok;
+        checks[0].status = daqd::common::check_status::ok;
         checks[0].detail = "fine";
         checks[1].name = "cpu_governor";
-        checks[1].status = daqd::web::check_status::failing;
+        checks[1].status = daqd::common::check_status::failing;
         checks[1].detail = "powersave";
         checks[1].fix = "cpupower frequency-set -g performance";
-        api = std::make_unique<daqd::web::api>(v, runs.controls(), std::string(token), std::move(checks));
+        auto controls = rig->controls(runs.controls());
+        api = std::make_unique<daqd::web::api>(rig->view(), std::move(controls), std::string(token), std::move(checks));
     }
     ~world() {
+        api.reset();
+        rig.reset();
         std::error_code ec;
         fs::remove_all(dir, ec);
-    }
-    void feed(const std::vector<std::byte>& d) {
-        assembler->on_packet(d.data(), static_cast<std::uint32_t>(d.size()), 1'000'000'000ull, 0);
-        while (auto f = frames->try_pop()) {
-            tap.on_frame(*f, true);
-            pool->release(f->pool_index);
-        }
     }
 };
 

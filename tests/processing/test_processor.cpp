@@ -75,8 +75,8 @@ TEST_CASE("processor: frames pass in batches, calibrated into the pool's calibra
         }
         r.pool.release(f->pool_index);
     }
-    live_snapshot s;
-    REQUIRE(view.snapshot(7, s));
+    live_frame s;
+    REQUIRE(view.read(7, s));
     CHECK(s.dose_frames > 0);
     // A dose reset (a run starts) applies before the next batch.
     p.request_dose_reset();
@@ -116,8 +116,8 @@ TEST_CASE("processor: a unit whose frame size changed (relearned) passes on unpr
         }
         r.pool.release(f->pool_index);
     }
-    live_snapshot s;
-    REQUIRE(view.snapshot(7, s));
+    live_frame s;
+    REQUIRE(view.read(7, s));
     CHECK(s.channels == 1000);  // the view keeps the unit's first layout
 }
 
@@ -133,9 +133,9 @@ TEST_CASE("processor: only the live stage passes frames uncalibrated", "[process
     auto f = r.out.try_pop();
     REQUIRE(f.has_value());
     CHECK(f->calibrated == nullptr);
-    live_snapshot s;
-    REQUIRE(view.snapshot(1, s));
-    CHECK(s.raw[9] == 9);
+    live_frame s;
+    REQUIRE(view.read(1, s));
+    CHECK(s.samples[9] == 9);
     CHECK(s.calibrated.empty());
     CHECK(s.dose.empty());
 }

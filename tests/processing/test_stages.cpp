@@ -355,11 +355,11 @@ TEMPLATE_TEST_CASE("live: the newest frame and the running dose, at most once pe
     const std::uint64_t ms = 1'000'000;
     // Batch 1 (frames 0..9) at t = 1 s: both units published, their newest frames.
     chain.run(std::span<frame>(t.frames.data(), 10), 1000 * ms);
-    live_snapshot s;
-    REQUIRE(chain.view->snapshot(1, s));
+    live_frame s;
+    REQUIRE(chain.view->read(1, s));
     CHECK(s.frame_number == 9);
     CHECK(s.publications == 1);
-    CHECK(s.raw == t.raw[9]);
+    CHECK(s.samples == t.raw[9]);
     CHECK(s.calibrated == t.out[9]);
     CHECK(s.dose_frames == 7);  // unit 1's frames 0,1,3,4,6,7,9
     {
@@ -367,25 +367,25 @@ TEMPLATE_TEST_CASE("live: the newest frame and the running dose, at most once pe
         REQUIRE(chain.b->read_dose(1, d));
         CHECK(s.dose == d);
     }
-    REQUIRE(chain.view->snapshot(2, s));
+    REQUIRE(chain.view->read(2, s));
     CHECK(s.frame_number == 8);
     CHECK(s.calibrated == t.out[8]);
     // Batch 2 at t = 1.05 s: within the interval, nothing new is published.
     chain.run(std::span<frame>(t.frames.data() + 10, 10), 1050 * ms);
-    REQUIRE(chain.view->snapshot(1, s));
+    REQUIRE(chain.view->read(1, s));
     CHECK(s.frame_number == 9);
     CHECK(s.publications == 1);
     // Batch 3 at t = 1.2 s: published again, the newest frame of the batch.
     chain.run(std::span<frame>(t.frames.data() + 20, 10), 1200 * ms);
-    REQUIRE(chain.view->snapshot(1, s));
+    REQUIRE(chain.view->read(1, s));
     CHECK(s.frame_number == 28);
     CHECK(s.publications == 2);
     CHECK(s.dose_frames == 20);
     const auto want = reference_dose(t, resolved);
     for (std::size_t c = 0; c < 257; ++c) CHECK(s.dose[c] == Approx(want.at(1)[c]).epsilon(1e-9));
     CHECK(chain.view->units() == std::vector<std::uint16_t>{1, 2});
-    live_snapshot none;
-    CHECK_FALSE(chain.view->snapshot(7, none));
+    live_frame none;
+    CHECK_FALSE(chain.view->read(7, none));
 }
 
 TEMPLATE_TEST_CASE("live: when a unit pauses, the view ends on its last frame", "[processing][stages]",
@@ -402,8 +402,8 @@ TEMPLATE_TEST_CASE("live: when a unit pauses, the view ends on its last frame", 
     stage_chain chain(std::move(b), true, true, policy, set, std::chrono::milliseconds(100));
     const std::uint64_t ms = 1'000'000;
     chain.run(std::span<frame>(t.frames.data(), 2), 1000 * ms);  // frame 1 published (leading)
-    live_snapshot s;
-    REQUIRE(chain.view->snapshot(4, s));
+    live_frame s;
+    REQUIRE(chain.view->read(4, s));
     CHECK(s.frame_number == 1);
     // Frames 2..4 arrive within the interval; the queue is empty behind them.
     chain.run(std::span<frame>(t.frames.data() + 2, 3), 1020 * ms, true);
@@ -413,20 +413,20 @@ TEMPLATE_TEST_CASE("live: when a unit pauses, the view ends on its last frame", 
     std::fill(t.raw[4].begin(), t.raw[4].end(), 0);
     std::fill(t.out[4].begin(), t.out[4].end(), -1.0f);
     for (auto& st : chain.stages) st->tick(1050 * ms, false);  // not due yet
-    REQUIRE(chain.view->snapshot(4, s));
+    REQUIRE(chain.view->read(4, s));
     CHECK(s.frame_number == 1);
     CHECK(s.publications == 1);
     for (auto& st : chain.stages) st->tick(1100 * ms, false);  // due: the held frame
-    REQUIRE(chain.view->snapshot(4, s));
+    REQUIRE(chain.view->read(4, s));
     CHECK(s.frame_number == 4);
     CHECK(s.publications == 2);
-    CHECK(s.raw == want_raw);
+    CHECK(s.samples == want_raw);
     CHECK(s.calibrated == want_cal);
     CHECK(s.dose_frames == 5);
     // At stop a held frame is published at once.
     chain.run(std::span<frame>(t.frames.data() + 5, 1), 1150 * ms, true);
     for (auto& st : chain.stages) st->tick(1151 * ms, true);
-    REQUIRE(chain.view->snapshot(4, s));
+    REQUIRE(chain.view->read(4, s));
     CHECK(s.frame_number == 5);
     CHECK(s.publications == 3);
 }

@@ -86,7 +86,7 @@ TEST_CASE("writer records queued frames into the active run and gives every buff
     // No run: frames are counted as unrecorded, buffers still released.
     for (std::uint64_t i = 0; i < 5; ++i) p.push(1, 64, i);
     p.wait_drained();
-    CHECK(p.w.counters().frames_unrecorded == 5);
+    CHECK(p.w.counters().frames_unrecorded.get() == 5);
     CHECK_FALSE(p.w.run_active());
     CHECK_FALSE(p.w.stop_run().has_value());
 
@@ -111,12 +111,12 @@ TEST_CASE("writer records queued frames into the active run and gives every buff
     CHECK(stats->units.at(2).frames_written == 200);
     CHECK(stats->units.at(2).first_frame == 9100);
     CHECK(stats->flushes >= 1);
-    CHECK(p.w.counters().frames_written == 500);
-    CHECK(p.w.counters().bytes_written == stats->bytes_written);
-    CHECK(p.w.counters().flushes >= 1);
-    CHECK(p.w.counters().flush_ns_total > 0);
-    CHECK(p.w.counters().frames_unrecorded == 5);
-    CHECK(p.w.counters().frames_failed == 0);
+    CHECK(p.w.counters().frames_written.get() == 500);
+    CHECK(p.w.counters().bytes_written.get() == stats->bytes_written);
+    CHECK(p.w.counters().flushes.get() >= 1);
+    CHECK(p.w.counters().flush.sum_ns.get() > 0);
+    CHECK(p.w.counters().frames_unrecorded.get() == 5);
+    CHECK(p.w.counters().frames_failed.get() == 0);
     {
         h5::file f = open_read(dir.path() / "w1.h5");
         CHECK(has_attr(f.get(), "stopped_at"));
@@ -151,10 +151,10 @@ TEST_CASE("writer flushes at flush_interval so the live file can be read meanwhi
     p.w.start_run(opt);
     for (std::uint64_t i = 0; i < 123; ++i) p.push(3, 256, i);
     p.wait_drained();
-    const auto flushes = p.w.counters().flushes.load();
-    for (int i = 0; i < 500 && p.w.counters().flushes.load() < flushes + 2; ++i)
+    const auto flushes = p.w.counters().flushes.get();
+    for (int i = 0; i < 500 && p.w.counters().flushes.get() < flushes + 2; ++i)
         std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    REQUIRE(p.w.counters().flushes.load() >= flushes + 2);
+    REQUIRE(p.w.counters().flushes.get() >= flushes + 2);
     auto r = run_command(shell_quote(DAQ_INSPECT) + " --verify --json " + shell_quote((dir.path() / "live.h5").string()));
     INFO(r.output);
     CHECK(r.exit_code == 0);
@@ -203,8 +203,8 @@ TEST_CASE("writer: a write error fails the run, not the thread", "[storage]") {
     INFO(stats->error);
     CHECK(stats->error.find((dir.path() / "full.h5").string()) != std::string::npos);
     CHECK(stats->error.find(" failed on ") != std::string::npos);
-    CHECK(p.w.counters().frames_failed > 0);
-    CHECK(p.w.counters().frames_written + p.w.counters().frames_failed == 400);
+    CHECK(p.w.counters().frames_failed.get() > 0);
+    CHECK(p.w.counters().frames_written.get() + p.w.counters().frames_failed.get() == 400);
     CHECK_FALSE(p.w.run_active());
 
     // The thread is alive and the next run works.

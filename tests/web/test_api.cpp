@@ -39,10 +39,10 @@ struct fake_runs {
             started.push_back(n);
             active = run_info{n, std::chrono::system_clock::now(), 0, 0};
         };
-        c.stop = [this]() -> std::optional<daqd::storage::run_stats> {
+        c.stop = [this]() -> std::optional<daqd::web::run_result> {
             ++stops;
             if (!active) return std::nullopt;
-            daqd::storage::run_stats s;
+            daqd::web::run_result s;
             s.run_name = active->name;
             s.frames_written = 42;
             s.files = {active->name + ".h5"};
@@ -66,7 +66,7 @@ TEST_CASE("the page, its files and unknown paths", "[web]") {
     temp_dir dir("api");
     rig r(dir.path);
     fake_runs runs;
-    api a(r.view(), runs.controls(), token, {});
+    api a(r.view(), r.controls(runs.controls()), token, {});
     const auto page = a.handle(req("GET", "/"));
     CHECK(page.status == 200);
     CHECK_THAT(page.content_type, Contains("text/html"));
@@ -87,7 +87,7 @@ TEST_CASE("wrong methods answer 405 with Allow", "[web]") {
     temp_dir dir("api");
     rig r(dir.path);
     fake_runs runs;
-    api a(r.view(), runs.controls(), token, {});
+    api a(r.view(), r.controls(runs.controls()), token, {});
     for (auto [method, target, allow] : std::vector<std::tuple<std::string, std::string, std::string>>{
              {"DELETE", "/api/v1/status", "GET, HEAD"},
              {"POST", "/metrics", "GET, HEAD"},
@@ -110,7 +110,7 @@ TEST_CASE("starting a run: token, JSON, name, conflicts", "[web]") {
     temp_dir dir("api");
     rig r(dir.path);
     fake_runs runs;
-    api a(r.view(), runs.controls(), token, {});
+    api a(r.view(), r.controls(runs.controls()), token, {});
     CHECK(a.is_blocking(req("POST", "/api/v1/runs")));
     CHECK(a.is_blocking(req("GET", "/api/v1/runs?all")));
     CHECK_FALSE(a.is_blocking(req("GET", "/api/v1/status")));
@@ -128,7 +128,7 @@ TEST_CASE("starting a run: token, JSON, name, conflicts", "[web]") {
         CHECK(runs.stops == 0);
     }
     SECTION("no token configured: nothing is authorised") {
-        api open(r.view(), runs.controls(), "", {});
+        api open(r.view(), r.controls(runs.controls()), "", {});
         CHECK(open.handle(req("POST", "/api/v1/runs", R"({"name":"r1"})", "Bearer ")).status == 401);
     }
     SECTION("bad bodies and names: 400") {
@@ -179,7 +179,7 @@ TEST_CASE("status: links, units, rates, run, host checks", "[web]") {
     rig r(dir.path);
     fake_runs runs;
     std::vector<host_check> checks{{"cores", check_status::failing, "2 CPUs", "no command"}};
-    api a(r.view(), runs.controls(), token, checks);
+    api a(r.view(), r.controls(runs.controls()), token, checks);
     const auto t0 = std::chrono::steady_clock::now();
     a.sample(t0);
     for (std::uint32_t f = 0; f < 10; ++f) r.feed(web_test::packet(3, f, f));
@@ -214,7 +214,7 @@ TEST_CASE("live: the latest frame and the dose of a unit", "[web]") {
     temp_dir dir("api");
     rig r(dir.path);
     fake_runs runs;
-    api a(r.view(), runs.controls(), token, {});
+    api a(r.view(), r.controls(runs.controls()), token, {});
     CHECK(a.handle(req("GET", "/api/v1/units/3/live")).status == 404);
     CHECK(a.handle(req("GET", "/api/v1/units/abc/live")).status == 404);
     CHECK(a.handle(req("GET", "/api/v1/units/70000/live")).status == 404);
@@ -244,7 +244,7 @@ TEST_CASE("runs on disk: grouped, with frames and times read from closed files",
     temp_dir dir("runs");
     rig r(dir.path);
     fake_runs runs;
-    api a(r.view(), runs.controls(), token, {});
+    api a(r.view(), r.controls(runs.controls()), token, {});
     // Two real runs, one of them rotated into several files.
     auto write_run = [&](const std::string& name, std::uint64_t rotate, int frames) {
         daqd::storage::run_options o;

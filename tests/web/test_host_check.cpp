@@ -1,14 +1,15 @@
 // Host checks against a fake /proc/sys and /sys tree and real directories.
 #include "daqd/acquisition/packet_ring.hpp"
 #include "daqd/acquisition/receiver.hpp"
-#include "daqd/web/host_check.hpp"
+#include "daqd/acquisition/host_check.hpp"
 #include "web_test_util.hpp"
 
 #include <catch2/catch.hpp>
 
 #include <fstream>
 
-using namespace daqd::web;
+using namespace daqd::acquisition;
+using daqd::common::check_status;
 using Catch::Matchers::Contains;
 using web_test::temp_dir;
 namespace fs = std::filesystem;

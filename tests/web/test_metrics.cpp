@@ -25,8 +25,9 @@ TEST_CASE("metrics text has every family with the right labels", "[web]") {
     controls.current = [&] { return active; };
     std::vector<host_check> checks{{"rmem_max", check_status::ok, "", ""}, {"cores", check_status::failing, "", "x"},
                                    {"cpu_governor", check_status::unknown, "", ""}};
+    r.controls(controls);
     const daq_view view = r.view();
-    metrics m(view, controls, checks);
+    metrics m(view, checks);
     m.count_request(200);
     m.count_request(200);
     m.count_request(404);
@@ -101,13 +102,13 @@ TEST_CASE("flush durations land in the histogram buckets", "[web]") {
     temp_dir dir("metrics");
     rig r(dir.path);
     auto& wc = const_cast<daqd::storage::writer_counters&>(r.writer->counters());
-    wc.flush_buckets[0].fetch_add(2);  // <= 1 ms
-    wc.flush_buckets[4].fetch_add(1);  // <= 25 ms
-    wc.flush_buckets.back().fetch_add(1);  // > 5 s
-    wc.flush_ns_total.fetch_add(7'000'000'000ull);
-    wc.flushes.fetch_add(4);
+    wc.flush.buckets[0].add(2);      // <= 1 ms
+    wc.flush.buckets[4].add(1);      // <= 25 ms
+    wc.flush.buckets.back().add(1);  // > 5 s
+    wc.flush.sum_ns.add(7'000'000'000ull);
+    wc.flushes.add(4);
     const daq_view view = r.view();
-    metrics m(view, {}, {});
+    metrics m(view, {});
     const std::string text = m.scrape();
     INFO(text);
     CHECK_THAT(text, Contains("daq_storage_flush_seconds_bucket{le=\"0.001\"} 2\n"));

@@ -1,7 +1,7 @@
 // run_catalog's helper reader (run_catalog.hpp): each file read by a child
 // process with a deadline. The "helper" here is a shell script standing in
 // for `daqd --read-run-file FILE`: it answers, hangs or crashes by file name.
-#include "daqd/web/run_catalog.hpp"
+#include "daqd/storage/run_catalog.hpp"
 
 #include <catch2/catch.hpp>
 #include <sys/stat.h>
@@ -12,7 +12,7 @@
 #include <fstream>
 
 namespace fs = std::filesystem;
-using daqd::web::run_catalog;
+using daqd::storage::run_catalog;
 using namespace std::chrono_literals;
 
 namespace {

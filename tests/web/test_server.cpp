@@ -32,8 +32,8 @@ TEST_CASE("the HTTP server answers, rejects bad requests with 4xx and keeps serv
         std::lock_guard lock(mutex);
         active = run_info{n, std::chrono::system_clock::now(), 0, 0};
     };
-    controls.stop = [] { return std::optional<daqd::storage::run_stats>(); };
-    api a(r.view(), controls, "0123456789abcdef0123", {});
+    controls.stop = [] { return std::optional<daqd::web::run_result>(); };
+    api a(r.view(), r.controls(controls), "0123456789abcdef0123", {});
     server s({"127.0.0.1", 0}, a);
     s.start();
     const auto port = s.port();

@@ -11,6 +11,8 @@
 #include "daqd/processing/assembler.hpp"
 #include "daqd/processing/frame_pool.hpp"
 #include "daqd/processing/live_tap.hpp"
+#include "daqd/storage/run_catalog.hpp"
+#include "pipeline.hpp"
 #include "daqd/storage/run_writer.hpp"
 #include "daqd/web/sources.hpp"
 #include "http_client.hpp"
@@ -94,8 +96,10 @@ struct rig {
     std::unique_ptr<daqd::processing::assembler> assembler;
     std::unique_ptr<daqd::storage::writer> writer;
     daqd::processing::live_tap tap{std::chrono::nanoseconds(0)};
+    daqd::storage::run_catalog catalog;
+    std::function<std::optional<daqd::common::run_info>()> current;  // the run controls' (controls())
 
-    explicit rig(const fs::path& output_dir) {
+    explicit rig(const fs::path& output_dir) : catalog(output_dir) {
         static std::atomic<unsigned> n{0};
         cfg.acquisition.listen = {{"127.0.0.1", 0}};
         cfg.acquisition.ring_slots = 256;
@@ -124,17 +128,26 @@ struct rig {
         }
     }
 
+    // What daqd's glue hands the web layer, over these modules.
     daqd::web::daq_view view() const {
         daqd::web::daq_view v;
         v.cfg = &cfg;
-        v.receiver = receiver.get();
-        v.rings = {ring.get()};
-        v.assembler = assembler.get();
-        v.writer = writer.get();
-        v.tap = &tap;
-        v.version = "test";
-        v.processing_backend = "none";
+        v.telemetry = [this] {
+            return daqd::collect_telemetry({*receiver, *ring, *assembler, nullptr, tap, *writer, cfg.storage.output_dir,
+                                            "none", current ? current() : std::nullopt, 0, "test"});
+        };
+        v.live = [this](std::uint16_t unit, daqd::common::live_frame& out) { return tap.read(unit, out); };
         return v;
+    }
+    // `c` with the run catalogue of output_dir bound, read in this process.
+    daqd::web::run_controls controls(daqd::web::run_controls c) {
+        current = c.current;
+        c.list = [this](const std::optional<std::string>& active) {
+            return catalog.list(active, daqd::storage::run_catalog::read_in_process);
+        };
+        c.exists = [this](const std::string& name) { return catalog.exists(name); };
+        c.files_of = [this](const std::string& name) { return catalog.files_of(name); };
+        return c;
     }
 };
 

@@ -53,8 +53,7 @@ api::api(daq_view view, run_controls controls, std::string token, std::vector<ho
       _token(std::move(token)),
       _host_checks(std::move(host_checks)),
       _hosts(_view.cfg->http),
-      _metrics(_view, _controls, _host_checks),
-      _catalog(_view.cfg->storage.output_dir) {}
+      _metrics(_view, _host_checks) {}
 
 response api::error(unsigned status, const std::string& message) { return json_response(status, json{{"error", message}}); }
 
@@ -158,15 +157,18 @@ void api::sample(std::chrono::steady_clock::time_point now) {
     counts c;
     c.at = now;
     c.valid = true;
-    const auto& rx = *_view.receiver;
-    for (std::size_t l = 0; l < rx.link_count(); ++l) {
-        c.link_packets.push_back(rx.counters(l).datagrams.get());
-        c.link_bytes.push_back(rx.counters(l).bytes.get());
+    const auto t = _view.telemetry();
+    for (const auto& link : t.label_values("daq_link_info", "link")) {
+        c.link_packets.push_back(t.count("daq_datagrams_received_total", {{"link", link}}));
+        c.link_bytes.push_back(t.count("daq_bytes_received_total", {{"link", link}}));
     }
-    const auto& as = *_view.assembler;
-    for (std::uint32_t i = 0, n = as.unit_count(); i < n; ++i) {
-        const auto& u = as.unit_at(i);
-        c.unit[u.unit_id] = {u.packets.get(), u.frames_complete.get() + u.frames_incomplete.get(), u.bytes.get()};
+    for (const auto& unit : t.label_values("daq_unit_channels", "unit")) {
+        const telemetry::label_set u{{"unit", unit}};
+        c.unit[static_cast<std::uint16_t>(std::stoul(unit))] = {
+            t.count("daq_packets_received_total", u),
+            t.count("daq_frames_total", {{"unit", unit}, {"state", "complete"}}) +
+                t.count("daq_frames_total", {{"unit", unit}, {"state", "incomplete"}}),
+            t.count("daq_unit_bytes_received_total", u)};
     }
     if (_prev.valid) {
         const double dt = std::chrono::duration<double>(now - _prev.at).count();
@@ -192,96 +194,104 @@ void api::sample(std::chrono::steady_clock::time_point now) {
 }
 
 response api::status_json() const {
-    const auto& rx = *_view.receiver;
-    const auto& as = *_view.assembler;
-    const auto& wc = _view.writer->counters();
+    const auto t = _view.telemetry();
     json j;
-    j["version"] = _view.version;
+    j["version"] = t.label("daq_build_info", "version");
     j["now"] = iso8601(std::chrono::system_clock::now());
-    j["uptime_s"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - _view.started).count();
-    j["backends"] = {{"receiver", rx.backend_name()}, {"processing", _view.processing_backend}, {"storage", "hdf5"}};
+    j["uptime_s"] = t.sum("daq_uptime_seconds");
+    j["backends"] = {{"receiver", t.label("daq_build_info", "receiver_backend")},
+                     {"processing", t.label("daq_build_info", "processing_backend")},
+                     {"storage", "hdf5"}};
 
     json links = json::array();
     double total_pps = 0, total_bps = 0;
-    std::uint64_t total_packets = 0, total_bytes = 0, kernel_drops = 0, ring_dropped = 0, invalid = 0;
-    for (std::size_t l = 0; l < rx.link_count(); ++l) {
-        const auto& c = rx.counters(l);
+    std::uint64_t total_packets = 0, total_bytes = 0, kernel_drops = 0, ring_dropped = 0;
+    const auto link_names = t.label_values("daq_link_info", "link");
+    for (std::size_t l = 0; l < link_names.size(); ++l) {
+        const telemetry::label_set ll{{"link", link_names[l]}};
         const double pps = l < _link_pps.size() ? _link_pps[l] : 0.0;
         const double bps = l < _link_bps.size() ? _link_bps[l] : 0.0;
-        const auto* ring = _view.ring_of_link(l);
+        const std::uint64_t packets = t.count("daq_datagrams_received_total", ll);
+        const std::uint64_t bytes = t.count("daq_bytes_received_total", ll);
+        const std::uint64_t kernel = t.count("daq_socket_drops_total", ll);
+        const std::uint64_t dropped = t.count("daq_ring_dropped_total", ll);
         links.push_back({{"link", l},
-                         {"endpoint", rx.links()[l].endpoint.to_string()},
-                         {"packets", c.datagrams.get()},
-                         {"bytes", c.bytes.get()},
+                         {"endpoint", t.label("daq_link_info", "endpoint", ll)},
+                         {"packets", packets},
+                         {"bytes", bytes},
                          {"packets_per_s", pps},
                          {"bytes_per_s", bps},
-                         {"ring_fill", ring ? ring->fill_ratio() : 0.0},
-                         {"kernel_drops", c.kernel_drops.get()},
-                         {"ring_dropped", c.ring_dropped.get()},
-                         {"invalid", c.invalid_total()},
-                         {"socket_buffer_bytes", rx.links()[l].rcvbuf_bytes}});
+                         {"ring_fill", t.sum("daq_ring_fill_ratio", ll)},
+                         {"kernel_drops", kernel},
+                         {"ring_dropped", dropped},
+                         {"invalid", t.count("daq_link_packets_invalid", ll)},
+                         {"socket_buffer_bytes", t.count("daq_socket_buffer_bytes", ll)}});
         total_pps += pps;
         total_bps += bps;
-        total_packets += c.datagrams.get();
-        total_bytes += c.bytes.get();
-        kernel_drops += c.kernel_drops.get();
-        ring_dropped += c.ring_dropped.get();
-        invalid += c.invalid_total();
+        total_packets += packets;
+        total_bytes += bytes;
+        kernel_drops += kernel;
+        ring_dropped += dropped;
     }
-    for (std::size_t r = 1; r < acquisition::daq1::drop_reason_count; ++r) invalid += as.counters().invalid[r].get();
     j["links"] = std::move(links);
     json rings = json::array();
     double max_fill = 0;
-    for (const auto* ring : _view.rings) {
-        rings.push_back({{"name", ring->name()}, {"slots", ring->slot_count()}, {"fill", ring->fill_ratio()}});
-        max_fill = std::max(max_fill, ring->fill_ratio());
+    for (const auto& ring : t.label_values("daq_ring_slots", "ring")) {
+        const double fill = t.sum("daq_ring_fill", {{"ring", ring}});
+        rings.push_back({{"name", ring}, {"slots", t.count("daq_ring_slots", {{"ring", ring}})}, {"fill", fill}});
+        max_fill = std::max(max_fill, fill);
     }
     j["rings"] = std::move(rings);
     j["ring_fill"] = max_fill;
 
     json units = json::array();
-    std::uint64_t lost = 0;
-    for (std::uint32_t i = 0, n = as.unit_count(); i < n; ++i) {
-        const auto& u = as.unit_at(i);
-        const auto it = _unit_rates.find(u.unit_id);
+    for (const auto& unit : t.label_values("daq_unit_channels", "unit")) {
+        const telemetry::label_set u{{"unit", unit}};
+        const auto id = static_cast<std::uint16_t>(std::stoul(unit));
+        const auto it = _unit_rates.find(id);
         const std::array<double, 3> rate = it != _unit_rates.end() ? it->second : std::array<double, 3>{0, 0, 0};
-        lost += u.packets_lost.get();
-        units.push_back({{"unit", u.unit_id},
-                         {"channels", u.channels.load()},
-                         {"packets", u.packets.get()},
+        auto frames = [&](const char* state) { return t.count("daq_frames_total", {{"unit", unit}, {"state", state}}); };
+        units.push_back({{"unit", id},
+                         {"channels", t.count("daq_unit_channels", u)},
+                         {"packets", t.count("daq_packets_received_total", u)},
                          {"packets_per_s", rate[0]},
                          {"frames_per_s", rate[1]},
                          {"bytes_per_s", rate[2]},
-                         {"packets_lost", u.packets_lost.get()},
-                         {"duplicates", u.duplicates.get()},
-                         {"late", u.late.get()},
-                         {"frames_complete", u.frames_complete.get()},
-                         {"frames_incomplete", u.frames_incomplete.get()},
-                         {"frames_lost", u.frames_lost.get()},
-                         {"frames_overflow", u.frames_overflow.get()},
-                         {"frames_written", _view.tap ? _view.tap->frames_written(u.unit_id) : 0},
-                         {"last_frame_number", u.last_frame_number.get()},
-                         {"live", _view.tap && _view.tap->has_unit(u.unit_id) &&
-                                      u.channels <= processing::live_tap::max_channels}});
+                         {"packets_lost", t.count("daq_packets_lost_total", u)},
+                         {"duplicates", t.count("daq_packets_duplicate_total", u)},
+                         {"late", t.count("daq_packets_late_total", u)},
+                         {"frames_complete", frames("complete")},
+                         {"frames_incomplete", frames("incomplete")},
+                         {"frames_lost", frames("lost")},
+                         {"frames_overflow", frames("overflow")},
+                         {"frames_written", t.count("daq_frames_written_total", u)},
+                         {"last_frame_number", t.count("daq_unit_last_frame_number", u)},
+                         {"live", t.count("daq_unit_live", u) != 0}});
     }
     j["units"] = std::move(units);
-    j["totals"] = {{"packets", total_packets},   {"bytes", total_bytes},         {"packets_per_s", total_pps},
-                   {"bytes_per_s", total_bps},   {"packets_lost", lost},         {"invalid", invalid},
-                   {"kernel_drops", kernel_drops}, {"ring_dropped", ring_dropped}};
+    j["totals"] = {{"packets", total_packets},
+                   {"bytes", total_bytes},
+                   {"packets_per_s", total_pps},
+                   {"bytes_per_s", total_bps},
+                   {"packets_lost", t.count("daq_packets_lost_total")},
+                   {"invalid", t.count("daq_packets_invalid_total")},
+                   {"kernel_drops", kernel_drops},
+                   {"ring_dropped", ring_dropped}};
 
-    const std::uint64_t frames_written = wc.frames_written.load(std::memory_order_relaxed);
-    const std::uint64_t bytes_written = wc.bytes_written.load(std::memory_order_relaxed);
+    const std::uint64_t frames_written = t.count("daq_storage_frames_written");
+    const std::uint64_t bytes_written = t.count("daq_storage_bytes_written_total");
     j["writer"] = {{"frames_written", frames_written},
                    {"bytes_written", bytes_written},
-                   {"frames_unrecorded", wc.frames_unrecorded.load(std::memory_order_relaxed)},
-                   {"frames_failed", wc.frames_failed.load(std::memory_order_relaxed)},
-                   {"run_failures", wc.run_failures.load(std::memory_order_relaxed)},
-                   {"flushes", wc.flushes.load(std::memory_order_relaxed)}};
+                   {"frames_unrecorded", t.count("daq_frames_unrecorded_total")},
+                   {"frames_failed", t.count("daq_frames_unwritten_total")},
+                   {"run_failures", t.count("daq_storage_run_failures_total")},
+                   {"flushes", t.count("daq_storage_flushes")}};
     std::optional<run_info> run;
     if (_controls.current) run = _controls.current();
     if (run) {
         json files = json::array();
-        for (const auto& p : _catalog.files_of(run->name)) files.push_back(p.filename().string());
+        if (_controls.files_of)
+            for (const auto& p : _controls.files_of(run->name)) files.push_back(p.filename().string());
         j["run"] = {{"name", run->name},
                     {"started", iso8601(run->started)},
                     {"seconds", std::chrono::duration<double>(std::chrono::system_clock::now() - run->started).count()},
@@ -302,11 +312,12 @@ response api::status_json() const {
 }
 
 response api::live_json(std::uint16_t unit) const {
-    processing::live_frame f;
-    if (_view.tap == nullptr || !_view.tap->read(unit, f)) {
-        if (_view.tap && _view.tap->has_unit(unit))
+    common::live_frame f;
+    if (!_view.live || !_view.live(unit, f)) {
+        const auto t = _view.telemetry();
+        if (t.find("daq_unit_channels") && !t.label("daq_unit_channels", "unit", {{"unit", std::to_string(unit)}}).empty())
             return error(404, fmt::format("unit {} has no live view (more than {} channels, or no frame yet)", unit,
-                                          processing::live_tap::max_channels));
+                                          max_live_channels));
         return error(404, fmt::format("unit {} has sent no frame yet", unit));
     }
     const auto cols = static_cast<std::uint32_t>(std::ceil(std::sqrt(static_cast<double>(f.channels))));
@@ -333,7 +344,7 @@ response api::list_runs() {
     std::optional<std::string> active;
     if (_controls.current)
         if (auto r = _controls.current()) active = r->name;
-    const auto runs = _catalog.list(active, _controls.read_run_files);
+    const auto runs = _controls.list ? _controls.list(active) : std::vector<run_entry>{};
     json out = json::array();
     for (const auto& r : runs) {
         json files = json::array();
@@ -351,8 +362,7 @@ response api::list_runs() {
         if (r.active) {
             // Live numbers from the writer's counters (the files are not read while written).
             if (auto cur = _controls.current(); cur && cur->name == r.name) {
-                const auto& wc = _view.writer->counters();
-                const auto fw = wc.frames_written.load(std::memory_order_relaxed);
+                const auto fw = _view.telemetry().count("daq_storage_frames_written");
                 jr["frames"] = fw - std::min(fw, cur->frames_before);
                 jr["started_at"] = iso8601(cur->started);
             }
@@ -387,7 +397,7 @@ response api::start_run(const request& r) {
     if (_controls.current)
         if (auto cur = _controls.current(); cur && cur->error.empty())
             return error(409, fmt::format("run '{}' is active; stop it first (POST /api/v1/runs/stop)", cur->name));
-    if (_catalog.exists(name))
+    if (_controls.exists && _controls.exists(name))
         return error(409, fmt::format("run '{}' already exists in {}", name, _view.cfg->storage.output_dir.string()));
     try {
         _controls.start(name);
@@ -399,7 +409,8 @@ response api::start_run(const request& r) {
     }
     spdlog::info("web: run '{}' started by a POST /api/v1/runs", name);
     json files = json::array();
-    for (const auto& p : _catalog.files_of(name)) files.push_back(p.filename().string());
+    if (_controls.files_of)
+        for (const auto& p : _controls.files_of(name)) files.push_back(p.filename().string());
     std::string started = iso8601(std::chrono::system_clock::now());
     if (_controls.current)
         if (auto cur = _controls.current()) started = iso8601(cur->started);
@@ -413,7 +424,7 @@ response api::stop_run(const request& r) {
         return res;
     }
     if (_controls.current && !_controls.current()) return error(409, "no run is active");
-    std::optional<storage::run_stats> s;
+    std::optional<run_result> s;
     try {
         s = _controls.stop();
     } catch (const std::exception& e) {

@@ -13,6 +13,7 @@
 #include "daqd/acquisition/daq1.hpp"
 #include "daqd/acquisition/packet_ring.hpp"
 #include "daqd/common/event.hpp"
+#include "daqd/common/telemetry.hpp"
 #include "daqd/config/config.hpp"
 
 #include <array>
@@ -25,16 +26,7 @@
 
 namespace daqd::acquisition {
 
-// Single-writer counter: the owning thread increments without a locked
-// instruction; readers on other threads see a recent value.
-struct counter {
-    std::atomic<std::uint64_t> value{0};
-    void add(std::uint64_t n = 1) noexcept {
-        value.store(value.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
-    }
-    void set(std::uint64_t n) noexcept { value.store(n, std::memory_order_relaxed); }
-    [[nodiscard]] std::uint64_t get() const noexcept { return value.load(std::memory_order_relaxed); }
-};
+using telemetry::counter;
 
 struct link_counters {
     counter datagrams;       // DAQ1-valid datagrams put into the ring
@@ -49,6 +41,11 @@ struct link_counters {
         return s;
     }
 };
+
+// Datagrams dropped as invalid, by reason: counted where the reason is
+// decided (receiver, assembler), one family.
+extern const telemetry::descriptor packets_invalid;
+void report_invalid(telemetry::snapshot& out, const std::array<counter, daq1::drop_reason_count>& invalid);
 
 // A bound UDP socket of one link.
 struct link_socket {
@@ -81,6 +78,8 @@ public:
     [[nodiscard]] const std::vector<link_socket>& links() const noexcept { return _links; }
     [[nodiscard]] const link_counters& counters(std::size_t link) const noexcept { return *_counters[link]; }
     [[nodiscard]] std::size_t link_count() const noexcept { return _links.size(); }
+    // Any thread: the links' counters into `out` (descriptors in receiver.cpp).
+    void report(telemetry::snapshot& out) const;
 
 private:
     std::vector<link_socket> _links;

@@ -51,7 +51,7 @@
 
 namespace daqd::processing {
 
-using acquisition::counter;
+using telemetry::counter;
 
 struct unit_counters {
     std::uint16_t unit_id = 0;
@@ -113,6 +113,10 @@ public:
         return *_unit_list[i].load(std::memory_order_acquire);
     }
     [[nodiscard]] const assembler_counters& counters() const noexcept { return _counters; }
+    // The units' counters into `out` (descriptors in assembler.cpp). Units
+    // whose learned slot was given up keep their counters but are left out
+    // of /metrics (exported false), so its series stay bounded.
+    void report(telemetry::snapshot& out) const;
 
 private:
     struct open_frame;

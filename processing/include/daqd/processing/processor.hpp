@@ -13,7 +13,7 @@
 // input queue (the peak is counted in `backlog_peak`) and, once the pool is
 // exhausted, the assembler counts `frames_overflow` — the receiver is never
 // held up.
-#include "daqd/acquisition/receiver.hpp"
+#include "daqd/common/telemetry.hpp"
 #include "daqd/common/event.hpp"
 #include "daqd/common/spsc_queue.hpp"
 #include "daqd/processing/backend.hpp"
@@ -33,7 +33,7 @@
 
 namespace daqd::processing {
 
-using acquisition::counter;
+using telemetry::counter;
 
 struct processor_options {
     std::vector<std::string> stages;        // subsequence of calibrate, dose, live (validated by the config)
@@ -80,6 +80,8 @@ public:
     void request_dose_reset() noexcept { _dose_reset.fetch_add(1, std::memory_order_release); }
 
     [[nodiscard]] std::string_view backend_name() const noexcept;  // "cpu" or "cuda"
+    // Any thread: the counters into `out` (descriptors in processor.cpp).
+    void report(telemetry::snapshot& out) const;
     [[nodiscard]] const std::vector<std::string>& stage_names() const noexcept { return _stage_names; }
     [[nodiscard]] const processor_counters& counters() const noexcept { return _counters; }
     [[nodiscard]] bool calibrates() const noexcept { return _calibrates; }

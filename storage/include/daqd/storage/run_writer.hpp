@@ -11,6 +11,7 @@
 // frame buffer back to the frame_pool. start_run/stop_run are called from a
 // control thread (main, later the web API); they never touch HDF5 themselves.
 #include "daqd/common/event.hpp"
+#include "daqd/common/telemetry.hpp"
 #include "daqd/common/spsc_queue.hpp"
 #include "daqd/processing/calibration.hpp"
 #include "daqd/processing/frame.hpp"
@@ -116,26 +117,22 @@ private:
 };
 
 struct writer_counters {
-    std::atomic<std::uint64_t> frames_written{0};
-    std::atomic<std::uint64_t> frames_unrecorded{0};  // arrived with no run active
-    std::atomic<std::uint64_t> frames_failed{0};      // arrived while the run had failed
-    std::atomic<std::uint64_t> run_failures{0};       // runs that failed (disk full, write error)
-    std::atomic<std::uint64_t> bytes_written{0};
-    std::atomic<std::uint64_t> flushes{0};
-    std::atomic<std::uint64_t> flush_ns_total{0};
-    // Flush durations: flush_buckets[i] counts flushes that took at most
-    // flush_bucket_bounds_s[i] seconds (and more than the bound before);
-    // the last bucket counts longer ones. Not cumulative.
-    static constexpr std::array<double, 12> flush_bucket_bounds_s{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                                                                  0.1,   0.25,   0.5,   1.0,  2.5,   5.0};
-    std::array<std::atomic<std::uint64_t>, flush_bucket_bounds_s.size() + 1> flush_buckets{};
+    // All written by the writer thread.
+    telemetry::counter frames_written;
+    telemetry::counter frames_unrecorded;  // arrived with no run active
+    telemetry::counter frames_failed;      // arrived while the run had failed
+    telemetry::counter run_failures;       // runs that failed (disk full, write error)
+    telemetry::counter bytes_written;
+    telemetry::counter flushes;
+    // Flush durations (seconds).
+    static constexpr telemetry::histogram::bounds_type flush_bucket_bounds_s{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                                                             0.1,   0.25,   0.5,   1.0,  2.5,   5.0};
+    telemetry::histogram flush{flush_bucket_bounds_s};
     // Latency of frames written: from the assembler handing a frame on to
-    // the writer appending it (queues, processing, writer backlog). Same
-    // bucket layout as the flushes.
-    static constexpr std::array<double, 12> latency_bucket_bounds_s{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                                                    0.05,   0.1,   0.25,   0.5,   1.0,  2.5};
-    std::array<std::atomic<std::uint64_t>, latency_bucket_bounds_s.size() + 1> latency_buckets{};
-    std::atomic<std::uint64_t> latency_ns_total{0};
+    // the writer appending it (queues, processing, writer backlog).
+    static constexpr telemetry::histogram::bounds_type latency_bucket_bounds_s{
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5};
+    telemetry::histogram latency{latency_bucket_bounds_s};
 };
 
 class writer {
@@ -169,6 +166,8 @@ public:
     // stopped or another one started), else "".
     [[nodiscard]] std::string run_error() const;
     [[nodiscard]] const writer_counters& counters() const noexcept { return _counters; }
+    // Any thread: the counters into `out` (descriptors in writer.cpp).
+    void report(telemetry::snapshot& out) const;
 
 private:
     void loop();

@@ -18,10 +18,9 @@
 // sample() on the server's io thread; the two sets share no state except
 // through the run controls (thread-safe) and the status fields noted below.
 // Tests call handle() directly.
-#include "daqd/web/host_check.hpp"
+#include "daqd/common/host_check.hpp"
 #include "daqd/web/host_filter.hpp"
 #include "daqd/web/metrics.hpp"
-#include "daqd/web/run_catalog.hpp"
 #include "daqd/web/sources.hpp"
 
 #include <array>
@@ -53,9 +52,14 @@ struct response {
     std::vector<std::pair<std::string, std::string>> headers;  // extra headers
 };
 
+using common::check_status;
+using common::host_check;
+
 class api {
 public:
     static constexpr std::size_t max_body_bytes = 64 * 1024;
+    // Units with more channels have no live view (processing/live_view.hpp).
+    static constexpr std::uint32_t max_live_channels = 1u << 18;
 
     api(daq_view view, run_controls controls, std::string token, std::vector<host_check> host_checks);
 
@@ -89,7 +93,6 @@ private:
     host_filter _hosts;
     std::atomic<bool> _host_rejection_logged{false};  // the first one is logged at warn level
     metrics _metrics;
-    run_catalog _catalog;  // worker thread
 
     // Rates from the last two samples (io thread).
     struct counts {

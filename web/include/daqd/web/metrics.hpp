@@ -1,20 +1,19 @@
 #pragma once
 // Prometheus metrics of daqd, served as text at /metrics.
 //
-// daq_collector is a prometheus::Collectable whose Collect() builds every
-// data-path metric family from the live counters at scrape time: the data
-// path keeps its own per-thread counters (relaxed atomics) and is never
-// touched by metrics code, no lock, no copy. metrics owns the collector plus
-// a prometheus::Registry for what the web layer itself counts (HTTP requests,
-// connections, rejected Host names) and static facts (build info, host
-// checks), and serialises both with prometheus::TextSerializer.
+// daq_collector is a prometheus::Collectable whose Collect() renders the
+// exported families of one telemetry snapshot (common/telemetry.hpp) taken at
+// scrape time: the data path keeps its own per-thread counters and is never
+// touched by metrics code. metrics owns the collector plus a
+// prometheus::Registry for what the web layer itself counts (HTTP requests,
+// connections, rejected Host names) and the host checks, and serialises both
+// with prometheus::TextSerializer.
 //
 // Owner: web::api. Threads: the web server's io thread (scrapes, request and
 // connection counting); count_host_rejected() also from its worker thread
-// (prometheus counters are atomic). Collect() itself only reads atomics and
-// may run on any thread.
+// (prometheus counters are atomic).
 // Every family, its labels and what is measured: web/README.md.
-#include "daqd/web/host_check.hpp"
+#include "daqd/common/host_check.hpp"
 #include "daqd/web/sources.hpp"
 
 #include <prometheus/collectable.h>
@@ -33,14 +32,16 @@
 
 namespace daqd::web {
 
+using common::check_status;
+using common::host_check;
+
 class daq_collector : public prometheus::Collectable {
 public:
-    daq_collector(const daq_view& view, run_controls controls);
+    explicit daq_collector(const daq_view& view);
     std::vector<prometheus::MetricFamily> Collect() const override;
 
 private:
     const daq_view& _view;
-    run_controls _controls;
 };
 
 // Why the server closed a connection it had not finished with
@@ -58,7 +59,7 @@ std::string_view name(connection_drop d) noexcept;
 
 class metrics {
 public:
-    metrics(const daq_view& view, run_controls controls, const std::vector<host_check>& host_checks);
+    metrics(const daq_view& view, const std::vector<host_check>& host_checks);
     // The whole exposition text (text format 0.0.4).
     std::string scrape() const;
     // Counts one HTTP response by status code (daq_http_requests_total{code}).

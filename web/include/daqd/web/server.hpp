@@ -22,7 +22,7 @@
 // control thread; stop() joins both threads and is idempotent.
 #include "daqd/config/config.hpp"
 #include "daqd/web/api.hpp"
-#include "daqd/web/host_check.hpp"
+#include "daqd/common/host_check.hpp"
 #include "daqd/web/sources.hpp"
 #include "daqd/web/token.hpp"
 

@@ -1,22 +1,19 @@
 #pragma once
-// What the web layer reads and drives. The data path publishes counters
-// (relaxed atomics written by their owning thread) and the live tap; the web
-// layer only reads them. Run control goes through callbacks that the daqd
-// executable binds to its pipeline, so this library does not depend on it.
+// What the web layer reads and drives, and nothing more: the telemetry
+// snapshot (every counter of the data path, common/telemetry.hpp), the live
+// view reader, and the run controls. The daqd executable binds them to its
+// pipeline and run catalogue (daqd/web_glue.cpp), tests to theirs; this
+// library includes no acquisition, processing or storage header.
 //
-// Owner: the daqd executable builds both and hands them to web::service; they
-// must outlive it. Threads: the views are read by the web threads at any time.
-#include "daqd/acquisition/packet_ring.hpp"
-#include "daqd/acquisition/receiver.hpp"
+// Owner: web::service (copies). Threads: telemetry and live are called from
+// the web server's io thread; the run controls as noted.
+#include "daqd/common/live_frame.hpp"
+#include "daqd/common/runs.hpp"
+#include "daqd/common/telemetry.hpp"
 #include "daqd/config/config.hpp"
-#include "daqd/processing/assembler.hpp"
-#include "daqd/processing/live_tap.hpp"
-#include "daqd/processing/processor.hpp"
-#include "daqd/storage/run_writer.hpp"
-#include "daqd/web/run_catalog.hpp"
 
-#include <chrono>
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <optional>
 #include <string>
@@ -24,44 +21,33 @@
 
 namespace daqd::web {
 
+using common::run_entry;
+using common::run_file_entry;
+using common::run_info;
+using common::run_result;
+
 struct daq_view {
     const config::config* cfg = nullptr;
-    const acquisition::receiver* receiver = nullptr;
-    // The packet rings; with one ring, every link shares it.
-    std::vector<const acquisition::packet_ring*> rings;
-    const processing::assembler* assembler = nullptr;
-    const storage::writer* writer = nullptr;
-    const processing::live_tap* tap = nullptr;
-    const processing::processor* processor = nullptr;  // null without processing stages
-    std::string version;
-    std::string processing_backend = "none";  // "cpu", "cuda", or "none" (no calibrate stage)
-    std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
-
-    [[nodiscard]] const acquisition::packet_ring* ring_of_link(std::size_t link) const noexcept {
-        if (rings.empty()) return nullptr;
-        return rings.size() == 1 ? rings.front() : rings[std::min(link, rings.size() - 1)];
-    }
+    // A snapshot of every counter now (pipeline::telemetry). Any thread.
+    std::function<telemetry::snapshot()> telemetry;
+    // Copies a unit's latest live publication; false: none (yet). Any thread.
+    std::function<bool(std::uint16_t, common::live_frame&)> live;
 };
 
-struct run_info {
-    std::string name;
-    std::chrono::system_clock::time_point started;
-    std::uint64_t frames_before = 0;  // writer counters when it started
-    std::uint64_t bytes_before = 0;
-    std::string error;  // not empty: the run failed (disk full, …) and no longer writes
-};
-
-// Blocking calls (they wait for the writer thread): the web server makes them
-// from its worker thread, never from the thread serving requests.
+// Blocking calls (they wait for the writer thread or read files): the web
+// server makes them from its worker thread, never from the thread serving
+// requests. `current` may be called from any thread.
 struct run_controls {
     std::function<std::string(const std::string&)> check_name;  // error message, or "" when the name is fine
     std::function<void(const std::string&)> start;              // throws std::exception on failure
-    std::function<std::optional<storage::run_stats>()> stop;    // nullopt: no run was active
+    std::function<std::optional<run_result>()> stop;            // nullopt: no run was active
     std::function<std::optional<run_info>()> current;           // any thread
-    // Reads closed run files' metadata for the run catalogue (run_catalog.hpp):
-    // daqd binds run_catalog::helper_reader (a child process per file, with a
-    // deadline). Empty: read in the calling process (tests).
-    std::function<std::vector<run_file_entry>(const std::vector<std::filesystem::path>&)> read_run_files;
+    // The run catalogue (storage/run_catalog.hpp): runs on disk newest
+    // first, given the active run; whether a run of that name has a file;
+    // the files of a run.
+    std::function<std::vector<run_entry>(const std::optional<std::string>&)> list;
+    std::function<bool(const std::string&)> exists;
+    std::function<std::vector<std::filesystem::path>(const std::string&)> files_of;
 };
 
 }  // namespace daqd::web

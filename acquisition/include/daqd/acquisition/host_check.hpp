@@ -8,6 +8,7 @@
 // daq_host_check{check}). Plain functions without state: any thread. The
 // /proc/sys and /sys roots and the output directory are parameters, so tests
 // run them against a fake tree.
+#include "daqd/common/host_check.hpp"
 #include "daqd/config/config.hpp"
 
 #include <cstdint>
@@ -15,21 +16,10 @@
 #include <string>
 #include <vector>
 
-namespace daqd::web {
+namespace daqd::acquisition {
 
-enum class check_status {
-    ok,       // fine for this configuration
-    failing,  // not what the configuration needs: see `fix`
-    unknown,  // could not be determined (not a failure)
-};
-
-struct host_check {
-    std::string name;    // "rmem_max", "netdev_max_backlog", "cores", "output_dir", "free_space", "ring_memory",
-                         // "cpu_governor"
-    check_status status = check_status::unknown;
-    std::string detail;  // what was found and what is needed
-    std::string fix;     // the exact command that fixes it (empty when ok)
-};
+using common::check_status;
+using common::host_check;
 
 struct host_check_inputs {
     std::filesystem::path proc_sys = "/proc/sys";
@@ -70,7 +60,6 @@ std::vector<host_check> run_host_checks(const host_check_inputs& in);
 host_check_inputs host_inputs_for(const config::config& cfg);
 
 [[nodiscard]] bool any_failing(const std::vector<host_check>& checks) noexcept;
-[[nodiscard]] const char* name(check_status s) noexcept;
 // One line per check, "fix:" lines under failing ones.
 std::string format_report(const std::vector<host_check>& checks);
 
@@ -78,4 +67,4 @@ std::string format_report(const std::vector<host_check>& checks);
 // nearest existing parent); false when none can be determined.
 bool free_bytes(const std::filesystem::path& dir, std::uint64_t& free, std::uint64_t& total);
 
-}  // namespace daqd::web
+}  // namespace daqd::acquisition

@@ -2,7 +2,8 @@
 // The runs on disk: <output_dir>/*.h5 grouped into runs (a rotated run's
 // <name>_NNNNN.h5 files are one run), with size, frames and time span.
 //
-// Owner: web::api. Threads: the web server's worker thread only.
+// Owner: the daqd executable (bound into the web API's run controls).
+// Threads: the web server's worker thread only.
 //
 // Reading files, and why not in this process: HDF5 1.10 (Debian's
 // thread-safe build) runs every call under one global lock, and on some
@@ -18,6 +19,8 @@
 // modification time, so a file costs one read per change; at most
 // max_reads_per_list files are read per call (the others show up without
 // frames and are read next time). A call is bounded by about one deadline.
+#include "daqd/common/runs.hpp"
+
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -27,31 +30,10 @@
 #include <string>
 #include <vector>
 
-namespace daqd::web {
+namespace daqd::storage {
 
-struct run_file_entry {
-    std::string file;          // file name within output_dir
-    std::uint64_t size_bytes = 0;
-    bool read = false;         // metadata read (frames, times valid)
-    std::string error;         // why it could not be read
-    std::string format;        // root attribute format ("daq1-run"; other HDF5 files are not listed)
-    std::string run_name;      // root attribute run_name (or from the file name)
-    std::uint64_t frames = 0;  // rows over all units
-    std::string started_at;    // root attributes (ISO 8601 UTC)
-    std::string stopped_at;    // empty while written, or when daqd died
-};
-
-struct run_entry {
-    std::string name;
-    std::vector<run_file_entry> files;  // in order
-    std::uint64_t size_bytes = 0;
-    std::uint64_t frames = 0;
-    bool complete = true;               // every file read
-    bool active = false;                // being recorded now (not read: see the live counters)
-    std::string started_at;             // first file
-    std::string stopped_at;             // last file
-    std::filesystem::file_time_type modified{};
-};
+using common::run_entry;
+using common::run_file_entry;
 
 class run_catalog {
 public:
@@ -99,4 +81,4 @@ private:
     std::map<std::string, cached> _cache;  // by file name
 };
 
-}  // namespace daqd::web
+}  // namespace daqd::storage

@@ -1,6 +1,6 @@
 // The runs on disk (run_catalog.hpp). HDF5 is only touched in read_file(),
 // which daqd runs in a helper process per file (helper_reader).
-#include "daqd/web/run_catalog.hpp"
+#include "daqd/storage/run_catalog.hpp"
 
 #include "daqd/storage/h5.hpp"
 
@@ -23,10 +23,9 @@
 
 extern char** environ;
 
-namespace daqd::web {
+namespace daqd::storage {
 
 namespace fs = std::filesystem;
-namespace h5 = storage::h5;
 
 namespace {
 
@@ -186,7 +185,7 @@ std::vector<run_entry> run_catalog::list(const std::optional<std::string>& activ
                 _cache[to_read[i]] = cached{f->size, f->mtime, std::move(read[i])};
             }
         } catch (const std::exception& e) {
-            spdlog::debug("web: reading run files failed: {}", e.what());
+            spdlog::debug("run catalogue: reading run files failed: {}", e.what());
         }
     }
     // Forget files that are gone.
@@ -202,7 +201,7 @@ std::vector<run_entry> run_catalog::list(const std::optional<std::string>& activ
         const auto it = _cache.find(f.file);
         if (!active && it != _cache.end() && it->second.size == f.size && it->second.mtime == f.mtime) e = it->second.entry;
         if (e.read && !e.format.empty() && e.format != "daq1-run") continue;  // another kind of HDF5 file
-        if (!e.read && !e.error.empty()) spdlog::debug("web: run file {} unreadable: {}", f.file, e.error);
+        if (!e.read && !e.error.empty()) spdlog::debug("run catalogue: run file {} unreadable: {}", f.file, e.error);
         e.file = f.file;
         e.size_bytes = f.size;
         const std::string name = !active && e.read && !e.run_name.empty() ? e.run_name : f.run;
@@ -361,4 +360,4 @@ run_catalog::file_reader run_catalog::helper_reader(fs::path exe, std::chrono::m
     };
 }
 
-}  // namespace daqd::web
+}  // namespace daqd::storage

@@ -1,9 +1,8 @@
 // Host checks (host_check.hpp): each reads what it needs from the given
 // roots, compares with what the configuration needs, and names the fix.
-#include "daqd/web/host_check.hpp"
+#include "daqd/acquisition/host_check.hpp"
 
 #include "daqd/acquisition/packet_ring.hpp"
-
 #include "daqd/acquisition/receiver.hpp"
 
 #include <fcntl.h>
@@ -23,7 +22,7 @@
 #include <map>
 #include <thread>
 
-namespace daqd::web {
+namespace daqd::acquisition {
 
 namespace fs = std::filesystem;
 
@@ -87,15 +86,6 @@ fs::path nearest_existing(const fs::path& dir) {
 }
 
 }  // namespace
-
-const char* name(check_status s) noexcept {
-    switch (s) {
-    case check_status::ok: return "ok";
-    case check_status::failing: return "failing";
-    case check_status::unknown: return "unknown";
-    }
-    return "unknown";
-}
 
 host_check check_rmem_max(const fs::path& proc_sys, std::uint64_t rcvbuf_request, bool can_force) {
     host_check c{"rmem_max", check_status::unknown, "", ""};
@@ -305,13 +295,13 @@ host_check_inputs host_inputs_for(const config::config& cfg) {
     // As acquisition's open_link sizes it: datagrams x kernel cost, halved
     // because the kernel doubles what it is given.
     const std::uint64_t wanted = static_cast<std::uint64_t>(cfg.acquisition.socket_buffer_datagrams) *
-                                 acquisition::kernel_datagram_cost(cfg.acquisition.expected_datagram_bytes);
+                                 kernel_datagram_cost(cfg.acquisition.expected_datagram_bytes);
     in.rcvbuf_request = std::min<std::uint64_t>(wanted / 2, 0x7fffffff);
     // As the pipeline makes it: slots of a datagram plus 128 bytes.
     in.ring_slots = cfg.acquisition.ring_slots;
-    in.ring_bytes = acquisition::ring_map_bytes(cfg.acquisition.ring_slots, cfg.acquisition.max_datagram_bytes + 128);
-    in.memory_available = acquisition::memory_available().value_or(0);
-    in.shm_free = acquisition::shm_free_bytes().value_or(0);
+    in.ring_bytes = ring_map_bytes(cfg.acquisition.ring_slots, cfg.acquisition.max_datagram_bytes + 128);
+    in.memory_available = memory_available().value_or(0);
+    in.shm_free = shm_free_bytes().value_or(0);
     // Probe: does SO_RCVBUFFORCE work for this process?
     const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd >= 0) {
@@ -342,4 +332,4 @@ std::string format_report(const std::vector<host_check>& checks) {
     return out;
 }
 
-}  // namespace daqd::web
+}  // namespace daqd::acquisition
