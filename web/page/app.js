@@ -349,7 +349,7 @@ function drawLive(l) {
   setText('frame-caption', `frame ${count(l.frame_number)}${calibrated ? ', calibrated' : ''}` +
     `${l.missing_packets ? ` (${l.missing_packets} packets missing)` : ''}`);
   const doseText = {
-    raw: `sum of raw samples over ${count(l.dose_frames)} frames (uncalibrated)`,
+    raw: `sum of raw samples over ${count(l.dose_frames)} sampled frames (uncalibrated, one per refresh)`,
     calibrated: `calibrated, summed over ${count(l.dose_frames)} frames of this run`,
     none: 'no dose stage configured',
   };
