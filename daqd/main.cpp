@@ -39,7 +39,7 @@ constexpr const char* usage = R"(daqd — data-acquisition server for DAQ1 hardw
 
 usage:
   daqd [options]                 serve: receive, assemble, and record when a run is active
-  daqd --check-config FILE       load and validate FILE, print what is wrong, exit 0 if good
+  daqd --check-config FILE       load and validate FILE, print every mistake (with its line), exit 0 if good
   daqd --print-config            print the effective configuration (defaults + --config + options)
   daqd --check-host              compare this host with what the configuration needs; exit 1 if not
   daqd --recover                 mend the run files daqd left open in the output directory (its journal), exit
@@ -178,18 +178,14 @@ daqd::config::config effective_config(const options& o) {
         for (const auto& l : o.listen) c.acquisition.listen.push_back(endpoint::parse(l, "--listen"));
         changed = true;
     }
-    if (o.output) c.storage.output_dir = *o.output, changed = true;
-    if (o.backend) {
-        if (*o.backend == "auto")
-            c.acquisition.backend = receiver_backend::automatic;
-        else if (*o.backend == "io_uring")
-            c.acquisition.backend = receiver_backend::io_uring;
-        else if (*o.backend == "recvmmsg")
-            c.acquisition.backend = receiver_backend::recvmmsg;
-        else
-            throw config_error("--backend: '" + *o.backend + "' is not one of auto, io_uring, recvmmsg");
+    // Options that stand for one key go through the key table, as the file does.
+    auto set = [&](const std::optional<std::string>& value, std::string_view key, std::string_view option) {
+        if (!value) return;
+        set_key(c, key, *value, option);
         changed = true;
-    }
+    };
+    set(o.output, "storage.output_dir", "--output");
+    set(o.backend, "acquisition.backend", "--backend");
     if (o.gro) {
         // GRO hands over up to 64 KiB of coalesced datagrams per receive: slots must hold that.
         c.acquisition.gro = true;
@@ -197,9 +193,9 @@ daqd::config::config effective_config(const options& o) {
         c.acquisition.ring_slots = std::min<std::uint32_t>(c.acquisition.ring_slots, 4096);
         changed = true;
     }
-    if (o.log_level) c.log.level = *o.log_level, changed = true;
-    if (o.http) c.http.listen = *o.http == "off" ? std::string() : *o.http, changed = true;
-    if (o.calibration) c.processing.calibration_file = *o.calibration, changed = true;
+    set(o.log_level, "log.level", "--log-level");
+    if (o.http) set(*o.http == "off" ? std::string() : *o.http, "http.listen", "--http");
+    set(o.calibration, "processing.calibration_file", "--calibration");
     if (changed) {
         // Re-validate and re-render so the stored configuration is what runs.
         const std::string source = c.source;

@@ -1,4 +1,5 @@
-// daqd configuration: TOML parsing, validation and rendering (docs/CONFIG.md).
+// daqd configuration: the key table, and the parsing, checking and rendering
+// that walk it (docs/CONFIG.md).
 #include "daqd/config/config.hpp"
 
 #include <arpa/inet.h>
@@ -8,176 +9,86 @@
 #include <toml++/toml.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <map>
 #include <memory>
 #include <set>
+#include <type_traits>
 #include <utility>
 
 namespace daqd::config {
 
 namespace {
 
-// The embedded default configuration. Every key is present and has the value
-// of the struct's default member initialiser (the [config] tests check this).
-constexpr std::string_view embedded_default = R"toml(# daqd configuration (TOML). Every key is optional; a missing key keeps the
-# default shown here. Reference: docs/CONFIG.md.
-# Keys ending in _bytes take an integer or a size string: "9000", "512MiB",
-# "2GiB", "100MB" (KiB/MiB/GiB/TiB = 1024^n, KB/MB/GB/TB = 1000^n).
-
-[acquisition]
-# UDP endpoints to receive on, one per link: "IPV4:PORT" or "[IPV6]:PORT".
-# Numeric addresses only; "0.0.0.0:4660" or "[::]:4660" for all interfaces.
-listen = ["127.0.0.1:4660"]
-# Receive path: "auto" (recvmmsg; see docs/PERFORMANCE.md), "io_uring" or
-# "recvmmsg".
-backend = "auto"
-# UDP generic receive offload: the kernel coalesces same-size datagrams.
-# Needs max_datagram_bytes = 65535.
-gro = false
-# Datagrams per recvmmsg call / io_uring reap, 1..1024.
-batch = 64
-# Largest datagram accepted (ring slot payload size), 42..65535.
-max_datagram_bytes = 9000
-# Socket receive buffer, in datagrams of expected_datagram_bytes.
-socket_buffer_datagrams = 32768
-# Typical datagram size, used to size buffers in bytes, 42..max_datagram_bytes.
-expected_datagram_bytes = 1472
-# Packet ring slots per link, a power of two, 64..16777216.
-ring_slots = 16384
-# Shared-memory ring name; {pid} becomes the server's process id.
-ring_name = "daqd-{pid}"
-
-[units]
-# Accept any unit and learn its frame size from its first packet.
-learn = true
-# Units that are always accepted, with a fixed frame size (2 bytes per
-# channel). With learn = false only these are accepted. Example:
-# list = [
-#   { id = 3, channels = 4096 },
-#   { id = 4, channels = 1024 },
-# ]
-list = []
-# Learned (unlisted) units held at once, 0..65536; packets of more unit ids
-# are dropped (reason unit_limit). Listed units are always accepted.
-max_learned = 256
-# A learned unit silent this long gives its slot to a new unit, 1..604800 s.
-learned_idle_s = 600
-# A learned unit whose frames change size is relearned after this long
-# without a frame of the old size, 10..3600000 ms.
-relearn_quiet_ms = 2000
-
-[assembly]
-# Frames of one unit open at once (waiting for late packets), 1..4096.
-reorder_frames = 8
-# An open frame older than this is closed (incomplete), 1..60000 ms.
-reorder_timeout_ms = 100
-# Frame buffer size: the largest frame accepted, even, 2..16777216.
-max_frame_bytes = 65536
-# Frame buffers in the pool, 16..1048576. Address space is pool_frames x
-# max_frame_bytes, but only the bytes frames really use are ever touched:
-# 16384 buffers hold about 0.5 s of 8 KiB frames at 2 Gbit/s.
-pool_frames = 16384
-# A frame number further ahead of its unit's stream than this is implausible:
-# the packet is held aside (reason frame_out_of_window), 1..1099511627776.
-max_frame_jump = 1048576
-# Packets held aside that confirm a new stream (a unit that restarted its
-# frame numbers, or jumped), spanning at least two frames, 2..1024.
-restart_packets = 16
-
-[storage]
-# Where run files are written.
-output_dir = "./runs"
-# How often an active run is flushed to disk, 10..600000 ms.
-flush_interval_ms = 1000
-# Start a new file of the run after this many bytes; 0: never.
-rotate_bytes = 0
-# Target size of one stored chunk, 4096..1073741824.
-chunk_bytes = 1048576
-# Frames queued between assembly and the writer; 0: pool_frames.
-queue_frames = 0
-# Free space kept on the output file system for closing run files cleanly:
-# a run that would eat into it stops writing, closes its file and is marked
-# failed (docs/RELIABILITY.md). 0: write until the disk refuses.
-reserve_bytes = 67108864
-
-[processing]
-# Stages run on batches of frames between assembly and the writer, in this
-# order, each at most once: "calibrate" ((raw - pedestal) x gain, below the
-# threshold -> 0), "dose" (per-channel sum of calibrated values; needs
-# calibrate), "live" (latest frame and dose for the web page). [] = none.
-stages = []
-# Where calibrate/dose run: "auto" (CUDA when built with it and a device is
-# present, else the CPU), "cpu" or "cuda".
-backend = "auto"
-# Calibration constants (daq1-calibration HDF5, e.g. from a pedestal run:
-# daqd --pedestal-run NAME). "": none (pedestal 0, gain 1).
-calibration_file = ""
-# Values below the threshold become 0: an absolute value, or k in k x noise.
-threshold = 5.0
-# "absolute" or "noise".
-threshold_mode = "noise"
-# Most frames per processing batch, 1..4096.
-batch_frames = 64
-# The live view publishes each unit at most this often, 10..60000 ms.
-live_interval_ms = 200
-
-[log]
-# trace, debug, info, warn or error.
-level = "info"
-
-[http]
-# Status page, /metrics and the control API: "HOST:PORT", or "" for none.
-# A non-loopback address needs token or token_file.
-listen = "127.0.0.1:8080"
-# Bearer token for requests that change something (start/stop runs),
-# 16..256 printable characters. Both empty: a random token is generated at
-# start and written to <output_dir>/.daqd-token (mode 0600).
-token = ""
-# A file whose first line is the token (instead of token).
-token_file = ""
-# Host names clients may use in the Host header (no port, any port matches)
-# besides those always accepted: localhost, 127.0.0.1, ::1, the listen
-# address and, off loopback, this machine's name (or, listening on 0.0.0.0
-# or ::, its addresses). Others are answered 403 (DNS rebinding). "*": any.
-allowed_hosts = []
-)toml";
-
 constexpr std::string_view embedded_source = "<embedded default>";
 
-// ---------------------------------------------------------------- errors
+constexpr std::string_view file_header = R"(# daqd configuration (TOML). Every key is optional; a key left out keeps its
+# default. Reference: docs/CONFIG.md.
+# Keys ending in _bytes take an integer or a size string: "9000", "512MiB",
+# "2GiB", "100MB" (KiB/MiB/GiB/TiB = 1024^n, KB/MB/GB/TB = 1000^n).
+)";
 
-// Where errors go: the source name and, when loading, the parsed document
-// (for line numbers of keys).
-struct context {
-    std::string_view source;
-    const toml::table* doc = nullptr;
+constexpr std::array<std::pair<std::string_view, receiver_backend>, 3> receiver_backends{{
+    {"auto", receiver_backend::automatic},
+    {"io_uring", receiver_backend::io_uring},
+    {"recvmmsg", receiver_backend::recvmmsg},
+}};
+const std::vector<std::string_view> processing_stage_order{"calibrate", "dose", "live"};
+const std::vector<std::string_view> processing_backends{"auto", "cpu", "cuda"};
+const std::vector<std::string_view> threshold_modes{"absolute", "noise"};
+const std::vector<std::string_view> log_levels{"trace", "debug", "info", "warn", "error"};
+
+constexpr std::int64_t int64_max = std::numeric_limits<std::int64_t>::max();
+constexpr std::int64_t unit_id_max = 65535;
+constexpr std::int64_t channels_max = 8388608;  // frame_bytes = 2 * channels <= 16 MiB
+
+// ---------------------------------------------------------------- diagnostics
+
+// Collects every mistake, each with the line it is on when a document is at
+// hand; load_*, validate() and set_key() throw them together.
+class diagnostics {
+public:
+    diagnostics(std::string_view source, const toml::table* doc) : _source(source), _doc(doc) {}
 
     [[nodiscard]] std::uint32_t line_of(std::string_view path) const {
-        if (doc == nullptr) return 0;
-        const toml::node* n = toml::at_path(*doc, path).node();
+        if (_doc == nullptr) return 0;
+        const toml::node* n = toml::at_path(*_doc, path).node();
         return n == nullptr ? 0 : n->source().begin.line;
     }
-    [[nodiscard]] std::string prefix(std::uint32_t line) const {
-        return line > 0 ? fmt::format("{}:{}: ", source, line) : fmt::format("{}: ", source);
+    void error(std::uint32_t line, std::string_view message) {
+        const std::string where = line > 0 ? fmt::format("{}:{}: ", _source, line) : fmt::format("{}: ", _source);
+        _errors.push_back({line, where + std::string(message)});
     }
-    [[noreturn]] void fail_line(std::uint32_t line, const std::string& message) const {
-        throw config_error(prefix(line) + message);
-    }
-    // Names the line of the first of `paths` present in the document.
-    [[noreturn]] void fail(std::initializer_list<std::string_view> paths, const std::string& message) const {
+    // At the line of the first of `paths` present in the document.
+    void error(std::initializer_list<std::string_view> paths, std::string_view message) {
         std::uint32_t line = 0;
-        for (std::string_view p : paths) {
-            line = line_of(p);
-            if (line > 0) break;
-        }
-        fail_line(line, message);
+        for (std::string_view p : paths)
+            if ((line = line_of(p)) > 0) break;
+        error(line, message);
     }
-    [[noreturn]] void fail(std::string_view path, const std::string& message) const { fail({path}, message); }
+    [[nodiscard]] std::size_t count() const noexcept { return _errors.size(); }
+
+    // In the order of the file; mistakes without a line last.
+    void throw_if_any() {
+        if (_errors.empty()) return;
+        std::stable_sort(_errors.begin(), _errors.end(), [](const auto& a, const auto& b) {
+            return (a.first == 0 ? UINT32_MAX : a.first) < (b.first == 0 ? UINT32_MAX : b.first);
+        });
+        std::string all;
+        for (const auto& [line, message] : _errors) all += (all.empty() ? "" : "\n") + message;
+        throw config_error(all);
+    }
+
+private:
+    std::string_view _source;
+    const toml::table* _doc;
+    std::vector<std::pair<std::uint32_t, std::string>> _errors;
 };
 
 std::uint32_t line_of(const toml::node& n) { return n.source().begin.line; }
@@ -213,158 +124,56 @@ std::size_t edit_distance(std::string_view a, std::string_view b) {
     return row[b.size()];
 }
 
-// ---------------------------------------------------------------- schema
-
 std::string join(std::string_view section, std::string_view key) {
     return section.empty() ? std::string(key) : fmt::format("{}.{}", section, key);
 }
 
-struct section_schema {
-    std::string_view name;
-    std::vector<std::string_view> keys;
-};
-
-const std::vector<section_schema>& schema() {
-    static const std::vector<section_schema> s{
-        {"acquisition",
-         {"listen", "backend", "gro", "batch", "max_datagram_bytes", "socket_buffer_datagrams",
-          "expected_datagram_bytes", "ring_slots", "ring_name"}},
-        {"units", {"learn", "list", "max_learned", "learned_idle_s", "relearn_quiet_ms"}},
-        {"assembly",
-         {"reorder_frames", "reorder_timeout_ms", "max_frame_bytes", "pool_frames", "max_frame_jump", "restart_packets"}},
-        {"storage", {"output_dir", "flush_interval_ms", "rotate_bytes", "chunk_bytes", "queue_frames", "reserve_bytes"}},
-        {"processing",
-         {"stages", "backend", "calibration_file", "threshold", "threshold_mode", "batch_frames", "live_interval_ms"}},
-        {"log", {"level"}},
-        {"http", {"listen", "token", "token_file", "allowed_hosts"}},
-    };
+std::string quoted_list(const std::vector<std::string_view>& names) {
+    std::string s;
+    for (std::size_t i = 0; i < names.size(); ++i) {
+        if (i > 0) s += i + 1 == names.size() ? " or " : ", ";
+        s += fmt::format("'{}'", names[i]);
+    }
     return s;
 }
 
-const std::vector<std::string_view> unit_keys{"id", "channels"};
-
-// Rejects keys of `table` not in `known`, suggesting the nearest known key
-// (or the section a misplaced key belongs to).
-void check_unknown_keys(const context& ctx, const toml::table& table, std::string_view section,
-                        const std::vector<std::string_view>& known) {
-    for (auto&& [key, value] : table) {
-        const std::string_view k = key.str();
-        if (std::find(known.begin(), known.end(), k) != known.end()) continue;
-        std::string hint;
-        std::size_t best = std::max<std::size_t>(1, k.size() / 3) + 1;
-        for (std::string_view candidate : known) {
-            const std::size_t d = edit_distance(k, candidate);
-            if (d < best) {
-                best = d;
-                hint = fmt::format(" (did you mean '{}'?)", join(section, candidate));
-            }
-        }
-        if (hint.empty()) {
-            for (const auto& s : schema()) {
-                if (std::find(s.keys.begin(), s.keys.end(), k) != s.keys.end()) {
-                    hint = fmt::format(" (did you mean '{}'? it belongs in [{}])", join(s.name, k), s.name);
-                    break;
-                }
-            }
-        }
-        std::uint32_t line = key.source().begin.line;
-        if (line == 0) line = line_of(value);
-        ctx.fail_line(line, fmt::format("unknown key '{}'{}", join(section, k), hint));
-    }
+// `"a"`, `"b"`, `"c"`: a choice as docs/CONFIG.md writes it.
+std::string choice_words(const std::vector<std::string_view>& names) {
+    std::string s;
+    for (std::string_view n : names) s += fmt::format("{}`\"{}\"`", s.empty() ? "" : ", ", n);
+    return s;
 }
-
-// Integer keys: range rules shared by the parser and config::validate().
-enum class int_rule { range, power_of_two, even, zero_or_range };
-
-struct int_key {
-    std::string_view path;  // "section.key"
-    std::int64_t min;
-    std::int64_t max;
-    int_rule rule;
-    std::int64_t (*get)(const config&);
-    void (*set)(config&, std::int64_t);
-};
-
-#define DAQD_INT_FIELD(member)                                                                      \
-    [](const config& c) -> std::int64_t { return static_cast<std::int64_t>(c.member); },          \
-        [](config& c, std::int64_t v) { c.member = static_cast<decltype(c.member)>(v); }
-#define DAQD_MS_FIELD(member)                                                                       \
-    [](const config& c) -> std::int64_t { return static_cast<std::int64_t>(c.member.count()); },  \
-        [](config& c, std::int64_t v) { c.member = std::chrono::milliseconds(v); }
-
-constexpr std::int64_t int64_max = std::numeric_limits<std::int64_t>::max();
-
-const int_key int_keys[] = {
-    {"acquisition.batch", 1, 1024, int_rule::range, DAQD_INT_FIELD(acquisition.batch)},
-    {"acquisition.max_datagram_bytes", 42, 65535, int_rule::range, DAQD_INT_FIELD(acquisition.max_datagram_bytes)},
-    {"acquisition.socket_buffer_datagrams", 1, 16777216, int_rule::range,
-     DAQD_INT_FIELD(acquisition.socket_buffer_datagrams)},
-    {"acquisition.expected_datagram_bytes", 42, 65535, int_rule::range,
-     DAQD_INT_FIELD(acquisition.expected_datagram_bytes)},
-    {"acquisition.ring_slots", 64, 16777216, int_rule::power_of_two, DAQD_INT_FIELD(acquisition.ring_slots)},
-    {"assembly.reorder_frames", 1, 4096, int_rule::range, DAQD_INT_FIELD(assembly.reorder_frames)},
-    {"assembly.reorder_timeout_ms", 1, 60000, int_rule::range, DAQD_MS_FIELD(assembly.reorder_timeout)},
-    {"assembly.max_frame_bytes", 2, 16777216, int_rule::even, DAQD_INT_FIELD(assembly.max_frame_bytes)},
-    {"assembly.pool_frames", 16, 1048576, int_rule::range, DAQD_INT_FIELD(assembly.pool_frames)},
-    {"assembly.max_frame_jump", 1, 1099511627776, int_rule::range, DAQD_INT_FIELD(assembly.max_frame_jump)},
-    {"assembly.restart_packets", 2, 1024, int_rule::range, DAQD_INT_FIELD(assembly.restart_packets)},
-    {"units.max_learned", 0, 65536, int_rule::range, DAQD_INT_FIELD(units.max_learned)},
-    {"units.learned_idle_s", 1, 604800, int_rule::range, DAQD_INT_FIELD(units.learned_idle_s)},
-    {"units.relearn_quiet_ms", 10, 3600000, int_rule::range, DAQD_MS_FIELD(units.relearn_quiet)},
-    {"storage.flush_interval_ms", 10, 600000, int_rule::range, DAQD_MS_FIELD(storage.flush_interval)},
-    {"storage.rotate_bytes", 65536, int64_max, int_rule::zero_or_range, DAQD_INT_FIELD(storage.rotate_bytes)},
-    {"storage.chunk_bytes", 4096, 1073741824, int_rule::range, DAQD_INT_FIELD(storage.chunk_bytes)},
-    {"storage.queue_frames", 0, 16777216, int_rule::range, DAQD_INT_FIELD(storage.queue_frames)},
-    {"storage.reserve_bytes", 0, int64_max, int_rule::range, DAQD_INT_FIELD(storage.reserve_bytes)},
-    {"processing.batch_frames", 1, 4096, int_rule::range, DAQD_INT_FIELD(processing.batch_frames)},
-    {"processing.live_interval_ms", 10, 60000, int_rule::range, DAQD_MS_FIELD(processing.live_interval)},
-};
-
-#undef DAQD_INT_FIELD
-#undef DAQD_MS_FIELD
-
-constexpr std::int64_t unit_id_max = 65535;
-constexpr std::int64_t channels_max = 8388608;  // frame_bytes = 2 * channels <= 16 MiB
-
-bool ends_with(std::string_view s, std::string_view suffix) {
-    return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
-}
-
-bool accepts_size_string(std::string_view path) { return ends_with(path, "_bytes"); }
 
 std::string range_text(std::int64_t min, std::int64_t max) {
     if (max == int64_max) return fmt::format("at least {}", min);
     return fmt::format("between {} and {}", min, max);
 }
 
-// Throws when v breaks the key's rule; `path` is the key's full name.
-void check_int(const context& ctx, const int_key& k, std::string_view path, std::int64_t v, std::uint32_t line) {
-    const bool in_range = v >= k.min && v <= k.max;
-    std::string requirement;
-    bool ok = in_range;
-    switch (k.rule) {
-        case int_rule::range:
-            requirement = range_text(k.min, k.max);
-            break;
-        case int_rule::power_of_two:
-            ok = in_range && (v & (v - 1)) == 0;
-            requirement = "a power of two " + range_text(k.min, k.max);
-            break;
-        case int_rule::even:
-            ok = in_range && v % 2 == 0;
-            requirement = "an even number " + range_text(k.min, k.max);
-            break;
-        case int_rule::zero_or_range:
-            ok = in_range || v == 0;
-            requirement = "0 (off) or " + range_text(k.min, k.max);
-            break;
+std::string toml_string(std::string_view s) {
+    std::string out = "\"";
+    for (const char ch : s) {
+        const auto uc = static_cast<unsigned char>(ch);
+        switch (ch) {
+            case '"': out += "\\\""; break;
+            case '\\': out += "\\\\"; break;
+            case '\n': out += "\\n"; break;
+            case '\t': out += "\\t"; break;
+            case '\r': out += "\\r"; break;
+            default:
+                if (uc < 0x20 || uc == 0x7f)
+                    out += fmt::format("\\u{:04X}", uc);
+                else
+                    out += ch;
+        }
     }
-    if (!ok) ctx.fail_line(line, fmt::format("{} must be {}, got {}", path, requirement, v));
+    out += '"';
+    return out;
 }
 
-void check_int_range(const context& ctx, std::string_view path, std::int64_t v, std::int64_t min, std::int64_t max,
-                     std::uint32_t line) {
-    if (v < min || v > max) ctx.fail_line(line, fmt::format("{} must be {}, got {}", path, range_text(min, max), v));
+std::string toml_strings(const std::vector<std::string>& values) {
+    std::string out = "[";
+    for (std::size_t i = 0; i < values.size(); ++i) out += (i > 0 ? ", " : "") + toml_string(values[i]);
+    return out + "]";
 }
 
 // "512MiB", "2 GiB", "100MB", "9000" -> bytes; nullopt when not a size.
@@ -403,118 +212,392 @@ std::optional<std::int64_t> parse_size(std::string_view text) {
     return static_cast<std::int64_t>(number * it->second);
 }
 
-// ---------------------------------------------------------------- reading values
+// ---------------------------------------------------------------- reading TOML values
 
-// Returns the integer at `n` (`path` names it), or a size string's value
-// when the key accepts sizes.
-std::int64_t read_int(const context& ctx, const toml::node& n, std::string_view path) {
+// Each returns nullopt after reporting a value of the wrong type.
+
+// Keys ending in _bytes also take a size string.
+std::optional<std::int64_t> read_int(diagnostics& d, const toml::node& n, std::string_view path) {
     if (const auto* v = n.as_integer()) return v->get();
-    const bool sizes = accepts_size_string(path);
-    if (sizes) {
-        if (const auto* s = n.as_string()) {
-            if (auto bytes = parse_size(s->get())) return *bytes;
-            ctx.fail_line(line_of(n), fmt::format("{}: '{}' is not a size (use an integer or e.g. \"512MiB\", "
-                                                  "\"2GiB\", \"100MB\")",
-                                                  path, s->get()));
-        }
+    const bool sizes = path.ends_with("_bytes");
+    if (const auto* s = n.as_string(); sizes && s != nullptr) {
+        if (auto bytes = parse_size(s->get())) return *bytes;
+        d.error(line_of(n), fmt::format("{}: '{}' is not a size (use an integer or e.g. \"512MiB\", \"2GiB\", "
+                                        "\"100MB\")",
+                                        path, s->get()));
+        return std::nullopt;
     }
-    ctx.fail_line(line_of(n), fmt::format("{} must be {}, got {}", path,
-                                          sizes ? "an integer or a size string" : "an integer", type_name(n.type())));
-}
-
-bool read_bool(const context& ctx, const toml::node& n, std::string_view path) {
-    if (const auto* v = n.as_boolean()) return v->get();
-    ctx.fail_line(line_of(n), fmt::format("{} must be true or false, got {}", path, type_name(n.type())));
-}
-
-const std::string& read_string(const context& ctx, const toml::node& n, std::string_view path) {
-    if (const auto* v = n.as_string()) return v->get();
-    ctx.fail_line(line_of(n), fmt::format("{} must be a string, got {}", path, type_name(n.type())));
-}
-
-double read_double(const context& ctx, const toml::node& n, std::string_view path) {
-    if (const auto* v = n.as_floating_point()) return v->get();
-    if (const auto* v = n.as_integer()) return static_cast<double>(v->get());
-    ctx.fail_line(line_of(n), fmt::format("{} must be a number, got {}", path, type_name(n.type())));
-}
-
-const toml::table* section_table(const context& ctx, const toml::table& doc, std::string_view name) {
-    const toml::node* n = doc.get(name);
-    if (n == nullptr) return nullptr;
-    if (const auto* t = n->as_table()) return t;
-    ctx.fail_line(line_of(*n), fmt::format("{} must be a table ([{}]), got {}", name, name, type_name(n->type())));
-}
-
-const std::vector<std::string_view> log_levels{"trace", "debug", "info", "warn", "error"};
-
-std::string quoted_list(const std::vector<std::string_view>& names) {
-    std::string s;
-    for (std::size_t i = 0; i < names.size(); ++i) {
-        if (i > 0) s += i + 1 == names.size() ? " or " : ", ";
-        s += fmt::format("'{}'", names[i]);
-    }
-    return s;
-}
-
-std::optional<receiver_backend> backend_from_name(std::string_view s) {
-    for (auto b : {receiver_backend::automatic, receiver_backend::io_uring, receiver_backend::recvmmsg})
-        if (name(b) == s) return b;
+    d.error(line_of(n), fmt::format("{} must be {}, got {}", path, sizes ? "an integer or a size string" : "an integer",
+                                    type_name(n.type())));
     return std::nullopt;
 }
 
-void read_listen(const context& ctx, const toml::node& n, config& c) {
-    c.acquisition.listen.clear();
+std::optional<bool> read_bool(diagnostics& d, const toml::node& n, std::string_view path) {
+    if (const auto* v = n.as_boolean()) return v->get();
+    d.error(line_of(n), fmt::format("{} must be true or false, got {}", path, type_name(n.type())));
+    return std::nullopt;
+}
+
+std::optional<std::string> read_string(diagnostics& d, const toml::node& n, std::string_view path) {
+    if (const auto* v = n.as_string()) return v->get();
+    d.error(line_of(n), fmt::format("{} must be a string, got {}", path, type_name(n.type())));
+    return std::nullopt;
+}
+
+std::optional<double> read_double(diagnostics& d, const toml::node& n, std::string_view path) {
+    if (const auto* v = n.as_floating_point()) return v->get();
+    if (const auto* v = n.as_integer()) return static_cast<double>(v->get());
+    d.error(line_of(n), fmt::format("{} must be a number, got {}", path, type_name(n.type())));
+    return std::nullopt;
+}
+
+// An array of strings; `what` says what the strings are ("stage names").
+std::optional<std::vector<std::string>> read_strings(diagnostics& d, const toml::node& n, std::string_view path,
+                                                     std::string_view what) {
+    const auto* array = n.as_array();
+    if (array == nullptr) {
+        d.error(line_of(n), fmt::format("{} must be an array of {}, got {}", path, what, type_name(n.type())));
+        return std::nullopt;
+    }
+    std::vector<std::string> values;
+    bool ok = true;
+    for (std::size_t i = 0; i < array->size(); ++i) {
+        auto s = read_string(d, *array->get(i), fmt::format("{}[{}]", path, i));
+        ok = ok && s.has_value();
+        if (s) values.push_back(std::move(*s));
+    }
+    if (!ok) return std::nullopt;
+    return values;
+}
+
+// ---------------------------------------------------------------- the key table: kinds of keys
+
+// One key: its name, its comment, its own rule, and how to read, check and
+// render it. The factories below make one per kind of value; the table
+// (keys_table()) holds one row per key, in file order.
+struct key {
+    std::string_view name;  // "section.key"
+    std::string_view doc;   // comment lines above it, '\n' between them
+    std::string rule;       // its own rule in words (docs/CONFIG.md's range column begins with it)
+    bool rule_in_comment = true;
+    bool secret = false;    // rendered as "" when secrets are hidden
+    // Stores the key's value from the file, or reports why it cannot; values
+    // out of range are reported here (before narrowing to the member's type).
+    std::function<void(const toml::node&, config&, diagnostics&)> read;
+    // The key's own rule on a value already stored (also for configs built in code).
+    std::function<void(const config&, diagnostics&)> check;
+    std::function<std::string(const config&)> render;
+};
+
+using check_fn = void (*)(const config&, diagnostics&);
+
+#define DAQD_FIELD(member) [](auto& c) -> auto& { return c.member; }
+
+enum class int_rule { range, power_of_two, even, zero_or_range };
+
+struct int_limits {
+    std::int64_t min;
+    std::int64_t max;
+    int_rule rule = int_rule::range;
+
+    [[nodiscard]] bool allows(std::int64_t v) const {
+        const bool in_range = v >= min && v <= max;
+        switch (rule) {
+            case int_rule::range: return in_range;
+            case int_rule::power_of_two: return in_range && (v & (v - 1)) == 0;
+            case int_rule::even: return in_range && v % 2 == 0;
+            case int_rule::zero_or_range: return in_range || v == 0;
+        }
+        return false;
+    }
+    // For error messages: "a power of two between 64 and 16777216".
+    [[nodiscard]] std::string requirement() const {
+        switch (rule) {
+            case int_rule::range: return range_text(min, max);
+            case int_rule::power_of_two: return "a power of two " + range_text(min, max);
+            case int_rule::even: return "an even number " + range_text(min, max);
+            case int_rule::zero_or_range: return "0 (off) or " + range_text(min, max);
+        }
+        return {};
+    }
+    // For docs/CONFIG.md and comments: "power of two, 64..16777216".
+    [[nodiscard]] std::string words() const {
+        const std::string span = max == int64_max ? fmt::format("{}..", min) : fmt::format("{}..{}", min, max);
+        switch (rule) {
+            case int_rule::range: return span;
+            case int_rule::power_of_two: return "power of two, " + span;
+            case int_rule::even: return "even, " + span;
+            case int_rule::zero_or_range:
+                return max == int64_max ? fmt::format("0, or at least {}", min) : "0, or " + span;
+        }
+        return {};
+    }
+};
+
+void check_int(diagnostics& d, std::uint32_t line, std::string_view path, const int_limits& limits, std::int64_t v) {
+    if (!limits.allows(v)) d.error(line, fmt::format("{} must be {}, got {}", path, limits.requirement(), v));
+}
+
+template <class T>
+std::int64_t to_int(const T& v) {
+    if constexpr (std::is_integral_v<T>)
+        return static_cast<std::int64_t>(v);
+    else
+        return static_cast<std::int64_t>(v.count());  // a std::chrono::duration
+}
+
+// An integer (or duration, in the unit the key's name ends with).
+template <class F>
+key integer(std::string_view name, F field, int_limits limits, std::string_view doc) {
+    key k{name, doc, limits.words()};
+    k.read = [name, field, limits](const toml::node& n, config& c, diagnostics& d) {
+        const auto v = read_int(d, n, name);
+        if (!v) return;
+        const std::size_t before = d.count();
+        check_int(d, line_of(n), name, limits, *v);
+        if (d.count() == before) field(c) = std::remove_reference_t<decltype(field(c))>(*v);
+    };
+    k.check = [name, field, limits](const config& c, diagnostics& d) {
+        check_int(d, d.line_of(name), name, limits, to_int(field(c)));
+    };
+    k.render = [field](const config& c) {
+        const auto& v = field(c);
+        if constexpr (std::is_integral_v<std::remove_cvref_t<decltype(v)>>)
+            return fmt::format("{}", v);
+        else
+            return fmt::format("{}", v.count());
+    };
+    return k;
+}
+
+template <class F>
+key boolean(std::string_view name, F field, std::string_view doc) {
+    key k{name, doc, "`true`/`false`", false};
+    k.read = [name, field](const toml::node& n, config& c, diagnostics& d) {
+        if (auto v = read_bool(d, n, name)) field(c) = *v;
+    };
+    k.check = [](const config&, diagnostics&) {};
+    k.render = [field](const config& c) { return std::string(field(c) ? "true" : "false"); };
+    return k;
+}
+
+inline std::string text_of(const std::string& s) { return s; }
+inline std::string text_of(const std::filesystem::path& p) { return p.string(); }
+
+// A string (or path); `check` is its rule, `rule` that rule in words.
+template <class F>
+key text(std::string_view name, F field, std::string rule, check_fn check, std::string_view doc) {
+    key k{name, doc, std::move(rule)};
+    k.read = [name, field](const toml::node& n, config& c, diagnostics& d) {
+        if (auto v = read_string(d, n, name)) field(c) = *v;
+    };
+    k.check = [check](const config& c, diagnostics& d) {
+        if (check != nullptr) check(c, d);
+    };
+    k.render = [field](const config& c) { return toml_string(text_of(field(c))); };
+    return k;
+}
+
+std::string choice_error(std::string_view name, const std::vector<std::string_view>& names, std::string_view got) {
+    return fmt::format("{} must be {}, got '{}'", name, quoted_list(names), got);
+}
+
+// A string that is one of `names`.
+template <class F>
+key one_of(std::string_view name, F field, const std::vector<std::string_view>& names, std::string_view doc) {
+    key k{name, doc, choice_words(names)};
+    k.read = [name, field](const toml::node& n, config& c, diagnostics& d) {
+        if (auto v = read_string(d, n, name)) field(c) = *v;
+    };
+    k.check = [name, field, &names](const config& c, diagnostics& d) {
+        if (std::find(names.begin(), names.end(), field(c)) == names.end())
+            d.error({name}, choice_error(name, names, field(c)));
+    };
+    k.render = [field](const config& c) { return toml_string(field(c)); };
+    return k;
+}
+
+// An enum, written as one of its names.
+template <class F, class E, std::size_t N>
+key one_of(std::string_view name, F field, const std::array<std::pair<std::string_view, E>, N>& values,
+           std::string_view doc) {
+    std::vector<std::string_view> names;
+    for (const auto& [n, v] : values) names.push_back(n);
+    key k{name, doc, choice_words(names)};
+    k.read = [name, field, names, &values](const toml::node& n, config& c, diagnostics& d) {
+        const auto s = read_string(d, n, name);
+        if (!s) return;
+        for (const auto& [text, value] : values)
+            if (text == *s) {
+                field(c) = value;
+                return;
+            }
+        d.error(line_of(n), choice_error(name, names, *s));
+    };
+    k.check = [](const config&, diagnostics&) {};
+    k.render = [field, &values](const config& c) {
+        for (const auto& [text, value] : values)
+            if (value == field(c)) return toml_string(text);
+        return toml_string("");
+    };
+    return k;
+}
+
+template <class F>
+key text_list(std::string_view name, F field, std::string_view what, std::string rule, check_fn check,
+              std::string_view doc) {
+    key k{name, doc, std::move(rule)};
+    k.read = [name, field, what](const toml::node& n, config& c, diagnostics& d) {
+        if (auto v = read_strings(d, n, name, what)) field(c) = std::move(*v);
+    };
+    k.check = [check](const config& c, diagnostics& d) { check(c, d); };
+    k.render = [field](const config& c) { return toml_strings(field(c)); };
+    return k;
+}
+
+template <class F>
+key number(std::string_view name, F field, std::string rule, check_fn check, std::string_view doc) {
+    key k{name, doc, std::move(rule)};
+    k.read = [name, field](const toml::node& n, config& c, diagnostics& d) {
+        if (auto v = read_double(d, n, name)) field(c) = *v;
+    };
+    k.check = [check](const config& c, diagnostics& d) { check(c, d); };
+    // Shortest text that reads back as the same double, always with a '.' or
+    // an exponent so that TOML reads a float.
+    k.render = [field](const config& c) {
+        std::string s = fmt::format("{}", field(c));
+        if (s.find_first_of(".eEn") == std::string::npos) s += ".0";
+        return s;
+    };
+    return k;
+}
+
+// ---------------------------------------------------------------- keys with a reader of their own
+
+// acquisition.listen: "HOST:PORT" strings (or one string).
+void read_listen(const toml::node& n, config& c, diagnostics& d) {
+    std::vector<endpoint> list;
+    bool ok = true;
     auto add = [&](const toml::node& element, const std::string& path) {
         const auto* s = element.as_string();
-        if (s == nullptr)
-            ctx.fail_line(line_of(element),
-                          fmt::format("{} must be a string \"HOST:PORT\", got {}", path, type_name(element.type())));
-        c.acquisition.listen.push_back(endpoint::parse(s->get(), ctx.prefix(line_of(element)) + path));
+        if (s == nullptr) {
+            d.error(line_of(element),
+                    fmt::format("{} must be a string \"HOST:PORT\", got {}", path, type_name(element.type())));
+            ok = false;
+            return;
+        }
+        try {
+            list.push_back(endpoint::parse(s->get(), path));
+        } catch (const config_error& e) {
+            d.error(line_of(element), e.what());
+            ok = false;
+        }
     };
     if (n.is_string()) {  // a single endpoint
         add(n, "acquisition.listen");
-        return;
+    } else if (const auto* array = n.as_array()) {
+        for (std::size_t i = 0; i < array->size(); ++i) add(*array->get(i), fmt::format("acquisition.listen[{}]", i));
+    } else {
+        d.error(line_of(n), fmt::format("acquisition.listen must be an array of \"HOST:PORT\" strings, got {}",
+                                        type_name(n.type())));
+        ok = false;
     }
-    const auto* array = n.as_array();
-    if (array == nullptr)
-        ctx.fail_line(line_of(n), fmt::format("acquisition.listen must be an array of \"HOST:PORT\" strings, got {}",
-                                              type_name(n.type())));
-    for (std::size_t i = 0; i < array->size(); ++i) add(*array->get(i), fmt::format("acquisition.listen[{}]", i));
+    if (ok) c.acquisition.listen = std::move(list);
 }
 
-void read_units_list(const context& ctx, const toml::node& n, config& c) {
+void check_listen(const config& c, diagnostics& d) {
+    const auto& listen = c.acquisition.listen;
+    if (listen.empty())
+        d.error({"acquisition.listen"}, "acquisition.listen is empty: list at least one \"HOST:PORT\" to receive on");
+    std::map<std::string, std::size_t> seen;
+    for (std::size_t i = 0; i < listen.size(); ++i) {
+        const std::string path = fmt::format("acquisition.listen[{}]", i);
+        try {
+            const endpoint e = endpoint::parse(listen[i].to_string(), path);
+            const auto [it, fresh] = seen.emplace(e.to_string(), i);
+            if (!fresh)
+                d.error({path}, fmt::format("{}: '{}' is listed twice (also acquisition.listen[{}])", path,
+                                            e.to_string(), it->second));
+        } catch (const config_error& e) {
+            d.error({path}, e.what());
+        }
+    }
+}
+
+std::string render_listen(const config& c) {
+    std::vector<std::string> texts;
+    for (const auto& e : c.acquisition.listen) texts.push_back(e.to_string());
+    return toml_strings(texts);
+}
+
+const std::vector<std::string_view> unit_keys{"id", "channels"};
+void check_unknown_keys(diagnostics& d, const toml::table& table, std::string_view section,
+                        const std::vector<std::string_view>& known);
+
+// units.list: { id = N, channels = N } tables.
+void read_units(const toml::node& n, config& c, diagnostics& d) {
     const auto* array = n.as_array();
-    if (array == nullptr)
-        ctx.fail_line(line_of(n), fmt::format("units.list must be an array of {{ id = N, channels = N }} tables, got {}",
-                                              type_name(n.type())));
-    c.units.units.clear();
+    if (array == nullptr) {
+        d.error(line_of(n), fmt::format("units.list must be an array of {{ id = N, channels = N }} tables, got {}",
+                                        type_name(n.type())));
+        return;
+    }
+    const std::size_t before = d.count();
+    std::vector<unit_config> units;
     for (std::size_t i = 0; i < array->size(); ++i) {
         const toml::node& element = *array->get(i);
         const std::string path = fmt::format("units.list[{}]", i);
         const auto* table = element.as_table();
-        if (table == nullptr)
-            ctx.fail_line(line_of(element), fmt::format("{} must be a table {{ id = N, channels = N }}, got {}", path,
-                                                        type_name(element.type())));
-        check_unknown_keys(ctx, *table, path, unit_keys);
+        if (table == nullptr) {
+            d.error(line_of(element), fmt::format("{} must be a table {{ id = N, channels = N }}, got {}", path,
+                                                  type_name(element.type())));
+            continue;
+        }
+        check_unknown_keys(d, *table, path, unit_keys);
         unit_config unit;
         for (std::string_view key : unit_keys) {
             const toml::node* v = table->get(key);
-            if (v == nullptr) ctx.fail_line(line_of(element), fmt::format("{} needs '{}'", path, key));
-            const std::string key_path = join(path, key);
-            const std::int64_t value = read_int(ctx, *v, key_path);
-            if (key == "id") {
-                check_int_range(ctx, key_path, value, 0, unit_id_max, line_of(*v));
-                unit.id = static_cast<std::uint16_t>(value);
-            } else {
-                check_int_range(ctx, key_path, value, 1, channels_max, line_of(*v));
-                unit.channels = static_cast<std::uint32_t>(value);
+            if (v == nullptr) {
+                d.error(line_of(element), fmt::format("{} needs '{}'", path, key));
+                continue;
             }
+            const std::string key_path = join(path, key);
+            const auto value = read_int(d, *v, key_path);
+            if (!value) continue;
+            const bool is_id = key == "id";
+            const int_limits limits{is_id ? 0 : 1, is_id ? unit_id_max : channels_max};
+            check_int(d, line_of(*v), key_path, limits, *value);
+            if (is_id)
+                unit.id = static_cast<std::uint16_t>(*value);
+            else
+                unit.channels = static_cast<std::uint32_t>(*value);
         }
-        c.units.units.push_back(unit);
+        units.push_back(unit);
+    }
+    if (d.count() == before) c.units.units = std::move(units);
+}
+
+void check_units(const config& c, diagnostics& d) {
+    std::map<std::uint16_t, std::size_t> seen;
+    for (std::size_t i = 0; i < c.units.units.size(); ++i) {
+        const std::string path = fmt::format("units.list[{}]", i);
+        const unit_config& unit = c.units.units[i];
+        check_int(d, d.line_of(path + ".channels"), path + ".channels", {1, channels_max}, unit.channels);
+        const auto [it, fresh] = seen.emplace(unit.id, i);
+        if (!fresh)
+            d.error({path + ".id", path},
+                    fmt::format("{}.id: unit {} is listed twice (also units.list[{}])", path, unit.id, it->second));
     }
 }
 
-// ---------------------------------------------------------------- checks
+std::string render_units(const config& c) {
+    if (c.units.units.empty()) return "[]";
+    std::string list = "[\n";
+    for (const auto& u : c.units.units) list += fmt::format("  {{ id = {}, channels = {} }},\n", u.id, u.channels);
+    return list + "]";
+}
+
+// ---------------------------------------------------------------- rules of one key
 
 bool valid_ring_name(std::string_view name) {
     if (name.empty() || name.size() > 200 || name.front() == '.') return false;
@@ -529,6 +612,48 @@ bool valid_ring_name(std::string_view name) {
         if (!ok) return false;
     }
     return true;
+}
+
+void check_ring_name(const config& c, diagnostics& d) {
+    if (!valid_ring_name(c.acquisition.ring_name))
+        d.error({"acquisition.ring_name"},
+                fmt::format("acquisition.ring_name must be 1..200 characters of A-Z a-z 0-9 . _ - and '{{pid}}', "
+                            "not starting with '.', got '{}'",
+                            c.acquisition.ring_name));
+}
+
+void check_output_dir(const config& c, diagnostics& d) {
+    if (c.storage.output_dir.empty()) d.error({"storage.output_dir"}, "storage.output_dir must not be empty");
+}
+
+void check_stages(const config& c, diagnostics& d) {
+    if (auto message = stage_order_error(c.processing.stages); !message.empty())
+        d.error({"processing.stages"}, message);
+}
+
+void check_threshold(const config& c, diagnostics& d) {
+    const double t = c.processing.threshold;
+    if (!std::isfinite(t) || std::fabs(t) > 1e9)
+        d.error({"processing.threshold"},
+                fmt::format("processing.threshold must be a finite number (|x| <= 1e9), got {}", t));
+}
+
+void check_http_listen(const config& c, diagnostics& d) {
+    if (c.http.listen.empty()) return;
+    try {
+        (void)endpoint::parse(c.http.listen, "http.listen");
+    } catch (const config_error& e) {
+        d.error({"http.listen"}, e.what());
+    }
+}
+
+void check_token(const config& c, diagnostics& d) {
+    const std::string& t = c.http.token;
+    if (t.empty()) return;
+    const bool printable = std::all_of(t.begin(), t.end(), [](char ch) { return ch > ' ' && ch < 0x7f; });
+    if (t.size() < 16 || t.size() > 256 || !printable)
+        d.error({"http.token"}, "http.token must be 16..256 printable characters without spaces (or \"\" to generate "
+                                "one at start)");
 }
 
 // An http.allowed_hosts entry: a DNS name, an IPv4 address, an IPv6 address
@@ -553,272 +678,389 @@ bool valid_allowed_host(std::string_view h) {
     });
 }
 
-// [http]: the endpoint, the token, and no open control API off the host.
-void check_http(const config& c, const context& ctx) {
-    const auto& h = c.http;
-    std::optional<endpoint> ep;
-    if (!h.listen.empty())
-        ep = endpoint::parse(h.listen, ctx.prefix(ctx.line_of("http.listen")) + "http.listen");
-    if (!h.token.empty()) {
-        const bool printable = std::all_of(h.token.begin(), h.token.end(), [](char ch) { return ch > ' ' && ch < 0x7f; });
-        if (h.token.size() < 16 || h.token.size() > 256 || !printable)
-            ctx.fail("http.token", "http.token must be 16..256 printable characters without spaces (or \"\" to "
-                                   "generate one at start)");
-    }
-    if (!h.token.empty() && !h.token_file.empty())
-        ctx.fail({"http.token_file", "http.token"}, "set http.token or http.token_file, not both");
-    if (ep && !is_loopback(ep->host) && h.token.empty() && h.token_file.empty())
-        ctx.fail({"http.listen"},
-                 fmt::format("http.listen = \"{}\" is not a loopback address: set http.token or http.token_file "
-                             "(anyone who can reach the port could start and stop runs), or listen on 127.0.0.1",
-                             h.listen));
-    for (std::size_t i = 0; i < h.allowed_hosts.size(); ++i) {
+void check_allowed_hosts(const config& c, diagnostics& d) {
+    const auto& hosts = c.http.allowed_hosts;
+    for (std::size_t i = 0; i < hosts.size(); ++i) {
         const std::string path = fmt::format("http.allowed_hosts[{}]", i);
-        if (!valid_allowed_host(h.allowed_hosts[i]))
-            ctx.fail({path, "http.allowed_hosts"},
-                     fmt::format("{}: '{}' is not a host name: use letters, digits, '.', '-' and '_' (e.g. "
-                                 "\"daq01.lab.example\"), an IPv4 or IPv6 address (\"[fe80::1]\"), "
-                                 "or \"*\" for any; no port, no scheme",
-                                 path, h.allowed_hosts[i]));
+        if (!valid_allowed_host(hosts[i]))
+            d.error({path, "http.allowed_hosts"},
+                    fmt::format("{}: '{}' is not a host name: use letters, digits, '.', '-' and '_' (e.g. "
+                                "\"daq01.lab.example\"), an IPv4 or IPv6 address (\"[fe80::1]\"), "
+                                "or \"*\" for any; no port, no scheme",
+                                path, hosts[i]));
     }
 }
 
-// [processing]: known stages in the allowed order, backend, threshold.
-const std::vector<std::string_view> processing_stage_order{"calibrate", "dose", "live"};
-const std::vector<std::string_view> processing_backends{"auto", "cpu", "cuda"};
-const std::vector<std::string_view> threshold_modes{"absolute", "noise"};
+// ---------------------------------------------------------------- the key table
 
-void check_processing(const config& c, const context& ctx) {
-    const auto& p = c.processing;
-    std::size_t next = 0;  // stages must follow processing_stage_order
-    for (std::size_t i = 0; i < p.stages.size(); ++i) {
-        const std::string& s = p.stages[i];
-        const auto it = std::find(processing_stage_order.begin(), processing_stage_order.end(), s);
-        if (it == processing_stage_order.end())
-            ctx.fail("processing.stages", fmt::format("processing.stages[{}]: unknown stage '{}' (known: {})", i, s,
-                                                      quoted_list(processing_stage_order)));
-        const auto at = static_cast<std::size_t>(it - processing_stage_order.begin());
-        if (at < next)
-            ctx.fail("processing.stages",
-                     fmt::format("processing.stages[{}]: '{}' is repeated or out of order (each stage at most once, "
-                                 "in the order 'calibrate', 'dose', 'live')",
-                                 i, s));
-        next = at + 1;
-    }
-    if (p.has("dose") && !p.has("calibrate"))
-        ctx.fail("processing.stages", "processing.stages: 'dose' needs 'calibrate' before it");
-    if (std::find(processing_backends.begin(), processing_backends.end(), p.backend) == processing_backends.end())
-        ctx.fail("processing.backend",
-                 fmt::format("processing.backend must be {}, got '{}'", quoted_list(processing_backends), p.backend));
-    if (std::find(threshold_modes.begin(), threshold_modes.end(), p.threshold_mode) == threshold_modes.end())
-        ctx.fail("processing.threshold_mode", fmt::format("processing.threshold_mode must be {}, got '{}'",
-                                                          quoted_list(threshold_modes), p.threshold_mode));
-    if (!std::isfinite(p.threshold) || std::fabs(p.threshold) > 1e9)
-        ctx.fail("processing.threshold", fmt::format("processing.threshold must be a finite number (|x| <= 1e9), "
-                                                     "got {}",
-                                                     p.threshold));
-    if (p.threshold_mode == "noise" && p.threshold < 0)
-        ctx.fail({"processing.threshold", "processing.threshold_mode"},
-                 fmt::format("processing.threshold must be >= 0 with threshold_mode = \"noise\" (k in k x noise), "
-                             "got {}",
-                             p.threshold));
+// Every key once, in file order. Defaults are the struct's member
+// initialisers (config.hpp).
+const std::vector<key>& keys_table() {
+    static const std::vector<key> table{
+        key{"acquisition.listen",
+            "UDP endpoints to receive on, one per link: \"IPV4:PORT\" or \"[IPV6]:PORT\".\n"
+            "Numeric addresses only; \"0.0.0.0:4660\" or \"[::]:4660\" for all interfaces.",
+            "at least one, no duplicates", true, false, read_listen, check_listen, render_listen},
+        one_of("acquisition.backend", DAQD_FIELD(acquisition.backend), receiver_backends,
+               "Receive path; \"auto\" is recvmmsg (see docs/PERFORMANCE.md)."),
+        boolean("acquisition.gro", DAQD_FIELD(acquisition.gro),
+                "UDP generic receive offload: the kernel coalesces same-size datagrams.\n"
+                "Needs max_datagram_bytes = 65535."),
+        integer("acquisition.batch", DAQD_FIELD(acquisition.batch), {1, 1024},
+                "Datagrams per recvmmsg call / io_uring reap, at most ring_slots."),
+        integer("acquisition.max_datagram_bytes", DAQD_FIELD(acquisition.max_datagram_bytes), {42, 65535},
+                "Largest datagram accepted (ring slot payload size)."),
+        integer("acquisition.socket_buffer_datagrams", DAQD_FIELD(acquisition.socket_buffer_datagrams), {1, 16777216},
+                "Socket receive buffer, in datagrams of expected_datagram_bytes (<= 1 GiB)."),
+        integer("acquisition.expected_datagram_bytes", DAQD_FIELD(acquisition.expected_datagram_bytes), {42, 65535},
+                "Typical datagram size, used to size buffers in bytes; at most\n"
+                "max_datagram_bytes."),
+        integer("acquisition.ring_slots", DAQD_FIELD(acquisition.ring_slots), {64, 16777216, int_rule::power_of_two},
+                "Packet ring slots per link."),
+        text("acquisition.ring_name", DAQD_FIELD(acquisition.ring_name),
+             "1..200 characters of `A-Z a-z 0-9 . _ -`, not starting with `.`", check_ring_name,
+             "Shared-memory ring name; {pid} becomes the server's process id."),
+
+        boolean("units.learn", DAQD_FIELD(units.learn),
+                "Accept any unit and learn its frame size from its first packet."),
+        key{"units.list",
+            "Units that are always accepted, with a fixed frame size (2 bytes per\n"
+            "channel). With learn = false only these are accepted. Example:\n"
+            "list = [\n"
+            "  { id = 3, channels = 4096 },\n"
+            "  { id = 4, channels = 1024 },\n"
+            "]",
+            "unit ids unique", true, false, read_units, check_units, render_units},
+        integer("units.max_learned", DAQD_FIELD(units.max_learned), {0, 65536},
+                "Learned (unlisted) units held at once; packets of more unit ids are\n"
+                "dropped (reason unit_limit). Listed units are always accepted."),
+        integer("units.learned_idle_s", DAQD_FIELD(units.learned_idle_s), {1, 604800},
+                "A learned unit silent this long gives its slot to a new unit."),
+        integer("units.relearn_quiet_ms", DAQD_FIELD(units.relearn_quiet), {10, 3600000},
+                "A learned unit whose frames change size is relearned after this long\n"
+                "without a frame of the old size."),
+
+        integer("assembly.reorder_frames", DAQD_FIELD(assembly.reorder_frames), {1, 4096},
+                "Frames of one unit open at once (waiting for late packets)."),
+        integer("assembly.reorder_timeout_ms", DAQD_FIELD(assembly.reorder_timeout), {1, 60000},
+                "An open frame older than this is closed (incomplete)."),
+        integer("assembly.max_frame_bytes", DAQD_FIELD(assembly.max_frame_bytes), {2, 16777216, int_rule::even},
+                "Frame buffer size: the largest frame accepted."),
+        integer("assembly.pool_frames", DAQD_FIELD(assembly.pool_frames), {16, 1048576},
+                "Frame buffers in the pool. Address space is pool_frames x\n"
+                "max_frame_bytes (at most 256 GiB), but only the bytes frames really use\n"
+                "are ever touched: 16384 buffers hold about 0.5 s of 8 KiB frames at\n"
+                "2 Gbit/s."),
+        integer("assembly.max_frame_jump", DAQD_FIELD(assembly.max_frame_jump), {1, 1099511627776},
+                "A frame number further ahead of its unit's stream than this is implausible:\n"
+                "the packet is held aside (reason frame_out_of_window)."),
+        integer("assembly.restart_packets", DAQD_FIELD(assembly.restart_packets), {2, 1024},
+                "Packets held aside that confirm a new stream (a unit that restarted its\n"
+                "frame numbers, or jumped), spanning at least two frames."),
+
+        text("storage.output_dir", DAQD_FIELD(storage.output_dir), "not empty", check_output_dir,
+             "Where run files are written."),
+        integer("storage.flush_interval_ms", DAQD_FIELD(storage.flush_interval), {10, 600000},
+                "How often an active run is flushed to disk."),
+        integer("storage.rotate_bytes", DAQD_FIELD(storage.rotate_bytes), {65536, int64_max, int_rule::zero_or_range},
+                "Start a new file of the run after this many bytes; 0: never."),
+        integer("storage.chunk_bytes", DAQD_FIELD(storage.chunk_bytes), {4096, 1073741824},
+                "Target size of one stored chunk."),
+        integer("storage.queue_frames", DAQD_FIELD(storage.queue_frames), {0, 16777216},
+                "Frames queued between assembly and the writer; 0: pool_frames."),
+        integer("storage.reserve_bytes", DAQD_FIELD(storage.reserve_bytes), {0, int64_max},
+                "Free space kept on the output file system for closing run files cleanly:\n"
+                "a run that would eat into it stops writing, closes its file and is marked\n"
+                "failed (docs/RELIABILITY.md). 0: write until the disk refuses."),
+
+        text_list("processing.stages", DAQD_FIELD(processing.stages), "stage names",
+                  "each of `\"calibrate\"`, `\"dose\"`, `\"live\"` at most once, in that order; `\"dose\"` needs "
+                  "`\"calibrate\"`",
+                  check_stages,
+                  "Stages run on batches of frames between assembly and the writer:\n"
+                  "\"calibrate\" ((raw - pedestal) x gain, below the threshold -> 0), \"dose\"\n"
+                  "(per-channel sum of calibrated values), \"live\" (latest frame and dose for\n"
+                  "the web page). [] = none."),
+        one_of("processing.backend", DAQD_FIELD(processing.backend), processing_backends,
+               "Where calibrate/dose run: \"auto\" is CUDA when built with it and a device\n"
+               "is present, else the CPU."),
+        text("processing.calibration_file", DAQD_FIELD(processing.calibration_file), "", nullptr,
+             "Calibration constants (daq1-calibration HDF5, e.g. from a pedestal run:\n"
+             "daqd --pedestal-run NAME). \"\": none (pedestal 0, gain 1)."),
+        number("processing.threshold", DAQD_FIELD(processing.threshold), "finite, -1e9..1e9", check_threshold,
+               "Values below the threshold become 0: an absolute value, or k in k x noise\n"
+               "(then >= 0)."),
+        one_of("processing.threshold_mode", DAQD_FIELD(processing.threshold_mode), threshold_modes,
+               "How threshold is meant: the same for every channel, or k x its noise."),
+        integer("processing.batch_frames", DAQD_FIELD(processing.batch_frames), {1, 4096},
+                "Most frames per processing batch."),
+        integer("processing.live_interval_ms", DAQD_FIELD(processing.live_interval), {10, 60000},
+                "The live view publishes each unit at most this often."),
+
+        one_of("log.level", DAQD_FIELD(log.level), log_levels, "Least severe messages logged."),
+
+        text("http.listen", DAQD_FIELD(http.listen), "`\"HOST:PORT\"` (numeric, as `acquisition.listen`) or `\"\"`",
+             check_http_listen,
+             "Status page, /metrics and the control API: \"HOST:PORT\", or \"\" for none.\n"
+             "A non-loopback address needs token or token_file."),
+        [] {
+            key k = text("http.token", DAQD_FIELD(http.token), "`\"\"` or 16..256 printable characters, no spaces",
+                         check_token,
+                         "Bearer token for requests that change something (start/stop runs).\n"
+                         "Both empty: a random token is generated at start and written to\n"
+                         "<output_dir>/.daqd-token (mode 0600).");
+            k.secret = true;
+            return k;
+        }(),
+        text("http.token_file", DAQD_FIELD(http.token_file), "", nullptr,
+             "A file whose first line is the token (instead of token)."),
+        text_list("http.allowed_hosts", DAQD_FIELD(http.allowed_hosts), "host names",
+                  "host names (letters, digits, `.`, `-`, `_`), IPv4 or IPv6 addresses (`\"[fe80::1]\"` or "
+                  "`\"fe80::1\"`), or `\"*\"`; no port, no scheme",
+                  check_allowed_hosts,
+                  "Host names clients may use in the Host header (no port, any port matches)\n"
+                  "besides those always accepted: localhost, 127.0.0.1, ::1, the listen\n"
+                  "address and, off loopback, this machine's name (or, listening on 0.0.0.0\n"
+                  "or ::, its addresses). Others are answered 403 (DNS rebinding)."),
+    };
+    return table;
 }
 
-// Every range and every rule across keys. With a document, errors name lines.
-void check(const config& c, const context& ctx) {
-    for (const int_key& k : int_keys) check_int(ctx, k, k.path, k.get(c), ctx.line_of(k.path));
+#undef DAQD_FIELD
 
-    const auto& a = c.acquisition;
-    if (a.listen.empty())
-        ctx.fail("acquisition.listen", "acquisition.listen is empty: list at least one \"HOST:PORT\" to receive on");
-    std::map<std::string, std::size_t> seen_endpoints;
-    for (std::size_t i = 0; i < a.listen.size(); ++i) {
-        const std::string path = fmt::format("acquisition.listen[{}]", i);
-        const endpoint e = endpoint::parse(a.listen[i].to_string(), ctx.prefix(ctx.line_of(path)) + path);
-        const auto [it, fresh] = seen_endpoints.emplace(e.to_string(), i);
-        if (!fresh)
-            ctx.fail(path, fmt::format("{}: '{}' is listed twice (also acquisition.listen[{}])", path, e.to_string(),
-                                       it->second));
+const key* find_key(std::string_view name) {
+    for (const key& k : keys_table())
+        if (k.name == name) return &k;
+    return nullptr;
+}
+
+std::string_view section_of(std::string_view name) { return name.substr(0, name.find('.')); }
+std::string_view short_name(std::string_view name) { return name.substr(name.find('.') + 1); }
+
+struct section_schema {
+    std::string_view name;
+    std::vector<std::string_view> keys;
+};
+
+// The sections and their keys, in file order, from the table.
+const std::vector<section_schema>& schema() {
+    static const std::vector<section_schema> s = [] {
+        std::vector<section_schema> sections;
+        for (const key& k : keys_table()) {
+            if (sections.empty() || sections.back().name != section_of(k.name))
+                sections.push_back({section_of(k.name), {}});
+            sections.back().keys.push_back(short_name(k.name));
+        }
+        return sections;
+    }();
+    return s;
+}
+
+// ---------------------------------------------------------------- rules across keys
+
+// A rule over several keys; skipped when one of `keys` has a mistake of its
+// own (its value is then the default, or one already reported).
+struct rule {
+    std::vector<std::string_view> keys;
+    check_fn check;
+};
+
+const std::vector<rule>& rules() {
+    static const std::vector<rule> list{
+        {{"acquisition.expected_datagram_bytes", "acquisition.max_datagram_bytes"},
+         [](const config& c, diagnostics& d) {
+             const auto& a = c.acquisition;
+             if (a.expected_datagram_bytes > a.max_datagram_bytes)
+                 d.error({"acquisition.expected_datagram_bytes", "acquisition.max_datagram_bytes"},
+                         fmt::format("acquisition.expected_datagram_bytes ({}) must not exceed "
+                                     "acquisition.max_datagram_bytes ({})",
+                                     a.expected_datagram_bytes, a.max_datagram_bytes));
+         }},
+        {{"acquisition.gro", "acquisition.max_datagram_bytes"},
+         [](const config& c, diagnostics& d) {
+             if (c.acquisition.gro && c.acquisition.max_datagram_bytes != 65535)
+                 d.error({"acquisition.gro", "acquisition.max_datagram_bytes"},
+                         fmt::format("acquisition.gro = true needs acquisition.max_datagram_bytes = 65535 (coalesced "
+                                     "datagrams are up to 64 KiB), got {}",
+                                     c.acquisition.max_datagram_bytes));
+         }},
+        {{"acquisition.batch", "acquisition.ring_slots"},
+         [](const config& c, diagnostics& d) {
+             if (c.acquisition.batch > c.acquisition.ring_slots)
+                 d.error({"acquisition.batch", "acquisition.ring_slots"},
+                         fmt::format("acquisition.batch ({}) must not exceed acquisition.ring_slots ({})",
+                                     c.acquisition.batch, c.acquisition.ring_slots));
+         }},
+        {{"acquisition.socket_buffer_datagrams", "acquisition.expected_datagram_bytes"},
+         [](const config& c, diagnostics& d) {
+             constexpr std::uint64_t max_socket_buffer = 1ull << 30;
+             const auto& a = c.acquisition;
+             const std::uint64_t bytes = std::uint64_t{a.socket_buffer_datagrams} * a.expected_datagram_bytes;
+             if (bytes > max_socket_buffer)
+                 d.error({"acquisition.socket_buffer_datagrams", "acquisition.expected_datagram_bytes"},
+                         fmt::format("acquisition.socket_buffer_datagrams ({}) x acquisition.expected_datagram_bytes "
+                                     "({}) = {} bytes exceeds the 1 GiB socket buffer limit",
+                                     a.socket_buffer_datagrams, a.expected_datagram_bytes, bytes));
+         }},
+        {{"units.list", "assembly.max_frame_bytes"},
+         [](const config& c, diagnostics& d) {
+             for (std::size_t i = 0; i < c.units.units.size(); ++i) {
+                 const std::string path = fmt::format("units.list[{}]", i);
+                 const unit_config& unit = c.units.units[i];
+                 if (unit.frame_bytes() > c.assembly.max_frame_bytes)
+                     d.error({path + ".channels", path, "assembly.max_frame_bytes"},
+                             fmt::format("{}.channels = {} makes frames of {} bytes, more than "
+                                         "assembly.max_frame_bytes ({}); raise assembly.max_frame_bytes to at least {}",
+                                         path, unit.channels, unit.frame_bytes(), c.assembly.max_frame_bytes,
+                                         unit.frame_bytes()));
+             }
+         }},
+        {{"units.learn", "units.list"},
+         [](const config& c, diagnostics& d) {
+             if (!c.units.learn && c.units.units.empty())
+                 d.error({"units.learn", "units.list", "units"},
+                         "units.learn = false and units.list is empty: no units would be accepted");
+         }},
+        {{"assembly.pool_frames", "assembly.reorder_frames", "units.list"},
+         [](const config& c, diagnostics& d) {
+             const std::uint64_t units_open = std::max<std::size_t>(1, c.units.units.size());
+             if (c.assembly.pool_frames < c.assembly.reorder_frames * units_open)
+                 d.error({"assembly.pool_frames", "assembly.reorder_frames"},
+                         fmt::format("assembly.pool_frames ({}) must be at least assembly.reorder_frames ({}) x "
+                                     "listed units ({})",
+                                     c.assembly.pool_frames, c.assembly.reorder_frames, units_open));
+         }},
+        // The pool reserves its address space at start (three times that with
+        // "calibrate": the float32 rows); more than this fails there, so say it here.
+        {{"assembly.pool_frames", "assembly.max_frame_bytes", "processing.stages"},
+         [](const config& c, diagnostics& d) {
+             constexpr std::uint64_t max_pool_address_space = 256ull << 30;
+             const bool calibrate = c.processing.has("calibrate");
+             const std::uint64_t bytes =
+                 std::uint64_t{c.assembly.pool_frames} * c.assembly.max_frame_bytes * (calibrate ? 3u : 1u);
+             if (bytes > max_pool_address_space)
+                 d.error({"assembly.pool_frames", "assembly.max_frame_bytes"},
+                         fmt::format("assembly.pool_frames ({}) x assembly.max_frame_bytes ({}){} = {} bytes of frame "
+                                     "pool exceeds the 256 GiB limit; lower one of them",
+                                     c.assembly.pool_frames, c.assembly.max_frame_bytes,
+                                     calibrate ? " x 3 (calibrated rows)" : "", bytes));
+         }},
+        {{"processing.threshold", "processing.threshold_mode"},
+         [](const config& c, diagnostics& d) {
+             if (c.processing.threshold_mode == "noise" && c.processing.threshold < 0)
+                 d.error({"processing.threshold", "processing.threshold_mode"},
+                         fmt::format("processing.threshold must be >= 0 with threshold_mode = \"noise\" (k in k x "
+                                     "noise), got {}",
+                                     c.processing.threshold));
+         }},
+        {{"http.token", "http.token_file"},
+         [](const config& c, diagnostics& d) {
+             if (!c.http.token.empty() && !c.http.token_file.empty())
+                 d.error({"http.token_file", "http.token"}, "set http.token or http.token_file, not both");
+         }},
+        {{"http.listen", "http.token", "http.token_file"},
+         [](const config& c, diagnostics& d) {
+             const auto& h = c.http;
+             if (h.listen.empty() || !h.token.empty() || !h.token_file.empty()) return;
+             if (!is_loopback(endpoint::parse(h.listen, "http.listen").host))
+                 d.error({"http.listen"},
+                         fmt::format("http.listen = \"{}\" is not a loopback address: set http.token or "
+                                     "http.token_file (anyone who can reach the port could start and stop runs), or "
+                                     "listen on 127.0.0.1",
+                                     h.listen));
+         }},
+    };
+    return list;
+}
+
+// Each key's own rule, then the rules across keys whose keys are all good.
+// `failed` holds the keys already found wrong while reading.
+void check(const config& c, diagnostics& d, std::set<std::string_view> failed = {}) {
+    for (const key& k : keys_table()) {
+        if (failed.contains(k.name)) continue;
+        const std::size_t before = d.count();
+        k.check(c, d);
+        if (d.count() != before) failed.insert(k.name);
     }
-    if (!valid_ring_name(a.ring_name))
-        ctx.fail("acquisition.ring_name",
-                 fmt::format("acquisition.ring_name must be 1..200 characters of A-Z a-z 0-9 . _ - and '{{pid}}', "
-                             "not starting with '.', got '{}'",
-                             a.ring_name));
-    if (a.expected_datagram_bytes > a.max_datagram_bytes)
-        ctx.fail({"acquisition.expected_datagram_bytes", "acquisition.max_datagram_bytes"},
-                 fmt::format("acquisition.expected_datagram_bytes ({}) must not exceed acquisition.max_datagram_bytes "
-                             "({})",
-                             a.expected_datagram_bytes, a.max_datagram_bytes));
-    if (a.gro && a.max_datagram_bytes != 65535)
-        ctx.fail({"acquisition.gro", "acquisition.max_datagram_bytes"},
-                 fmt::format("acquisition.gro = true needs acquisition.max_datagram_bytes = 65535 (coalesced "
-                             "datagrams are up to 64 KiB), got {}",
-                             a.max_datagram_bytes));
-    if (a.batch > a.ring_slots)
-        ctx.fail({"acquisition.batch", "acquisition.ring_slots"},
-                 fmt::format("acquisition.batch ({}) must not exceed acquisition.ring_slots ({})", a.batch,
-                             a.ring_slots));
-    constexpr std::uint64_t max_socket_buffer = 1ull << 30;
-    const std::uint64_t socket_bytes =
-        static_cast<std::uint64_t>(a.socket_buffer_datagrams) * a.expected_datagram_bytes;
-    if (socket_bytes > max_socket_buffer)
-        ctx.fail({"acquisition.socket_buffer_datagrams", "acquisition.expected_datagram_bytes"},
-                 fmt::format("acquisition.socket_buffer_datagrams ({}) x acquisition.expected_datagram_bytes ({}) = {} "
-                             "bytes exceeds the 1 GiB socket buffer limit",
-                             a.socket_buffer_datagrams, a.expected_datagram_bytes, socket_bytes));
-
-    const auto& u = c.units;
-    std::map<std::uint16_t, std::size_t> seen_units;
-    for (std::size_t i = 0; i < u.units.size(); ++i) {
-        const std::string path = fmt::format("units.list[{}]", i);
-        const unit_config& unit = u.units[i];
-        check_int_range(ctx, path + ".channels", unit.channels, 1, channels_max, ctx.line_of(path + ".channels"));
-        const auto [it, fresh] = seen_units.emplace(unit.id, i);
-        if (!fresh)
-            ctx.fail({path + ".id", path},
-                     fmt::format("{}.id: unit {} is listed twice (also units.list[{}])", path, unit.id, it->second));
-        if (unit.frame_bytes() > c.assembly.max_frame_bytes)
-            ctx.fail({path + ".channels", path, "assembly.max_frame_bytes"},
-                     fmt::format("{}.channels = {} makes frames of {} bytes, more than assembly.max_frame_bytes ({}); "
-                                 "raise assembly.max_frame_bytes to at least {}",
-                                 path, unit.channels, unit.frame_bytes(), c.assembly.max_frame_bytes,
-                                 unit.frame_bytes()));
-    }
-    if (!u.learn && u.units.empty())
-        ctx.fail({"units.learn", "units.list", "units"},
-                 "units.learn = false and units.list is empty: no units would be accepted");
-
-    const std::uint64_t units_open = std::max<std::size_t>(1, u.units.size());
-    if (c.assembly.pool_frames < c.assembly.reorder_frames * units_open)
-        ctx.fail({"assembly.pool_frames", "assembly.reorder_frames"},
-                 fmt::format("assembly.pool_frames ({}) must be at least assembly.reorder_frames ({}) x listed units "
-                             "({})",
-                             c.assembly.pool_frames, c.assembly.reorder_frames, units_open));
-
-    // The pool reserves its address space at start (three times that with
-    // "calibrate": the float32 rows); more than this fails there, so say it here.
-    constexpr std::uint64_t max_pool_address_space = 256ull << 30;
-    const std::uint64_t pool_bytes = std::uint64_t{c.assembly.pool_frames} * c.assembly.max_frame_bytes *
-                                     (c.processing.has("calibrate") ? 3u : 1u);
-    if (pool_bytes > max_pool_address_space)
-        ctx.fail({"assembly.pool_frames", "assembly.max_frame_bytes"},
-                 fmt::format("assembly.pool_frames ({}) x assembly.max_frame_bytes ({}){} = {} bytes of frame pool "
-                             "exceeds the 256 GiB limit; lower one of them",
-                             c.assembly.pool_frames, c.assembly.max_frame_bytes,
-                             c.processing.has("calibrate") ? " x 3 (calibrated rows)" : "", pool_bytes));
-
-    if (c.storage.output_dir.empty()) ctx.fail("storage.output_dir", "storage.output_dir must not be empty");
-
-    check_processing(c, ctx);
-
-    if (std::find(log_levels.begin(), log_levels.end(), c.log.level) == log_levels.end())
-        ctx.fail("log.level", fmt::format("log.level must be {}, got '{}'", quoted_list(log_levels), c.log.level));
-
-    check_http(c, ctx);
+    for (const rule& r : rules())
+        if (std::none_of(r.keys.begin(), r.keys.end(), [&](std::string_view k) { return failed.contains(k); }))
+            r.check(c, d);
 }
 
 // ---------------------------------------------------------------- loading
 
+// The hint for an unknown key or section: the nearest of `known` (written by
+// `spell`), or the section a misplaced key belongs to.
+template <class Spell>
+std::string hint_for(std::string_view k, const std::vector<std::string_view>& known, Spell spell) {
+    std::string hint;
+    std::size_t best = std::max<std::size_t>(1, k.size() / 3) + 1;
+    for (std::string_view candidate : known) {
+        const std::size_t d = edit_distance(k, candidate);
+        if (d < best) {
+            best = d;
+            hint = spell(candidate);
+        }
+    }
+    if (hint.empty())
+        for (const auto& s : schema())
+            if (std::find(s.keys.begin(), s.keys.end(), k) != s.keys.end())
+                return fmt::format(" (did you mean '{}'? it belongs in [{}])", join(s.name, k), s.name);
+    return hint;
+}
+
+std::uint32_t line_of_key(const toml::key& key, const toml::node& value) {
+    const std::uint32_t line = key.source().begin.line;
+    return line > 0 ? line : line_of(value);
+}
+
+void check_unknown_keys(diagnostics& d, const toml::table& table, std::string_view section,
+                        const std::vector<std::string_view>& known) {
+    for (auto&& [key, value] : table) {
+        const std::string_view k = key.str();
+        if (std::find(known.begin(), known.end(), k) != known.end()) continue;
+        const std::string hint = hint_for(
+            k, known, [&](std::string_view c) { return fmt::format(" (did you mean '{}'?)", join(section, c)); });
+        d.error(line_of_key(key, value), fmt::format("unknown key '{}'{}", join(section, k), hint));
+    }
+}
+
 config from_table(const toml::table& doc, std::string_view source) {
-    const context ctx{source, &doc};
+    diagnostics d(source, &doc);
     config c;
 
     std::vector<std::string_view> sections;
     for (const auto& s : schema()) sections.push_back(s.name);
     for (auto&& [key, value] : doc) {
-        if (std::find(sections.begin(), sections.end(), key.str()) != sections.end()) continue;
-        std::string hint;
-        std::size_t best = std::max<std::size_t>(1, key.str().size() / 3) + 1;
-        for (std::string_view candidate : sections) {
-            const std::size_t d = edit_distance(key.str(), candidate);
-            if (d < best) {
-                best = d;
-                hint = fmt::format(" (did you mean [{}]?)", candidate);
-            }
-        }
-        if (hint.empty()) {
-            for (const auto& s : schema())
-                if (std::find(s.keys.begin(), s.keys.end(), key.str()) != s.keys.end()) {
-                    hint = fmt::format(" (did you mean '{}.{}'? it belongs in [{}])", s.name, key.str(), s.name);
-                    break;
-                }
-        }
-        std::uint32_t line = key.source().begin.line;
-        if (line == 0) line = line_of(value);
-        ctx.fail_line(line, fmt::format("unknown {} '{}'{}", value.is_table() ? "section" : "key", key.str(), hint));
+        const std::string_view k = key.str();
+        if (std::find(sections.begin(), sections.end(), k) != sections.end()) continue;
+        const std::string hint =
+            hint_for(k, sections, [](std::string_view c) { return fmt::format(" (did you mean [{}]?)", c); });
+        d.error(line_of_key(key, value),
+                fmt::format("unknown {} '{}'{}", value.is_table() ? "section" : "key", k, hint));
     }
 
-    std::map<std::string_view, const toml::table*> tables;
+    std::set<std::string_view> failed;
     for (const auto& s : schema()) {
-        const toml::table* t = section_table(ctx, doc, s.name);
-        if (t != nullptr) check_unknown_keys(ctx, *t, s.name, s.keys);
-        tables[s.name] = t;
-    }
-    auto value_of = [&](std::string_view section, std::string_view key) -> const toml::node* {
-        const toml::table* t = tables[section];
-        return t == nullptr ? nullptr : t->get(key);
-    };
-
-    for (const int_key& k : int_keys) {
-        const std::size_t dot = k.path.find('.');
-        const toml::node* n = value_of(k.path.substr(0, dot), k.path.substr(dot + 1));
+        const toml::node* n = doc.get(s.name);
         if (n == nullptr) continue;
-        const std::int64_t v = read_int(ctx, *n, k.path);
-        check_int(ctx, k, k.path, v, line_of(*n));
-        k.set(c, v);
+        const auto* table = n->as_table();
+        if (table == nullptr) {
+            d.error(line_of(*n),
+                    fmt::format("{} must be a table ([{}]), got {}", s.name, s.name, type_name(n->type())));
+            continue;
+        }
+        check_unknown_keys(d, *table, s.name, s.keys);
     }
-
-    if (const auto* n = value_of("acquisition", "listen")) read_listen(ctx, *n, c);
-    if (const auto* n = value_of("acquisition", "backend")) {
-        const std::string& s = read_string(ctx, *n, "acquisition.backend");
-        const auto b = backend_from_name(s);
-        if (!b)
-            ctx.fail_line(line_of(*n),
-                          fmt::format("acquisition.backend must be 'auto', 'io_uring' or 'recvmmsg', got '{}'", s));
-        c.acquisition.backend = *b;
+    for (const key& k : keys_table()) {
+        const toml::node* n = toml::at_path(doc, k.name).node();
+        if (n == nullptr) continue;
+        const std::size_t before = d.count();
+        k.read(*n, c, d);
+        if (d.count() != before) failed.insert(k.name);
     }
-    if (const auto* n = value_of("acquisition", "gro")) c.acquisition.gro = read_bool(ctx, *n, "acquisition.gro");
-    if (const auto* n = value_of("acquisition", "ring_name"))
-        c.acquisition.ring_name = read_string(ctx, *n, "acquisition.ring_name");
-    if (const auto* n = value_of("units", "learn")) c.units.learn = read_bool(ctx, *n, "units.learn");
-    if (const auto* n = value_of("units", "list")) read_units_list(ctx, *n, c);
-    if (const auto* n = value_of("storage", "output_dir"))
-        c.storage.output_dir = read_string(ctx, *n, "storage.output_dir");
-    if (const auto* n = value_of("processing", "stages")) {
-        const auto* array = n->as_array();
-        if (array == nullptr)
-            ctx.fail_line(line_of(*n), fmt::format("processing.stages must be an array of stage names, got {}",
-                                                   type_name(n->type())));
-        c.processing.stages.clear();
-        for (std::size_t i = 0; i < array->size(); ++i)
-            c.processing.stages.push_back(
-                read_string(ctx, *array->get(i), fmt::format("processing.stages[{}]", i)));
-    }
-    if (const auto* n = value_of("processing", "backend"))
-        c.processing.backend = read_string(ctx, *n, "processing.backend");
-    if (const auto* n = value_of("processing", "calibration_file"))
-        c.processing.calibration_file = read_string(ctx, *n, "processing.calibration_file");
-    if (const auto* n = value_of("processing", "threshold"))
-        c.processing.threshold = read_double(ctx, *n, "processing.threshold");
-    if (const auto* n = value_of("processing", "threshold_mode"))
-        c.processing.threshold_mode = read_string(ctx, *n, "processing.threshold_mode");
-    if (const auto* n = value_of("log", "level")) c.log.level = read_string(ctx, *n, "log.level");
-    if (const auto* n = value_of("http", "listen")) c.http.listen = read_string(ctx, *n, "http.listen");
-    if (const auto* n = value_of("http", "token")) c.http.token = read_string(ctx, *n, "http.token");
-    if (const auto* n = value_of("http", "token_file")) c.http.token_file = read_string(ctx, *n, "http.token_file");
-    if (const auto* n = value_of("http", "allowed_hosts")) {
-        const auto* array = n->as_array();
-        if (array == nullptr)
-            ctx.fail_line(line_of(*n), fmt::format("http.allowed_hosts must be an array of host names, got {}",
-                                                   type_name(n->type())));
-        c.http.allowed_hosts.clear();
-        for (std::size_t i = 0; i < array->size(); ++i)
-            c.http.allowed_hosts.push_back(
-                read_string(ctx, *array->get(i), fmt::format("http.allowed_hosts[{}]", i)));
-    }
-
-    check(c, ctx);
+    check(c, d, std::move(failed));
+    d.throw_if_any();
     c.source = std::string(source);
     c.text = to_toml(c, true);
     return c;
@@ -826,25 +1068,21 @@ config from_table(const toml::table& doc, std::string_view source) {
 
 // ---------------------------------------------------------------- rendering
 
-std::string toml_string(std::string_view s) {
-    std::string out = "\"";
-    for (const char ch : s) {
-        const auto uc = static_cast<unsigned char>(ch);
-        switch (ch) {
-            case '"': out += "\\\""; break;
-            case '\\': out += "\\\\"; break;
-            case '\n': out += "\\n"; break;
-            case '\t': out += "\\t"; break;
-            case '\r': out += "\\r"; break;
-            default:
-                if (uc < 0x20 || uc == 0x7f)
-                    out += fmt::format("\\u{:04X}", uc);
-                else
-                    out += ch;
+// `text` as comment lines, wrapped before `width` columns.
+void comment(std::string& out, std::string_view text, std::size_t width = 79) {
+    for (std::size_t start = 0; start <= text.size();) {
+        std::size_t end = text.find('\n', start);
+        if (end == std::string_view::npos) end = text.size();
+        std::string_view line = text.substr(start, end - start);
+        while (line.size() + 2 > width) {
+            const std::size_t cut = line.rfind(' ', width - 2);
+            if (cut == std::string_view::npos || cut == 0) break;
+            out += fmt::format("# {}\n", line.substr(0, cut));
+            line.remove_prefix(cut + 1);
         }
+        out += fmt::format("# {}\n", line);
+        start = end + 1;
     }
-    out += '"';
-    return out;
 }
 
 }  // namespace
@@ -911,19 +1149,43 @@ bool is_loopback(const std::string& host) {
 }
 
 std::string_view name(receiver_backend b) {
-    switch (b) {
-        case receiver_backend::automatic: return "auto";
-        case receiver_backend::io_uring: return "io_uring";
-        case receiver_backend::recvmmsg: return "recvmmsg";
-    }
+    for (const auto& [text, value] : receiver_backends)
+        if (value == b) return text;
     return "unknown";
+}
+
+std::string stage_order_error(const std::vector<std::string>& stages) {
+    std::size_t next = 0;  // stages must follow processing_stage_order
+    for (std::size_t i = 0; i < stages.size(); ++i) {
+        const std::string& s = stages[i];
+        const auto it = std::find(processing_stage_order.begin(), processing_stage_order.end(), s);
+        if (it == processing_stage_order.end())
+            return fmt::format("processing.stages[{}]: unknown stage '{}' (known: {})", i, s,
+                               quoted_list(processing_stage_order));
+        const auto at = static_cast<std::size_t>(it - processing_stage_order.begin());
+        if (at < next)
+            return fmt::format("processing.stages[{}]: '{}' is repeated or out of order (each stage at most once, in "
+                               "the order 'calibrate', 'dose', 'live')",
+                               i, s);
+        next = at + 1;
+    }
+    const auto has = [&](std::string_view s) { return std::find(stages.begin(), stages.end(), s) != stages.end(); };
+    if (has("dose") && !has("calibrate")) return "processing.stages: 'dose' needs 'calibrate' before it";
+    return {};
 }
 
 // ---------------------------------------------------------------- config
 
-void config::validate() const { check(*this, context{source, nullptr}); }
+void config::validate() const {
+    diagnostics d(source, nullptr);
+    daqd::config::check(*this, d);
+    d.throw_if_any();
+}
 
-std::string_view default_toml() { return embedded_default; }
+std::string_view default_toml() {
+    static const std::string text = to_toml(config{});
+    return text;
+}
 
 config load_string(std::string_view toml_text, const std::string& source_name) {
     toml::table doc;
@@ -937,7 +1199,7 @@ config load_string(std::string_view toml_text, const std::string& source_name) {
     return from_table(doc, source_name);
 }
 
-config load_default() { return load_string(embedded_default, std::string(embedded_source)); }
+config load_default() { return load_string(default_toml(), std::string(embedded_source)); }
 
 config load_file(const std::filesystem::path& path) {
     const std::string name = path.string();
@@ -956,90 +1218,47 @@ config load_file(const std::filesystem::path& path) {
 }
 
 std::string to_toml(const config& c, bool hide_secrets) {
-    std::string out;
-    auto line = [&](std::string_view key, const std::string& value) { out += fmt::format("{} = {}\n", key, value); };
-    auto boolean = [](bool b) { return std::string(b ? "true" : "false"); };
-    auto number = [](auto v) { return fmt::format("{}", v); };
-
-    const auto& a = c.acquisition;
-    out += "[acquisition]\n";
-    std::string listen = "[";
-    for (std::size_t i = 0; i < a.listen.size(); ++i) {
-        if (i > 0) listen += ", ";
-        listen += toml_string(a.listen[i].to_string());
+    std::string out(file_header);
+    std::string_view section;
+    for (const key& k : keys_table()) {
+        if (section_of(k.name) != section) {
+            section = section_of(k.name);
+            out += fmt::format("\n[{}]\n", section);
+        }
+        comment(out, k.doc);
+        if (k.rule_in_comment && !k.rule.empty()) {
+            std::string allowed = k.rule;
+            std::erase(allowed, '`');
+            comment(out, "Allowed: " + allowed);
+        }
+        std::string value = k.render(c);
+        if (k.secret && hide_secrets) value = value == "\"\"" ? value : "\"\"  # set, not shown";
+        out += fmt::format("{} = {}\n", short_name(k.name), value);
     }
-    listen += "]";
-    line("listen", listen);
-    line("backend", toml_string(name(a.backend)));
-    line("gro", boolean(a.gro));
-    line("batch", number(a.batch));
-    line("max_datagram_bytes", number(a.max_datagram_bytes));
-    line("socket_buffer_datagrams", number(a.socket_buffer_datagrams));
-    line("expected_datagram_bytes", number(a.expected_datagram_bytes));
-    line("ring_slots", number(a.ring_slots));
-    line("ring_name", toml_string(a.ring_name));
-
-    out += "\n[units]\n";
-    line("learn", boolean(c.units.learn));
-    if (c.units.units.empty()) {
-        line("list", "[]");
-    } else {
-        std::string list = "[\n";
-        for (const auto& u : c.units.units) list += fmt::format("  {{ id = {}, channels = {} }},\n", u.id, u.channels);
-        list += "]";
-        line("list", list);
-    }
-    line("max_learned", number(c.units.max_learned));
-    line("learned_idle_s", number(c.units.learned_idle_s));
-    line("relearn_quiet_ms", number(c.units.relearn_quiet.count()));
-
-    out += "\n[assembly]\n";
-    line("reorder_frames", number(c.assembly.reorder_frames));
-    line("reorder_timeout_ms", number(c.assembly.reorder_timeout.count()));
-    line("max_frame_bytes", number(c.assembly.max_frame_bytes));
-    line("pool_frames", number(c.assembly.pool_frames));
-    line("max_frame_jump", number(c.assembly.max_frame_jump));
-    line("restart_packets", number(c.assembly.restart_packets));
-
-    out += "\n[storage]\n";
-    line("output_dir", toml_string(c.storage.output_dir.string()));
-    line("flush_interval_ms", number(c.storage.flush_interval.count()));
-    line("rotate_bytes", number(c.storage.rotate_bytes));
-    line("chunk_bytes", number(c.storage.chunk_bytes));
-    line("queue_frames", number(c.storage.queue_frames));
-    line("reserve_bytes", number(c.storage.reserve_bytes));
-
-    out += "\n[processing]\n";
-    std::string stages = "[";
-    for (std::size_t i = 0; i < c.processing.stages.size(); ++i)
-        stages += (i > 0 ? ", " : "") + toml_string(c.processing.stages[i]);
-    stages += "]";
-    line("stages", stages);
-    line("backend", toml_string(c.processing.backend));
-    line("calibration_file", toml_string(c.processing.calibration_file.string()));
-    // Shortest text that reads back as the same double, always with a '.' or
-    // an exponent so that TOML reads a float.
-    std::string threshold = fmt::format("{}", c.processing.threshold);
-    if (threshold.find_first_of(".eEn") == std::string::npos) threshold += ".0";
-    line("threshold", threshold);
-    line("threshold_mode", toml_string(c.processing.threshold_mode));
-    line("batch_frames", number(c.processing.batch_frames));
-    line("live_interval_ms", number(c.processing.live_interval.count()));
-
-    out += "\n[log]\n";
-    line("level", toml_string(c.log.level));
-
-    out += "\n[http]\n";
-    line("listen", toml_string(c.http.listen));
-    line("token", toml_string(hide_secrets ? std::string() : c.http.token) +
-                      (hide_secrets && !c.http.token.empty() ? "  # set, not shown" : ""));
-    line("token_file", toml_string(c.http.token_file));
-    std::string hosts = "[";
-    for (std::size_t i = 0; i < c.http.allowed_hosts.size(); ++i)
-        hosts += (i > 0 ? ", " : "") + toml_string(c.http.allowed_hosts[i]);
-    hosts += "]";
-    line("allowed_hosts", hosts);
     return out;
+}
+
+std::vector<key_info> keys() {
+    std::vector<key_info> list;
+    for (const key& k : keys_table()) list.push_back({k.name, k.doc, k.rule});
+    return list;
+}
+
+std::string value_toml(const config& c, std::string_view key_name) {
+    const key* k = find_key(key_name);
+    if (k == nullptr) throw config_error(fmt::format("unknown key '{}'", key_name));
+    return k->render(c);
+}
+
+void set_key(config& c, std::string_view key_name, std::string_view text, std::string_view option) {
+    const key* k = find_key(key_name);
+    if (k == nullptr) throw config_error(fmt::format("{}: unknown key '{}'", option, key_name));
+    diagnostics d(option, nullptr);
+    config changed = c;
+    k->read(toml::value<std::string>(std::string(text)), changed, d);
+    if (d.count() == 0) k->check(changed, d);
+    d.throw_if_any();
+    c = std::move(changed);
 }
 
 }  // namespace daqd::config

@@ -1,6 +1,8 @@
 // The processing thread (include/daqd/processing/processor.hpp).
 #include "daqd/processing/processor.hpp"
 
+#include "daqd/config/config.hpp"
+
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
@@ -85,18 +87,8 @@ processor::processor(const processor_options& o, frame_pool& pool, common::spsc_
     const bool calibrate = has("calibrate");
     const bool dose = has("dose");
     const bool with_live = has("live");
-    // The order rules (also checked by the configuration).
-    const std::vector<std::string> order{"calibrate", "dose", "live"};
-    std::size_t at = 0;
-    for (const auto& s : o.stages) {
-        auto it = std::find(order.begin() + static_cast<std::ptrdiff_t>(at), order.end(), s);
-        if (it == order.end())
-            throw std::invalid_argument(fmt::format("processing.stages: '{}' is unknown, repeated or out of order "
-                                                    "(allowed: each at most once, in the order calibrate, dose, live)",
-                                                    s));
-        at = static_cast<std::size_t>(it - order.begin()) + 1;
-    }
-    if (dose && !calibrate) throw std::invalid_argument("processing.stages: 'dose' needs 'calibrate' before it");
+    // The configuration's rule, for stages that did not come through it (tests, tools).
+    if (auto err = config::stage_order_error(o.stages); !err.empty()) throw std::invalid_argument(err);
     if (with_live && live == nullptr) throw std::invalid_argument("processor: the live stage needs a live_view");
     _calibrates = calibrate;
     if (calibrate) {

@@ -6,9 +6,12 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -460,5 +463,203 @@ TEST_CASE("receiver backend names", "[config]") {
     for (auto b : {receiver_backend::automatic, receiver_backend::io_uring, receiver_backend::recvmmsg}) {
         const config c = load_string("[acquisition]\nbackend = \"" + std::string(name(b)) + "\"\n", "t.toml");
         CHECK(c.acquisition.backend == b);
+    }
+}
+
+namespace {
+
+// Every key away from its default, in two configs (http.token and
+// http.token_file exclude each other): every_key_changed(0) and (1).
+config every_key_changed(int variant) {
+    config c = everything_changed();
+    c.units.max_learned = 0;
+    c.units.learned_idle_s = 1;
+    c.units.relearn_quiet = std::chrono::milliseconds(3600000);
+    c.assembly.max_frame_jump = 1ull << 40;
+    c.assembly.restart_packets = 2;
+    c.storage.reserve_bytes = 0;
+    c.processing.stages = {"calibrate", "dose", "live"};
+    c.processing.backend = "cpu";
+    c.processing.calibration_file = "/data/ped 1.calib.h5";
+    c.processing.threshold = -0.25;
+    c.processing.threshold_mode = "absolute";
+    c.processing.batch_frames = 4096;
+    c.processing.live_interval = std::chrono::milliseconds(60000);
+    c.http.listen = "[::]:9443";
+    if (variant == 0)
+        c.http.token = "0123456789abcdef-token";
+    else
+        c.http.token_file = "/etc/daqd/token";
+    return c;
+}
+
+// The lines of a config_error's message.
+std::vector<std::string> messages_of(std::string_view text) {
+    std::vector<std::string> lines;
+    const std::string all = error_of(text);
+    for (std::size_t at = 0; at < all.size();) {
+        const std::size_t end = std::min(all.find('\n', at), all.size());
+        lines.push_back(all.substr(at, end - at));
+        at = end + 1;
+    }
+    return lines;
+}
+
+}  // namespace
+
+TEST_CASE("the key table: every key, set away from its default, round-trips through to_toml", "[config]") {
+    const config defaults;
+    const auto table = keys();
+    REQUIRE(table.size() >= 38);
+    std::set<std::string_view> changed;
+    for (int variant : {0, 1}) {
+        config c = every_key_changed(variant);
+        REQUIRE_NOTHROW(c.validate());
+        const std::string text = to_toml(c);
+        const config loaded = load_string(text, c.source);
+        c.text = to_toml(c, true);
+        CHECK(loaded == c);
+        for (const auto& k : table) {
+            INFO(k.name);
+            CHECK(value_toml(loaded, k.name) == value_toml(c, k.name));
+            if (value_toml(c, k.name) != value_toml(defaults, k.name)) changed.insert(k.name);
+        }
+    }
+    // A new key needs a changed value in every_key_changed().
+    for (const auto& k : table) {
+        INFO(k.name);
+        CHECK(changed.contains(k.name));
+    }
+}
+
+TEST_CASE("the key table: each key's comment and rule are above it in the rendered file", "[config]") {
+    const std::string text(default_toml());
+    std::set<std::string_view> names;
+    for (const auto& k : keys()) {
+        INFO(k.name);
+        CHECK(names.insert(k.name).second);
+        CHECK_FALSE(k.doc.empty());
+        const std::string section(k.name.substr(0, k.name.find('.')));
+        const std::string key_line(std::string(k.name.substr(k.name.find('.') + 1)) + " = " +
+                                   value_toml(config{}, k.name) + "\n");
+        const std::size_t at = text.find("\n" + key_line, text.find("\n[" + section + "]\n"));
+        REQUIRE(at != std::string::npos);
+        // The doc's first line opens the comment lines right above the key.
+        const std::string first = "\n# " + std::string(k.doc.substr(0, std::min<std::size_t>(k.doc.find('\n'), 40)));
+        const std::size_t doc_at = text.rfind(first, at);
+        REQUIRE(doc_at != std::string::npos);
+        for (std::size_t nl = doc_at; nl < at; nl = text.find('\n', nl + 1)) CHECK(text[nl + 1] == '#');
+    }
+    CHECK_THAT(text, Contains("# Allowed: power of two, 64..16777216\nring_slots = 16384\n"));
+    CHECK_THAT(text, Contains("# Allowed: \"auto\", \"io_uring\", \"recvmmsg\"\nbackend = \"auto\"\n"));
+}
+
+TEST_CASE("every mistake in a file is reported, each with its line", "[config]") {
+    const auto messages = messages_of(R"([acquisition]
+batch = 64
+bakend = "auto"
+
+[assembly]
+reorder_frames = "many"
+max_frame_bytes = 1001
+
+[storage]
+flush_interval_ms = 5
+[units]
+learn = false
+)");
+    REQUIRE(messages.size() == 5);
+    CHECK_THAT(messages[0], StartsWith("config.toml:3: unknown key 'acquisition.bakend'"));
+    CHECK_THAT(messages[1], StartsWith("config.toml:6: assembly.reorder_frames must be an integer, got string"));
+    CHECK_THAT(messages[2], StartsWith("config.toml:7: assembly.max_frame_bytes must be an even number"));
+    CHECK_THAT(messages[3], StartsWith("config.toml:10: storage.flush_interval_ms must be between 10 and 600000"));
+    CHECK_THAT(messages[4], StartsWith("config.toml:12: units.learn = false and units.list is empty"));
+
+    // A rule across keys is left out when one of its keys is wrong itself:
+    // the frame pool is not measured with a max_frame_bytes already refused.
+    const auto one = messages_of("[assembly]\npool_frames = 1048576\nmax_frame_bytes = 16777217\n");
+    REQUIRE(one.size() == 1);
+    CHECK_THAT(one[0], StartsWith("config.toml:3: assembly.max_frame_bytes"));
+
+    // validate() reports every mistake of a config built in code.
+    config c;
+    c.source = "built";
+    c.acquisition.batch = 0;
+    c.log.level = "loud";
+    c.processing.stages = {"dose"};
+    try {
+        c.validate();
+        FAIL("no error");
+    } catch (const config_error& e) {
+        const std::string what = e.what();
+        CHECK(std::count(what.begin(), what.end(), '\n') == 2);
+        CHECK_THAT(what, Contains("built: acquisition.batch must be between 1 and 1024, got 0"));
+        CHECK_THAT(what, Contains("built: processing.stages: 'dose' needs 'calibrate' before it"));
+        CHECK_THAT(what, Contains("built: log.level must be"));
+    }
+}
+
+TEST_CASE("set_key reads command-line text through the key table", "[config]") {
+    config c;
+    set_key(c, "acquisition.backend", "io_uring", "--backend");
+    CHECK(c.acquisition.backend == receiver_backend::io_uring);
+    set_key(c, "http.listen", "", "--http");
+    CHECK_FALSE(c.http.enabled());
+    CHECK_THROWS_WITH(set_key(c, "acquisition.backend", "epoll", "--backend"),
+                      "--backend: acquisition.backend must be 'auto', 'io_uring' or 'recvmmsg', got 'epoll'");
+    CHECK(c.acquisition.backend == receiver_backend::io_uring);  // unchanged
+    CHECK_THROWS_WITH(set_key(c, "log.level", "loud", "--log-level"), StartsWith("--log-level: log.level must be"));
+    CHECK_THROWS_WITH(set_key(c, "http.listen", "localhost:80", "--http"),
+                      StartsWith("--http: http.listen: 'localhost:80' is not HOST:PORT"));
+    CHECK_THROWS_AS(set_key(c, "no.such_key", "x", "--x"), config_error);
+}
+
+TEST_CASE("the stage order rule", "[config]") {
+    CHECK(stage_order_error({}).empty());
+    CHECK(stage_order_error({"calibrate", "dose", "live"}).empty());
+    CHECK(stage_order_error({"live"}).empty());
+    CHECK_THAT(stage_order_error({"live", "calibrate"}), Contains("out of order"));
+    CHECK_THAT(stage_order_error({"calibrate", "smooth"}), Contains("unknown stage 'smooth'"));
+    CHECK_THAT(stage_order_error({"dose"}), Contains("'dose' needs 'calibrate'"));
+}
+
+TEST_CASE("docs/CONFIG.md lists every key of the table with its default and rule", "[config]") {
+    // Rows of the "| key | default | range | meaning |" tables, under
+    // "## `[section]`" headings: "section.key" -> {default, range}.
+    std::vector<std::pair<std::string, std::pair<std::string, std::string>>> rows;
+    std::istringstream doc(read_text(DAQD_CONFIG_DOC));
+    std::string section;
+    bool in_table = false;
+    for (std::string line; std::getline(doc, line);) {
+        if (line.rfind("## `[", 0) == 0) section = line.substr(5, line.find(']') - 5);
+        if (line == "| key | default | range | meaning |") {
+            in_table = true;
+            continue;
+        }
+        if (!in_table) continue;
+        if (line.rfind("|", 0) != 0) {
+            in_table = false;
+            continue;
+        }
+        if (line.rfind("|---", 0) == 0) continue;
+        std::vector<std::string> cells;
+        for (std::size_t at = 1; at < line.size();) {
+            const std::size_t end = line.find(" |", at);
+            if (end == std::string::npos) break;
+            std::string cell = line.substr(at, end - at);
+            cells.push_back(cell.substr(cell.find_first_not_of(' ')));
+            at = end + 2;
+        }
+        REQUIRE(cells.size() == 4);
+        REQUIRE(cells[0].size() > 2);
+        rows.push_back({section + "." + cells[0].substr(1, cells[0].size() - 2), {cells[1], cells[2]}});
+    }
+    const auto table = keys();
+    REQUIRE(rows.size() == table.size());
+    for (std::size_t i = 0; i < table.size(); ++i) {
+        INFO(table[i].name);
+        CHECK(rows[i].first == table[i].name);
+        CHECK(rows[i].second.first == "`" + value_toml(config{}, table[i].name) + "`");
+        CHECK_THAT(rows[i].second.second, StartsWith(table[i].rule));
     }
 }

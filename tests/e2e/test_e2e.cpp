@@ -266,6 +266,90 @@ TEST_CASE("command line: config errors name the key and line, bad run names are 
     CHECK(hout.find("--run NAME") != std::string::npos);
 }
 
+TEST_CASE("command line: --check-config names every mistake, and --print-config output checks and prints the same",
+          "[e2e]") {
+    scratch_dir dir("cli-all");
+    {
+        std::ofstream cfg(dir / "three.toml");
+        cfg << "[acquisition]\nbacklog = 3\n\n[assembly]\nreorder_frames = 0\n[log]\nlevel = 4\n";
+    }
+    auto [rc, out] = daqd::test::run({DAQD_BIN, "--check-config", dir / "three.toml"}, dir / "check");
+    INFO(out);
+    CHECK(rc == 1);
+    const std::string file = dir / "three.toml";
+    const std::string expected = file + ":2: unknown key 'acquisition.backlog'\n" + file +
+                                 ":5: assembly.reorder_frames must be between 1 and 4096, got 0\n" + file +
+                                 ":7: log.level must be a string, got integer\n";
+    CHECK(out == expected);
+
+    // Every key away from its default (http.token is not printed; token_file stands in).
+    {
+        std::ofstream cfg(dir / "changed.toml");
+        cfg << R"([acquisition]
+listen = ["0.0.0.0:1", "[::1]:4660"]
+backend = "recvmmsg"
+gro = true
+batch = 1024
+max_datagram_bytes = 65535
+socket_buffer_datagrams = 1000
+expected_datagram_bytes = "8972B"
+ring_slots = 1048576
+ring_name = "lab-{pid}"
+[units]
+learn = false
+list = [ { id = 3, channels = 4096 }, { id = 0, channels = 1 } ]
+max_learned = 0
+learned_idle_s = 1
+relearn_quiet_ms = 10
+[assembly]
+reorder_frames = 4
+reorder_timeout_ms = 60000
+max_frame_bytes = "16MiB"
+pool_frames = 16
+max_frame_jump = 1099511627776
+restart_packets = 2
+[storage]
+output_dir = "/data/runs \"q\""
+flush_interval_ms = 10
+rotate_bytes = "5TiB"
+chunk_bytes = 4096
+queue_frames = 7
+reserve_bytes = 0
+[processing]
+stages = ["calibrate", "dose", "live"]
+backend = "cpu"
+calibration_file = "/data/ped.calib.h5"
+threshold = -0.25
+threshold_mode = "absolute"
+batch_frames = 4096
+live_interval_ms = 60000
+[log]
+level = "trace"
+[http]
+listen = "[::]:9443"
+token_file = "/etc/daqd/token"
+allowed_hosts = ["daq01.lab.example", "*"]
+)";
+    }
+    auto [prc, printed] = daqd::test::run({DAQD_BIN, "--config", dir / "changed.toml", "--print-config"}, dir / "p1");
+    INFO(printed);
+    REQUIRE(prc == 0);
+    for (const char* line : {"\nbackend = \"recvmmsg\"\n", "\nexpected_datagram_bytes = 8972\n",
+                             "\nmax_frame_bytes = 16777216\n", "\nrotate_bytes = 5497558138880\n",
+                             "\nthreshold = -0.25\n", "\nlisten = \"[::]:9443\"\n", "\n# Allowed: 1..1024\nbatch = 1024\n"})
+        CHECK(printed.find(line) != std::string::npos);
+    {
+        std::ofstream cfg(dir / "printed.toml");
+        cfg << printed;
+    }
+    auto [crc, checked] = daqd::test::run({DAQD_BIN, "--check-config", dir / "printed.toml"}, dir / "c1");
+    CHECK(crc == 0);
+    auto [prc2, printed_again] =
+        daqd::test::run({DAQD_BIN, "--config", dir / "printed.toml", "--print-config"}, dir / "p2");
+    CHECK(prc2 == 0);
+    CHECK(printed_again == printed);
+}
+
 TEST_CASE("a run name already on disk is refused, the existing file untouched", "[e2e]") {
     scratch_dir dir("exists");
     fs::create_directories(dir.path / "runs");

@@ -2,8 +2,9 @@
 // daqd's one configuration type, loaded from TOML (docs/CONFIG.md).
 //
 // Built once at start by the main thread, then read-only: every thread may
-// read it concurrently. load_* functions throw config_error with a message
-// that names the key and the line.
+// read it concurrently. Every key is declared once, in the key table of
+// src/config.cpp (name, rule, comment, how it is read, checked and rendered);
+// the structs below hold the values and their defaults.
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -15,6 +16,8 @@
 
 namespace daqd::config {
 
+// what(): every mistake found, one per line, in the order of the file, each
+// "file:line: message" naming the key.
 struct config_error : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
@@ -47,7 +50,7 @@ struct acquisition_config {
     std::uint32_t max_datagram_bytes = 9000;   // ring slot payload size (65535 with gro)
     std::uint32_t socket_buffer_datagrams = 32768;  // receive buffer, sized in datagrams
     std::uint32_t expected_datagram_bytes = 1472;   // used to turn datagrams into bytes
-    std::uint32_t ring_slots = 16384;          // packet ring slots, a power of two
+    std::uint32_t ring_slots = 16384;          // packet ring slots
     std::string ring_name = "daqd-{pid}";      // shm name; {pid} replaced; /dev/shm/<name>-<n>
     bool operator==(const acquisition_config&) const = default;
 };
@@ -84,14 +87,14 @@ struct storage_config {
 
 // Processing stages between assembly and the writer (docs/CALIBRATION.md).
 struct processing_config {
-    // Stages in order: each of "calibrate", "dose", "live" at most once, in
-    // that order; "dose" needs "calibrate". Empty: no processing thread.
+    // Stages in order (stage_order_error() is their rule). Empty: no
+    // processing thread.
     std::vector<std::string> stages;
-    std::string backend = "auto";               // "auto", "cpu" or "cuda"
+    std::string backend = "auto";               // one of the table's names, as the processor takes it
     std::filesystem::path calibration_file;     // daq1-calibration HDF5 file; empty: none (identity)
     double threshold = 5.0;                     // absolute value, or k in k x noise
-    std::string threshold_mode = "noise";       // "absolute" or "noise"
-    std::uint32_t batch_frames = 64;            // frames per batch, 1..4096
+    std::string threshold_mode = "noise";       // one of the table's names
+    std::uint32_t batch_frames = 64;            // most frames per batch
     std::chrono::milliseconds live_interval{200};  // live view publication interval per unit
     [[nodiscard]] bool has(std::string_view stage) const noexcept {
         for (const auto& s : stages)
@@ -108,7 +111,7 @@ struct log_config {
 
 // The HTTP server (status page, /metrics, control API; web/README.md).
 struct http_config {
-    std::string listen = "127.0.0.1:8080";  // HOST:PORT; "" = no HTTP server
+    std::string listen = "127.0.0.1:8080";  // an endpoint's text (endpoint::parse); "" = no HTTP server
     std::string token;       // bearer token of mutating requests; "": token_file, or generated at start
     std::string token_file;  // file holding the token (read at start)
     // Host names a request's Host header may carry (besides the loopback
@@ -130,19 +133,21 @@ struct config {
     std::string source = "<embedded default>";  // where it came from
     std::string text;                           // the effective configuration as TOML text
 
-    // Checks every value's range and the rules across keys; throws
-    // config_error naming the key(s). load_* call it (with line numbers).
+    // Checks every key's rule and the rules across keys; throws config_error
+    // naming every key that is wrong. load_* run the same checks (with line
+    // numbers).
     void validate() const;
     // Compares everything, source and text included.
     bool operator==(const config&) const = default;
 };
 
-// The embedded default configuration, as TOML text.
+// The default configuration as TOML text: to_toml(config{}).
 std::string_view default_toml();
 config load_default();
 config load_file(const std::filesystem::path& path);
 config load_string(std::string_view toml, const std::string& source_name);
-// Renders the effective configuration as TOML (round-trips through load_string).
+// Renders the effective configuration as TOML, every key with its comment
+// from the key table (round-trips through load_string).
 // hide_secrets: http.token is rendered as "" (config.text, which goes into
 // run files and --print-config, is rendered that way).
 std::string to_toml(const config& c, bool hide_secrets = false);
@@ -150,5 +155,26 @@ std::string to_toml(const config& c, bool hide_secrets = false);
 bool is_loopback(const std::string& host);
 
 std::string_view name(receiver_backend b);
+
+// The processing.stages rule (each of calibrate, dose, live at most once, in
+// that order; dose needs calibrate): "" when `stages` keeps it, else the
+// message. The processor relies on it for stages it is given.
+std::string stage_order_error(const std::vector<std::string>& stages);
+
+// One row of the key table, for documentation and tests.
+struct key_info {
+    std::string_view name;  // "section.key", in file order
+    std::string_view doc;   // the comment above the key in to_toml()
+    std::string rule;       // its own rule in words; docs/CONFIG.md's range column begins with it
+};
+std::vector<key_info> keys();
+// The value of `key` in `c` as TOML text ("64", "\"auto\"", "[]"), secrets
+// included; throws config_error for a key not in the table.
+std::string value_toml(const config& c, std::string_view key);
+// Sets a key whose TOML value is a string from command-line text, through
+// the table's reading and the key's own rule; on a mistake throws
+// config_error starting with `option` and leaves `c` as it was. Rules across
+// keys are left to validate().
+void set_key(config& c, std::string_view key, std::string_view text, std::string_view option);
 
 }  // namespace daqd::config

@@ -36,7 +36,7 @@ namespace daqd::processing {
 using telemetry::counter;
 
 struct processor_options {
-    std::vector<std::string> stages;        // subsequence of calibrate, dose, live (validated by the config)
+    std::vector<std::string> stages;        // subsequence of calibrate, dose, live (config::stage_order_error)
     std::string backend = "auto";           // "auto", "cpu", "cuda"
     std::shared_ptr<const calibration_set> calibration;  // null: none (identity constants)
     threshold_policy threshold;
