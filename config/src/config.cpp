@@ -279,7 +279,7 @@ struct key {
     std::string_view name;  // "section.key"
     std::string_view doc;   // comment lines above it, '\n' between them
     std::string rule;       // its own rule in words (docs/CONFIG.md's range column begins with it)
-    bool rule_in_comment = true;
+    bool rule_in_comment = true;  // false where the value shows it (true/false)
     bool secret = false;    // rendered as "" when secrets are hidden
     // Stores the key's value from the file, or reports why it cannot; values
     // out of range are reported here (before narrowing to the member's type).
