@@ -19,7 +19,7 @@ import os
 import subprocess
 import tempfile
 
-from .procs import Children, daqd_argv, find_binaries, free_udp_port, sim_argv, stop, wait_ready
+from .procs import Children, daqd_argv, find_binaries, free_udp_port, popen, sim_argv, stop, wait_ready
 
 __all__ = ["Daqd", "simulate", "capture_run", "find_binaries", "free_udp_port"]
 
@@ -110,12 +110,20 @@ def simulate(build_dir, port, *, units=1, channels=4096, frames=None, duration=N
         frames = 1000
     argv = sim_argv(bins["daq-sim"], [port], units=units, channels=channels, first_unit=first_unit, rate=rate,
                     duration=duration, frames=None if duration is not None else frames, extra=extra_args)
+    # procs.popen, not subprocess.Popen: a DataLoader worker forked meanwhile by another thread must not
+    # keep the pipes open (Popen would wait for that worker to exit before returning).
+    p = popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if background:
-        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-    if r.returncode != 0:
-        raise RuntimeError(f"daq-sim failed ({r.returncode}): {r.stderr}")
-    return json.loads(r.stdout)
+        return p
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except BaseException:
+        p.kill()
+        p.communicate()
+        raise
+    if p.returncode != 0:
+        raise RuntimeError(f"daq-sim failed ({p.returncode}): {err}")
+    return json.loads(out)
 
 
 def capture_run(build_dir, output_dir, run, *, units=2, channels=4096, frames=3000, rate=800, config=None,

@@ -31,6 +31,7 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -154,6 +155,41 @@ def sim_argv(exe, ports, *, units, channels, rate, duration=None, frames=None, d
 # ------------------------------------------------------------------ children
 
 
+# While subprocess.Popen() runs, this process holds the write ends of the child's pipes: the exec-status pipe
+# Popen reads until EOF to learn that exec succeeded, and stdout/stderr when they are PIPE. O_CLOEXEC keeps
+# them out of programs that exec, not out of a plain fork(): a fork() made by another thread in that window
+# (a torch DataLoader worker with multiprocessing_context="fork", any multiprocessing "fork" Process) copies
+# them into a process that never execs and keeps them until it exits. Popen() then blocks on the exec-status
+# pipe, and communicate() on stdout, for as long as that process lives. _SPAWN_LOCK is held for each Popen()
+# made here and taken by os.fork()'s before-hook, so a fork waits for a Popen() in flight (a few ms) and a
+# Popen() waits for a fork in flight. An RLock: a Popen with preexec_fn runs the fork hooks in the thread that
+# holds it.
+_SPAWN_LOCK = threading.RLock()
+
+
+def _before_fork() -> None:
+    _SPAWN_LOCK.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    _SPAWN_LOCK.release()
+
+
+def _after_fork_in_child() -> None:
+    global _SPAWN_LOCK
+    _SPAWN_LOCK = threading.RLock()  # the copy is held by the parent's thread: start afresh
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)
+
+
+def popen(argv, **kwargs) -> subprocess.Popen:
+    """subprocess.Popen(argv, **kwargs), never interleaved with an os.fork() of another thread (see
+    _SPAWN_LOCK): the child's pipes reach no forked Python process, so its EOFs come when it exits."""
+    with _SPAWN_LOCK:
+        return subprocess.Popen(argv, **kwargs)
+
+
 def _die_with_parent() -> None:
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -175,7 +211,7 @@ class Children:
         self.procs: list[subprocess.Popen] = []
 
     def spawn(self, argv, *, stdout=None, stderr=None) -> subprocess.Popen:
-        p = subprocess.Popen([str(a) for a in argv], stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+        p = popen([str(a) for a in argv], stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
                              start_new_session=self.own_session,
                              preexec_fn=_die_with_parent if self.die_with_parent else None)
         self.procs.append(p)
