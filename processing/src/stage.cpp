@@ -47,7 +47,7 @@ void live_stage::add_unit(unit_context& u) {
     if (_dose_from != nullptr) u.dose_scratch.assign(u.channels, 0.0);
     u.live_staged_raw.assign(u.channels, 0);
     if (_calibrated) u.live_staged_calibrated.assign(u.channels, 0.0f);
-    _staged.reserve(65536);
+    _staged.reserve(max_units);
 }
 
 void live_stage::publish(unit_context& u, const frame& f, std::uint64_t now_ns) {
