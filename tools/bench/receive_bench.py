@@ -105,8 +105,27 @@ def thread_cpu(pid: int) -> list[tuple[int, float]]:
     return [(tid, cpu) for _, tid, cpu in sorted(out)]
 
 
-# daqd's threads in the order pipeline::start() creates them (after main).
+# daqd's threads in the order pipeline::start() creates them (after main),
+# for a daqd that does not name its threads.
 DAQD_THREADS = ("main", "writer", "assembler", "receiver")
+# The names daqd gives its data-path threads (common::worker).
+DAQD_THREAD_NAMES = {"daqd-receive": "receiver", "daqd-assemble": "assembler", "daqd-process": "processor",
+                     "daqd-write": "writer"}
+
+
+def daqd_thread_names(pid: int, tids: list[int]) -> list[str]:
+    """What each of daqd's threads does, by its name, else by the order it started in."""
+    names = []
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                comm = f.read().strip()
+        except OSError:
+            comm = ""
+        names.append("main" if tid == pid else DAQD_THREAD_NAMES.get(comm, f"tid{tid}"))
+    if "receiver" in names:
+        return names
+    return list(DAQD_THREADS) if len(tids) == len(DAQD_THREADS) else [f"tid{tid}" for tid in tids]
 
 
 def system_cpu() -> tuple[float, float]:
@@ -359,7 +378,7 @@ class Bench:
             sim_ok = self.run_sim(case, rate, ports, t, tdir, d.pid)
             time.sleep(self.a.grace)  # let the sockets drain, then stop daqd (it drains rings and queues)
             th1 = thread_cpu(d.pid)  # the threads end during the stop; the drain at stop is not in these
-            names = DAQD_THREADS if len(th1) == len(DAQD_THREADS) else [f"tid{tid}" for tid, _ in th1]
+            names = daqd_thread_names(d.pid, [tid for tid, _ in th1])
             t.threads = {n: round(c - th0.get(tid, 0.0), 3) for n, (tid, c) in zip(names, th1)}
             if d.poll() is None:
                 d.send_signal(signal.SIGTERM)
