@@ -39,9 +39,10 @@ namespace daqd::common {
 // time in each thread (an empty recvmmsg about 1 us on the 2-vCPU VM, a look
 // at the packet ring or a frame queue well under 0.1 us), so the policy
 // counts time, not passes. 4 us is some 64 looks at a queue, or a few empty
-// receives. Measured on the VM (tools/bench/receive_bench.py, 2 links,
-// writer on, docs/PERFORMANCE.md): 2 us and 4 us cost the same CPU per packet
-// at 800 Mbit/s and at 2.4 Gbit/s; 8 us cost about 20 % more at 800 Mbit/s.
+// receives. Measured on the VM (docs/PERFORMANCE.md, "One idle policy"):
+// 1, 2 and 4 us cost about the same CPU per packet at 800 Mbit/s (2 and
+// 4 us also at 2.4 Gbit/s), 8 us about 20 % more: 4 us is the longest of
+// them that costs no more per packet.
 struct idle_policy {
     static constexpr std::uint64_t spin_ns = 4'000;
     // A bound on how late a lost wake-up is noticed (wake_event's
