@@ -1,5 +1,6 @@
 // daqd: the data-acquisition server. See README.md and `daqd --help`.
 #include "pipeline.hpp"
+#include "serving.hpp"
 #include "web_glue.hpp"
 
 #include "daqd/config/config.hpp"
@@ -367,7 +368,8 @@ int main(int argc, char** argv) {
         return failed ? 1 : 0;
     }
     auto host_checks = daqd::check_host_at_start(cfg);
-    std::unique_ptr<daqd::pipeline> p;
+    daqd::serving serving;  // stops in the order it is built (serving.hpp)
+    auto& p = serving.data_path;
     try {
         p = std::make_unique<daqd::pipeline>(cfg, o.pedestal_run ? o.pedestal_frames : 0);
         p->start();
@@ -379,9 +381,10 @@ int main(int argc, char** argv) {
     }
 
     // The web side reads the pipeline's counters and drives its runs; not for a pedestal run.
-    daqd::storage::run_catalog catalog(cfg.storage.output_dir);
-    std::unique_ptr<daqd::web::service> web;
-    if (!o.pedestal_run) web = daqd::start_web(cfg, *p, catalog, std::move(host_checks));
+    if (!o.pedestal_run) {
+        serving.catalog = std::make_unique<daqd::storage::run_catalog>(cfg.storage.output_dir);
+        serving.web = daqd::start_web(cfg, *p, *serving.catalog, std::move(host_checks));
+    }
 
     const auto started = std::chrono::steady_clock::now();
     // A pedestal run ends when every unit seen (at least one, and every
@@ -424,8 +427,7 @@ int main(int argc, char** argv) {
             break;
     }
     if (got) spdlog::info("{}: stopping (draining rings and queues)", strsignal(got));
-    web.reset();  // first: no request reaches the pipeline while it stops
-    p->stop();
+    serving.stop();
     const auto s = p->snapshot();
     if (!s.run_name.empty()) {
         std::string files;

@@ -56,10 +56,15 @@ pipeline::pipeline(const config::config& cfg, std::uint64_t pedestal_frames) : _
     }
     const std::size_t queue = cfg.storage.queue_frames ? std::max<std::size_t>(cfg.storage.queue_frames, cfg.assembly.pool_frames)
                                                        : cfg.assembly.pool_frames;
-    _frames = std::make_unique<common::spsc_queue<processing::frame>>(queue);
+    // The stages, upstream first. Each frame stage reads the hop its upstream
+    // writes; the processor, when there is one, adds a hop of its own.
+    auto next_hop = [&]() -> frame_hop& { return *_hops.emplace_back(std::make_unique<frame_hop>(queue)); };
     _receiver = std::make_unique<acquisition::receiver>(cfg.acquisition, *_ring, _ring_ready);
+    _stages.push_back(&_receiver->worker());
+    frame_hop* hop = &next_hop();
     _assembler = std::make_unique<processing::assembler>(cfg, std::vector<acquisition::packet_ring*>{_ring.get()},
-                                                         _ring_ready, *_pool, *_frames, _frames_ready);
+                                                         _ring_ready, *_pool, hop->queue, hop->ready);
+    _stages.push_back(&_assembler->worker());
     if (processing) {
         processing::processor_options po;
         po.stages = cfg.processing.stages;
@@ -72,16 +77,17 @@ pipeline::pipeline(const config::config& cfg, std::uint64_t pedestal_frames) : _
         po.pedestal_frames = pedestal_frames;
         if (pedestal_frames == 0 && cfg.processing.has("live"))
             _live = std::make_unique<processing::live_view>(cfg.processing.live_interval);
-        _processed = std::make_unique<common::spsc_queue<processing::frame>>(queue);
-        _processor = std::make_unique<processing::processor>(po, *_pool, *_frames, _frames_ready, *_processed,
-                                                             _processed_ready, _live.get());
-        _writer = std::make_unique<storage::writer>(*_processed, *_pool, _processed_ready);
-    } else {
-        _writer = std::make_unique<storage::writer>(*_frames, *_pool, _frames_ready);
+        frame_hop& in = *hop;
+        hop = &next_hop();
+        _processor = std::make_unique<processing::processor>(po, *_pool, in.queue, in.ready, hop->queue, hop->ready,
+                                                             _live.get());
+        _stages.push_back(&_processor->worker());
     }
     _tap = std::make_unique<processing::live_tap>();
     if (_live) _tap->attach(_live.get());  // the live endpoint reads the processing thread's live view
+    _writer = std::make_unique<storage::writer>(hop->queue, *_pool, hop->ready);
     _writer->set_observer(_tap.get());
+    _stages.push_back(&_writer->worker());
 }
 
 pipeline::~pipeline() {
@@ -92,28 +98,36 @@ pipeline::~pipeline() {
     }
 }
 
-void pipeline::start() {
+// Downstream first: every stage is ready before anything reaches it.
+void pipeline::start(drive how) {
     _started_ns = common::monotonic_ns();
-    _writer->start();
-    if (_processor) _processor->start();
-    _assembler->start();
-    _receiver->start();
+    for (auto it = _stages.rbegin(); it != _stages.rend(); ++it) {
+        if (how == drive::threads)
+            (*it)->start();
+        else
+            (*it)->start_pumped();
+    }
     _running = true;
+}
+
+bool pipeline::pump() {
+    bool worked = false;
+    for (auto* s : _stages) worked |= s->pump();
+    return worked;
 }
 
 void pipeline::stop() {
     if (!_running) return;
     _running = false;
-    // Order matters: nothing downstream stops before everything upstream of it is drained.
-    _receiver->stop();
-    _assembler->stop();
-    if (_processor) _processor->stop();
-    if (_writer->run_active()) _last_run = _writer->stop_run();
+    // Upstream first: a stage stops once everything upstream of it has
+    // stopped, drains its input, and (the writer) closes the active run with
+    // every frame in it.
+    for (auto* s : _stages) s->stop();
+    if (auto closed = _writer->run_closed_by_stop()) _last_run = std::move(closed);
     {
         std::lock_guard lock(_active_mutex);
         _active.reset();
     }
-    _writer->stop();
 }
 
 void pipeline::start_run(const std::string& name) {
@@ -211,6 +225,9 @@ const telemetry::descriptor run_failed{"daq_run_failed",
                                        "1 while run `run` has failed (disk full, write error) and no longer writes",
                                        kind::gauge, "run"};
 const telemetry::descriptor uptime{"daq_uptime_seconds", "Seconds since daqd started", kind::gauge};
+const telemetry::descriptor thread_failed{
+    "daq_thread_failed", "1 when a data-path thread ended on an error (logged with its name); its stage no longer runs",
+    kind::gauge, "thread"};
 
 }  // namespace
 
@@ -250,9 +267,11 @@ telemetry::snapshot collect_telemetry(const telemetry_sources& in) {
 }
 
 telemetry::snapshot pipeline::telemetry() const {
-    return collect_telemetry({*_receiver, *_ring, *_assembler, _processor.get(), *_tap, *_writer,
+    auto t = collect_telemetry({*_receiver, *_ring, *_assembler, _processor.get(), *_tap, *_writer,
                               _cfg.storage.output_dir, processing_backend(), current_run(), _started_ns,
                               DAQD_VERSION});
+    for (const auto* w : _stages) t.add(thread_failed, {{"thread", w->name()}}, w->failure().empty() ? 0 : 1);
+    return t;
 }
 
 summary summarize(const telemetry::snapshot& t) {

@@ -8,6 +8,12 @@
 // processing thread sits between assembly and the writer, with a second
 // frame queue:  assembler → frame queue → processor → frame queue → writer.
 //
+// Each stage is a common::worker. The stages are built upstream first and
+// stop in that order: each drains what is upstream of it before anything
+// downstream stops, so nothing taken in is lost. start() gives each stage a
+// thread; start(drive::pump) gives none, and the caller moves the data with
+// pump() (tests, fuzzers: the real wiring on one thread).
+//
 // Owned by main, also driven by the web API. start()/stop() and the run
 // control calls are made by one control thread at a time (main, then the web
 // server's worker while it runs, then main again); counters, current_run()
@@ -87,7 +93,14 @@ public:
     pipeline(const pipeline&) = delete;
     pipeline& operator=(const pipeline&) = delete;
 
-    void start();
+    // threads: one thread per stage. pump: no thread; the calling thread
+    // drives every stage with pump() and is the writer thread (run control
+    // calls run their HDF5 work on it).
+    enum class drive { threads, pump };
+    void start(drive how = drive::threads);
+    // drive::pump: one pass of every stage, upstream first; true when any
+    // stage did some work.
+    bool pump();
     // Stops receiving, drains every ring and queue, closes an active run.
     void stop();
 
@@ -117,21 +130,27 @@ public:
     [[nodiscard]] std::optional<active_run> current_run() const;
 
 private:
+    // A frame queue between two stages, and the event its consumer sleeps on.
+    struct frame_hop {
+        explicit frame_hop(std::size_t frames) : queue(frames) {}
+        common::spsc_queue<processing::frame> queue;
+        common::wake_event ready;
+    };
+
     const config::config& _cfg;
+    // The data path, upstream first (construction order, stop order).
     common::wake_event _ring_ready;
-    common::wake_event _frames_ready;
     std::unique_ptr<acquisition::packet_ring> _ring;
     std::unique_ptr<processing::frame_pool> _pool;
-    std::unique_ptr<common::spsc_queue<processing::frame>> _frames;
+    std::vector<std::unique_ptr<frame_hop>> _hops;  // assembler → [processor →] writer
     std::unique_ptr<acquisition::receiver> _receiver;
     std::unique_ptr<processing::assembler> _assembler;
-    common::wake_event _processed_ready;
-    std::unique_ptr<common::spsc_queue<processing::frame>> _processed;  // processor → writer
     std::shared_ptr<const processing::calibration_set> _calibration;
     std::unique_ptr<processing::live_view> _live;
     std::unique_ptr<processing::processor> _processor;
     std::unique_ptr<processing::live_tap> _tap;  // before _writer: it outlives the writer thread
     std::unique_ptr<storage::writer> _writer;
+    std::vector<common::worker*> _stages;  // every stage's worker, upstream first
     std::uint64_t _started_ns = 0;
     std::uint64_t _run_started_ns = 0;
     std::optional<storage::run_stats> _last_run;

@@ -11,10 +11,14 @@
 // When the packet ring is full the kernel has no buffer, the multishot ends
 // with ENOBUFS, and the link is drained into scratch (counted as ring drops)
 // by the same code as the recvmmsg backend until room returns.
+//
+// A poll on the receiver's wake event sits beside the receives, so a stop
+// request ends an idle wait at once.
 #include "slot_fill.hpp"
 
 #include <liburing.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <netinet/udp.h>
 #include <spdlog/spdlog.h>
 #include <sys/mman.h>
@@ -33,6 +37,7 @@ namespace daqd::acquisition {
 namespace {
 
 constexpr std::uint64_t cancel_tag = 1ull << 63;
+constexpr std::uint64_t wake_tag = 1ull << 62;
 constexpr unsigned control_bytes = 64;
 constexpr unsigned buffer_group = 0;
 
@@ -88,25 +93,36 @@ public:
 
     const char* name() const noexcept override { return "io_uring"; }
 
-    void run(const std::atomic<bool>& stop) override {
-        for (std::size_t l = 0; l < _ctx.links.size(); ++l) arm(l);
-        io_uring_submit(&_uring);
-        unsigned idle = 0;
-        while (!stop.load(std::memory_order_relaxed)) {
-            const unsigned got = reap();
-            after_reap();
-            if (got) {
-                idle = 0;
-                continue;
-            }
-            if (++idle < 32) continue;
-            idle = 0;
-            io_uring_cqe* cqe = nullptr;
-            __kernel_timespec ts{0, any_disarmed() ? 200'000 : 20'000'000};
-            io_uring_submit_and_wait_timeout(&_uring, &cqe, 1, &ts, nullptr);
+    std::uint64_t receive() override {
+        if (!_started) {
+            _started = true;
+            for (std::size_t l = 0; l < _ctx.links.size(); ++l) arm(l);
+            io_uring_sqe* sqe = get_sqe();
+            io_uring_prep_poll_add(sqe, _ctx.wake.fd(), POLLIN);
+            io_uring_sqe_set_data64(sqe, wake_tag);
+            io_uring_submit(&_uring);
         }
-        // Stop: cancel the multishots, take every completion, then drain what
-        // the sockets still hold through recvmmsg.
+        const unsigned got = reap();
+        after_reap();
+        return got;
+    }
+
+    // While a link is disarmed (the ring was full) its socket is read by
+    // polling: often, so that the kernel does not drop meanwhile.
+    std::chrono::microseconds sleep_limit() const override {
+        return any_disarmed() ? std::chrono::microseconds(200) : common::idle_policy::longest_sleep;
+    }
+
+    void sleep(common::wake_event&, std::chrono::microseconds timeout) override {
+        io_uring_cqe* cqe = nullptr;
+        const auto us = timeout.count();
+        __kernel_timespec ts{us / 1'000'000, (us % 1'000'000) * 1000};
+        io_uring_submit_and_wait_timeout(&_uring, &cqe, 1, &ts, nullptr);
+    }
+
+    // Stop: cancel the multishots, take every completion, then drain what
+    // the sockets still hold through recvmmsg.
+    void drain() override {
         for (std::size_t l = 0; l < _ctx.links.size(); ++l) {
             if (!_armed[l]) continue;
             io_uring_sqe* sqe = get_sqe();
@@ -169,7 +185,7 @@ private:
         io_uring_for_each_cqe(&_uring, head, cqe) {
             ++count;
             const std::uint64_t tag = io_uring_cqe_get_data64(cqe);
-            if (tag & cancel_tag) continue;
+            if (tag & (cancel_tag | wake_tag)) continue;
             const std::size_t l = static_cast<std::size_t>(tag);
             if (!(cqe->flags & IORING_CQE_F_MORE)) _armed[l] = false;
             if (cqe->flags & IORING_CQE_F_BUFFER) on_buffer(l, cqe, now);
@@ -265,6 +281,7 @@ private:
     std::uint64_t _provided_end = 0;  // buffers provided for slots [.., _provided_end)
     std::uint64_t _consumed = 0;      // buffers the kernel has filled
     bool _error_logged = false;
+    bool _started = false;  // links armed (by the first pass, not before the thread runs)
 };
 
 }  // namespace

@@ -19,7 +19,7 @@ receiver::receiver(const config::acquisition_config& cfg, packet_ring& ring, com
         for (auto& l : _links) ::close(l.fd);
         throw;
     }
-    backend_context ctx{cfg, ring, consumer_wake, _links, _counters};
+    backend_context ctx{cfg, ring, consumer_wake, _wake, _links, _counters};
     // `auto` is recvmmsg: the two backends measured equal per packet within
     // noise here (docs/PERFORMANCE.md), and recvmmsg is the simpler path.
     if (cfg.backend == config::receiver_backend::io_uring) {
@@ -37,21 +37,17 @@ receiver::receiver(const config::acquisition_config& cfg, packet_ring& ring, com
     spdlog::info("receiver: backend {}{}, {} link(s): {}; packet ring /dev/shm/{} ({} slots of {} bytes)",
                  _backend->name(), cfg.backend == config::receiver_backend::automatic ? " (auto)" : "", _links.size(),
                  where, ring.name(), ring.slot_count(), ring.data_bytes());
+    _worker.emplace("daqd-receive", _wake, static_cast<common::worker_body&>(*this));
 }
 
 receiver::~receiver() {
-    stop();
+    _worker->stop();
     _backend.reset();
     for (auto& l : _links) ::close(l.fd);
 }
 
-void receiver::start() {
-    _thread = std::thread([this] { _backend->run(_stop); });
-}
-
-void receiver::stop() {
-    _stop.store(true, std::memory_order_relaxed);
-    if (_thread.joinable()) _thread.join();
+void receiver::drain() {
+    _backend->drain();
     // SO_RXQ_OVFL reports drops only with the next datagram received; drops
     // at the very end of a stream are only visible in the socket's meminfo.
     for (std::size_t l = 0; l < _links.size(); ++l) {

@@ -1,6 +1,6 @@
 // The recvmmsg backend: per link, one recvmmsg call fills up to `batch` ring
-// slots at once. Waiting is adaptive: after an empty pass it spins briefly,
-// then sleeps in epoll_wait (bounded, so a stop request is seen promptly).
+// slots at once. Idle, it sleeps in epoll_wait on every link and on the
+// receiver's wake event, so a stop request ends the sleep at once.
 #include "slot_fill.hpp"
 
 #include <netinet/in.h>
@@ -116,35 +116,37 @@ public:
     explicit recvmmsg_backend(backend_context ctx) : _ctx(ctx), _rx(ctx) {
         _epoll = ::epoll_create1(EPOLL_CLOEXEC);
         if (_epoll < 0) throw std::runtime_error(std::string("epoll_create1: ") + std::strerror(errno));
-        for (std::size_t i = 0; i < ctx.links.size(); ++i) {
+        for (std::size_t i = 0; i <= ctx.links.size(); ++i) {
             epoll_event ev{};
             ev.events = EPOLLIN;
-            ev.data.u64 = i;
-            if (::epoll_ctl(_epoll, EPOLL_CTL_ADD, ctx.links[i].fd, &ev) != 0)
-                throw std::runtime_error(std::string("epoll_ctl: ") + std::strerror(errno));
+            ev.data.u64 = i;  // links.size(): the wake event
+            const int fd = i < ctx.links.size() ? ctx.links[i].fd : ctx.wake.fd();
+            if (::epoll_ctl(_epoll, EPOLL_CTL_ADD, fd, &ev) != 0) {
+                const int e = errno;
+                ::close(_epoll);
+                throw std::runtime_error(std::string("epoll_ctl: ") + std::strerror(e));
+            }
         }
     }
     ~recvmmsg_backend() override { ::close(_epoll); }
 
     const char* name() const noexcept override { return "recvmmsg"; }
 
-    void run(const std::atomic<bool>& stop) override {
-        unsigned idle_passes = 0;
-        while (!stop.load(std::memory_order_relaxed)) {
-            std::uint64_t got = 0;
-            for (std::size_t l = 0; l < _ctx.links.size(); ++l) got += _rx.receive_once(l);
-            if (got) {
-                idle_passes = 0;
-                continue;
-            }
-            if (++idle_passes < 8) continue;  // brief spin: packets come in trains; more steals the 2nd core
-            epoll_event ev[8];
-            ::epoll_wait(_epoll, ev, 8, 20);
-            idle_passes = 0;
-        }
-        // What the kernel already holds was taken before the stop: keep it.
-        _rx.drain_all();
+    std::uint64_t receive() override {
+        std::uint64_t got = 0;
+        for (std::size_t l = 0; l < _ctx.links.size(); ++l) got += _rx.receive_once(l);
+        return got;
     }
+
+    void sleep(common::wake_event& wake, std::chrono::microseconds timeout) override {
+        epoll_event ev[8];
+        const int n = ::epoll_wait(_epoll, ev, 8, static_cast<int>((timeout.count() + 999) / 1000));
+        for (int i = 0; i < n; ++i)
+            if (ev[i].data.u64 == _ctx.links.size()) wake.wait(std::chrono::microseconds(0));  // consume the signal
+    }
+
+    // What the kernel already holds was taken before the stop: keep it.
+    void drain() override { _rx.drain_all(); }
 
 private:
     backend_context _ctx;

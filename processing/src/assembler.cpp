@@ -131,58 +131,38 @@ assembler::assembler(const config::config& cfg, std::vector<acquisition::packet_
     _active.reserve(max_units);
 }
 
-assembler::~assembler() {
-    _stop.store(true);
-    _in_ready.signal();
-    if (_thread.joinable()) _thread.join();
+assembler::~assembler() { _worker.stop(); }
+
+bool assembler::pass() {
+    const std::uint64_t now = common::monotonic_ns();
+    const std::size_t n = poll(now);
+    // Expire only once the rings are drained: after this thread was
+    // descheduled, the missing packets of an "old" frame are usually still
+    // waiting in the ring, and closing it first would make them late
+    // (seen in a 10-minute soak at 1 Gbit/s). A backlog that never clears
+    // still expires frames after ten timeouts.
+    bool backlog = false;
+    for (auto* r : _rings) backlog |= r->available() > 0;
+    if (now - _last_expire_ns > 1'000'000 && (!backlog || now - _last_expire_ns > 10 * _timeout_ns)) {
+        expire(now);
+        _last_expire_ns = now;
+    }
+    return n > 0;
 }
 
-void assembler::start() {
-    _thread = std::thread([this] { loop(); });
+bool assembler::input_waiting() {
+    for (auto* r : _rings)
+        if (r->available() > 0) return true;
+    return false;
 }
 
-void assembler::stop() {
-    _stop.store(true, std::memory_order_release);
-    _in_ready.signal();
-    if (_thread.joinable()) _thread.join();
-}
+// Open frames expire by the clock, with no packet to wake the thread.
+std::chrono::microseconds assembler::sleep_limit() const { return std::chrono::microseconds(2000); }
 
-void assembler::loop() {
-    unsigned idle = 0;
-    for (;;) {
-        const std::uint64_t now = common::monotonic_ns();
-        const std::size_t n = poll(now);
-        // Expire only once the rings are drained: after this thread was
-        // descheduled, the missing packets of an "old" frame are usually still
-        // waiting in the ring, and closing it first would make them late
-        // (seen in a 10-minute soak at 1 Gbit/s). A backlog that never clears
-        // still expires frames after ten timeouts.
-        bool backlog = false;
-        for (auto* r : _rings) backlog |= r->available() > 0;
-        if (now - _last_expire_ns > 1'000'000 && (!backlog || now - _last_expire_ns > 10 * _timeout_ns)) {
-            expire(now);
-            _last_expire_ns = now;
-        }
-        if (n) {
-            idle = 0;
-            continue;
-        }
-        // The receiver stops before the assembler is told to: an empty poll
-        // after the request means the rings are drained for good.
-        if (_stop.load(std::memory_order_acquire)) {
-            if (poll(common::monotonic_ns()) == 0) break;
-            continue;
-        }
-        if (++idle < 64) continue;
-        idle = 0;
-        _in_ready.prepare_wait();
-        bool any = false;
-        for (auto* r : _rings) any |= r->available() > 0;
-        if (any || _stop.load(std::memory_order_acquire)) {
-            _in_ready.cancel_wait();
-            continue;
-        }
-        _in_ready.wait(std::chrono::microseconds(2000));
+// The receiver stops before the assembler is told to: once a pass finds the
+// rings empty they are drained for good.
+void assembler::drain() {
+    while (pass()) {
     }
     flush_all();
 }

@@ -112,23 +112,9 @@ processor::processor(const processor_options& o, frame_pool& pool, common::spsc_
     spdlog::info("processing: stages [{}] on batches of up to {} frames", fmt::join(_stage_names, ", "), _batch_frames);
 }
 
-processor::~processor() {
-    _stop.store(true);
-    _in_ready.signal();
-    if (_thread.joinable()) _thread.join();
-}
+processor::~processor() { _worker.stop(); }
 
 std::string_view processor::backend_name() const noexcept { return _backend ? _backend->name() : "cpu"; }
-
-void processor::start() {
-    _thread = std::thread([this] { loop(); });
-}
-
-void processor::stop() {
-    _stop.store(true, std::memory_order_release);
-    _in_ready.signal();
-    if (_thread.joinable()) _thread.join();
-}
 
 unit_context& processor::add_unit(const frame& f) {
     auto u = std::make_unique<unit_context>();
@@ -217,28 +203,19 @@ std::size_t processor::poll() {
     return done;
 }
 
-void processor::loop() {
-    unsigned idle = 0;
-    for (;;) {
-        if (poll() > 0) {
-            idle = 0;
-            continue;
-        }
-        // The assembler stops (and flushes) before the processor is told to:
-        // an empty poll after the request means the queue is drained for good.
-        if (_stop.load(std::memory_order_acquire)) {
-            if (poll() == 0) break;
-            continue;
-        }
-        tick(common::monotonic_ns(), false);
-        if (++idle < 64) continue;
-        idle = 0;
-        _in_ready.prepare_wait();
-        if (!_in.empty() || _stop.load(std::memory_order_acquire)) {
-            _in_ready.cancel_wait();
-            continue;
-        }
-        _in_ready.wait(std::chrono::microseconds(2000));
+bool processor::pass() {
+    if (poll() > 0) return true;
+    tick(common::monotonic_ns(), false);
+    return false;
+}
+
+// The live stage publishes by the clock, with no frame to wake the thread.
+std::chrono::microseconds processor::sleep_limit() const { return std::chrono::microseconds(2000); }
+
+// The assembler stops (and flushes) before the processor is told to: once
+// the queue is found empty it is drained for good.
+void processor::drain() {
+    while (poll() > 0) {
     }
     tick(common::monotonic_ns(), true);
 }

@@ -242,7 +242,7 @@ struct harness {
             ring.publish(head + 1);
     }
 
-    // The assembler thread's loop body (assembler::loop).
+    // One pass of the assembler thread (assembler::pass), on the fuzzer's clock.
     void assemble() {
         while (a->poll(now) > 0) {
         }
@@ -403,7 +403,7 @@ struct harness {
     }
 
     void finish() {
-        // assembler::stop(): drain the ring, close every open frame, settle losses.
+        // The assembler's drain at stop: drain the ring, close every open frame, settle losses.
         while (a->poll(now) > 0) {
         }
         a->flush_all();

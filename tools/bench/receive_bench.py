@@ -49,8 +49,27 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-# daqd's threads in the order pipeline::start() creates them (after main).
+# daqd's threads in the order pipeline::start() creates them (after main),
+# for a daqd that does not name its threads.
 DAQD_THREADS = ("main", "writer", "assembler", "receiver")
+# The names daqd gives its data-path threads (common::worker).
+DAQD_THREAD_NAMES = {"daqd-receive": "receiver", "daqd-assemble": "assembler", "daqd-process": "processor",
+                     "daqd-write": "writer"}
+
+
+def daqd_thread_names(pid: int, tids: list[int]) -> list[str]:
+    """What each of daqd's threads does, by its name, else by the order it started in."""
+    names = []
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                comm = f.read().strip()
+        except OSError:
+            comm = ""
+        names.append("main" if tid == pid else DAQD_THREAD_NAMES.get(comm, f"tid{tid}"))
+    if "receiver" in names:
+        return names
+    return list(DAQD_THREADS) if len(tids) == len(DAQD_THREADS) else [f"tid{tid}" for tid in tids]
 
 
 # ------------------------------------------------------------------ cases
@@ -234,7 +253,7 @@ class Bench:
             sim_ok = self.run_sim(case, rate, ports, t, tdir, d.pid)
             time.sleep(self.a.grace)  # let the sockets drain, then stop daqd (it drains rings and queues)
             th1 = thread_cpu(d.pid)  # the threads end during the stop; the drain at stop is not in these
-            names = DAQD_THREADS if len(th1) == len(DAQD_THREADS) else [f"tid{tid}" for tid, _ in th1]
+            names = daqd_thread_names(d.pid, [tid for tid, _ in th1])
             t.threads = {n: round(c - th0.get(tid, 0.0), 3) for n, (tid, c) in zip(names, th1)}
             rc, cpu, timed_out = stop(d, 60, 5, 30)
             t.cpu = cpu - cpu0

@@ -3,9 +3,11 @@
 // ("links") straight into the packet ring, validates their headers, and counts
 // everything it sees.
 //
-// Owned by the pipeline; start() launches its thread, stop() drains what the
-// kernel already queued, then joins. Counters are written only by the receiver
-// thread (relaxed atomics) and may be read by any thread at any time.
+// Owned by the pipeline; start() launches its thread (common::worker), stop()
+// drains what the kernel already queued, then joins. Without a thread
+// (worker().start_pumped()) the caller receives with worker().pump().
+// Counters are written only by the receiver thread (relaxed atomics) and may
+// be read by any thread at any time.
 //
 // Backends (io_uring multishot recvmsg with a provided-buffer ring, or
 // recvmmsg) sit behind receive_backend and are chosen once at start; see
@@ -14,14 +16,16 @@
 #include "daqd/acquisition/packet_ring.hpp"
 #include "daqd/common/event.hpp"
 #include "daqd/common/telemetry.hpp"
+#include "daqd/common/worker.hpp"
 #include "daqd/config/config.hpp"
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
 namespace daqd::acquisition {
@@ -54,15 +58,22 @@ struct link_socket {
     std::uint64_t rcvbuf_bytes = 0;  // what the kernel granted
 };
 
+// The receiver thread's work, per backend; called on that thread only.
 class receive_backend {
 public:
     virtual ~receive_backend() = default;
-    // Runs until `stop` is set, then drains what the sockets hold and returns.
-    virtual void run(const std::atomic<bool>& stop) = 0;
+    // One pass over every link; returns how many datagrams it took.
+    virtual std::uint64_t receive() = 0;
+    // Sleeps until a link has data, `wake` is signalled or `timeout` passes.
+    virtual void sleep(common::wake_event& wake, std::chrono::microseconds timeout) = 0;
+    // The longest sleep the backend allows (its own polling).
+    [[nodiscard]] virtual std::chrono::microseconds sleep_limit() const { return common::idle_policy::longest_sleep; }
+    // After stop: takes what the sockets still hold.
+    virtual void drain() = 0;
     [[nodiscard]] virtual const char* name() const noexcept = 0;
 };
 
-class receiver {
+class receiver final : private common::worker_body {
 public:
     // Binds every listen endpoint (throws std::runtime_error naming the call
     // and address on failure) and sets the chosen backend up.
@@ -71,8 +82,9 @@ public:
     receiver(const receiver&) = delete;
     receiver& operator=(const receiver&) = delete;
 
-    void start();
-    void stop();  // idempotent
+    void start() { _worker->start(); }
+    void stop() noexcept { _worker->stop(); }  // idempotent
+    [[nodiscard]] common::worker& worker() noexcept { return *_worker; }
 
     [[nodiscard]] const char* backend_name() const noexcept;
     [[nodiscard]] const std::vector<link_socket>& links() const noexcept { return _links; }
@@ -82,11 +94,16 @@ public:
     void report(telemetry::snapshot& out) const;
 
 private:
+    bool pass() override { return _backend->receive() > 0; }
+    void sleep(common::wake_event& wake, std::chrono::microseconds timeout) override { _backend->sleep(wake, timeout); }
+    [[nodiscard]] std::chrono::microseconds sleep_limit() const override { return _backend->sleep_limit(); }
+    void drain() override;
+
     std::vector<link_socket> _links;
     std::vector<std::unique_ptr<link_counters>> _counters;
+    common::wake_event _wake;  // nothing feeds the receiver but its sockets: this event only carries stop
     std::unique_ptr<receive_backend> _backend;
-    std::atomic<bool> _stop{false};
-    std::thread _thread;
+    std::optional<common::worker> _worker;  // after the backend it runs
 };
 
 // ---- shared by the backends (acquisition/src) ----
@@ -94,6 +111,7 @@ struct backend_context {
     const config::acquisition_config& cfg;
     packet_ring& ring;
     common::wake_event& consumer_wake;
+    const common::wake_event& wake;  // the receiver thread's own: signalled to stop it
     std::vector<link_socket>& links;
     std::vector<std::unique_ptr<link_counters>>& counters;
 };

@@ -3,10 +3,12 @@
 // unit, with a bounded reordering window, and hands complete or closed
 // frames to the next stage in ascending frame_number order per unit.
 //
-// Owned by the pipeline. One thread (the assembler thread, started by start())
-// consumes the rings and produces into the output queue; it is the only
-// thread that acquires from the frame_pool. Counters may be read from any
-// thread at any time (relaxed atomics written by the assembler thread only).
+// Owned by the pipeline. One thread (the assembler thread, a common::worker
+// started by start(), or the caller's with worker().start_pumped() and
+// worker().pump()) consumes the rings and produces into the output queue; it
+// is the only thread that acquires from the frame_pool. Counters may be read
+// from any thread at any time (relaxed atomics written by the assembler
+// thread only).
 //
 // What is counted (docs/PROTOCOL.md "Loss, reordering and duplicates"):
 //  - lost packets: gaps in packet_seq, settled once a sequence number leaves a
@@ -38,6 +40,7 @@
 #include "daqd/common/event.hpp"
 #include "daqd/common/log_once.hpp"
 #include "daqd/common/spsc_queue.hpp"
+#include "daqd/common/worker.hpp"
 #include "daqd/config/config.hpp"
 #include "daqd/processing/frame.hpp"
 #include "daqd/processing/frame_pool.hpp"
@@ -46,7 +49,6 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
-#include <thread>
 #include <vector>
 
 namespace daqd::processing {
@@ -82,7 +84,7 @@ struct assembler_counters {
     counter frames_out;
 };
 
-class assembler {
+class assembler final : private common::worker_body {
 public:
     static constexpr std::uint32_t seq_window = 8192;  // packets of reordering tolerated by loss counting
 
@@ -92,10 +94,11 @@ public:
     assembler(const assembler&) = delete;
     assembler& operator=(const assembler&) = delete;
 
-    void start();
+    void start() { _worker.start(); }
     // Drains the rings (call after the receiver stopped), closes every open
     // frame, settles loss counts, and joins the thread.
-    void stop();
+    void stop() noexcept { _worker.stop(); }
+    [[nodiscard]] common::worker& worker() noexcept { return _worker; }
 
     // ---- for tests and single-threaded use: the thread's body in pieces ----
     // Processes what the rings hold now; returns the number of slots consumed.
@@ -140,7 +143,11 @@ private:
     void close_front(unit_state& u);
     void emit_ready(unit_state& u, std::uint64_t below = ~0ull);
     void close_all(unit_state& u);
-    void loop();
+    // The thread's body (common::worker_body).
+    bool pass() override;
+    bool input_waiting() override;
+    [[nodiscard]] std::chrono::microseconds sleep_limit() const override;
+    void drain() override;
 
     const config::config& _cfg;
     std::vector<acquisition::packet_ring*> _rings;
@@ -159,8 +166,7 @@ private:
     assembler_counters _counters;
     std::uint64_t _timeout_ns;
     std::uint64_t _last_expire_ns = 0;
-    std::atomic<bool> _stop{false};
-    std::thread _thread;
+    common::worker _worker{"daqd-assemble", _in_ready, *this};  // last: its thread ends before the rest goes
 };
 
 }  // namespace daqd::processing

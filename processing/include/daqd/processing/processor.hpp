@@ -6,8 +6,9 @@
 //   assembler ──frame queue──▶ processor (stages on batches) ──frame queue──▶ writer
 //
 // Owned by the pipeline, which creates it only when `processing.stages` is
-// not empty (or for a pedestal run). One thread (start()) runs the stages;
-// counters, backend_name() and pedestal progress may be read from any
+// not empty (or for a pedestal run). One thread (a common::worker: start(),
+// or the caller's with worker().start_pumped() and worker().pump()) runs the
+// stages; counters, backend_name() and pedestal progress may be read from any
 // thread. Both queues hold every frame-pool buffer, so pushing never fails
 // and the processor never blocks: when it falls behind, frames wait in its
 // input queue (the peak is counted in `backlog_peak`) and, once the pool is
@@ -16,6 +17,7 @@
 #include "daqd/common/telemetry.hpp"
 #include "daqd/common/event.hpp"
 #include "daqd/common/spsc_queue.hpp"
+#include "daqd/common/worker.hpp"
 #include "daqd/processing/backend.hpp"
 #include "daqd/processing/calibration.hpp"
 #include "daqd/processing/frame.hpp"
@@ -28,7 +30,6 @@
 #include <memory>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <vector>
 
 namespace daqd::processing {
@@ -51,7 +52,7 @@ struct processor_counters {
     counter backlog_peak;  // most frames found waiting in the input queue at once
 };
 
-class processor {
+class processor final : private common::worker_body {
 public:
     // Chooses the backend (logs the choice once) and builds the stages.
     // Throws std::runtime_error when the backend cannot be had ("cuda"
@@ -64,10 +65,11 @@ public:
     processor(const processor&) = delete;
     processor& operator=(const processor&) = delete;
 
-    void start();
+    void start() { _worker.start(); }
     // Call after the assembler stopped: processes everything still queued,
     // then joins the thread.
-    void stop();
+    void stop() noexcept { _worker.stop(); }
+    [[nodiscard]] common::worker& worker() noexcept { return _worker; }
 
     // Single-threaded use (tests): processes the frames queued now, in
     // batches; returns how many.
@@ -89,7 +91,11 @@ public:
     [[nodiscard]] const pedestal_stage* pedestal() const noexcept { return _pedestal; }
 
 private:
-    void loop();
+    // The thread's body (common::worker_body).
+    bool pass() override;
+    bool input_waiting() override { return !_in.empty(); }
+    [[nodiscard]] std::chrono::microseconds sleep_limit() const override;
+    void drain() override;
     std::size_t run_batch(std::size_t n);  // frames taken from the input
     unit_context& add_unit(const frame& f);
 
@@ -116,8 +122,7 @@ private:
     std::uint64_t _dose_reset_seen = 0;
     bool _failed = false;
     processor_counters _counters;
-    std::atomic<bool> _stop{false};
-    std::thread _thread;
+    common::worker _worker{"daqd-process", _in_ready, *this};  // last: its thread ends before the rest goes
 };
 
 }  // namespace daqd::processing

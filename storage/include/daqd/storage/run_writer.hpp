@@ -6,13 +6,17 @@
 // it. Every HDF5 call is checked; failures throw storage_error whose message
 // names the call, the file, and carries the HDF5 error stack.
 //
-// writer: the writer thread. It pops frames from a bounded spsc_queue fed by
-// the assembler, appends them to the active run (if any), and gives every
-// frame buffer back to the frame_pool. start_run/stop_run are called from a
-// control thread (main, later the web API); they never touch HDF5 themselves.
+// writer: the writer thread (a common::worker). It pops frames from a bounded
+// spsc_queue fed by the assembler, appends them to the active run (if any),
+// and gives every frame buffer back to the frame_pool. start_run/stop_run are
+// called from a control thread (main, later the web API); they never touch
+// HDF5 themselves. Without a thread (worker().start_pumped()) the control
+// thread is the writer thread: it makes the passes with worker().pump() and
+// runs commands itself.
 #include "daqd/common/event.hpp"
 #include "daqd/common/telemetry.hpp"
 #include "daqd/common/spsc_queue.hpp"
+#include "daqd/common/worker.hpp"
 #include "daqd/processing/calibration.hpp"
 #include "daqd/processing/frame.hpp"
 #include "daqd/processing/frame_observer.hpp"
@@ -31,7 +35,6 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
-#include <thread>
 #include <vector>
 
 namespace daqd::storage {
@@ -135,7 +138,7 @@ struct writer_counters {
     telemetry::histogram latency{latency_bucket_bounds_s};
 };
 
-class writer {
+class writer final : private common::worker_body {
 public:
     writer(common::spsc_queue<processing::frame>& in, processing::frame_pool& pool,
            common::wake_event& in_ready);
@@ -143,15 +146,18 @@ public:
     writer(const writer&) = delete;
     writer& operator=(const writer&) = delete;
 
-    void start();  // starts the thread
+    void start();  // starts the thread (worker().start_pumped(): none, the caller pumps)
     // Control thread: starts a run. Throws storage_error if the file cannot
     // be created (name taken, directory unwritable); the error is synchronous.
     void start_run(const run_options& options);
     // Control thread: writes every frame already queued, closes the run and
     // returns its stats. Returns nullopt when no run is active.
     std::optional<run_stats> stop_run();
-    // Control thread: stops the thread after draining the queue.
+    // Control thread: stops the thread after draining the queue and closing
+    // the active run (its stats: run_closed_by_stop()).
     void stop();
+    [[nodiscard]] std::optional<run_stats> run_closed_by_stop() const { return _closed_by_stop; }
+    [[nodiscard]] common::worker& worker() noexcept { return _worker; }
     // Control thread: runs fn on the writer thread between frames and waits
     // for it (exceptions are rethrown here). For HDF5 reads by other
     // components: the serial HDF5 build may only be used by this one thread.
@@ -170,9 +176,23 @@ public:
     void report(telemetry::snapshot& out) const;
 
 private:
-    void loop();
     struct command;  // defined in writer.cpp
     std::optional<run_stats> post(std::shared_ptr<command> cmd);  // control thread: hand over, wait
+
+    // The thread's body (common::worker_body) and what it does; writer
+    // thread only (or the pumping caller).
+    bool pass() override;
+    bool input_waiting() override;
+    [[nodiscard]] std::chrono::microseconds sleep_limit() const override;
+    void drain() override;
+    void thread_ending() noexcept override;
+    void execute(command& cmd);
+    void handle_frame(const processing::frame& f);
+    void drain_snapshot();
+    void flush_run();
+    run_stats finish_run();
+    void fail_run(const std::exception& e);
+    void account(std::uint64_t frames_before, std::uint64_t bytes_before);
 
     common::spsc_queue<processing::frame>& _in;
     processing::frame_pool& _pool;
@@ -181,13 +201,19 @@ private:
     std::atomic<bool> _run_active{false};
     mutable std::mutex _error_mutex;
     std::string _run_error;  // guarded by _error_mutex
-    std::atomic<bool> _stopping{false};
     std::mutex _command_mutex;
     std::shared_ptr<command> _command;  // guarded by _command_mutex
     std::atomic<bool> _command_pending{false};
     std::mutex _control_mutex;  // serialises start_run/stop_run/stop callers
-    std::thread _thread;
     processing::frame_observer* _observer = nullptr;
+    // Writer thread state.
+    std::unique_ptr<run_file> _run;
+    bool _run_failed = false;
+    std::chrono::milliseconds _flush_interval{1000};
+    std::chrono::steady_clock::time_point _next_flush{};
+    std::map<std::uint16_t, std::uint64_t> _unwritten_reported;  // per unit, this run
+    std::optional<run_stats> _closed_by_stop;
+    common::worker _worker{"daqd-write", _in_ready, *this};  // last: its thread ends before the rest goes
 };
 
 }  // namespace daqd::storage

@@ -1,0 +1,242 @@
+// common::worker: the stop protocol (idle wake-up, drain, idempotence), a
+// body that throws, the thread's name, and driving a body without a thread.
+#include "daqd/common/spsc_queue.hpp"
+#include "daqd/common/worker.hpp"
+
+#include <catch2/catch.hpp>
+#include <poll.h>
+#include <pthread.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+using daqd::common::spsc_queue;
+using daqd::common::wake_event;
+using daqd::common::worker;
+using daqd::common::worker_body;
+using namespace std::chrono_literals;
+
+namespace {
+
+// Polls `pred` until it holds or `timeout` passes; returns its last value.
+template <typename Pred>
+bool wait_until(Pred&& pred, std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+        if (pred()) return true;
+        if (std::chrono::steady_clock::now() >= deadline) return pred();
+        std::this_thread::sleep_for(100us);
+    }
+}
+
+// Takes numbers from a queue, in order, and records what the worker asked of it.
+struct counting_body final : worker_body {
+    explicit counting_body(spsc_queue<int>& q) : in(q) {}
+
+    bool pass() override {
+        if (drained) bad_order = true;  // no pass after drain()
+        bool any = false;
+        while (auto v = in.try_pop()) {
+            if (*v != next) bad_order = true;
+            ++next;
+            any = true;
+        }
+        taken.store(next, std::memory_order_release);
+        return any;
+    }
+    bool input_waiting() override { return !in.empty(); }
+    void sleep(wake_event& wake, std::chrono::microseconds timeout) override {
+        sleeps.fetch_add(1);
+        wake.wait(timeout);
+    }
+    void drain() override {
+        while (auto v = in.try_pop()) {
+            if (*v != next) bad_order = true;
+            ++next;
+        }
+        taken.store(next, std::memory_order_release);
+        drained = true;
+        drains.fetch_add(1);
+    }
+    void thread_ending() noexcept override { endings.fetch_add(1); }
+
+    spsc_queue<int>& in;
+    int next = 0;
+    bool drained = false;
+    bool bad_order = false;
+    std::atomic<int> taken{0};
+    std::atomic<int> sleeps{0};
+    std::atomic<int> drains{0};
+    std::atomic<int> endings{0};
+};
+
+// Pushes [from, to) as a producer does: push, then notify once per batch.
+void produce(spsc_queue<int>& q, wake_event& ready, int from, int to) {
+    for (int i = from; i < to; ++i)
+        while (!q.try_push(i)) {
+            ready.notify();
+            std::this_thread::yield();
+        }
+    ready.notify();
+}
+
+}  // namespace
+
+TEST_CASE("worker: the body runs until stop, sleeps when idle, and drains everything queued before stop",
+          "[common][worker]") {
+    spsc_queue<int> q(1024);
+    wake_event ready;
+    counting_body body(q);
+    worker w("test-counting", ready, body);
+    w.start();
+    CHECK(w.running());
+    CHECK(w.threaded());
+
+    produce(q, ready, 0, 500);
+    REQUIRE(wait_until([&] { return body.taken.load() == 500; }, 10s));
+    // Idle, it sleeps on the wake event; the producer's notify wakes it.
+    REQUIRE(wait_until([&] { return body.sleeps.load() > 0; }, 10s));
+    produce(q, ready, 500, 700);
+    REQUIRE(wait_until([&] { return body.taken.load() == 700; }, 10s));
+
+    // Queued right before the stop: the drain takes it.
+    produce(q, ready, 700, 1700);
+    w.stop();
+    CHECK_FALSE(w.running());
+    CHECK(body.taken.load() == 1700);
+    CHECK(body.drains.load() == 1);
+    CHECK(body.endings.load() == 1);
+    CHECK_FALSE(body.bad_order);
+    CHECK(w.failure().empty());
+
+    // Stop is idempotent.
+    w.stop();
+    CHECK(body.drains.load() == 1);
+    CHECK(body.endings.load() == 1);
+}
+
+namespace {
+
+// Sleeps with no timeout: only a signal of the wake event ends its sleep.
+struct sleeper_body final : worker_body {
+    bool pass() override { return false; }
+    void sleep(wake_event& wake, std::chrono::microseconds) override {
+        asleep.store(true);
+        pollfd p{wake.fd(), POLLIN, 0};
+        ::poll(&p, 1, -1);
+        wake.wait(0us);  // consume the signal
+    }
+    void drain() override { drained.store(true); }
+    std::atomic<bool> asleep{false};
+    std::atomic<bool> drained{false};
+};
+
+}  // namespace
+
+TEST_CASE("worker: stop wakes a sleeping body at once", "[common][worker]") {
+    wake_event ready;
+    sleeper_body body;
+    worker w("test-sleeper", ready, body);
+    w.start();
+    REQUIRE(wait_until([&] { return body.asleep.load(); }, 10s));
+    // A body that sleeps until signalled: stop() returns only because it signals.
+    auto stopped = std::async(std::launch::async, [&] { w.stop(); });
+    const bool returned = stopped.wait_for(10s) == std::future_status::ready;
+    if (!returned) ready.signal();  // let the thread go, so that the test ends
+    stopped.wait();
+    CHECK(returned);
+    CHECK(body.drained.load());
+}
+
+namespace {
+
+struct throwing_body final : worker_body {
+    bool pass() override {
+        if (++passes == 3) throw std::runtime_error("the body broke");
+        return true;
+    }
+    void drain() override { drained = true; }
+    void thread_ending() noexcept override { ended.store(true); }
+    int passes = 0;
+    bool drained = false;
+    std::atomic<bool> ended{false};
+};
+
+}  // namespace
+
+TEST_CASE("worker: an exception in the body is reported, the thread ends, the process goes on", "[common][worker]") {
+    wake_event ready;
+    throwing_body body;
+    worker w("test-throwing", ready, body);
+    w.start();
+    REQUIRE(wait_until([&] { return body.ended.load(); }, 10s));
+    CHECK_FALSE(w.threaded());
+    CHECK_FALSE(w.running());
+    CHECK(w.failure() == "the body broke");
+    w.stop();
+    w.stop();
+    CHECK_FALSE(body.drained);  // a body that threw is not asked to drain
+    CHECK(w.failure() == "the body broke");
+}
+
+namespace {
+
+struct naming_body final : worker_body {
+    bool pass() override {
+        if (name.empty()) {
+            char buf[16] = {};
+            ::pthread_getname_np(::pthread_self(), buf, sizeof buf);
+            name = buf;
+            seen.store(true);
+        }
+        return false;
+    }
+    void drain() override {}
+    std::string name;
+    std::atomic<bool> seen{false};
+};
+
+}  // namespace
+
+TEST_CASE("worker: the thread carries the worker's name, cut to what Linux keeps", "[common][worker]") {
+    wake_event ready;
+    naming_body body;
+    worker w("daqd-a-long-thread-name", ready, body);
+    w.start();
+    REQUIRE(wait_until([&] { return body.seen.load(); }, 10s));
+    w.stop();
+    CHECK(body.name == "daqd-a-long-thr");
+}
+
+TEST_CASE("worker: without a thread the caller pumps, and stop drains on the caller", "[common][worker]") {
+    spsc_queue<int> q(64);
+    wake_event ready;
+    counting_body body(q);
+    worker w("test-pumped", ready, body);
+
+    w.stop();  // never started: nothing happens
+    CHECK(body.drains.load() == 0);
+
+    w.start_pumped();
+    CHECK(w.running());
+    CHECK(w.pumped());
+    CHECK_FALSE(w.threaded());
+    CHECK_FALSE(w.pump());
+    produce(q, ready, 0, 10);
+    CHECK(w.pump());
+    CHECK(body.taken.load() == 10);
+    produce(q, ready, 10, 15);
+    w.stop();
+    CHECK(body.taken.load() == 15);
+    CHECK(body.drains.load() == 1);
+    CHECK(body.endings.load() == 0);  // no thread ended
+    w.stop();
+    CHECK(body.drains.load() == 1);
+    CHECK_FALSE(body.bad_order);
+}
