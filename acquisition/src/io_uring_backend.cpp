@@ -178,11 +178,17 @@ private:
     }
 
     unsigned reap() {
+        // The stamp is taken after the completions it stamps: only those
+        // ready now are reaped (the loop would otherwise also take ones that
+        // arrive meanwhile, and stamp them before their arrival).
+        const unsigned ready = io_uring_cq_ready(&_uring);
+        if (ready == 0) return 0;
+        const std::uint64_t now = common::monotonic_ns();
         unsigned count = 0;
         unsigned head;
         io_uring_cqe* cqe;
-        const std::uint64_t now = common::monotonic_ns();
         io_uring_for_each_cqe(&_uring, head, cqe) {
+            if (count == ready) break;
             ++count;
             const std::uint64_t tag = io_uring_cqe_get_data64(cqe);
             if (tag & (cancel_tag | wake_tag)) continue;
