@@ -2,6 +2,7 @@
 // Helpers of the acquisition tests: unique shared-memory names, waiting on a
 // condition with a deadline, building DAQ1 datagrams.
 #include "daqd/acquisition/daq1.hpp"
+#include "wait_until.hpp"
 
 #include <unistd.h>
 
@@ -22,16 +23,7 @@ inline std::string unique_ring_name() {
     return "daqd-test-" + std::to_string(::getpid()) + "-" + std::to_string(n.fetch_add(1));
 }
 
-// Polls `pred` until it holds or `timeout` passes; returns its last value.
-template <typename Pred>
-bool wait_until(Pred&& pred, std::chrono::milliseconds timeout) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    for (;;) {
-        if (pred()) return true;
-        if (std::chrono::steady_clock::now() >= deadline) return pred();
-        std::this_thread::sleep_for(std::chrono::microseconds(100));
-    }
-}
+using daqd_test::wait_until;
 
 // A valid DAQ1 datagram of `datagram_bytes` (even, >= 42): one packet of a
 // frame big enough to hold it, its payload bytes derived from `seq` so that

@@ -2,6 +2,7 @@
 // body that throws, the thread's name, and driving a body without a thread.
 #include "daqd/common/spsc_queue.hpp"
 #include "daqd/common/worker.hpp"
+#include "wait_until.hpp"
 
 #include <catch2/catch.hpp>
 #include <poll.h>
@@ -24,16 +25,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// Polls `pred` until it holds or `timeout` passes; returns its last value.
-template <typename Pred>
-bool wait_until(Pred&& pred, std::chrono::milliseconds timeout) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    for (;;) {
-        if (pred()) return true;
-        if (std::chrono::steady_clock::now() >= deadline) return pred();
-        std::this_thread::sleep_for(100us);
-    }
-}
+using daqd_test::wait_until;
 
 // Takes numbers from a queue, in order, and records what the worker asked of it.
 struct counting_body final : worker_body {

@@ -16,6 +16,7 @@
 #include "daqd/storage/run_writer.hpp"
 #include "daqd/web/sources.hpp"
 #include "http_client.hpp"
+#include "wait_until.hpp"
 
 #include <unistd.h>
 
@@ -52,15 +53,10 @@ struct temp_dir {
     fs::path operator/(const std::string& f) const { return path / f; }
 };
 
-// Polls `pred` until it holds or `timeout` passes; returns its last value.
+// Polls every millisecond.
 template <typename Pred>
 bool wait_until(Pred&& pred, std::chrono::milliseconds timeout) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (!pred()) {
-        if (std::chrono::steady_clock::now() >= deadline) return pred();
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-    return true;
+    return daqd_test::wait_until(pred, timeout, std::chrono::milliseconds(1));
 }
 
 // A one-packet DAQ1 datagram of `channels` samples (test pattern).
