@@ -70,6 +70,18 @@ double snapshot::sum(std::string_view name, const label_set& match) const {
     return total;
 }
 
+std::unordered_map<std::string, double> snapshot::by(std::string_view name, std::string_view label,
+                                                      const label_set& match) const {
+    std::unordered_map<std::string, double> out;
+    if (const auto* f = find(name))
+        for (const auto& s : f->samples) {
+            if (!matches(s.labels, match)) continue;
+            for (const auto& [k, v] : s.labels)
+                if (k == label) out[v] += s.value;
+        }
+    return out;
+}
+
 std::string snapshot::label(std::string_view name, std::string_view label, const label_set& match) const {
     if (const auto* f = find(name))
         for (const auto& s : f->samples)

@@ -286,19 +286,31 @@ summary summarize(const telemetry::snapshot& t) {
         for (const auto& x : f->samples)
             if (x.value > 0) s.invalid[x.labels.front().second] = static_cast<std::uint64_t>(x.value);
     for (const auto& [k, v] : s.invalid) s.invalid_total += v;
+    // One pass per family, not one per unit.
+    auto per_unit = [&](std::string_view family, const telemetry::label_set& match = {}) {
+        return t.by(family, "unit", match);
+    };
+    const auto channels = per_unit("daq_unit_channels"), packets = per_unit("daq_packets_received_total"),
+               lost = per_unit("daq_packets_lost_total"), duplicates = per_unit("daq_packets_duplicate_total"),
+               late = per_unit("daq_packets_late_total"), complete = per_unit("daq_frames_total", {{"state", "complete"}}),
+               incomplete = per_unit("daq_frames_total", {{"state", "incomplete"}}),
+               frames_lost = per_unit("daq_frames_total", {{"state", "lost"}}),
+               overflow = per_unit("daq_frames_total", {{"state", "overflow"}});
     for (const auto& id : t.label_values("daq_unit_channels", "unit")) {
-        const telemetry::label_set u{{"unit", id}};
-        auto frames = [&](const char* state) { return t.count("daq_frames_total", {{"unit", id}, {"state", state}}); };
+        auto of = [&](const std::unordered_map<std::string, double>& m) {
+            const auto it = m.find(id);
+            return it == m.end() ? std::uint64_t{0} : static_cast<std::uint64_t>(it->second);
+        };
         summary::unit x{static_cast<std::uint16_t>(std::stoul(id)),
-                        static_cast<std::uint32_t>(t.count("daq_unit_channels", u)),
-                        t.count("daq_packets_received_total", u),
-                        t.count("daq_packets_lost_total", u),
-                        t.count("daq_packets_duplicate_total", u),
-                        t.count("daq_packets_late_total", u),
-                        frames("complete"),
-                        frames("incomplete"),
-                        frames("lost"),
-                        frames("overflow")};
+                        static_cast<std::uint32_t>(of(channels)),
+                        of(packets),
+                        of(lost),
+                        of(duplicates),
+                        of(late),
+                        of(complete),
+                        of(incomplete),
+                        of(frames_lost),
+                        of(overflow)};
         s.packets_lost += x.lost;
         s.duplicates += x.duplicates;
         s.late += x.late;

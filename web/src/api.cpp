@@ -162,14 +162,17 @@ void api::sample(std::chrono::steady_clock::time_point now) {
         c.link_packets.push_back(t.count("daq_datagrams_received_total", {{"link", link}}));
         c.link_bytes.push_back(t.count("daq_bytes_received_total", {{"link", link}}));
     }
-    for (const auto& unit : t.label_values("daq_unit_channels", "unit")) {
-        const telemetry::label_set u{{"unit", unit}};
+    const auto packets = t.by("daq_packets_received_total", "unit");
+    const auto complete = t.by("daq_frames_total", "unit", {{"state", "complete"}});
+    const auto incomplete = t.by("daq_frames_total", "unit", {{"state", "incomplete"}});
+    const auto bytes = t.by("daq_unit_bytes_received_total", "unit");
+    auto of = [](const auto& m, const std::string& k) {
+        const auto it = m.find(k);
+        return it == m.end() ? std::uint64_t{0} : static_cast<std::uint64_t>(it->second);
+    };
+    for (const auto& unit : t.label_values("daq_unit_channels", "unit"))
         c.unit[static_cast<std::uint16_t>(std::stoul(unit))] = {
-            t.count("daq_packets_received_total", u),
-            t.count("daq_frames_total", {{"unit", unit}, {"state", "complete"}}) +
-                t.count("daq_frames_total", {{"unit", unit}, {"state", "incomplete"}}),
-            t.count("daq_unit_bytes_received_total", u)};
-    }
+            of(packets, unit), of(complete, unit) + of(incomplete, unit), of(bytes, unit)};
     if (_prev.valid) {
         const double dt = std::chrono::duration<double>(now - _prev.at).count();
         if (dt > 0) {
@@ -245,28 +248,42 @@ response api::status_json() const {
     j["ring_fill"] = max_fill;
 
     json units = json::array();
+    // One pass per family (a lookup per unit would scan each family once per unit).
+    auto per_unit = [&](std::string_view family, const telemetry::label_set& match = {}) {
+        return t.by(family, "unit", match);
+    };
+    const auto channels = per_unit("daq_unit_channels"), packets = per_unit("daq_packets_received_total"),
+               lost = per_unit("daq_packets_lost_total"), duplicates = per_unit("daq_packets_duplicate_total"),
+               late = per_unit("daq_packets_late_total"), written = per_unit("daq_frames_written_total"),
+               last = per_unit("daq_unit_last_frame_number"), live = per_unit("daq_unit_live"),
+               complete = per_unit("daq_frames_total", {{"state", "complete"}}),
+               incomplete = per_unit("daq_frames_total", {{"state", "incomplete"}}),
+               frames_lost = per_unit("daq_frames_total", {{"state", "lost"}}),
+               overflow = per_unit("daq_frames_total", {{"state", "overflow"}});
     for (const auto& unit : t.label_values("daq_unit_channels", "unit")) {
-        const telemetry::label_set u{{"unit", unit}};
+        auto of = [&](const std::unordered_map<std::string, double>& m) {
+            const auto it = m.find(unit);
+            return it == m.end() ? std::uint64_t{0} : static_cast<std::uint64_t>(it->second);
+        };
         const auto id = static_cast<std::uint16_t>(std::stoul(unit));
         const auto it = _unit_rates.find(id);
         const std::array<double, 3> rate = it != _unit_rates.end() ? it->second : std::array<double, 3>{0, 0, 0};
-        auto frames = [&](const char* state) { return t.count("daq_frames_total", {{"unit", unit}, {"state", state}}); };
         units.push_back({{"unit", id},
-                         {"channels", t.count("daq_unit_channels", u)},
-                         {"packets", t.count("daq_packets_received_total", u)},
+                         {"channels", of(channels)},
+                         {"packets", of(packets)},
                          {"packets_per_s", rate[0]},
                          {"frames_per_s", rate[1]},
                          {"bytes_per_s", rate[2]},
-                         {"packets_lost", t.count("daq_packets_lost_total", u)},
-                         {"duplicates", t.count("daq_packets_duplicate_total", u)},
-                         {"late", t.count("daq_packets_late_total", u)},
-                         {"frames_complete", frames("complete")},
-                         {"frames_incomplete", frames("incomplete")},
-                         {"frames_lost", frames("lost")},
-                         {"frames_overflow", frames("overflow")},
-                         {"frames_written", t.count("daq_frames_written_total", u)},
-                         {"last_frame_number", t.count("daq_unit_last_frame_number", u)},
-                         {"live", t.count("daq_unit_live", u) != 0}});
+                         {"packets_lost", of(lost)},
+                         {"duplicates", of(duplicates)},
+                         {"late", of(late)},
+                         {"frames_complete", of(complete)},
+                         {"frames_incomplete", of(incomplete)},
+                         {"frames_lost", of(frames_lost)},
+                         {"frames_overflow", of(overflow)},
+                         {"frames_written", of(written)},
+                         {"last_frame_number", of(last)},
+                         {"live", of(live) != 0}});
     }
     j["units"] = std::move(units);
     j["totals"] = {{"packets", total_packets},

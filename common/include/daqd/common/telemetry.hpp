@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -113,6 +114,11 @@ public:
     [[nodiscard]] std::uint64_t count(std::string_view name, const label_set& match = {}) const {
         return static_cast<std::uint64_t>(sum(name, match));
     }
+    // The sums of `name` by the value of its label `label`, over the samples
+    // matching `match`: one pass, for readers that want every unit or link
+    // (a lookup per unit would scan the family once per unit).
+    [[nodiscard]] std::unordered_map<std::string, double> by(std::string_view name, std::string_view label,
+                                                             const label_set& match = {}) const;
     // The value of label `label` of the first sample of `name` matching `match`, or "".
     [[nodiscard]] std::string label(std::string_view name, std::string_view label, const label_set& match = {}) const;
     // The distinct values of `label` over the samples of `name`, in order of appearance.
