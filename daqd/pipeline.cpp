@@ -5,8 +5,10 @@
 #include <spdlog/spdlog.h>
 
 #include "daqd/acquisition/host_check.hpp"
+#include "daqd/acquisition/line_rate.hpp"
 #include "daqd/storage/calibration_file.hpp"
 
+#include <cmath>
 #include <filesystem>
 #include <stdexcept>
 
@@ -28,6 +30,47 @@ std::string check_run_name(const std::string& name) {
     return {};
 }
 
+buffer_plan plan_buffer(const config::config& cfg, bool calibrating) {
+    buffer_plan p;
+    p.block_bytes = (std::max<std::size_t>(cfg.storage.chunk_bytes, cfg.assembly.max_frame_bytes) + 63) / 64 * 64;
+    const auto rate = acquisition::expected_rate_of(cfg.acquisition);
+    p.rate_mbps = rate.mbps;
+    p.rate_source = rate.source;
+    const double bytes_per_s = static_cast<double>(rate.mbps) * 1e6 / 8;
+    const std::size_t per_block = p.block_bytes * (calibrating ? 3u : 1u);
+    if (cfg.assembly.pool_blocks != 0) {
+        p.blocks = cfg.assembly.pool_blocks;
+    } else {
+        // Every unit fills a block of its own (listed ones, and a margin for
+        // learned ones) beside those waiting for the writer.
+        const std::size_t filling = 2 * cfg.units.units.size() + 16;
+        const auto waiting =
+            static_cast<std::size_t>(std::ceil(bytes_per_s * cfg.assembly.buffer_seconds / static_cast<double>(p.block_bytes)));
+        p.blocks = std::max<std::size_t>(waiting + filling, 32);
+        const std::size_t most = std::max<std::size_t>(cfg.assembly.buffer_max_bytes / per_block, 4);
+        if (p.blocks > most) {
+            p.blocks = most;
+            p.capped = true;
+        }
+    }
+    p.memory_bytes = std::uint64_t{p.blocks} * per_block;
+    p.seconds = bytes_per_s > 0 ? static_cast<double>(p.blocks) * static_cast<double>(p.block_bytes) / bytes_per_s : 0;
+    // Every row the buffer holds may wait in a queue; capped (a frame that
+    // finds its queue full is counted as overflow).
+    p.queue_frames = cfg.storage.queue_frames != 0
+                         ? cfg.storage.queue_frames
+                         : std::min<std::size_t>(p.blocks * processing::max_chunk_rows, std::size_t{1} << 18);
+    return p;
+}
+
+std::string buffer_plan::describe() const {
+    return fmt::format("frame buffer: {} blocks of {} KiB (one stored chunk each), {:.0f} MiB at most{}: {:.2f} s at "
+                       "{} Mbit/s ({}){}; memory is committed as frames use it",
+                       blocks, block_bytes / 1024, static_cast<double>(memory_bytes) / (1 << 20),
+                       memory_bytes > blocks * block_bytes ? " with the calibrated rows" : "", seconds, rate_mbps,
+                       rate_source, capped ? " — less than assembly.buffer_seconds: assembly.buffer_max_bytes caps it" : "");
+}
+
 pipeline::pipeline(const config::config& cfg, std::uint64_t pedestal_frames) : _cfg(cfg) {
     // Ring slots hold a datagram plus room for io_uring's recvmsg header and control data.
     const std::uint64_t slot_data = cfg.acquisition.max_datagram_bytes + 128;
@@ -46,16 +89,19 @@ pipeline::pipeline(const config::config& cfg, std::uint64_t pedestal_frames) : _
     if (!calibrating && pedestal_frames == 0 && !cfg.processing.calibration_file.empty())
         spdlog::warn("processing.calibration_file = {} is not used: processing.stages has no \"calibrate\"",
                      cfg.processing.calibration_file.string());
+    const buffer_plan plan = plan_buffer(cfg, calibrating);
     try {
-        _pool = std::make_unique<processing::frame_pool>(cfg.assembly.pool_frames, cfg.assembly.max_frame_bytes,
-                                                         calibrating);
+        _pool = std::make_unique<processing::block_pool>(plan.blocks, plan.block_bytes, calibrating);
     } catch (const std::exception& e) {
-        throw std::runtime_error(fmt::format("cannot reserve the frame pool of assembly.pool_frames ({}) x "
-                                             "assembly.max_frame_bytes ({}) bytes: {}; lower one of them",
-                                             cfg.assembly.pool_frames, cfg.assembly.max_frame_bytes, e.what()));
+        throw std::runtime_error(fmt::format("cannot reserve the {}: {}; lower assembly.buffer_seconds or "
+                                             "assembly.buffer_max_bytes",
+                                             plan.describe(), e.what()));
     }
-    const std::size_t queue = cfg.storage.queue_frames ? std::max<std::size_t>(cfg.storage.queue_frames, cfg.assembly.pool_frames)
-                                                       : cfg.assembly.pool_frames;
+    if (plan.capped)
+        spdlog::warn("{}", plan.describe());
+    else
+        spdlog::info("{}", plan.describe());
+    const std::size_t queue = plan.queue_frames;
     // The stages, upstream first. Each frame stage reads the hop its upstream
     // writes; the processor, when there is one, adds a hop of its own.
     auto next_hop = [&]() -> frame_hop& { return *_hops.emplace_back(std::make_unique<frame_hop>(queue)); };
@@ -75,6 +121,7 @@ pipeline::pipeline(const config::config& cfg, std::uint64_t pedestal_frames) : _
                         static_cast<float>(cfg.processing.threshold)};
         po.batch_frames = cfg.processing.batch_frames;
         po.pedestal_frames = pedestal_frames;
+        po.max_frame_bytes = cfg.assembly.max_frame_bytes;
         if (pedestal_frames == 0 && cfg.processing.has("live"))
             _live = std::make_unique<processing::live_view>(cfg.processing.live_interval);
         frame_hop& in = *hop;
@@ -85,7 +132,7 @@ pipeline::pipeline(const config::config& cfg, std::uint64_t pedestal_frames) : _
     }
     _tap = std::make_unique<processing::live_tap>();
     if (_live) _tap->attach(_live.get());  // the live endpoint reads the processing thread's live view
-    _writer = std::make_unique<storage::writer>(hop->queue, *_pool, hop->ready);
+    _writer = std::make_unique<storage::writer>(hop->queue, hop->ready);
     _writer->set_observer(_tap.get());
     _stages.push_back(&_writer->worker());
 }

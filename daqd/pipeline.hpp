@@ -26,7 +26,7 @@
 #include "daqd/common/spsc_queue.hpp"
 #include "daqd/config/config.hpp"
 #include "daqd/processing/assembler.hpp"
-#include "daqd/processing/frame_pool.hpp"
+#include "daqd/processing/block_pool.hpp"
 #include "daqd/processing/live_tap.hpp"
 #include "daqd/processing/live_view.hpp"
 #include "daqd/processing/processor.hpp"
@@ -141,7 +141,7 @@ private:
     // The data path, upstream first (construction order, stop order).
     common::wake_event _ring_ready;
     std::unique_ptr<acquisition::packet_ring> _ring;
-    std::unique_ptr<processing::frame_pool> _pool;
+    std::unique_ptr<processing::block_pool> _pool;
     std::vector<std::unique_ptr<frame_hop>> _hops;  // assembler → [processor →] writer
     std::unique_ptr<acquisition::receiver> _receiver;
     std::unique_ptr<processing::assembler> _assembler;
@@ -158,6 +158,22 @@ private:
     mutable std::mutex _active_mutex;
     std::optional<active_run> _active;  // guarded by _active_mutex
 };
+
+// The frame buffer's size (docs/CONFIG.md, assembly.buffer_seconds): blocks
+// of one stored chunk each, enough for buffer_seconds at the expected rate,
+// within buffer_max_bytes; plus the frames the queues between stages hold.
+struct buffer_plan {
+    std::size_t blocks = 0;
+    std::size_t block_bytes = 0;
+    std::size_t queue_frames = 0;
+    std::uint64_t rate_mbps = 0;     // expected payload rate, all links
+    std::string rate_source;         // where that rate came from
+    double seconds = 0;              // what the buffer holds at that rate
+    bool capped = false;             // buffer_max_bytes cut it short of buffer_seconds
+    std::uint64_t memory_bytes = 0;  // at most (calibrated area included)
+    [[nodiscard]] std::string describe() const;  // the start-up log line
+};
+buffer_plan plan_buffer(const config::config& cfg, bool calibrating);
 
 // Every module's probe into one snapshot. The pipeline's own, and test rigs'
 // that wire the modules by hand.

@@ -638,6 +638,13 @@ void check_threshold(const config& c, diagnostics& d) {
                 fmt::format("processing.threshold must be a finite number (|x| <= 1e9), got {}", t));
 }
 
+void check_buffer_seconds(const config& c, diagnostics& d) {
+    const double t = c.assembly.buffer_seconds;
+    if (!std::isfinite(t) || t < 0.05 || t > 600)
+        d.error({"assembly.buffer_seconds"},
+                fmt::format("assembly.buffer_seconds must be between 0.05 and 600 seconds, got {}", t));
+}
+
 void check_http_listen(const config& c, diagnostics& d) {
     if (c.http.listen.empty()) return;
     try {
@@ -715,6 +722,11 @@ const std::vector<key>& keys_table() {
         integer("acquisition.expected_datagram_bytes", DAQD_FIELD(acquisition.expected_datagram_bytes), {42, 65535},
                 "Typical datagram size, used to size buffers in bytes; at most\n"
                 "max_datagram_bytes."),
+        integer("acquisition.expected_rate_mbps", DAQD_FIELD(acquisition.expected_rate_mbps), {0, 10000000},
+                "Payload rate the links are expected to bring, all together, in Mbit/s:\n"
+                "what assembly.buffer_seconds is sized at. 0: the links' line rate\n"
+                "(each link's interface speed; 1000 for a link whose speed is unknown:\n"
+                "loopback, an any-address)."),
         integer("acquisition.ring_slots", DAQD_FIELD(acquisition.ring_slots), {64, 16777216, int_rule::power_of_two},
                 "Packet ring slots per link."),
         text("acquisition.ring_name", DAQD_FIELD(acquisition.ring_name),
@@ -746,11 +758,18 @@ const std::vector<key>& keys_table() {
                 "An open frame older than this is closed (incomplete)."),
         integer("assembly.max_frame_bytes", DAQD_FIELD(assembly.max_frame_bytes), {2, 16777216, int_rule::even},
                 "Frame buffer size: the largest frame accepted."),
-        integer("assembly.pool_frames", DAQD_FIELD(assembly.pool_frames), {16, 1048576},
-                "Frame buffers in the pool. Address space is pool_frames x\n"
-                "max_frame_bytes (at most 256 GiB), but only the bytes frames really use\n"
-                "are ever touched: 16384 buffers hold about 0.5 s of 8 KiB frames at\n"
-                "2 Gbit/s."),
+        number("assembly.buffer_seconds", DAQD_FIELD(assembly.buffer_seconds), "0.05..600", check_buffer_seconds,
+               "Frames the writer may fall behind by, in seconds at\n"
+               "acquisition.expected_rate_mbps: the frame buffer (blocks shaped like\n"
+               "stored chunks) is sized to hold that much, within buffer_max_bytes.\n"
+               "daqd logs the size it took at start."),
+        integer("assembly.buffer_max_bytes", DAQD_FIELD(assembly.buffer_max_bytes), {16777216, 274877906944},
+                "Most memory the frame buffer may take (x 3 with \"calibrate\": the\n"
+                "float32 rows), whatever buffer_seconds asks for. Memory is committed\n"
+                "only as frames use it."),
+        integer("assembly.pool_blocks", DAQD_FIELD(assembly.pool_blocks), {4, 1048576, int_rule::zero_or_range},
+                "Blocks in the frame buffer, each one stored chunk (storage.chunk_bytes,\n"
+                "or max_frame_bytes if larger); 0: from buffer_seconds."),
         integer("assembly.max_frame_jump", DAQD_FIELD(assembly.max_frame_jump), {1, 1099511627776},
                 "A frame number further ahead of its unit's stream than this is implausible:\n"
                 "the packet is held aside (reason frame_out_of_window)."),
@@ -767,7 +786,8 @@ const std::vector<key>& keys_table() {
         integer("storage.chunk_bytes", DAQD_FIELD(storage.chunk_bytes), {4096, 1073741824},
                 "Target size of one stored chunk."),
         integer("storage.queue_frames", DAQD_FIELD(storage.queue_frames), {0, 16777216},
-                "Frames queued between assembly and the writer; 0: pool_frames."),
+                "Frames queued between assembly and the writer; 0: every row the frame\n"
+                "buffer holds (at most 262144)."),
         integer("storage.reserve_bytes", DAQD_FIELD(storage.reserve_bytes), {0, int64_max},
                 "Free space kept on the output file system for closing run files cleanly:\n"
                 "a run that would eat into it stops writing, closes its file and is marked\n"
@@ -921,29 +941,29 @@ const std::vector<rule>& rules() {
                  d.error({"units.learn", "units.list", "units"},
                          "units.learn = false and units.list is empty: no units would be accepted");
          }},
-        {{"assembly.pool_frames", "assembly.reorder_frames", "units.list"},
+        // Each listed unit fills a block of its own while others wait for the writer.
+        {{"assembly.pool_blocks", "units.list"},
          [](const config& c, diagnostics& d) {
-             const std::uint64_t units_open = std::max<std::size_t>(1, c.units.units.size());
-             if (c.assembly.pool_frames < c.assembly.reorder_frames * units_open)
-                 d.error({"assembly.pool_frames", "assembly.reorder_frames"},
-                         fmt::format("assembly.pool_frames ({}) must be at least assembly.reorder_frames ({}) x "
-                                     "listed units ({})",
-                                     c.assembly.pool_frames, c.assembly.reorder_frames, units_open));
+             const std::uint64_t need = 2 * c.units.units.size() + 2;
+             if (c.assembly.pool_blocks != 0 && c.assembly.pool_blocks < need)
+                 d.error({"assembly.pool_blocks", "units.list"},
+                         fmt::format("assembly.pool_blocks ({}) must be at least 2 x listed units + 2 ({}): each unit "
+                                     "fills a block of its own",
+                                     c.assembly.pool_blocks, need));
          }},
-        // The pool reserves its address space at start (three times that with
-        // "calibrate": the float32 rows); more than this fails there, so say it here.
-        {{"assembly.pool_frames", "assembly.max_frame_bytes", "processing.stages"},
+        // The buffer reserves its address space at start (three times that
+        // with "calibrate": the float32 rows); more than this fails there.
+        {{"assembly.pool_blocks", "assembly.max_frame_bytes", "storage.chunk_bytes", "processing.stages"},
          [](const config& c, diagnostics& d) {
-             constexpr std::uint64_t max_pool_address_space = 256ull << 30;
+             constexpr std::uint64_t max_address_space = 256ull << 30;
              const bool calibrate = c.processing.has("calibrate");
-             const std::uint64_t bytes =
-                 std::uint64_t{c.assembly.pool_frames} * c.assembly.max_frame_bytes * (calibrate ? 3u : 1u);
-             if (bytes > max_pool_address_space)
-                 d.error({"assembly.pool_frames", "assembly.max_frame_bytes"},
-                         fmt::format("assembly.pool_frames ({}) x assembly.max_frame_bytes ({}){} = {} bytes of frame "
-                                     "pool exceeds the 256 GiB limit; lower one of them",
-                                     c.assembly.pool_frames, c.assembly.max_frame_bytes,
-                                     calibrate ? " x 3 (calibrated rows)" : "", bytes));
+             const std::uint64_t block = std::max<std::uint64_t>(c.storage.chunk_bytes, c.assembly.max_frame_bytes);
+             const std::uint64_t bytes = std::uint64_t{c.assembly.pool_blocks} * block * (calibrate ? 3u : 1u);
+             if (bytes > max_address_space)
+                 d.error({"assembly.pool_blocks", "storage.chunk_bytes", "assembly.max_frame_bytes"},
+                         fmt::format("assembly.pool_blocks ({}) x {} bytes a block{} = {} bytes of frame buffer exceeds "
+                                     "the 256 GiB limit; lower one of them",
+                                     c.assembly.pool_blocks, block, calibrate ? " x 3 (calibrated rows)" : "", bytes));
          }},
         {{"processing.threshold", "processing.threshold_mode"},
          [](const config& c, diagnostics& d) {
@@ -1019,6 +1039,13 @@ void check_unknown_keys(diagnostics& d, const toml::table& table, std::string_vi
     for (auto&& [key, value] : table) {
         const std::string_view k = key.str();
         if (std::find(known.begin(), known.end(), k) != known.end()) continue;
+        if (section == "assembly" && k == "pool_frames") {
+            d.error(line_of_key(key, value),
+                    "assembly.pool_frames is gone: the frame buffer is sized in time now (assembly.buffer_seconds at "
+                    "acquisition.expected_rate_mbps, within assembly.buffer_max_bytes; assembly.pool_blocks to set "
+                    "its blocks by hand)");
+            continue;
+        }
         const std::string hint = hint_for(
             k, known, [&](std::string_view c) { return fmt::format(" (did you mean '{}'?)", join(section, c)); });
         d.error(line_of_key(key, value), fmt::format("unknown key '{}'{}", join(section, k), hint));

@@ -23,7 +23,10 @@ struct assembler::open_frame {
     std::uint64_t frame_number;
     std::uint64_t timestamp_ns;
     std::uint64_t opened_ns;
-    std::uint32_t pool_index;
+    std::uint32_t block;  // its row: row `row` of this block of the pool,
+    std::uint32_t row;    // which holds block_rows rows
+    std::uint32_t block_rows;
+    std::uint64_t taken;
     std::uint32_t slice;  // payload bytes of a non-last packet, once known
     std::uint32_t bitmap;  // index into unit_state::bits
     std::uint16_t packet_count;
@@ -40,6 +43,14 @@ struct assembler::unit_state {
     std::uint32_t bitmap_words = 0;          // words of one frame's packet bitmap (from packet_count)
     std::vector<std::uint64_t> bits;         // reorder_frames bitmaps of packet indices
     std::vector<std::uint32_t> free_bitmaps;
+    // The block the unit's frames take rows from, in the order they open
+    // (block_pool.hpp); sealed (given up) when full, or when the unit's
+    // frames must start a new chunk (new stream, new size, run start).
+    bool has_block = false;
+    std::uint32_t block = 0;
+    std::uint32_t next_row = 0;
+    std::uint32_t block_rows = 0;
+    std::uint64_t taken = 0;  // rows taken, all blocks (frame::taken)
     bool have_emitted = false;
     std::uint64_t last_emitted = 0;
     std::uint64_t high_frame = 0;   // highest frame_number opened in this stream
@@ -120,13 +131,12 @@ struct assembler::unit_state {
 };
 
 assembler::assembler(const config::config& cfg, std::vector<acquisition::packet_ring*> rings,
-                     common::wake_event& in_ready, frame_pool& pool, common::spsc_queue<frame>& out,
+                     common::wake_event& in_ready, block_pool& pool, common::spsc_queue<frame>& out,
                      common::wake_event& out_ready)
     : _cfg(cfg), _rings(std::move(rings)), _in_ready(in_ready), _pool(pool), _out(out), _out_ready(out_ready),
       _units(max_units), _unit_list(std::make_unique<std::atomic<unit_counters*>[]>(max_units)),
       _expected_bytes(max_units, 0), _counters_of(max_units),
       _timeout_ns(static_cast<std::uint64_t>(cfg.assembly.reorder_timeout.count()) * 1'000'000ull) {
-    assert(_out.capacity() >= _pool.buffers() && "the output queue must hold every pool buffer");
     for (const auto& u : cfg.units.units) _expected_bytes[u.id] = u.channels * 2;
     _active.reserve(max_units);
 }
@@ -210,7 +220,7 @@ assembler::unit_state* assembler::unit_for(const daq1::header& h, std::uint64_t 
         // settings) is relearned once the old size has gone quiet.
         const auto quiet = static_cast<std::uint64_t>(_cfg.units.relearn_quiet.count()) * 1'000'000ull;
         if (u->configured || now_ns - u->last_ns() < quiet) return nullptr;
-        if (h.frame_bytes > _pool.buffer_bytes()) {
+        if (h.frame_bytes > max_frame_bytes()) {
             why = drop_reason::frame_too_large_for_pool;
             return nullptr;
         }
@@ -226,12 +236,12 @@ assembler::unit_state* assembler::unit_for(const daq1::header& h, std::uint64_t 
         why = drop_reason::frame_bytes_mismatch;
         return nullptr;
     }
-    if (h.frame_bytes > _pool.buffer_bytes()) {
+    if (h.frame_bytes > max_frame_bytes()) {
         why = drop_reason::frame_too_large_for_pool;
         if (_counters.invalid[static_cast<std::size_t>(why)].get() == 0)
             spdlog::error("unit {} sends {}-byte frames, more than assembly.max_frame_bytes = {}: its packets are "
                           "dropped; raise assembly.max_frame_bytes",
-                          id, h.frame_bytes, _pool.buffer_bytes());
+                          id, h.frame_bytes, max_frame_bytes());
         return nullptr;
     }
     if (expected == 0 && _learned >= _cfg.units.max_learned && !reclaim_one(now_ns)) {
@@ -293,6 +303,7 @@ bool assembler::reclaim_one(std::uint64_t now_ns) {
         unit_state* u = _active[i];
         if (u->configured || !u->window.empty() || !u->held.empty() || now_ns - u->last_ns() < idle) continue;
         settle_seq(*u);
+        seal(*u);
         u->counters->retired.set(1);
         spdlog::info("unit {}: silent for {} s, its learned slot goes to a new unit", u->id,
                      (now_ns - u->last_ns()) / 1'000'000'000ull);
@@ -311,6 +322,7 @@ void assembler::relearn(unit_state& u, const daq1::header& h) {
     release_held(u);
     close_all(u);
     settle_seq(u);
+    seal(u);  // its rows are of the old size
     spdlog::warn("unit {}: no {}-byte frame for {} ms, relearned with {}-byte frames ({} channels); its next frames "
                  "go to the next file of the run",
                  u.id, u.frame_bytes, _cfg.units.relearn_quiet.count(), h.frame_bytes, h.frame_bytes / 2);
@@ -422,8 +434,13 @@ assembler::open_frame* assembler::find_or_open(unit_state& u, const daq1::header
     }
     // A frame already dropped for want of a buffer stays dropped.
     if (u.in_overflow(fnum)) return nullptr;
-    const auto index = _pool.acquire();
-    if (!index) {
+    // The first frame of a stream numbered from below the last one goes to
+    // the writer's next file: it starts a chunk of its own.
+    if (u.ended && fnum <= u.prev_last) seal(u);
+    std::uint32_t block = 0;
+    std::uint32_t row = 0;
+    std::uint32_t rows = 0;
+    if (!take_row(u, block, row, rows)) {
         // Count each frame once, even when packets of several frames interleave.
         if (!u.overflowed || fnum > u.last_overflow_frame) {
             u.overflowed = true;
@@ -447,7 +464,7 @@ assembler::open_frame* assembler::find_or_open(unit_state& u, const daq1::header
     u.free_bitmaps.pop_back();
     std::uint64_t* bits = u.bits.data() + static_cast<std::size_t>(bm) * u.bitmap_words;
     std::memset(bits, 0, u.bitmap_words * sizeof(std::uint64_t));
-    open_frame f{fnum, h.timestamp_ns, now_ns, *index, 0, bm, h.packet_count, 0, false};
+    open_frame f{fnum, h.timestamp_ns, now_ns, block, row, rows, u.taken - 1, 0, bm, h.packet_count, 0, false};
     auto pos = std::upper_bound(u.window.begin(), u.window.end(), fnum,
                                 [](std::uint64_t n, const open_frame& o) { return n < o.frame_number; });
     return &*u.window.insert(pos, f);
@@ -603,7 +620,9 @@ void assembler::take_packet(unit_state& u, const daq1::header& h, const std::byt
             f->slice = h.payload_offset / h.packet_index;
     }
     f->eos |= (h.flags & daq1::flag_end_of_stream) != 0;
-    std::memcpy(reinterpret_cast<std::byte*>(_pool.data(f->pool_index)) + h.payload_offset,
+    // The one copy after the socket: into the frame's row of its block,
+    // which is the row of the chunk the writer stores.
+    std::memcpy(_pool.data(f->block) + std::size_t{f->row} * u.frame_bytes + h.payload_offset,
                 datagram + daq1::header_bytes, payload);
     // A complete frame goes out once the frames before it are closed. The
     // END_OF_STREAM frame too: frames before it still missing packets wait
@@ -617,8 +636,16 @@ void assembler::close_front(unit_state& u) {
     u.window.erase(u.window.begin());
     u.free_bitmaps.push_back(f.bitmap);
     auto& c = *u.counters;
+    if (_out.size() >= _out.capacity()) {
+        // The queue is sized to hold every row of the pool (pipeline.cpp);
+        // one set smaller by hand drops the frame here, as overflow.
+        _pool.drop(f.block);
+        u.add_overflow(f.frame_number);
+        c.frames_overflow.add();
+        return;
+    }
     const std::uint16_t missing = static_cast<std::uint16_t>(f.packet_count - f.received);
-    auto* samples = _pool.data(f.pool_index);
+    auto* samples = reinterpret_cast<std::uint16_t*>(_pool.data(f.block) + std::size_t{f.row} * u.frame_bytes);
     if (missing) {
         // Missing samples read 0: clear the byte ranges of the packets that never came.
         const std::uint64_t* bits = u.bits.data() + static_cast<std::size_t>(f.bitmap) * u.bitmap_words;
@@ -653,14 +680,18 @@ void assembler::close_front(unit_state& u) {
     out.missing_packets = missing;
     out.packet_count = f.packet_count;
     out.channels = u.frame_bytes / 2;
-    out.pool_index = f.pool_index;
     out.stream = u.stream;
     out.frame_number = f.frame_number;
     out.timestamp_ns = f.timestamp_ns;
     out.assembled_ns = common::monotonic_ns();
     out.samples = samples;
+    out.pool = &_pool;
+    out.block = f.block;
+    out.row = f.row;
+    out.block_rows = f.block_rows;
+    out.taken = f.taken;
     [[maybe_unused]] const bool pushed = _out.try_push(out);
-    assert(pushed && "output queue holds every pool buffer, so it cannot be full");
+    assert(pushed && "checked for room above; this thread is the only producer");
     _counters.frames_out.add();
     _out_ready.notify();
 }
@@ -700,6 +731,9 @@ void assembler::expire(std::uint64_t now_ns) {
             if (eos) stream_closed(*u);
         }
         if (closed) emit_ready(*u);
+        // A unit gone quiet gives its block up: its frames so far can be
+        // written and the block reused (a run that ended, a flood of unit ids).
+        if (u->has_block && u->window.empty() && now_ns - u->last_ns() > _timeout_ns) seal(*u);
         // Held packets that no new stream followed within the timeout.
         if (!u->held.empty() && now_ns - u->last_ns() > _timeout_ns) release_held(*u);
     }
@@ -710,8 +744,49 @@ void assembler::flush_all() {
         release_held(*u);  // first: late ones' sequence numbers are not lost
         close_all(*u);
         settle_seq(*u);
+        seal(*u);  // every block goes back to the pool once the writer is done
     }
 }
+
+// ---- blocks ----
+
+std::uint32_t assembler::max_frame_bytes() const noexcept {
+    return static_cast<std::uint32_t>(std::min<std::size_t>(_cfg.assembly.max_frame_bytes, _pool.block_bytes()));
+}
+
+// The next row of the unit's current block, a new block when it has none
+// (or it is full); false when the pool has no block free.
+bool assembler::take_row(unit_state& u, std::uint32_t& block, std::uint32_t& row, std::uint32_t& rows) {
+    // Where the writer's file chunks start (block_pool::phase), a new block starts.
+    if (u.has_block && u.next_row != 0 && (u.taken + _pool.phase(u.id)) % u.block_rows == 0) seal(u);
+    if (!u.has_block) {
+        const auto b = _pool.acquire();
+        if (!b) return false;
+        u.has_block = true;
+        u.block = *b;
+        u.next_row = 0;
+        // A chunk's rows, as the writer stores them; never more than the
+        // block holds (a pool built with smaller blocks: the writer copies).
+        u.block_rows = std::min<std::uint32_t>(chunk_rows(_cfg.storage.chunk_bytes, u.frame_bytes / 2),
+                                               static_cast<std::uint32_t>(_pool.block_bytes() / u.frame_bytes));
+    }
+    _pool.ref(u.block);
+    block = u.block;
+    rows = u.block_rows;
+    row = u.next_row++;
+    ++u.taken;
+    if (u.next_row == u.block_rows) seal(u);
+    return true;
+}
+
+// The unit's frames take no more rows from its current block; the block
+// goes back to the pool once its frames are written.
+void assembler::seal(unit_state& u) {
+    if (!u.has_block) return;
+    u.has_block = false;
+    _pool.drop(u.block);
+}
+
 
 // ---- telemetry ----
 

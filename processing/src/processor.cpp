@@ -63,13 +63,13 @@ private:
 
 }  // namespace
 
-processor::processor(const processor_options& o, frame_pool& pool, common::spsc_queue<frame>& in,
+processor::processor(const processor_options& o, block_pool& pool, common::spsc_queue<frame>& in,
                      common::wake_event& in_ready, common::spsc_queue<frame>& out, common::wake_event& out_ready,
                      live_view* live)
     : _pool(pool), _in(in), _in_ready(in_ready), _out(out), _out_ready(out_ready),
       _batch_frames(std::max<std::size_t>(1, o.batch_frames)), _units(max_units), _units_by_id(max_units, nullptr) {
-    if (_out.capacity() < _pool.buffers() || _in.capacity() < _pool.buffers())
-        throw std::invalid_argument("processor: its queues must hold every frame-pool buffer");
+    if (_out.capacity() < _in.capacity())
+        throw std::invalid_argument("processor: its output queue must hold as many frames as its input queue");
     _batch.reserve(_batch_frames);
     _passing.reserve(_batch_frames);
     _active.reserve(max_units);
@@ -92,9 +92,9 @@ processor::processor(const processor_options& o, frame_pool& pool, common::spsc_
     if (with_live && live == nullptr) throw std::invalid_argument("processor: the live stage needs a live_view");
     _calibrates = calibrate;
     if (calibrate) {
-        if (!_pool.has_calibrated()) throw std::invalid_argument("processor: the frame pool has no calibrated area");
+        if (!_pool.has_calibrated()) throw std::invalid_argument("processor: the block pool has no calibrated area");
         std::string why;
-        auto b = make_backend(o.backend, _pool.buffer_bytes() / 2, _batch_frames, why);
+        auto b = make_backend(o.backend, std::max<std::size_t>(1, o.max_frame_bytes / 2), _batch_frames, why);
         if (b->name() == "cuda") b = std::make_unique<failover_backend>(std::move(b));
         spdlog::info("processing: backend {} ({})", b->description(), why);
         _backend = std::move(b);
@@ -147,7 +147,17 @@ std::size_t processor::run_batch(std::size_t n) {
             _passing.push_back(*f);
             continue;
         }
-        if (_calibrates) f->calibrated = _pool.calibrated(f->pool_index);
+        if (_calibrates) {
+            // The frame's own row in its block's calibrated area; a frame
+            // built by hand (no pool) has none and is not calibrated.
+            f->calibrated = f->pool != nullptr && f->pool->has_calibrated()
+                                ? f->pool->calibrated(f->block) + std::size_t{f->row} * f->channels
+                                : nullptr;
+            if (f->calibrated == nullptr) {
+                _passing.push_back(*f);
+                continue;
+            }
+        }
         _batch.push_back(*f);
     }
     if (_batch.empty()) {

@@ -83,6 +83,15 @@ struct run_file::impl {
         bool in_file = false;      // its group and datasets exist in the current file
         hsize_t chunk_rows = 0;
         std::string group_path;  // "/units/u3"
+        // The open chunk's samples: rows 0..rows_in_chunk-1 of a block of
+        // the assembler's pool, handed to HDF5 as they are (`direct`), or
+        // gathered here in `raw` (and `calibrated`) by a copy.
+        struct direct_rows {
+            processing::block_pool* pool = nullptr;  // null: the rows are in raw/calibrated
+            std::uint32_t block = 0;
+            const std::uint16_t* raw = nullptr;
+            const float* calibrated = nullptr;  // with `calibrated` datasets
+        } direct;
         std::vector<std::uint16_t> raw;
         std::vector<std::uint64_t> frame_number;
         std::vector<std::uint64_t> timestamp_ns;
@@ -169,7 +178,10 @@ struct run_file::impl {
         }
     }
 
-    ~impl() { release_handles(); }
+    ~impl() {
+        release_handles();
+        for (auto& [id, u] : units) drop_direct(u);
+    }
 
     void refuse_existing() const {
         std::error_code ec;
@@ -252,6 +264,7 @@ struct run_file::impl {
             g.close("H5Gclose", "/units in " + where);
         }
         for (auto& [id, u] : units) {
+            drop_direct(u);
             u.file_rows = u.rows_in_chunk = u.rows_flushed = u.extent = u.rows_stored = u.rows_durable = 0;
             // The dose is per file: a new file of the series starts from 0.
             std::fill(u.dose.begin(), u.dose.end(), 0.0);
@@ -451,6 +464,10 @@ struct run_file::impl {
         const hsize_t start = u.file_rows - u.rows_in_chunk;
         const hsize_t r = u.rows_in_chunk;
         const hsize_t n = u.chunk_rows;
+        // A whole chunk in a block goes to HDF5 from there. A partial one is
+        // copied first: the assembler is still filling the block's later rows.
+        const bool from_block = u.direct.pool != nullptr && r == n;
+        if (u.direct.pool != nullptr && !from_block) copy_direct_rows(u);
         if (r < n) {
             std::fill(u.raw.begin() + static_cast<std::ptrdiff_t>(r * u.channels), u.raw.end(), std::uint16_t{0});
             std::fill(u.frame_number.begin() + static_cast<std::ptrdiff_t>(r), u.frame_number.end(), 0);
@@ -464,7 +481,7 @@ struct run_file::impl {
         set_extent(u);
         const hsize_t offset[2] = {start, 0};
         const std::array<std::pair<const void*, std::size_t>, ds_count> bufs{{
-            {u.raw.data(), u.raw.size() * sizeof(std::uint16_t)},
+            {from_block ? u.direct.raw : u.raw.data(), u.raw.size() * sizeof(std::uint16_t)},
             {u.frame_number.data(), u.frame_number.size() * sizeof(std::uint64_t)},
             {u.timestamp_ns.data(), u.timestamp_ns.size() * sizeof(std::uint64_t)},
             {u.missing_packets.data(), u.missing_packets.size() * sizeof(std::uint16_t)},
@@ -474,9 +491,71 @@ struct run_file::impl {
                       "H5Dwrite_chunk", u.where[i]);
         if (u.cal_ds)
             h5::check(H5Dwrite_chunk(u.cal_ds.get(), H5P_DEFAULT, 0, offset, u.calibrated.size() * sizeof(float),
-                                     u.calibrated.data()),
+                                     from_block ? u.direct.calibrated : u.calibrated.data()),
                       "H5Dwrite_chunk", u.cal_where);
         u.rows_stored = u.file_rows;
+        if (r == n) {
+            ++(from_block ? stats.chunks_direct : stats.chunks_compacted);
+            drop_direct(u);
+        }
+    }
+
+    // ---- rows in blocks (one copy: docs/ARCHITECTURE.md) --------------------
+
+    // Copies the open chunk's rows that are still in a block into raw (and
+    // calibrated); the block stays referenced (its rows are read-only now).
+    void copy_direct_rows(unit_state& u) {
+        const std::size_t rows = u.rows_in_chunk;
+        std::memcpy(u.raw.data(), u.direct.raw, rows * u.channels * sizeof(std::uint16_t));
+        if (!u.calibrated.empty())
+            std::memcpy(u.calibrated.data(), u.direct.calibrated, rows * u.channels * sizeof(float));
+        stats.rows_copied += rows;
+    }
+
+    // The open chunk's rows leave the block for good: into raw, and the
+    // chunk will be written from there (compacted).
+    void gather(unit_state& u) {
+        copy_direct_rows(u);
+        drop_direct(u);
+    }
+
+    void drop_direct(unit_state& u) noexcept {
+        if (u.direct.pool == nullptr) return;
+        u.direct.pool->unref_release(u.direct.block);
+        u.direct = {};
+    }
+
+    // Takes frame f's row into the open chunk: without a copy when it is the
+    // next row of the block the chunk is in (or row 0 of a block that starts
+    // the chunk), else by a copy into raw (and calibrated).
+    void take_row(unit_state& u, const processing::frame& f) {
+        const hsize_t r = u.rows_in_chunk;
+        const bool calibrated = !u.calibrated.empty();
+        const bool same_shape = f.pool != nullptr && f.block_rows == u.chunk_rows;
+        const bool in_block = same_shape && f.row == r && (!calibrated || f.calibrated != nullptr);
+        // Out of phase (a run or stream started mid-block, a frame rejected):
+        // the assembler starts its next block where this file's next chunk starts.
+        if (same_shape && (f.row == 0) != (r == 0))
+            f.pool->set_phase(f.unit_id, static_cast<std::uint32_t>((r + u.chunk_rows - f.taken % u.chunk_rows) % u.chunk_rows));
+        if (u.direct.pool != nullptr) {
+            const bool next = in_block && f.pool == u.direct.pool && f.block == u.direct.block &&
+                              (!calibrated || f.calibrated == u.direct.calibrated + r * u.channels);
+            if (next) return;
+            gather(u);  // a hole or a reordered frame: this chunk is gathered by a copy
+        } else if (r == 0 && in_block) {
+            f.pool->ref(f.block);
+            u.direct = {f.pool, f.block, f.samples, calibrated ? f.calibrated : nullptr};
+            return;
+        }
+        std::memcpy(u.raw.data() + r * u.channels, f.samples, std::size_t{u.channels} * 2u);
+        if (calibrated) {
+            float* row = u.calibrated.data() + r * u.channels;
+            if (f.calibrated != nullptr)
+                std::memcpy(row, f.calibrated, std::size_t{u.channels} * sizeof(float));
+            else
+                std::fill(row, row + u.channels, 0.0f);
+        }
+        ++stats.rows_copied;
     }
 
     // After a failed write (the disk refused, say): cut every unit's datasets
@@ -555,10 +634,9 @@ struct run_file::impl {
     // Chunk buffers and constants for the unit's frame size. Rows per chunk
     // are capped so that a unit with few channels (or a flood of one-packet
     // units) does not cost megabytes of metadata chunks per unit.
-    static constexpr hsize_t max_chunk_rows = 1024;
     void size_unit(unit_state& u, std::uint32_t channels) {
         u.channels = channels;
-        u.chunk_rows = std::clamp<hsize_t>(opt.chunk_bytes / (2ull * channels), 1, max_chunk_rows);
+        u.chunk_rows = processing::chunk_rows(opt.chunk_bytes, channels);  // as the assembler's blocks
         u.raw.assign(u.chunk_rows * channels, 0);
         u.frame_number.assign(u.chunk_rows, 0);
         u.timestamp_ns.assign(u.chunk_rows, 0);
@@ -603,6 +681,8 @@ struct run_file::impl {
 
     void finalize_file() {
         write_partial_chunks();
+        // Every row is in the file now (partial chunks are written from copies).
+        for (auto& [id, u] : units) drop_direct(u);
         close_file_checked();
         for (auto& [id, u] : units) u.rows_durable = u.file_rows;
         check_file_present();
@@ -745,22 +825,16 @@ struct run_file::impl {
         if (u == nullptr) u = &add_unit(f);
         last_unit = u;
 
-        std::memcpy(u->raw.data() + u->rows_in_chunk * u->channels, f.samples, std::size_t{u->channels} * 2u);
+        take_row(*u, f);
         u->frame_number[u->rows_in_chunk] = f.frame_number;
         u->timestamp_ns[u->rows_in_chunk] = f.timestamp_ns;
         u->missing_packets[u->rows_in_chunk] = f.missing_packets;
-        if (!u->calibrated.empty()) {
-            float* row = u->calibrated.data() + u->rows_in_chunk * u->channels;
-            if (f.calibrated != nullptr)
-                std::memcpy(row, f.calibrated, std::size_t{u->channels} * sizeof(float));
-            else
-                std::fill(row, row + u->channels, 0.0f);
-            if (!u->dose.empty()) {
-                // The per-file dose, summed here from the rows of this file.
-                double* d = u->dose.data();
-                for (std::uint32_t c = 0; c < u->channels; ++c) d[c] += static_cast<double>(row[c]);
-                u->dose_dirty = true;
-            }
+        if (!u->dose.empty() && f.calibrated != nullptr) {
+            // The per-file dose, summed here from the rows of this file (a
+            // row without calibrated values is stored as zeros).
+            double* d = u->dose.data();
+            for (std::uint32_t c = 0; c < u->channels; ++c) d[c] += static_cast<double>(f.calibrated[c]);
+            u->dose_dirty = true;
         }
         ++u->rows_in_chunk;
         ++u->file_rows;

@@ -28,8 +28,8 @@ struct writer::command {
     std::promise<std::optional<run_stats>> result;
 };
 
-writer::writer(common::spsc_queue<processing::frame>& in, processing::frame_pool& pool, common::wake_event& in_ready)
-    : _in(in), _pool(pool), _in_ready(in_ready) {
+writer::writer(common::spsc_queue<processing::frame>& in, common::wake_event& in_ready)
+    : _in(in), _in_ready(in_ready) {
     h5::init_library();  // early: before anything else in the process touches HDF5
 }
 
@@ -121,6 +121,7 @@ void writer::fail_run(const std::exception& e) {
 // so that daq_frames_written_total never claims a frame that is in no file.
 void writer::account(std::uint64_t frames_before, std::uint64_t bytes_before) {
     const auto& s = _run->stats();
+    account_copies();
     if (s.frames_written >= frames_before) {
         _counters.frames_written.add(s.frames_written - frames_before);
     } else {
@@ -137,6 +138,15 @@ void writer::account(std::uint64_t frames_before, std::uint64_t bytes_before) {
         _counters.bytes_written.add(s.bytes_written - bytes_before);
     else
         _counters.bytes_written.sub(bytes_before - s.bytes_written);
+}
+
+// The run's chunk counts since the last look (they only grow).
+void writer::account_copies() {
+    const auto& s = _run->stats();
+    _counters.chunks_direct.add(s.chunks_direct - _copies_seen.chunks_direct);
+    _counters.chunks_compacted.add(s.chunks_compacted - _copies_seen.chunks_compacted);
+    _counters.rows_copied.add(s.rows_copied - _copies_seen.rows_copied);
+    _copies_seen = {s.chunks_direct, s.chunks_compacted, s.rows_copied};
 }
 
 void writer::handle_frame(const processing::frame& f) {
@@ -172,7 +182,7 @@ void writer::handle_frame(const processing::frame& f) {
         _counters.frames_unrecorded.add();
     }
     if (_observer && !observed) _observer->on_frame(f, false);
-    _pool.release(f.pool_index);
+    f.release();  // the run file holds its own reference while it still needs the row
 }
 
 void writer::flush_run() {
@@ -187,6 +197,7 @@ void writer::flush_run() {
         return;
     }
     const auto t1 = std::chrono::steady_clock::now();
+    account_copies();
     _counters.flushes.add();
     _counters.flush.observe_ns(
         static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count()));
@@ -241,6 +252,7 @@ void writer::execute(command& cmd) {
             _run = std::make_unique<run_file>(cmd.options);
             _run_failed = false;
             _unwritten_reported.clear();
+            _copies_seen = {};
             _flush_interval = std::max(cmd.options.flush_interval, std::chrono::milliseconds(1));
             _next_flush = std::chrono::steady_clock::now() + _flush_interval;
             _run_active.store(true, std::memory_order_release);
@@ -355,6 +367,18 @@ const writer_series writer_table[] = {
     // For the status page: the per-unit daq_frames_written_total is the live tap's.
     {{"daq_storage_frames_written", "Frames appended to run files (all units)", kind::counter, "", false},
      &writer_counters::frames_written},
+    {{"daq_storage_chunk_compactions_total",
+      "Full raw chunks whose rows the writer gathered by a copy before writing them (a frame reordered or lost "
+      "inside the chunk, a run or stream starting mid-block); the others go to HDF5 from the assembler's block",
+      kind::counter},
+     &writer_counters::chunks_compacted},
+    {{"daq_storage_chunks_direct_total",
+      "Full raw chunks written straight from the assembler's block, with no copy after the socket's", kind::counter},
+     &writer_counters::chunks_direct},
+    {{"daq_storage_rows_copied_total",
+      "Frame rows the writer copied: gathering compacted chunks, and partial chunks written at each flush",
+      kind::counter},
+     &writer_counters::rows_copied},
     {{"daq_storage_flushes", "Flushes of the active run", kind::counter, "", false}, &writer_counters::flushes},
 };
 const telemetry::descriptor flush_seconds{"daq_storage_flush_seconds",

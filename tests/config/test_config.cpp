@@ -72,7 +72,10 @@ config everything_changed() {
     c.assembly.reorder_frames = 4;
     c.assembly.reorder_timeout = std::chrono::milliseconds(60000);
     c.assembly.max_frame_bytes = 16777216;
-    c.assembly.pool_frames = 16;
+    c.assembly.pool_blocks = 16;
+    c.assembly.buffer_seconds = 0.75;
+    c.assembly.buffer_max_bytes = 1ull << 30;
+    c.acquisition.expected_rate_mbps = 40000;
     c.storage.output_dir = "/data/runs \"quoted\" \\ back\tslash é";
     c.storage.flush_interval = std::chrono::milliseconds(10);
     c.storage.rotate_bytes = 5ull << 40;
@@ -112,7 +115,10 @@ TEST_CASE("the embedded default loads and has the documented values", "[config]"
     CHECK(c.assembly.reorder_frames == 8);
     CHECK(c.assembly.reorder_timeout == std::chrono::milliseconds(100));
     CHECK(c.assembly.max_frame_bytes == 65536);
-    CHECK(c.assembly.pool_frames == 16384);
+    CHECK(c.assembly.buffer_seconds == 2.5);
+    CHECK(c.assembly.buffer_max_bytes == 4ull << 30);
+    CHECK(c.assembly.pool_blocks == 0);
+    CHECK(c.acquisition.expected_rate_mbps == 0);
     CHECK(c.storage.output_dir == std::filesystem::path("./runs"));
     CHECK(c.storage.flush_interval == std::chrono::milliseconds(1000));
     CHECK(c.storage.rotate_bytes == 0);
@@ -135,7 +141,7 @@ TEST_CASE("the embedded default text is commented and names every key", "[config
     for (const char* key :
          {"listen", "backend", "gro", "batch", "max_datagram_bytes", "socket_buffer_datagrams", "expected_datagram_bytes",
           "ring_slots", "ring_name", "learn", "list", "reorder_frames", "reorder_timeout_ms", "max_frame_bytes",
-          "pool_frames", "output_dir", "flush_interval_ms", "rotate_bytes", "chunk_bytes", "queue_frames", "level"})
+          "buffer_seconds", "buffer_max_bytes", "pool_blocks", "expected_rate_mbps", "output_dir", "flush_interval_ms", "rotate_bytes", "chunk_bytes", "queue_frames", "level"})
         CHECK_THAT(std::string(text), Contains(std::string("\n") + key + " = "));
 }
 
@@ -185,7 +191,7 @@ TEST_CASE("the example file loads", "[config]") {
     CHECK(c.assembly.reorder_frames == 16);
     CHECK(c.assembly.reorder_timeout == std::chrono::milliseconds(250));
     CHECK(c.assembly.max_frame_bytes == 32768);  // "32KiB"
-    CHECK(c.assembly.pool_frames == 4096);
+    CHECK(c.assembly.buffer_seconds == 4.0);
     CHECK(c.storage.output_dir == std::filesystem::path("/data/daqd/runs"));
     CHECK(c.storage.flush_interval == std::chrono::milliseconds(2000));
     CHECK(c.storage.rotate_bytes == 4ull << 30);  // "4GiB"
@@ -274,8 +280,8 @@ TEST_CASE("errors name the file, the key and the line", "[config]") {
         {"wrong type of a bool", "[acquisition]\ngro = 1\n", 2, {"acquisition.gro must be true or false, got integer"}},
         {"wrong type of a string", "[log]\nlevel = 3\n", 2, {"log.level must be a string, got integer"}},
         {"section not a table", "\nassembly = 5\n", 2, {"assembly must be a table", "got integer"}},
-        {"frame pool larger than the address space allows", "[assembly]\nmax_frame_bytes = 16777216\npool_frames = 1048576\n", 3,
-         {"assembly.pool_frames (1048576) x assembly.max_frame_bytes (16777216)", "exceeds the 256 GiB limit"}},
+        {"frame buffer larger than the address space allows", "[assembly]\nmax_frame_bytes = 16777216\npool_blocks = 1048576\n", 3,
+         {"assembly.pool_blocks (1048576) x 16777216 bytes a block", "exceeds the 256 GiB limit"}},
         {"max_frame_jump of 0", "[assembly]\nmax_frame_jump = 0\n", 2, {"assembly.max_frame_jump"}},
         {"restart_packets of 1", "[assembly]\nrestart_packets = 1\n", 2, {"assembly.restart_packets"}},
         {"max_learned beyond the unit ids", "[units]\nmax_learned = 70000\n", 2, {"units.max_learned"}},
@@ -318,7 +324,12 @@ TEST_CASE("errors name the file, the key and the line", "[config]") {
          {"assembly.reorder_frames must be between 1 and 4096, got 4097"}},
         {"reorder_timeout_ms", "[assembly]\nreorder_timeout_ms = 0\n", 2,
          {"assembly.reorder_timeout_ms must be between 1 and 60000, got 0"}},
-        {"pool_frames", "[assembly]\npool_frames = 15\n", 2, {"assembly.pool_frames", "got 15"}},
+        {"pool_blocks", "[assembly]\npool_blocks = 3\n", 2, {"assembly.pool_blocks", "got 3"}},
+        {"pool_frames is gone", "[assembly]\npool_frames = 4096\n", 2,
+         {"assembly.pool_frames is gone", "assembly.buffer_seconds"}},
+        {"buffer_seconds too short", "[assembly]\nbuffer_seconds = 0.01\n", 2,
+         {"assembly.buffer_seconds must be between 0.05 and 600 seconds, got 0.01"}},
+        {"buffer_max_bytes too small", "[assembly]\nbuffer_max_bytes = \"1MiB\"\n", 2, {"assembly.buffer_max_bytes"}},
         {"max_frame_bytes odd", "[assembly]\nmax_frame_bytes = 1001\n", 2,
          {"assembly.max_frame_bytes must be an even number between 2 and 16777216, got 1001"}},
         {"max_frame_bytes too large", "[assembly]\nmax_frame_bytes = \"32MiB\"\n", 2,
@@ -346,8 +357,8 @@ TEST_CASE("errors name the file, the key and the line", "[config]") {
          {"acquisition.batch (128)", "acquisition.ring_slots (64)"}},
         {"socket buffer too large", "[acquisition]\nsocket_buffer_datagrams = 16777216\n", 2,
          {"acquisition.socket_buffer_datagrams", "1 GiB"}},
-        {"pool smaller than open frames", "[assembly]\nreorder_frames = 100\npool_frames = 50\n", 3,
-         {"assembly.pool_frames (50)", "assembly.reorder_frames (100)"}},
+        {"pool_blocks fewer than the listed units fill", "[assembly]\npool_blocks = 5\n[units]\nlist = [\n  { id = 1, channels = 8 },\n  { id = 2, channels = 8 },\n]\n", 2,
+         {"assembly.pool_blocks (5)", "2 x listed units + 2 (6)"}},
         {"TOML syntax error", "[acquisition]\nbatch = 64\nlisten = [\"127.0.0.1:4660\"\n\n[units]\n", 5,
          {"TOML syntax error"}},
         {"TOML duplicate key", "[log]\nlevel = \"info\"\nlevel = \"warn\"\n", 3, {"TOML syntax error"}},
@@ -577,7 +588,7 @@ learn = false
 
     // A rule across keys is left out when one of its keys is wrong itself:
     // the frame pool is not measured with a max_frame_bytes already refused.
-    const auto one = messages_of("[assembly]\npool_frames = 1048576\nmax_frame_bytes = 16777217\n");
+    const auto one = messages_of("[assembly]\npool_blocks = 1048576\nmax_frame_bytes = 16777217\n");
     REQUIRE(one.size() == 1);
     CHECK_THAT(one[0], StartsWith("config.toml:3: assembly.max_frame_bytes"));
 

@@ -30,7 +30,7 @@ daqd::config::config small_config(const fs::path& output, std::vector<std::strin
     cfg.acquisition.ring_name = "daqd-test-pipeline-{pid}";
     cfg.acquisition.ring_slots = 1024;
     cfg.acquisition.max_datagram_bytes = 2048;
-    cfg.assembly.pool_frames = 64;
+    cfg.assembly.pool_blocks = 64;
     cfg.assembly.max_frame_bytes = 4096;
     cfg.storage.output_dir = output;
     cfg.storage.reserve_bytes = 0;

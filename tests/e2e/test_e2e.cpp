@@ -305,7 +305,9 @@ relearn_quiet_ms = 10
 reorder_frames = 4
 reorder_timeout_ms = 60000
 max_frame_bytes = "16MiB"
-pool_frames = 16
+pool_blocks = 16
+buffer_seconds = 0.5
+buffer_max_bytes = "1GiB"
 max_frame_jump = 1099511627776
 restart_packets = 2
 [storage]

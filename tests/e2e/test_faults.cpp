@@ -271,7 +271,7 @@ TEST_CASE("slow disk: a writer that cannot keep up costs counted, logged frame d
     const std::string runs = dir / "runs";
     ::setenv("DAQD_FAULT_SLOW_WRITE_US", "20000", 1);  // every chunk write takes 20 ms more
     daqd_process d(dir, "slow", runs,
-                   "chunk_bytes = 65536\n[assembly]\npool_frames = 256\n",
+                   "chunk_bytes = 65536\n[assembly]\npool_blocks = 32\n",
                    {"--run", "slow"}, "ring_slots = 1024\n");
     ::unsetenv("DAQD_FAULT_SLOW_WRITE_US");
     // 2 units x 4096 channels at 200 Mbit/s = 3 052 frames/s; the writer

@@ -268,9 +268,10 @@ TEST_CASE("hostile: a flood of unit ids is bounded in memory, file and /metrics,
           "[e2e][hostile]") {
     scratch_dir dir("unit-flood");
     const std::string runs = dir / "runs";
-    // A pool of 2048 frames (16 MiB of 8 KiB frames when every buffer has been used) keeps the
-    // memory that traffic alone touches small next to what 5000 units would cost unbounded.
-    daqd_process d(dir, "flood", runs, "[assembly]\npool_frames = 2048\n", {"--run", "flood"});
+    // A frame buffer of 1024 blocks of 64 KiB: every learned unit (at most units.max_learned = 256
+    // at once) fills a block of its own, given back 100 ms after its last frame; what traffic alone
+    // touches stays small next to what 5000 units would cost unbounded.
+    daqd_process d(dir, "flood", runs, "chunk_bytes = 65536\n[assembly]\npool_blocks = 1024\n", {"--run", "flood"});
     child sim({DAQ_SIM_BIN, "--target", d.target(), "--units", "2", "--duration", "4", "--rate", "50", "--json",
                dir / "flood.sim.json", "--quiet"},
               dir / "flood.sim.out", dir / "flood.sim.err");

@@ -7,14 +7,14 @@
 // GRO segments, truncation); published slots are consumed by
 // assembler::poll(), expire() runs as the assembler thread runs it, and a
 // "writer" takes frames from the output queue into a live_tap and gives
-// their buffers back to the frame_pool. At the end the input is drained and
+// their buffers back to the block_pool. At the end the input is drained and
 // closed like assembler::stop() does.
 //
 // Input format (all integers little-endian):
 //   byte 0   bit 0    units.learn
 //            bit 1    list units 1 (500 channels) and 2 (8 channels) (forced on without learn)
 //            bits 2-4 assembly.reorder_frames = 1 + value
-//            bits 5-6 assembly.pool_frames = 16, 17, 32, 64
+//            bits 5-6 assembly.pool_blocks = 16, 17, 32, 64
 //            bit 7    GRO: ring slots of 65535 + 128 bytes (else 9000 + 128) and
 //                     records may carry a GRO segment size
 //   byte 1   bits 0-3 assembly.reorder_timeout_ms = 1 + 7 x value
@@ -43,7 +43,7 @@
 #include "daqd/config/config.hpp"
 #include "daqd/processing/assembler.hpp"
 #include "daqd/processing/frame.hpp"
-#include "daqd/processing/frame_pool.hpp"
+#include "daqd/processing/block_pool.hpp"
 #include "daqd/processing/live_tap.hpp"
 #include "fuzz_check.hpp"
 #include "slot_fill.hpp"  // acquisition/src: what both receive backends do with a received slot
@@ -72,7 +72,7 @@ using daqd::acquisition::link_counters;
 using daqd::acquisition::packet_ring;
 using daqd::processing::assembler;
 using daqd::processing::frame;
-using daqd::processing::frame_pool;
+using daqd::processing::block_pool;
 using daqd::processing::unit_counters;
 
 namespace {
@@ -184,14 +184,15 @@ struct harness {
     bool gro = false;
     bool written = false;
     packet_ring& ring;
-    std::unique_ptr<frame_pool> pool;
+    std::unique_ptr<block_pool> pool;
     std::unique_ptr<daqd::common::spsc_queue<frame>> out;
     daqd::common::wake_event ring_ready, frames_ready;
     std::unique_ptr<assembler> a;
     daqd::processing::live_tap tap{std::chrono::nanoseconds(0)};
     std::array<link_counters, 4> links;
     std::array<std::uint64_t, 4> fed{};  // datagrams (GRO segments) given to each link
-    std::vector<bool> held;               // pool buffers the writer holds
+    std::vector<frame> kept;                                   // frames the "writer" still holds
+    std::set<std::pair<std::uint32_t, std::uint32_t>> rows_out;  // their (block, row)
     std::map<std::uint16_t, unit_seen> units;
     std::uint64_t popped = 0;
     std::uint64_t now = 5'000'000'000ull;
@@ -203,17 +204,18 @@ struct harness {
         cfg.units.learn = (k0 & 0x01) != 0;
         if ((k0 & 0x02) || !cfg.units.learn) cfg.units.units = {{1, 500}, {2, 8}};
         cfg.assembly.reorder_frames = 1u + ((k0 >> 2) & 0x07u);
-        cfg.assembly.pool_frames = pool_sizes[(k0 >> 5) & 0x03u];
+        cfg.assembly.pool_blocks = pool_sizes[(k0 >> 5) & 0x03u];
+        cfg.storage.chunk_bytes = 4096;  // blocks of several rows for small frames, one for large ones
         cfg.assembly.reorder_timeout = std::chrono::milliseconds(1 + 7 * (k1 & 0x0f));
         cfg.assembly.max_frame_bytes = max_frame_sizes[(k1 >> 4) & 0x03u];
         cfg.acquisition.gro = gro;
         cfg.acquisition.max_datagram_bytes = gro ? 65535 : 9000;
         cfg.validate();  // the harness only builds configurations daqd would accept
         // As the pipeline builds them (daqd/pipeline.cpp).
-        pool = std::make_unique<frame_pool>(cfg.assembly.pool_frames, cfg.assembly.max_frame_bytes);
-        out = std::make_unique<daqd::common::spsc_queue<frame>>(cfg.assembly.pool_frames);
+        pool = std::make_unique<block_pool>(cfg.assembly.pool_blocks,
+                                            std::max<std::size_t>(cfg.storage.chunk_bytes, cfg.assembly.max_frame_bytes));
+        out = std::make_unique<daqd::common::spsc_queue<frame>>(std::size_t{cfg.assembly.pool_blocks} * 64);
         a = std::make_unique<assembler>(cfg, std::vector<packet_ring*>{&ring}, ring_ready, *pool, *out, frames_ready);
-        held.assign(pool->buffers(), false);
         FUZZ_CHECK(ring.available() == 0, "the ring must start empty");
     }
 
@@ -266,11 +268,16 @@ struct harness {
             FUZZ_CHECK(f->channels == uc->channels,
                        "unit " + str(f->unit_id) + ": frame of " + str(f->channels) + " channels, unit has " +
                            str(uc->channels));
-            FUZZ_CHECK(f->channels >= 1 && std::size_t{f->channels} * 2 <= pool->buffer_bytes(),
-                       str(f->channels) + " channels in a buffer of " + str(pool->buffer_bytes()) + " bytes");
-            FUZZ_CHECK(f->pool_index < pool->buffers(), "pool index " + str(f->pool_index));
-            FUZZ_CHECK(!held[f->pool_index], "pool buffer " + str(f->pool_index) + " handed out twice");
-            FUZZ_CHECK(f->samples == pool->data(f->pool_index));
+            FUZZ_CHECK(f->pool == pool.get() && f->block < pool->blocks(), "block " + str(f->block));
+            FUZZ_CHECK(f->row < f->block_rows, "row " + str(f->row) + " of " + str(f->block_rows));
+            FUZZ_CHECK(f->channels >= 1 && std::size_t{f->block_rows} * f->channels * 2 <= pool->block_bytes(),
+                       str(f->block_rows) + " rows of " + str(f->channels) + " channels in a block of " +
+                           str(pool->block_bytes()) + " bytes");
+            FUZZ_CHECK(reinterpret_cast<std::byte*>(f->samples) ==
+                       pool->data(f->block) + std::size_t{f->row} * f->channels * 2);
+            // No row is handed out twice while in use.
+            FUZZ_CHECK(rows_out.insert({f->block, f->row}).second,
+                       "block " + str(f->block) + " row " + str(f->row) + " handed out twice");
             FUZZ_CHECK(f->packet_count >= 1 && f->missing_packets < f->packet_count,
                        "missing " + str(f->missing_packets) + " of " + str(f->packet_count) + " packets");
             FUZZ_CHECK(f->calibrated == nullptr);
@@ -301,10 +308,15 @@ struct harness {
             } else {
                 ++u.complete;
             }
-            held[f->pool_index] = true;
             tap.on_frame(*f, written);
-            held[f->pool_index] = false;
-            pool->release(f->pool_index);
+            // The writer keeps a few frames before it lets them go (a run
+            // file's chunk in progress), so blocks come back in either order.
+            kept.push_back(*f);
+            if (kept.size() > 3) {
+                rows_out.erase({kept.front().block, kept.front().row});
+                kept.front().release();
+                kept.erase(kept.begin());
+            }
             ++popped;
         }
     }
@@ -342,7 +354,7 @@ struct harness {
             std::uint64_t by_link = 0;
             for (const auto& c : u.packets_by_link) by_link += c.get();
             FUZZ_CHECK(by_link == u.packets.get(), "unit " + str(u.unit_id) + ": packets by link do not add up");
-            FUZZ_CHECK(u.channels >= 1 && std::size_t{u.channels} * 2 <= pool->buffer_bytes());
+            FUZZ_CHECK(u.channels >= 1 && std::size_t{u.channels} * 2 <= pool->block_bytes());
             frames += u.frames_complete.get() + u.frames_incomplete.get();
         }
         const auto& inv = a->counters().invalid;
@@ -358,14 +370,13 @@ struct harness {
         FUZZ_CHECK(a->counters().frames_out.get() == popped + out->size(),
                    str(a->counters().frames_out.get()) + " frames out, " + str(popped) + " taken + " +
                        str(out->size()) + " queued");
-        // A buffer is free, queued, or in an open frame: never more than the pool has.
-        FUZZ_CHECK(pool->available() + out->size() <= pool->buffers());
+        FUZZ_CHECK(pool->available() <= pool->blocks());
     }
 
     // DAQD_FUZZ_VERBOSE=1: what an input did (for writing seeds).
     void report() const {
         std::fprintf(stderr, "  config: learn=%d listed=%zu reorder=%u pool=%u timeout=%lldms max_frame=%u gro=%d\n",
-                     cfg.units.learn, cfg.units.units.size(), cfg.assembly.reorder_frames, cfg.assembly.pool_frames,
+                     cfg.units.learn, cfg.units.units.size(), cfg.assembly.reorder_frames, cfg.assembly.pool_blocks,
                      static_cast<long long>(cfg.assembly.reorder_timeout.count()), cfg.assembly.max_frame_bytes, gro);
         for (std::size_t l = 0; l < links.size(); ++l) {
             if (!fed[l]) continue;
@@ -408,10 +419,13 @@ struct harness {
         }
         a->flush_all();
         drain();
+        for (const frame& f : kept) f.release();
+        kept.clear();
+        rows_out.clear();
         check_step();
         FUZZ_CHECK(out->empty());
-        FUZZ_CHECK(pool->available() == pool->buffers(),
-                   str(pool->buffers() - pool->available()) + " pool buffer(s) never came back");
+        FUZZ_CHECK(pool->available() == pool->blocks(),
+                   str(pool->blocks() - pool->available()) + " block(s) never came back");
         for (std::uint32_t i = 0; i < a->unit_count(); ++i) {
             const unit_counters& u = a->unit_at(i);
             const unit_seen& s = units[u.unit_id];

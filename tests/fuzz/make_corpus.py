@@ -196,7 +196,7 @@ def config_seeds():
         "public_http_no_token.toml": "[http]\nlisten = \"0.0.0.0:8080\"\n",
         "short_token.toml": "[http]\ntoken = \"short\"\ntoken_file = \"/etc/daqd.token\"\n",
         "section_not_table.toml": "acquisition = 5\n",
-        "pool_too_small.toml": "[assembly]\nreorder_frames = 4096\npool_frames = 16\n",
+        "pool_too_small.toml": "[assembly]\npool_blocks = 5\n[units]\nlist = [ { id = 1, channels = 8 }, { id = 2, channels = 8 }, { id = 3, channels = 8 } ]\n",
         "bad_log_level.toml": "[log]\nlevel = \"verbose\"\n",
         "ring_name_bad.toml": "[acquisition]\nring_name = \".hidden/x\"\n",
     }

@@ -8,7 +8,7 @@
 #include "daqd/config/config.hpp"
 #include "daqd/processing/assembler.hpp"
 #include "daqd/processing/frame.hpp"
-#include "daqd/processing/frame_pool.hpp"
+#include "daqd/processing/block_pool.hpp"
 
 #include <catch2/catch.hpp>
 #include <spdlog/spdlog.h>
@@ -28,7 +28,7 @@ namespace config = daqd::config;
 using daq1::drop_reason;
 using daqd::processing::assembler;
 using daqd::processing::frame;
-using daqd::processing::frame_pool;
+using daqd::processing::block_pool;
 using daqd::processing::unit_counters;
 using packet = std::vector<std::byte>;
 using namespace std::chrono_literals;
@@ -123,7 +123,7 @@ struct unit_stream {
 // An assembler on its own pool and output queue.
 struct asm_setup {
     config::config cfg;
-    std::unique_ptr<frame_pool> pool;
+    std::unique_ptr<block_pool> pool;
     std::unique_ptr<daqd::common::spsc_queue<frame>> out;
     daqd::common::wake_event in_ready;
     daqd::common::wake_event out_ready;
@@ -134,18 +134,21 @@ struct asm_setup {
         cfg.assembly.reorder_frames = 4;
         cfg.assembly.reorder_timeout = 100ms;
         cfg.assembly.max_frame_bytes = 64 * 1024;
-        cfg.assembly.pool_frames = 64;
+        cfg.assembly.pool_blocks = 64;
+        // One frame per block unless a test asks for chunks of several rows.
+        cfg.storage.chunk_bytes = 2;
         if (tweak) tweak(cfg);
-        pool = std::make_unique<frame_pool>(cfg.assembly.pool_frames, cfg.assembly.max_frame_bytes);
+        pool = std::make_unique<block_pool>(cfg.assembly.pool_blocks,
+                                            std::max<std::size_t>(cfg.assembly.max_frame_bytes, cfg.storage.chunk_bytes));
         // Poison every buffer, so that "missing samples are 0" means the
         // assembler wrote the zeros.
         std::vector<std::uint32_t> all;
         while (auto i = pool->acquire()) {
-            std::memset(pool->data(*i), 0xab, pool->buffer_bytes());
+            std::memset(pool->data(*i), 0xab, pool->block_bytes());
             all.push_back(*i);
         }
-        for (auto i : all) pool->release(i);
-        out = std::make_unique<daqd::common::spsc_queue<frame>>(cfg.assembly.pool_frames);
+        for (auto i : all) pool->unref_release(i);
+        out = std::make_unique<daqd::common::spsc_queue<frame>>(std::size_t{cfg.assembly.pool_blocks} * 1024);
         a = std::make_unique<assembler>(cfg, std::vector<daqd::acquisition::packet_ring*>{}, in_ready, *pool, *out,
                                         out_ready);
     }
@@ -163,7 +166,7 @@ struct asm_setup {
         return v;
     }
     void release(const std::vector<frame>& fs) {
-        for (const auto& f : fs) pool->release(f.pool_index);
+        for (const auto& f : fs) f.release();
     }
     // Takes and releases everything, closing what is open first.
     std::vector<frame> finish() {
@@ -189,7 +192,7 @@ struct asm_setup {
         return s;
     }
     std::vector<std::uint16_t> samples(const frame& f) const { return {f.samples, f.samples + f.channels}; }
-    bool all_buffers_back() const { return pool->available() == pool->buffers(); }
+    bool all_buffers_back() const { return pool->available() == pool->blocks(); }
 };
 
 // Checks a frame's descriptor and every sample.
@@ -202,8 +205,10 @@ void check_frame(const asm_setup& s, const frame& f, const unit_stream& u, std::
     CHECK(f.packet_count == u.count());
     CHECK(f.missing_packets == missing.size());
     CHECK(f.timestamp_ns == timestamp_of(fnum, u.unit));
-    CHECK(f.pool_index < s.pool->buffers());
-    CHECK(f.samples == s.pool->data(f.pool_index));
+    CHECK(f.pool == s.pool.get());
+    CHECK(f.block < s.pool->blocks());
+    CHECK(f.row < f.block_rows);
+    CHECK(reinterpret_cast<std::byte*>(f.samples) == s.pool->data(f.block) + std::size_t{f.row} * f.channels * 2);
     const auto got = s.samples(f);
     const auto want = u.expected(fnum, missing);
     std::size_t first_bad = got.size();
@@ -748,7 +753,7 @@ TEST_CASE("assembler: a late packet of a stored frame is counted, not stored", "
 }
 
 TEST_CASE("assembler: pool exhaustion drops frames, counted, and recovers", "[processing][assembler]") {
-    asm_setup s([](config::config& c) { c.assembly.pool_frames = 16; });
+    asm_setup s([](config::config& c) { c.assembly.pool_blocks = 16; });
     unit_stream u;
     // Nobody releases: 16 frames fill the pool, the next 4 cannot be opened.
     s.feed(u.frames(0, 20));
@@ -775,7 +780,7 @@ TEST_CASE("assembler: pool exhaustion drops frames, counted, and recovers", "[pr
 }
 
 TEST_CASE("assembler: pool exhaustion while frames are open", "[processing][assembler]") {
-    asm_setup s([](config::config& c) { c.assembly.pool_frames = 16; });
+    asm_setup s([](config::config& c) { c.assembly.pool_blocks = 16; });
     // Four units, each with frames open (incomplete): buffers run out mid-way.
     std::vector<unit_stream> units(4);
     for (std::uint16_t k = 0; k < 4; ++k) units[k].unit = static_cast<std::uint16_t>(10 + k);
@@ -798,7 +803,7 @@ TEST_CASE("assembler: pool exhaustion while frames are open", "[processing][asse
 }
 
 TEST_CASE("assembler: overflow counts each frame once, even with its packets interleaved", "[processing][assembler]") {
-    asm_setup s([](config::config& c) { c.assembly.pool_frames = 16; });
+    asm_setup s([](config::config& c) { c.assembly.pool_blocks = 16; });
     unit_stream u;
     s.feed(u.frames(0, 16));
     REQUIRE(s.pool->available() == 0);
@@ -819,7 +824,7 @@ TEST_CASE("assembler: a frame dropped as overflow stays dropped when a buffer fr
     // The writer frees buffers while a frame's packets are still arriving: the
     // rest of that frame must not open it (it would be counted twice, as
     // overflow and as incomplete), and the gap it leaves is not loss.
-    asm_setup s([](config::config& c) { c.assembly.pool_frames = 16; });
+    asm_setup s([](config::config& c) { c.assembly.pool_blocks = 16; });
     unit_stream u;
     s.feed(u.frames(0, 16));
     REQUIRE(s.pool->available() == 0);

@@ -2,7 +2,7 @@
 // through poll()) and the pedestal stage.
 #include "daqd/common/event.hpp"
 #include "daqd/common/spsc_queue.hpp"
-#include "daqd/processing/frame_pool.hpp"
+#include "daqd/processing/block_pool.hpp"
 #include "daqd/processing/live_view.hpp"
 #include "daqd/processing/processor.hpp"
 #include "daqd/processing/stage.hpp"
@@ -20,7 +20,7 @@ using daqd::common::wake_event;
 namespace {
 
 struct rig {
-    frame_pool pool;
+    block_pool pool;
     spsc_queue<frame> in;
     spsc_queue<frame> out;
     wake_event in_ready, out_ready;
@@ -37,8 +37,10 @@ struct rig {
         f.channels = channels;
         f.frame_number = number;
         f.missing_packets = missing;
-        f.pool_index = *index;
-        f.samples = pool.data(*index);
+        f.pool = &pool;  // one frame per block, row 0
+        f.block = *index;
+        f.block_rows = 1;
+        f.samples = reinterpret_cast<std::uint16_t*>(pool.data(*index));
         for (std::uint32_t c = 0; c < channels; ++c) f.samples[c] = fill(c);
         REQUIRE(in.try_push(f));
     }
@@ -67,13 +69,13 @@ TEST_CASE("processor: frames pass in batches, calibrated into the pool's calibra
         auto f = r.out.try_pop();
         REQUIRE(f.has_value());
         CHECK(f->frame_number == i);
-        REQUIRE(f->calibrated == r.pool.calibrated(f->pool_index));
+        REQUIRE(f->calibrated == r.pool.calibrated(f->block));
         // Identity constants (no file): calibrated = raw where raw >= 0.5.
         for (std::uint32_t c : {0u, 1u, 2u, 4096u}) {
             const float raw = static_cast<float>(c % 3 + i);
             CHECK(f->calibrated[c] == (raw < 0.5f ? 0.0f : raw));
         }
-        r.pool.release(f->pool_index);
+        f->release();
     }
     live_frame s;
     REQUIRE(view.read(7, s));
@@ -84,7 +86,7 @@ TEST_CASE("processor: frames pass in batches, calibrated into the pool's calibra
     CHECK(p.poll() == 1);
     auto f = r.out.try_pop();
     REQUIRE(f.has_value());
-    r.pool.release(f->pool_index);
+    f->release();
 }
 
 TEST_CASE("processor: a unit whose frame size changed (relearned) passes on unprocessed, in order", "[processing]") {
@@ -114,7 +116,7 @@ TEST_CASE("processor: a unit whose frame size changed (relearned) passes on unpr
             CHECK(f->channels == 4097);
             CHECK(f->calibrated == nullptr);
         }
-        r.pool.release(f->pool_index);
+        f->release();
     }
     live_frame s;
     REQUIRE(view.read(7, s));
@@ -200,7 +202,7 @@ TEST_CASE("pedestal stage: Welford mean and sample standard deviation per channe
             r.push(unit, 33, i, [&](std::uint32_t c) { return row[c]; }, incomplete ? 1 : 0);
         }
         p.poll();
-        while (auto f = r.out.try_pop()) r.pool.release(f->pool_index);
+        while (auto f = r.out.try_pop()) f->release();
     }
     CHECK(p.pedestal()->units_seen() == 2);
     CHECK(p.pedestal()->units_complete() == 2);

@@ -1,5 +1,5 @@
 // writer: the thread between the assembler's queue and run_file, with a real
-// frame_pool and spsc_queue; the test thread plays the assembler.
+// block_pool and spsc_queue; the test thread plays the assembler.
 #include "daqd/storage/run_writer.hpp"
 #include "storage_test_util.hpp"
 
@@ -11,7 +11,7 @@
 
 using namespace storage_test;
 using daqd::processing::frame;
-using daqd::processing::frame_pool;
+using daqd::processing::block_pool;
 using daqd::storage::run_options;
 using daqd::storage::run_stats;
 using daqd::storage::storage_error;
@@ -20,13 +20,13 @@ using daqd::storage::writer;
 namespace {
 
 struct pipeline {
-    frame_pool pool;
+    block_pool pool;
     daqd::common::spsc_queue<frame> queue;
     daqd::common::wake_event ready;
     writer w;
 
     pipeline(std::size_t buffers, std::size_t buffer_bytes, std::size_t queue_capacity)
-        : pool(buffers, buffer_bytes), queue(queue_capacity), w(queue, pool, ready) {
+        : pool(buffers, buffer_bytes), queue(queue_capacity), w(queue, ready) {
         w.start();
     }
 
@@ -39,11 +39,14 @@ struct pipeline {
         f.channels = channels;
         f.missing_packets = missing;
         f.packet_count = 2;
-        f.pool_index = *idx;
+        f.pool = &pool;  // one frame per block: its only row
+        f.block = *idx;
+        f.row = 0;
+        f.block_rows = 1;
         f.frame_number = frame_number;
         f.timestamp_ns = 5'000'000'000ull + frame_number * 250'000ull;
-        f.samples = pool.data(*idx);
-        REQUIRE(channels * 2u <= pool.buffer_bytes());
+        f.samples = reinterpret_cast<std::uint16_t*>(pool.data(*idx));
+        REQUIRE(channels * 2u <= pool.block_bytes());
         for (std::uint32_t c = 0; c < channels; ++c) f.samples[c] = pattern(frame_number, unit, c);
         while (!queue.try_push(f)) {
             ready.notify();
@@ -55,9 +58,9 @@ struct pipeline {
 
     // Waits until the writer has given every buffer back.
     void wait_drained() {
-        for (int i = 0; i < 10'000 && pool.available() != pool.buffers(); ++i)
+        for (int i = 0; i < 10'000 && pool.available() != pool.blocks(); ++i)
             std::this_thread::sleep_for(std::chrono::milliseconds(1));
-        REQUIRE(pool.available() == pool.buffers());
+        REQUIRE(pool.available() == pool.blocks());
     }
 };
 
@@ -134,7 +137,7 @@ TEST_CASE("writer records queued frames into the active run and gives every buff
     for (std::uint64_t i = 0; i < 20; ++i) expect(want2, p.push(4, 16, i));
     // stop() drains and closes the active run.
     p.w.stop();
-    CHECK(p.pool.available() == p.pool.buffers());
+    CHECK(p.pool.available() == p.pool.blocks());
     CHECK_FALSE(p.w.run_active());
     h5::file f = open_read(dir.path() / "w2.h5");
     CHECK(has_attr(f.get(), "stopped_at"));
@@ -221,10 +224,9 @@ TEST_CASE("writer: a write error fails the run, not the thread", "[storage]") {
 
 TEST_CASE("writer: start_run before start() is an error, not a hang", "[storage]") {
     temp_dir dir;
-    frame_pool pool(2, 16);
     daqd::common::spsc_queue<frame> q(2);
     daqd::common::wake_event ev;
-    writer w(q, pool, ev);
+    writer w(q, ev);
     CHECK_THROWS_AS(w.start_run(options_for(dir.path(), "x")), storage_error);
     CHECK_FALSE(w.stop_run().has_value());
     w.stop();

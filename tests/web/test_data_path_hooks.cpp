@@ -31,9 +31,9 @@ struct recording_observer final : daqd::processing::frame_observer {
 
 TEST_CASE("the writer shows every frame to its observer and runs commands on its own thread", "[web]") {
     daqd::common::wake_event ready;
-    daqd::processing::frame_pool pool(8, 64);
+    daqd::processing::block_pool pool(8, 64);
     daqd::common::spsc_queue<frame> queue(8);
-    daqd::storage::writer w(queue, pool, ready);
+    daqd::storage::writer w(queue, ready);
     recording_observer obs;
     w.set_observer(&obs);
     std::thread::id inline_thread;
@@ -46,9 +46,11 @@ TEST_CASE("the writer shows every frame to its observer and runs commands on its
         frame f;
         f.unit_id = 1;
         f.channels = 16;
-        f.pool_index = *index;
+        f.pool = &pool;
+        f.block = *index;
+        f.block_rows = 1;
         f.frame_number = static_cast<std::uint64_t>(i);
-        f.samples = pool.data(*index);
+        f.samples = reinterpret_cast<std::uint16_t*>(pool.data(*index));
         REQUIRE(queue.try_push(f));
     }
     ready.signal();

@@ -9,7 +9,7 @@
 #include "daqd/common/spsc_queue.hpp"
 #include "daqd/config/config.hpp"
 #include "daqd/processing/assembler.hpp"
-#include "daqd/processing/frame_pool.hpp"
+#include "daqd/processing/block_pool.hpp"
 #include "daqd/processing/live_tap.hpp"
 #include "daqd/storage/run_catalog.hpp"
 #include "pipeline.hpp"
@@ -86,7 +86,7 @@ struct rig {
     daqd::config::config cfg;
     daqd::common::wake_event ring_ready, frames_ready;
     std::unique_ptr<daqd::acquisition::packet_ring> ring;
-    std::unique_ptr<daqd::processing::frame_pool> pool;
+    std::unique_ptr<daqd::processing::block_pool> pool;
     std::unique_ptr<daqd::common::spsc_queue<daqd::processing::frame>> frames;
     std::unique_ptr<daqd::acquisition::receiver> receiver;
     std::unique_ptr<daqd::processing::assembler> assembler;
@@ -99,16 +99,16 @@ struct rig {
         static std::atomic<unsigned> n{0};
         cfg.acquisition.listen = {{"127.0.0.1", 0}};
         cfg.acquisition.ring_slots = 256;
-        cfg.assembly.pool_frames = 64;
+        cfg.assembly.pool_blocks = 64;
         cfg.storage.output_dir = output_dir;
         ring = std::make_unique<daqd::acquisition::packet_ring>(
             "daqd-webtest-" + std::to_string(::getpid()) + "-" + std::to_string(n++), 256, 9128);
-        pool = std::make_unique<daqd::processing::frame_pool>(64, 65536);
+        pool = std::make_unique<daqd::processing::block_pool>(64, 65536);
         frames = std::make_unique<daqd::common::spsc_queue<daqd::processing::frame>>(64);
         receiver = std::make_unique<daqd::acquisition::receiver>(cfg.acquisition, *ring, ring_ready);
         assembler = std::make_unique<daqd::processing::assembler>(
             cfg, std::vector<daqd::acquisition::packet_ring*>{ring.get()}, ring_ready, *pool, *frames, frames_ready);
-        writer = std::make_unique<daqd::storage::writer>(*frames, *pool, frames_ready);
+        writer = std::make_unique<daqd::storage::writer>(*frames, frames_ready);
     }
 
     // The assembler takes a packet (as if from link `link`); every frame it
@@ -120,7 +120,7 @@ struct rig {
     void drain(bool written = true) {
         while (auto f = frames->try_pop()) {
             tap.on_frame(*f, written);
-            pool->release(f->pool_index);
+            f->release();
         }
     }
 

@@ -50,6 +50,7 @@ struct acquisition_config {
     std::uint32_t max_datagram_bytes = 9000;   // ring slot payload size (65535 with gro)
     std::uint32_t socket_buffer_datagrams = 32768;  // receive buffer, sized in datagrams
     std::uint32_t expected_datagram_bytes = 1472;   // used to turn datagrams into bytes
+    std::uint32_t expected_rate_mbps = 0;      // all links together; 0: their line rate
     std::uint32_t ring_slots = 16384;          // packet ring slots
     std::string ring_name = "daqd-{pid}";      // shm name; {pid} replaced; /dev/shm/<name>-<n>
     bool operator==(const acquisition_config&) const = default;
@@ -68,8 +69,10 @@ struct units_config {
 struct assembly_config {
     std::uint32_t reorder_frames = 8;                       // open frames per unit
     std::chrono::milliseconds reorder_timeout{100};          // an open frame older than this closes
-    std::uint32_t max_frame_bytes = 65536;                   // frame pool buffer size
-    std::uint32_t pool_frames = 16384;                        // frame pool buffers
+    std::uint32_t max_frame_bytes = 65536;                   // largest frame accepted
+    double buffer_seconds = 2.5;                              // frame buffer, in time at the expected rate
+    std::uint64_t buffer_max_bytes = 4ull << 30;              // ... within this much memory
+    std::uint32_t pool_blocks = 0;                            // blocks by hand; 0: from buffer_seconds
     std::uint64_t max_frame_jump = 1u << 20;                  // frames ahead that are plausible
     std::uint32_t restart_packets = 16;                       // packets that confirm a new stream
     bool operator==(const assembly_config&) const = default;
@@ -80,7 +83,7 @@ struct storage_config {
     std::chrono::milliseconds flush_interval{1000};
     std::uint64_t rotate_bytes = 0;          // 0: no rotation
     std::uint32_t chunk_bytes = 1u << 20;    // target raw chunk size
-    std::uint32_t queue_frames = 0;          // 0: as many as pool_frames
+    std::uint32_t queue_frames = 0;          // 0: every row of the frame buffer (at most 262144)
     std::uint64_t reserve_bytes = 64ull << 20;  // free space kept for closing files; 0: none
     bool operator==(const storage_config&) const = default;
 };

@@ -6,7 +6,7 @@
 // Owned by the pipeline. One thread (the assembler thread, a common::worker
 // started by start(), or the caller's with worker().start_pumped() and
 // worker().pump()) consumes the rings and produces into the output queue; it
-// is the only thread that acquires from the frame_pool. Counters may be read
+// is the only thread that acquires from the block_pool. Counters may be read
 // from any thread at any time (relaxed atomics written by the assembler
 // thread only).
 //
@@ -17,7 +17,13 @@
 //  - duplicates: a packet_seq already seen, or a packet_index already filled;
 //  - late: a packet of a frame already closed;
 //  - frames complete / incomplete (kept, missing samples 0) / lost (gaps in
-//    frame_number between stored frames) / overflow (no pool buffer free).
+//    frame_number between stored frames) / overflow (no block free in the
+//    pool).
+//
+// Where the bytes go (block_pool.hpp): each payload is copied once, from its
+// ring slot into its frame's row of a block; a unit's frames take the rows
+// of its current block in the order they open, so frames arriving complete
+// and in order fill a block that is exactly the chunk the writer stores.
 //
 // What one unit (or a spoofed packet) cannot do (docs/PROTOCOL.md "Streams"):
 //  - move its window or its loss base with one packet: a frame_number more
@@ -43,7 +49,7 @@
 #include "daqd/common/worker.hpp"
 #include "daqd/config/config.hpp"
 #include "daqd/processing/frame.hpp"
-#include "daqd/processing/frame_pool.hpp"
+#include "daqd/processing/block_pool.hpp"
 
 #include <array>
 #include <atomic>
@@ -89,7 +95,7 @@ public:
     static constexpr std::uint32_t seq_window = 8192;  // packets of reordering tolerated by loss counting
 
     assembler(const config::config& cfg, std::vector<acquisition::packet_ring*> rings, common::wake_event& in_ready,
-              frame_pool& pool, common::spsc_queue<frame>& out, common::wake_event& out_ready);
+              block_pool& pool, common::spsc_queue<frame>& out, common::wake_event& out_ready);
     ~assembler();
     assembler(const assembler&) = delete;
     assembler& operator=(const assembler&) = delete;
@@ -143,6 +149,9 @@ private:
     void close_front(unit_state& u);
     void emit_ready(unit_state& u, std::uint64_t below = ~0ull);
     void close_all(unit_state& u);
+    bool take_row(unit_state& u, std::uint32_t& block, std::uint32_t& row, std::uint32_t& rows);
+    void seal(unit_state& u);
+    [[nodiscard]] std::uint32_t max_frame_bytes() const noexcept;
     // The thread's body (common::worker_body).
     bool pass() override;
     bool input_waiting() override;
@@ -152,7 +161,7 @@ private:
     const config::config& _cfg;
     std::vector<acquisition::packet_ring*> _rings;
     common::wake_event& _in_ready;
-    frame_pool& _pool;
+    block_pool& _pool;
     common::spsc_queue<frame>& _out;
     common::wake_event& _out_ready;
     std::vector<std::unique_ptr<unit_state>> _units;           // by unit id, assembler thread only

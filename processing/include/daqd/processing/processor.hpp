@@ -9,11 +9,13 @@
 // not empty (or for a pedestal run). One thread (a common::worker: start(),
 // or the caller's with worker().start_pumped() and worker().pump()) runs the
 // stages; counters, backend_name() and pedestal progress may be read from any
-// thread. Both queues hold every frame-pool buffer, so pushing never fails
-// and the processor never blocks: when it falls behind, frames wait in its
-// input queue (the peak is counted in `backlog_peak`) and, once the pool is
+// thread. The output queue holds as many frames as the input queue, which
+// holds every row the block pool has, so pushing never fails and the
+// processor never blocks: when it falls behind, frames wait in its input
+// queue (the peak is counted in `backlog_peak`) and, once the pool is
 // exhausted, the assembler counts `frames_overflow` — the receiver is never
-// held up.
+// held up. Calibrated rows go into the calibrated area of the frame's own
+// block, same row (block_pool.hpp).
 #include "daqd/common/telemetry.hpp"
 #include "daqd/common/event.hpp"
 #include "daqd/common/spsc_queue.hpp"
@@ -21,7 +23,7 @@
 #include "daqd/processing/backend.hpp"
 #include "daqd/processing/calibration.hpp"
 #include "daqd/processing/frame.hpp"
-#include "daqd/processing/frame_pool.hpp"
+#include "daqd/processing/block_pool.hpp"
 #include "daqd/processing/live_view.hpp"
 #include "daqd/processing/stage.hpp"
 
@@ -43,6 +45,7 @@ struct processor_options {
     threshold_policy threshold;
     std::size_t batch_frames = 64;          // most frames per batch
     std::uint64_t pedestal_frames = 0;      // > 0: a pedestal run; the only stage is `pedestal`
+    std::uint32_t max_frame_bytes = 65536;  // largest frame (sizes the backend's batch buffers)
 };
 
 struct processor_counters {
@@ -58,7 +61,7 @@ public:
     // Throws std::runtime_error when the backend cannot be had ("cuda"
     // without CUDA) or the stages are not valid. `live` may be null when no
     // `live` stage is configured.
-    processor(const processor_options& options, frame_pool& pool, common::spsc_queue<frame>& in,
+    processor(const processor_options& options, block_pool& pool, common::spsc_queue<frame>& in,
               common::wake_event& in_ready, common::spsc_queue<frame>& out, common::wake_event& out_ready,
               live_view* live);
     ~processor();
@@ -99,7 +102,7 @@ private:
     std::size_t run_batch(std::size_t n);  // frames taken from the input
     unit_context& add_unit(const frame& f);
 
-    frame_pool& _pool;
+    block_pool& _pool;
     common::spsc_queue<frame>& _in;
     common::wake_event& _in_ready;
     common::spsc_queue<frame>& _out;

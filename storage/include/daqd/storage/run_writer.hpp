@@ -8,7 +8,7 @@
 //
 // writer: the writer thread (a common::worker). It pops frames from a bounded
 // spsc_queue fed by the assembler, appends them to the active run (if any),
-// and gives every frame buffer back to the frame_pool. start_run/stop_run are
+// and gives every frame buffer back to the block_pool. start_run/stop_run are
 // called from a control thread (main, later the web API); they never touch
 // HDF5 themselves. Without a thread (worker().start_pumped()) the control
 // thread is the writer thread: it makes the passes with worker().pump() and
@@ -20,7 +20,7 @@
 #include "daqd/processing/calibration.hpp"
 #include "daqd/processing/frame.hpp"
 #include "daqd/processing/frame_observer.hpp"
-#include "daqd/processing/frame_pool.hpp"
+#include "daqd/processing/block_pool.hpp"
 #include "daqd/storage/error.hpp"
 
 #include <array>
@@ -87,6 +87,14 @@ struct run_stats {
                                       // per frame, +4*channels with `calibrated` (chunk padding,
                                       // rewrites and the per-file dose not counted)
     std::uint64_t flushes = 0;
+    // Full raw chunks written straight from a block of the assembler's pool
+    // (no copy since the socket's), and those gathered by a copy first (a
+    // frame reordered or lost inside the chunk, a run or stream starting
+    // mid-block); rows the writer copied (gathering, and partial chunks at
+    // each flush).
+    std::uint64_t chunks_direct = 0;
+    std::uint64_t chunks_compacted = 0;
+    std::uint64_t rows_copied = 0;
     std::uint64_t frames_unwritten = 0;  // appended, then found in no file when the run failed
                                          // (its file gone, or past what the disk took)
     std::uint64_t frames_rejected = 0;  // not written: frame_number not ascending within its
@@ -127,6 +135,9 @@ struct writer_counters {
     telemetry::counter run_failures;       // runs that failed (disk full, write error)
     telemetry::counter bytes_written;
     telemetry::counter flushes;
+    telemetry::counter chunks_direct;     // run_stats::chunks_direct, over every run
+    telemetry::counter chunks_compacted;  // run_stats::chunks_compacted
+    telemetry::counter rows_copied;       // run_stats::rows_copied
     // Flush durations (seconds).
     static constexpr telemetry::histogram::bounds_type flush_bucket_bounds_s{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                                                              0.1,   0.25,   0.5,   1.0,  2.5,   5.0};
@@ -140,8 +151,7 @@ struct writer_counters {
 
 class writer final : private common::worker_body {
 public:
-    writer(common::spsc_queue<processing::frame>& in, processing::frame_pool& pool,
-           common::wake_event& in_ready);
+    writer(common::spsc_queue<processing::frame>& in, common::wake_event& in_ready);
     ~writer();  // stops the thread (closing an active run)
     writer(const writer&) = delete;
     writer& operator=(const writer&) = delete;
@@ -193,9 +203,9 @@ private:
     run_stats finish_run();
     void fail_run(const std::exception& e);
     void account(std::uint64_t frames_before, std::uint64_t bytes_before);
+    void account_copies();
 
     common::spsc_queue<processing::frame>& _in;
-    processing::frame_pool& _pool;
     common::wake_event& _in_ready;
     writer_counters _counters;
     std::atomic<bool> _run_active{false};
@@ -212,6 +222,9 @@ private:
     std::chrono::milliseconds _flush_interval{1000};
     std::chrono::steady_clock::time_point _next_flush{};
     std::map<std::uint16_t, std::uint64_t> _unwritten_reported;  // per unit, this run
+    struct copies_seen {
+        std::uint64_t chunks_direct = 0, chunks_compacted = 0, rows_copied = 0;
+    } _copies_seen;  // of the active run, in the counters already
     std::optional<run_stats> _closed_by_stop;
     common::worker _worker{"daqd-write", _in_ready, *this};  // last: its thread ends before the rest goes
 };

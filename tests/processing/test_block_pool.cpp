@@ -1,7 +1,8 @@
 // The frame pool: preallocated buffers handed out by index, one acquiring
 // thread and one releasing thread.
 #include "daqd/common/spsc_queue.hpp"
-#include "daqd/processing/frame_pool.hpp"
+#include "daqd/processing/block_pool.hpp"
+#include "daqd/processing/frame.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -14,17 +15,17 @@
 #include <thread>
 #include <vector>
 
-using daqd::processing::frame_pool;
+using daqd::processing::block_pool;
 
-TEST_CASE("frame_pool: acquire every buffer: distinct indices and memory", "[processing][pool]") {
+TEST_CASE("block_pool: acquire every buffer: distinct indices and memory", "[processing][pool]") {
     const std::size_t requested = GENERATE(std::size_t{1000}, std::size_t{64}, std::size_t{65536}, std::size_t{1});
     constexpr std::size_t n = 64;
-    frame_pool pool(n, requested);
+    block_pool pool(n, requested);
     CAPTURE(requested);
-    CHECK(pool.buffers() == n);
-    CHECK(pool.buffer_bytes() >= requested);
-    CHECK(pool.buffer_bytes() % 64 == 0);
-    CHECK(pool.buffer_bytes() < requested + 64);
+    CHECK(pool.blocks() == n);
+    CHECK(pool.block_bytes() >= requested);
+    CHECK(pool.block_bytes() % 64 == 0);
+    CHECK(pool.block_bytes() < requested + 64);
     CHECK(pool.available() == n);
 
     std::set<std::uint32_t> indices;
@@ -44,44 +45,44 @@ TEST_CASE("frame_pool: acquire every buffer: distinct indices and memory", "[pro
     const auto* base = reinterpret_cast<const std::byte*>(pool.data(0));
     for (std::uint32_t i = 0; i < n; ++i) {
         const auto* p = reinterpret_cast<const std::byte*>(pool.data(i));
-        CHECK(static_cast<std::size_t>(p - base) == i * pool.buffer_bytes());
+        CHECK(static_cast<std::size_t>(p - base) == i * pool.block_bytes());
         CHECK(reinterpret_cast<std::uintptr_t>(p) % 64 == 0);
-        std::memset(pool.data(i), static_cast<int>(i + 1), pool.buffer_bytes());
+        std::memset(pool.data(i), static_cast<int>(i + 1), pool.block_bytes());
     }
     std::uint64_t wrong = 0;
     for (std::uint32_t i = 0; i < n; ++i) {
         const auto* p = reinterpret_cast<const unsigned char*>(pool.data(i));
-        for (std::size_t b = 0; b < pool.buffer_bytes(); ++b) wrong += p[b] != static_cast<unsigned char>(i + 1);
+        for (std::size_t b = 0; b < pool.block_bytes(); ++b) wrong += p[b] != static_cast<unsigned char>(i + 1);
     }
     CHECK(wrong == 0);
 
     // Release one, acquire gets exactly it back.
-    pool.release(17);
+    pool.unref_release(17);
     CHECK(pool.available() == 1);
     const auto again = pool.acquire();
     REQUIRE(again.has_value());
     CHECK(*again == 17);
     CHECK_FALSE(pool.acquire().has_value());
     // Release all: the pool is full again.
-    for (auto i : indices) pool.release(i);
+    for (auto i : indices) pool.unref_release(i);
     CHECK(pool.available() == n);
 }
 
-TEST_CASE("frame_pool: released buffers come back in release order", "[processing][pool]") {
-    frame_pool pool(4, 128);
+TEST_CASE("block_pool: released buffers come back in release order", "[processing][pool]") {
+    block_pool pool(4, 128);
     std::vector<std::uint32_t> got;
     for (int i = 0; i < 4; ++i) got.push_back(*pool.acquire());
-    pool.release(got[2]);
-    pool.release(got[0]);
+    pool.unref_release(got[2]);
+    pool.unref_release(got[0]);
     CHECK(*pool.acquire() == got[2]);
     CHECK(*pool.acquire() == got[0]);
     CHECK_FALSE(pool.acquire().has_value());
 }
 
-TEST_CASE("frame_pool: one thread acquires, another releases, 1e6 rounds", "[processing][pool][threads]") {
+TEST_CASE("block_pool: one thread acquires, another releases, 1e6 rounds", "[processing][pool][threads]") {
     constexpr std::size_t n = 64;
     constexpr std::uint64_t rounds = 1'000'000;
-    frame_pool pool(n, 256);
+    block_pool pool(n, 256);
     daqd::common::spsc_queue<std::uint32_t> handoff(n);
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
     std::atomic<bool> timed_out{false};
@@ -99,7 +100,7 @@ TEST_CASE("frame_pool: one thread acquires, another releases, 1e6 rounds", "[pro
                 std::this_thread::yield();
             }
             std::memcpy(pool.data(*idx), &r, sizeof r);
-            std::memcpy(reinterpret_cast<std::byte*>(pool.data(*idx)) + 248, &r, sizeof r);
+            std::memcpy(pool.data(*idx) + 248, &r, sizeof r);
             while (!handoff.try_push(*idx)) std::this_thread::yield();  // cannot stay full: n slots, n buffers
         }
     });
@@ -124,10 +125,10 @@ TEST_CASE("frame_pool: one thread acquires, another releases, 1e6 rounds", "[pro
         }
         std::uint64_t head, tail;
         std::memcpy(&head, pool.data(*idx), sizeof head);
-        std::memcpy(&tail, reinterpret_cast<const std::byte*>(pool.data(*idx)) + 248, sizeof tail);
+        std::memcpy(&tail, pool.data(*idx) + 248, sizeof tail);
         wrong += head != r || tail != r;
         ++uses[*idx];
-        pool.release(*idx);
+        pool.unref_release(*idx);
         ++r;
     }
     acquirer.join();
@@ -146,8 +147,47 @@ TEST_CASE("frame_pool: one thread acquires, another releases, 1e6 rounds", "[pro
     CHECK(*all.rbegin() == n - 1);
 }
 
+TEST_CASE("block_pool: a block comes back when its last reference goes, from either side", "[processing][pool]") {
+    block_pool pool(2, 256);
+    // The acquirer holds one reference; two frames in it hold one each.
+    const auto a = pool.acquire();
+    REQUIRE(a.has_value());
+    pool.ref(*a);
+    pool.ref(*a);
+    pool.drop(*a);  // the acquirer is done with it (sealed)
+    CHECK(pool.available() == 1);
+    pool.unref_release(*a);  // the writer: one frame done
+    CHECK(pool.available() == 1);
+    pool.unref_release(*a);  // the last frame: back on the free list
+    CHECK(pool.available() == 2);
+    // The writer was done first: the acquirer's own drop gets the block
+    // back, kept for its next acquire (no free-list push from its side).
+    const auto b = pool.acquire();
+    const auto c = pool.acquire();
+    REQUIRE((b && c));
+    CHECK(pool.available() == 0);
+    pool.ref(*b);
+    pool.unref_release(*b);  // its frame written
+    pool.drop(*b);           // sealed afterwards: last reference
+    CHECK(pool.available() == 1);
+    const auto again = pool.acquire();
+    REQUIRE(again.has_value());
+    CHECK(*again == *b);
+    pool.drop(*again);
+    pool.drop(*c);
+    CHECK(pool.available() == 2);
+}
+
+TEST_CASE("chunk_rows: as many rows as fit a chunk, at least 1, at most 1024", "[processing][pool]") {
+    using daqd::processing::chunk_rows;
+    CHECK(chunk_rows(1u << 20, 4096) == 128);
+    CHECK(chunk_rows(1u << 20, 4097) == 127);
+    CHECK(chunk_rows(1u << 20, 16) == 1024);
+    CHECK(chunk_rows(4096, 1u << 20) == 1);
+}
+
 // Last in the file: in a Debug build (assertions on) a failure here aborts.
-TEST_CASE("frame_pool: an empty pool is refused", "[processing][pool]") {
-    CHECK_THROWS_AS(frame_pool(4, 0), std::invalid_argument);
-    CHECK_THROWS_AS(frame_pool(0, 1024), std::invalid_argument);
+TEST_CASE("block_pool: an empty pool is refused", "[processing][pool]") {
+    CHECK_THROWS_AS(block_pool(4, 0), std::invalid_argument);
+    CHECK_THROWS_AS(block_pool(0, 1024), std::invalid_argument);
 }
