@@ -262,6 +262,15 @@ const telemetry::descriptor ring_fill_by_link{
     "link"};
 const telemetry::descriptor ring_slots{"daq_ring_slots", "Slots of each packet ring", kind::gauge, "ring"};
 const telemetry::descriptor ring_fill{"daq_ring_fill", "Fill of each packet ring, 0..1", kind::gauge, "ring", false};
+const telemetry::descriptor buffer_blocks{"daq_frame_buffer_blocks",
+                                          "Blocks of the frame buffer (each one stored chunk), by shard", kind::gauge,
+                                          "shard"};
+const telemetry::descriptor buffer_free{"daq_frame_buffer_blocks_free",
+                                        "Blocks of the frame buffer free now (not filling, queued or being written), "
+                                        "by shard",
+                                        kind::gauge, "shard"};
+const telemetry::descriptor buffer_block_bytes{"daq_frame_buffer_block_bytes", "Bytes of one frame-buffer block",
+                                               kind::gauge};
 const telemetry::descriptor storage_free{"daq_storage_free_bytes",
                                          "Free bytes (for unprivileged users) where runs are written", kind::gauge};
 const telemetry::descriptor storage_size{"daq_storage_size_bytes", "Size of the file system where runs are written",
@@ -288,6 +297,9 @@ telemetry::snapshot collect_telemetry(const telemetry_sources& in) {
         t.add(ring_fill_by_link, {{"link", std::to_string(l)}}, in.ring.fill_ratio());
     t.add(ring_slots, {{"ring", in.ring.name()}}, static_cast<double>(in.ring.slot_count()));
     t.add(ring_fill, {{"ring", in.ring.name()}}, in.ring.fill_ratio());
+    t.add(buffer_blocks, {{"shard", "0"}}, static_cast<double>(in.pool.blocks()));
+    t.add(buffer_free, {{"shard", "0"}}, static_cast<double>(in.pool.available()));
+    t.add(buffer_block_bytes, {}, static_cast<double>(in.pool.block_bytes()));
     in.assembler.report(t);
     if (in.processor) in.processor->report(t);
     in.tap.report(t);
@@ -314,7 +326,7 @@ telemetry::snapshot collect_telemetry(const telemetry_sources& in) {
 }
 
 telemetry::snapshot pipeline::telemetry() const {
-    auto t = collect_telemetry({*_receiver, *_ring, *_assembler, _processor.get(), *_tap, *_writer,
+    auto t = collect_telemetry({*_receiver, *_ring, *_pool, *_assembler, _processor.get(), *_tap, *_writer,
                               _cfg.storage.output_dir, processing_backend(), current_run(), _started_ns,
                               DAQD_VERSION});
     for (const auto* w : _stages) t.add(thread_failed, {{"thread", w->name()}}, w->failure().empty() ? 0 : 1);

@@ -180,6 +180,7 @@ buffer_plan plan_buffer(const config::config& cfg, bool calibrating);
 struct telemetry_sources {
     const acquisition::receiver& receiver;
     const acquisition::packet_ring& ring;
+    const processing::block_pool& pool;
     const processing::assembler& assembler;
     const processing::processor* processor;  // null without processing stages
     const processing::live_tap& tap;

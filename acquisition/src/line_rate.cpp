@@ -14,7 +14,7 @@ namespace daqd::acquisition {
 
 namespace {
 
-constexpr std::uint64_t unknown_link_mbps = 1000;
+constexpr std::uint64_t unknown_link_mbps = 2000;
 
 // The name of the interface holding `host` (numeric), or "".
 std::string interface_of(const std::string& host) {

@@ -725,7 +725,7 @@ const std::vector<key>& keys_table() {
         integer("acquisition.expected_rate_mbps", DAQD_FIELD(acquisition.expected_rate_mbps), {0, 10000000},
                 "Payload rate the links are expected to bring, all together, in Mbit/s:\n"
                 "what assembly.buffer_seconds is sized at. 0: the links' line rate\n"
-                "(each link's interface speed; 1000 for a link whose speed is unknown:\n"
+                "(each link's interface speed; 2000 for a link whose speed is unknown:\n"
                 "loopback, an any-address)."),
         integer("acquisition.ring_slots", DAQD_FIELD(acquisition.ring_slots), {64, 16777216, int_rule::power_of_two},
                 "Packet ring slots per link."),

@@ -45,10 +45,9 @@ block_pool::block_pool(std::size_t blocks, std::size_t block_bytes, bool calibra
         }
         _calibrated = static_cast<std::byte*>(c);
     }
-    for (std::size_t i = 0; i < _blocks; ++i) {
-        [[maybe_unused]] const bool ok = _free.try_push(static_cast<std::uint32_t>(i));
-        assert(ok);
-    }
+    // Block 0 on top of the stack.
+    for (std::size_t i = _blocks; i-- > 0;) _spare.push_back(static_cast<std::uint32_t>(i));
+    _spare_count.store(_spare.size(), std::memory_order_relaxed);
 }
 
 block_pool::~block_pool() {

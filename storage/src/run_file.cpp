@@ -63,6 +63,22 @@ std::chrono::microseconds fault_slow_write() {
     return delay;
 }
 
+// Fault injection for the buffering test (docs/RELIABILITY.md): the 10th
+// chunk write of the process stalls this long, once.
+// DAQD_FAULT_WRITE_STALL_MS, read once; 0 when unset.
+void fault_stall_once() {
+    static const long long stall_ms = [] {
+        const char* v = std::getenv("DAQD_FAULT_WRITE_STALL_MS");
+        const long long ms = v == nullptr ? 0 : std::strtoll(v, nullptr, 10);
+        if (ms > 0) spdlog::warn("fault injection: the 10th chunk write stalls {} ms (DAQD_FAULT_WRITE_STALL_MS)", ms);
+        return ms > 0 ? ms : 0;
+    }();
+    static int writes = 0;
+    if (stall_ms == 0 || ++writes != 10) return;
+    spdlog::warn("fault injection: chunk write stalls {} ms now", stall_ms);
+    std::this_thread::sleep_for(std::chrono::milliseconds(stall_ms));
+}
+
 // The first file of a run that does not rotate by size is <run>.h5; a unit
 // starting a new stream (docs/DATASET.md "Streams") continues the run in
 // <run>_00001.h5, ...
@@ -478,6 +494,7 @@ struct run_file::impl {
         }
         ensure_space(u.raw.size() * 2u + u.chunk_rows * (8u + 8u + 2u) + u.calibrated.size() * sizeof(float));
         if (const auto delay = fault_slow_write(); delay.count() > 0) std::this_thread::sleep_for(delay);
+        fault_stall_once();
         set_extent(u);
         const hsize_t offset[2] = {start, 0};
         const std::array<std::pair<const void*, std::size_t>, ds_count> bufs{{

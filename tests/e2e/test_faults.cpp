@@ -265,6 +265,53 @@ TEST_CASE("disk full with no reserve: the write error names the file and free sp
     CHECK(in_file == written);
 }
 
+TEST_CASE("writer stalled for 2 s: the default frame buffer (sized in time) holds every frame; every block comes back",
+          "[e2e][faults]") {
+    scratch_dir dir("stall");
+    const std::string runs = dir / "runs";
+    ::setenv("DAQD_FAULT_WRITE_STALL_MS", "2000", 1);  // the 10th chunk write takes 2 s
+    daqd_process d(dir, "stall", runs, "", {"--run", "stall"});
+    ::unsetenv("DAQD_FAULT_WRITE_STALL_MS");
+    // The default buffer: 2.5 s at the loopback link's assumed 2000 Mbit/s.
+    const double blocks = d.metric("daq_frame_buffer_blocks");
+    const double block_bytes = d.metric("daq_frame_buffer_block_bytes");
+    REQUIRE(blocks * block_bytes >= 2.5 * 2000e6 / 8);
+    // 2 units x 4096 channels at 400 Mbit/s for 6 s: 100 MB arrive while the writer stalls.
+    child sim({DAQ_SIM_BIN, "--target", d.target(), "--units", "2", "--duration", "6", "--rate", "400", "--json",
+               dir / "stall.sim.json", "--quiet"},
+              dir / "stall.sim.out", dir / "stall.sim.err");
+    double least_free = blocks;
+    while (!sim.wait(100ms)) least_free = std::min(least_free, d.metric("daq_frame_buffer_blocks_free"));
+    REQUIRE(sim.wait(1ms) == 0);
+    const auto sent = read_json(dir / "stall.sim.json");
+    const auto frames_sent = sent["frames_sent"].get<std::uint64_t>();
+    REQUIRE(eventually([&] { return d.metric("daq_frames_written_total") == static_cast<double>(frames_sent); }, 20s));
+    // The stall happened, and the buffer took it: at least 1.5 s of data (75 MB) waited in blocks.
+    CHECK(d.proc->err().find("chunk write stalls 2000 ms now") != std::string::npos);
+    CHECK(blocks - least_free >= 1.5 * 50e6 / block_bytes);
+    // After the run every block is back (the quiet units give theirs up, the
+    // run file lets its last chunks' go).
+    const std::string token = d.token(runs);
+    REQUIRE(web_test::http(d.http, "POST", "/api/v1/runs/stop", "", token).status == 200);
+    CHECK(eventually([&] { return d.metric("daq_frame_buffer_blocks_free") == blocks; }, 5s));
+    d.proc->signal(SIGTERM);
+    REQUIRE(d.proc->wait(60s) == 0);
+    const auto s = read_json(dir / "stall.json");
+    INFO(s.dump(1));
+    CHECK(s["frames_overflow"].get<std::uint64_t>() == 0);
+    CHECK(s["packets_lost"].get<std::uint64_t>() == 0);
+    CHECK(s["ring_dropped"].get<std::uint64_t>() == 0);
+    CHECK(s["kernel_drops"].get<std::uint64_t>() == 0);
+    CHECK(s["frames_complete"].get<std::uint64_t>() == frames_sent);
+    const std::string file = runs + "/stall.h5";
+    auto [vrc, vout] = inspect(dir, {"--verify", file});
+    INFO(vout);
+    CHECK(vrc == 0);
+    auto [jrc, jout] = inspect(dir, {"--json", file});
+    REQUIRE(jrc == 0);
+    CHECK(json::parse(jout)["total_frames"].get<std::uint64_t>() == frames_sent);
+}
+
 TEST_CASE("slow disk: a writer that cannot keep up costs counted, logged frame drops, bounded memory, no receive loss",
           "[e2e][faults]") {
     scratch_dir dir("slow");

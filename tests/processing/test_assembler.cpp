@@ -1112,3 +1112,106 @@ TEST_CASE("assembler: a sequence wrap seen out of order: the first packet just a
     CHECK(s.u().duplicates.get() == 0);
     CHECK(s.all_buffers_back());
 }
+
+// ---- blocks of several rows: the one copy (docs/ARCHITECTURE.md) ----
+
+TEST_CASE("assembler: a unit's frames fill the rows of one block in order, each payload copied once into its row",
+          "[processing][assembler][blocks]") {
+    // 1000 channels = 2000 bytes a frame; chunks of 8000 bytes: 4 rows a block.
+    asm_setup s([](config::config& c) { c.storage.chunk_bytes = 8000; });
+    unit_stream u;
+    s.feed(u.frames(0, 10));
+    auto got = s.take();
+    REQUIRE(numbers(got) == std::vector<std::uint64_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9});
+    for (std::size_t i = 0; i < got.size(); ++i) {
+        INFO("frame " << i);
+        check_frame(s, got[i], u, i);  // every sample, read from the frame's row of its block
+        CHECK(got[i].block_rows == 4);
+        CHECK(got[i].row == i % 4);
+        CHECK(got[i].taken == i);
+        CHECK(got[i].block == got[i - i % 4].block);  // rows of one block, one block per 4 frames
+    }
+    CHECK(got[0].block != got[4].block);
+    CHECK(got[4].block != got[8].block);
+    // Two full blocks are the writer's to give back; the third is the unit's
+    // current block (2 of 4 rows) and its frames'.
+    CHECK(s.pool->available() == s.pool->blocks() - 3);
+    s.release(got);
+    CHECK(s.pool->available() == s.pool->blocks() - 1);
+    // The unit goes quiet: past the reorder timeout its block goes back too.
+    s.a->expire(t0 + 200 * ms);
+    CHECK(s.all_buffers_back());
+    // Its next frame starts a new block at row 0.
+    s.feed(u.frames(10), t0 + 300 * ms);
+    got = s.finish();
+    REQUIRE(got.size() == 1);
+    CHECK(got[0].row == 0);
+    check_frame(s, got[0], u, 10);
+    CHECK(s.all_buffers_back());
+}
+
+TEST_CASE("assembler: reordered frames take rows in the order they open; emitted in frame order with their rows",
+          "[processing][assembler][blocks]") {
+    asm_setup s([](config::config& c) { c.storage.chunk_bytes = 8000; });
+    unit_stream u;
+    const auto f0 = u.frames(0);
+    const auto f1 = u.frames(1);
+    const auto f2 = u.frames(2);
+    const auto f3 = u.frames(3);
+    s.feed(f0);     // row 0
+    s.feed(f2[0]);  // frame 2 opens before frame 1 (its first packet): row 1
+    s.feed(f1);     // row 2, complete: emitted
+    s.feed(std::vector<packet>(f2.begin() + 1, f2.end()));
+    s.feed(f3);  // row 3
+    const auto got = s.finish();
+    REQUIRE(numbers(got) == std::vector<std::uint64_t>{0, 1, 2, 3});
+    CHECK(got[0].row == 0);
+    CHECK(got[1].row == 2);
+    CHECK(got[2].row == 1);
+    CHECK(got[3].row == 3);
+    for (const auto& f : got) check_frame(s, f, u, f.frame_number);
+    CHECK(s.all_buffers_back());
+}
+
+TEST_CASE("assembler: the writer's row phase starts the next block where the file's next chunk starts",
+          "[processing][assembler][blocks]") {
+    asm_setup s([](config::config& c) { c.storage.chunk_bytes = 8000; });
+    unit_stream u;
+    // The writer found this unit's file chunks start 2 rows later than its
+    // blocks: (taken + 2) % 4 == 0 starts a block, at taken 2, 6, 10.
+    s.pool->set_phase(u.unit, 2);
+    s.feed(u.frames(0, 12));
+    const auto got = s.finish();
+    REQUIRE(got.size() == 12);
+    const std::vector<std::uint32_t> rows{0, 1, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1};
+    for (std::size_t i = 0; i < got.size(); ++i) {
+        INFO("frame " << i);
+        CHECK(got[i].row == rows[i]);
+        check_frame(s, got[i], u, i);
+    }
+    CHECK(got[1].block != got[2].block);
+    CHECK(got[5].block != got[6].block);
+    CHECK(s.all_buffers_back());
+}
+
+TEST_CASE("assembler: with every block in use, frames overflow (counted) and flow again once the writer is done",
+          "[processing][assembler][blocks]") {
+    asm_setup s([](config::config& c) {
+        c.storage.chunk_bytes = 8000;
+        c.assembly.pool_blocks = 4;  // 16 rows
+    });
+    unit_stream u;
+    s.feed(u.frames(0, 20));
+    CHECK(s.u().frames_complete.get() == 16);
+    CHECK(s.u().frames_overflow.get() == 4);
+    auto got = s.take();
+    REQUIRE(got.size() == 16);
+    for (const auto& f : got) check_frame(s, f, u, f.frame_number);
+    s.release(got);
+    CHECK(s.all_buffers_back());
+    s.feed(u.frames(20, 4));
+    got = s.finish();
+    CHECK(numbers(got) == std::vector<std::uint64_t>{20, 21, 22, 23});
+    CHECK(s.u().frames_lost.get() == 0);  // the gap is the overflow, counted once
+    CHECK(s.all_buffers_back());
+}

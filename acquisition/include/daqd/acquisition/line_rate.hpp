@@ -19,8 +19,9 @@ struct expected_rate {
     std::uint64_t mbps = 0;
     std::string source;  // how it was found, for the start-up log line
 };
-// acquisition.expected_rate_mbps, or (0) the links' line rates summed, 1000
-// for each link whose rate is unknown.
+// acquisition.expected_rate_mbps, or (0) the links' line rates summed, 2000
+// for each link whose rate is unknown (loopback: a test rig sending at
+// 2 Gbit/s is common; the memory is committed only as frames use it).
 expected_rate expected_rate_of(const config::acquisition_config& a);
 
 }  // namespace daqd::acquisition

@@ -41,16 +41,15 @@ public:
     block_pool& operator=(const block_pool&) = delete;
 
     // The acquiring thread: a free block with one reference (its caller's).
+    // The most recently freed first (a stack): a daqd at a low rate keeps
+    // reusing a few blocks and never commits the memory of the others.
     [[nodiscard]] std::optional<std::uint32_t> acquire() noexcept {
-        std::optional<std::uint32_t> b;
-        if (!_spare.empty()) {
-            b = _spare.back();
-            _spare.pop_back();
-            _spare_count.store(_spare.size(), std::memory_order_relaxed);
-        } else {
-            b = _free.try_pop();
-        }
-        if (b) _refs[*b].store(1, std::memory_order_relaxed);
+        while (auto b = _free.try_pop()) _spare.push_back(*b);
+        if (_spare.empty()) return std::nullopt;
+        const std::uint32_t b = _spare.back();
+        _spare.pop_back();
+        _spare_count.store(_spare.size(), std::memory_order_relaxed);
+        _refs[b].store(1, std::memory_order_relaxed);
         return b;
     }
     // Any thread holding a reference may add one.
