@@ -55,6 +55,8 @@ options:
   --run NAME            record a run called NAME from start until --duration passes or SIGINT/SIGTERM
   --duration SECONDS    stop after this long (with --run: the run's length)
   --backend NAME        receiver backend: auto, io_uring or recvmmsg (acquisition.backend)
+  --shards N            receive shards: the links split into N groups, each with its own
+                        receiver and assembler thread (acquisition.shards; at most one per link)
   --gro                 enable UDP GRO on the sockets (acquisition.gro)
   --summary-json FILE   also write the final summary as JSON to FILE
   --log-level LEVEL     trace, debug, info, warn, error
@@ -80,6 +82,7 @@ struct options {
     std::optional<std::string> run;
     std::optional<double> duration;
     std::optional<std::string> backend;
+    std::optional<std::uint32_t> shards;
     bool gro = false;
     std::optional<std::string> summary_json;
     std::optional<std::string> log_level;
@@ -132,6 +135,16 @@ options parse(int argc, char** argv) {
             }
         } else if (a == "--backend") {
             o.backend = value(i, a);
+        } else if (a == "--shards") {
+            const std::string v = value(i, a);
+            try {
+                std::size_t used = 0;
+                const unsigned long n = std::stoul(v, &used);
+                if (used != v.size() || n < 1 || n > 64) throw std::invalid_argument(v);
+                o.shards = static_cast<std::uint32_t>(n);
+            } catch (const std::exception&) {
+                usage_error("--shards needs a number of receive shards, 1..64, got '" + v + "'");
+            }
         } else if (a == "--gro") {
             o.gro = true;
         } else if (a == "--summary-json") {
@@ -187,6 +200,10 @@ daqd::config::config effective_config(const options& o) {
     };
     set(o.output, "storage.output_dir", "--output");
     set(o.backend, "acquisition.backend", "--backend");
+    if (o.shards) {
+        c.acquisition.shards = *o.shards;
+        changed = true;
+    }
     if (o.gro) {
         // GRO hands over up to 64 KiB of coalesced datagrams per receive: slots must hold that.
         c.acquisition.gro = true;

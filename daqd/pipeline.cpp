@@ -8,6 +8,7 @@
 #include "daqd/acquisition/line_rate.hpp"
 #include "daqd/storage/calibration_file.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <stdexcept>
@@ -71,12 +72,19 @@ std::string buffer_plan::describe() const {
                        rate_source, capped ? " — less than assembly.buffer_seconds: assembly.buffer_max_bytes caps it" : "");
 }
 
+// The links of shard `k` of `shards`: contiguous groups in listen order,
+// the first groups one link larger when they do not divide evenly.
+std::pair<std::size_t, std::size_t> shard_links(std::size_t links, std::size_t shards, std::size_t k) {
+    const std::size_t base = links / shards;
+    const std::size_t extra = links % shards;
+    const std::size_t first = k * base + std::min(k, extra);
+    return {first, base + (k < extra ? 1 : 0)};
+}
+
 pipeline::pipeline(const config::config& cfg, std::uint64_t pedestal_frames) : _cfg(cfg) {
     // Ring slots hold a datagram plus room for io_uring's recvmsg header and control data.
     const std::uint64_t slot_data = cfg.acquisition.max_datagram_bytes + 128;
     acquisition::remove_stale_rings(cfg.acquisition.ring_name);  // left by a daqd killed with -9
-    _ring = std::make_unique<acquisition::packet_ring>(acquisition::ring_shm_name(cfg.acquisition.ring_name, 0),
-                                                       cfg.acquisition.ring_slots, slot_data);
     // Processing: a pedestal run replaces the configured stages.
     const bool processing = pedestal_frames > 0 || !cfg.processing.stages.empty();
     const bool calibrating = pedestal_frames == 0 && cfg.processing.has("calibrate");
@@ -89,28 +97,64 @@ pipeline::pipeline(const config::config& cfg, std::uint64_t pedestal_frames) : _
     if (!calibrating && pedestal_frames == 0 && !cfg.processing.calibration_file.empty())
         spdlog::warn("processing.calibration_file = {} is not used: processing.stages has no \"calibrate\"",
                      cfg.processing.calibration_file.string());
-    const buffer_plan plan = plan_buffer(cfg, calibrating);
-    try {
-        _pool = std::make_unique<processing::block_pool>(plan.blocks, plan.block_bytes, calibrating);
-    } catch (const std::exception& e) {
-        throw std::runtime_error(fmt::format("cannot reserve the {}: {}; lower assembly.buffer_seconds or "
-                                             "assembly.buffer_max_bytes",
-                                             plan.describe(), e.what()));
+
+    // The receive shards, each with its links, ring, frame buffer, receiver
+    // and assembler. Their stages come first in _stages: every receiver,
+    // then every assembler (stop order: upstream first).
+    const std::size_t links = cfg.acquisition.listen.size();
+    const std::size_t shards = std::clamp<std::size_t>(cfg.acquisition.shards, 1, std::max<std::size_t>(links, 1));
+    for (std::size_t k = 0; k < shards; ++k) {
+        auto sh = std::make_unique<shard>();
+        const auto [first, count] = shard_links(links, shards, k);
+        sh->acquisition = cfg.acquisition;
+        sh->acquisition.listen.assign(cfg.acquisition.listen.begin() + static_cast<std::ptrdiff_t>(first),
+                                      cfg.acquisition.listen.begin() + static_cast<std::ptrdiff_t>(first + count));
+        // Its share of the expected rate and of the memory cap.
+        config::config part = cfg;
+        part.acquisition = sh->acquisition;
+        if (cfg.acquisition.expected_rate_mbps != 0)
+            part.acquisition.expected_rate_mbps =
+                static_cast<std::uint32_t>(std::max<std::uint64_t>(1, std::uint64_t{cfg.acquisition.expected_rate_mbps} * count / links));
+        part.assembly.buffer_max_bytes = cfg.assembly.buffer_max_bytes / shards;
+        const buffer_plan plan = plan_buffer(part, calibrating);
+        const std::string who = shards > 1 ? fmt::format("shard {} (links {}..{}): ", k, first, first + count - 1) : "";
+        sh->ring = std::make_unique<acquisition::packet_ring>(acquisition::ring_shm_name(cfg.acquisition.ring_name,
+                                                                                         static_cast<unsigned>(k)),
+                                                              cfg.acquisition.ring_slots, slot_data);
+        try {
+            sh->pool = std::make_unique<processing::block_pool>(plan.blocks, plan.block_bytes, calibrating);
+        } catch (const std::exception& e) {
+            throw std::runtime_error(fmt::format("cannot reserve the {}{}: {}; lower assembly.buffer_seconds or "
+                                                 "assembly.buffer_max_bytes",
+                                                 who, plan.describe(), e.what()));
+        }
+        if (plan.capped)
+            spdlog::warn("{}{}", who, plan.describe());
+        else
+            spdlog::info("{}{}", who, plan.describe());
+        sh->frames = std::make_unique<common::spsc_queue<processing::frame>>(plan.queue_frames);
+        sh->receiver = std::make_unique<acquisition::receiver>(sh->acquisition, *sh->ring, sh->ring_ready,
+                                                               static_cast<std::uint16_t>(first),
+                                                               static_cast<std::uint16_t>(k));
+        sh->assembler = std::make_unique<processing::assembler>(
+            cfg, std::vector<acquisition::packet_ring*>{sh->ring.get()}, sh->ring_ready, *sh->pool, *sh->frames,
+            _frames_ready, shards > 1 ? &_claims : nullptr, static_cast<std::uint16_t>(k));
+        _shards.push_back(std::move(sh));
     }
-    if (plan.capped)
-        spdlog::warn("{}", plan.describe());
-    else
-        spdlog::info("{}", plan.describe());
-    const std::size_t queue = plan.queue_frames;
-    // The stages, upstream first. Each frame stage reads the hop its upstream
-    // writes; the processor, when there is one, adds a hop of its own.
-    auto next_hop = [&]() -> frame_hop& { return *_hops.emplace_back(std::make_unique<frame_hop>(queue)); };
-    _receiver = std::make_unique<acquisition::receiver>(cfg.acquisition, *_ring, _ring_ready);
-    _stages.push_back(&_receiver->worker());
-    frame_hop* hop = &next_hop();
-    _assembler = std::make_unique<processing::assembler>(cfg, std::vector<acquisition::packet_ring*>{_ring.get()},
-                                                         _ring_ready, *_pool, hop->queue, hop->ready);
-    _stages.push_back(&_assembler->worker());
+    if (shards > 1)
+        spdlog::info("{} receive shards over {} links: each its own receiver and assembler thread, ring and frame "
+                     "buffer; one {} for all",
+                     shards, links, processing ? "processing thread" : "writer");
+    for (auto& sh : _shards) _stages.push_back(&sh->receiver->worker());
+    for (auto& sh : _shards) _stages.push_back(&sh->assembler->worker());
+    std::vector<common::spsc_queue<processing::frame>*> shard_frames;
+    std::size_t queued = 0;
+    for (auto& sh : _shards) {
+        shard_frames.push_back(sh->frames.get());
+        queued += sh->frames->capacity();
+    }
+    common::queue_set<processing::frame> to_writer(shard_frames);
+    common::wake_event* writer_ready = &_frames_ready;
     if (processing) {
         processing::processor_options po;
         po.stages = cfg.processing.stages;
@@ -124,15 +168,17 @@ pipeline::pipeline(const config::config& cfg, std::uint64_t pedestal_frames) : _
         po.max_frame_bytes = cfg.assembly.max_frame_bytes;
         if (pedestal_frames == 0 && cfg.processing.has("live"))
             _live = std::make_unique<processing::live_view>(cfg.processing.live_interval);
-        frame_hop& in = *hop;
-        hop = &next_hop();
-        _processor = std::make_unique<processing::processor>(po, *_pool, in.queue, in.ready, hop->queue, hop->ready,
+        _processed = std::make_unique<frame_hop>(queued);  // holds whatever the shards' queues hold
+        _processor = std::make_unique<processing::processor>(po, common::queue_set<processing::frame>(shard_frames),
+                                                             _frames_ready, _processed->queue, _processed->ready,
                                                              _live.get());
         _stages.push_back(&_processor->worker());
+        to_writer = common::queue_set<processing::frame>(_processed->queue);
+        writer_ready = &_processed->ready;
     }
     _tap = std::make_unique<processing::live_tap>();
     if (_live) _tap->attach(_live.get());  // the live endpoint reads the processing thread's live view
-    _writer = std::make_unique<storage::writer>(hop->queue, hop->ready);
+    _writer = std::make_unique<storage::writer>(std::move(to_writer), *writer_ready);
     _writer->set_observer(_tap.get());
     _stages.push_back(&_writer->worker());
 }
@@ -258,7 +304,7 @@ using telemetry::kind;
 const telemetry::descriptor build_info{"daq_build_info", "daqd version and backends (value 1)", kind::gauge,
                                        "processing_backend,receiver_backend,version"};
 const telemetry::descriptor ring_fill_by_link{
-    "daq_ring_fill_ratio", "Fill of the packet ring the link feeds, 0..1 (links share one ring today)", kind::gauge,
+    "daq_ring_fill_ratio", "Fill of the packet ring the link feeds (its receive shard's), 0..1", kind::gauge,
     "link"};
 const telemetry::descriptor ring_slots{"daq_ring_slots", "Slots of each packet ring", kind::gauge, "ring"};
 const telemetry::descriptor ring_fill{"daq_ring_fill", "Fill of each packet ring, 0..1", kind::gauge, "ring", false};
@@ -289,18 +335,23 @@ const telemetry::descriptor thread_failed{
 
 telemetry::snapshot collect_telemetry(const telemetry_sources& in) {
     telemetry::snapshot t;
-    t.add(build_info, {{"processing_backend", in.processing_backend}, {"receiver_backend", in.receiver.backend_name()},
+    t.add(build_info, {{"processing_backend", in.processing_backend},
+                       {"receiver_backend", in.shards.empty() ? "" : in.shards.front().receiver.backend_name()},
                        {"version", in.version}},
           1);
-    in.receiver.report(t);
-    for (std::size_t l = 0; l < in.receiver.link_count(); ++l)
-        t.add(ring_fill_by_link, {{"link", std::to_string(l)}}, in.ring.fill_ratio());
-    t.add(ring_slots, {{"ring", in.ring.name()}}, static_cast<double>(in.ring.slot_count()));
-    t.add(ring_fill, {{"ring", in.ring.name()}}, in.ring.fill_ratio());
-    t.add(buffer_blocks, {{"shard", "0"}}, static_cast<double>(in.pool.blocks()));
-    t.add(buffer_free, {{"shard", "0"}}, static_cast<double>(in.pool.available()));
-    t.add(buffer_block_bytes, {}, static_cast<double>(in.pool.block_bytes()));
-    in.assembler.report(t);
+    for (const auto& sh : in.shards) sh.receiver.report(t);
+    for (std::size_t k = 0; k < in.shards.size(); ++k) {
+        const auto& sh = in.shards[k];
+        for (std::size_t l = 0; l < sh.receiver.link_count(); ++l)
+            t.add(ring_fill_by_link, {{"link", std::to_string(sh.receiver.first_link() + l)}}, sh.ring.fill_ratio());
+        t.add(ring_slots, {{"ring", sh.ring.name()}}, static_cast<double>(sh.ring.slot_count()));
+        t.add(ring_fill, {{"ring", sh.ring.name()}}, sh.ring.fill_ratio());
+        t.add(buffer_blocks, {{"shard", std::to_string(k)}}, static_cast<double>(sh.pool.blocks()));
+        t.add(buffer_free, {{"shard", std::to_string(k)}}, static_cast<double>(sh.pool.available()));
+    }
+    if (!in.shards.empty())
+        t.add(buffer_block_bytes, {}, static_cast<double>(in.shards.front().pool.block_bytes()));
+    for (const auto& sh : in.shards) sh.assembler.report(t);
     if (in.processor) in.processor->report(t);
     in.tap.report(t);
     in.writer.report(t);
@@ -326,9 +377,10 @@ telemetry::snapshot collect_telemetry(const telemetry_sources& in) {
 }
 
 telemetry::snapshot pipeline::telemetry() const {
-    auto t = collect_telemetry({*_receiver, *_ring, *_pool, *_assembler, _processor.get(), *_tap, *_writer,
-                              _cfg.storage.output_dir, processing_backend(), current_run(), _started_ns,
-                              DAQD_VERSION});
+    telemetry_sources in{{}, _processor.get(), *_tap, *_writer, _cfg.storage.output_dir, processing_backend(),
+                         current_run(), _started_ns, DAQD_VERSION};
+    for (const auto& sh : _shards) in.shards.push_back({*sh->receiver, *sh->ring, *sh->pool, *sh->assembler});
+    auto t = collect_telemetry(in);
     for (const auto* w : _stages) t.add(thread_failed, {{"thread", w->name()}}, w->failure().empty() ? 0 : 1);
     return t;
 }

@@ -2,11 +2,17 @@
 // The pipeline: one daqd instance's data path, wired together.
 //
 //   sockets → receiver → packet ring (shm) → assembler → frame queue → writer → run files
-//                                                 ↑ frame pool ←───────────────┘
+//                                                 ↑ frame buffer (blocks) ←────┘
 //
 // With processing stages (`processing.stages`, or a pedestal run) a
 // processing thread sits between assembly and the writer, with a second
 // frame queue:  assembler → frame queue → processor → frame queue → writer.
+//
+// Receive shards (acquisition.shards): the links are split in listen order
+// into groups; each shard has its own receiver, packet ring (shm name
+// <ring_name>-<shard>), frame buffer and assembler, and its own frame queue
+// into the one processor or writer, which takes from the shards' queues in
+// turn. Units belong to one shard (processing::unit_claims).
 //
 // Each stage is a common::worker. The stages are built upstream first and
 // stop in that order: each drains what is upstream of it before anything
@@ -111,9 +117,19 @@ public:
     // page, the exit summary and --summary-json all render.
     [[nodiscard]] telemetry::snapshot telemetry() const;
     [[nodiscard]] summary snapshot() const;
-    [[nodiscard]] const acquisition::receiver& receiver() const noexcept { return *_receiver; }
-    [[nodiscard]] const acquisition::packet_ring& ring() const noexcept { return *_ring; }
-    [[nodiscard]] const processing::assembler& assembler() const noexcept { return *_assembler; }
+    [[nodiscard]] std::size_t shard_count() const noexcept { return _shards.size(); }
+    [[nodiscard]] const acquisition::receiver& receiver(std::size_t shard = 0) const noexcept {
+        return *_shards[shard]->receiver;
+    }
+    [[nodiscard]] const acquisition::packet_ring& ring(std::size_t shard = 0) const noexcept {
+        return *_shards[shard]->ring;
+    }
+    [[nodiscard]] const processing::assembler& assembler(std::size_t shard = 0) const noexcept {
+        return *_shards[shard]->assembler;
+    }
+    [[nodiscard]] const processing::block_pool& pool(std::size_t shard = 0) const noexcept {
+        return *_shards[shard]->pool;
+    }
     [[nodiscard]] storage::writer& writer() noexcept { return *_writer; }
     [[nodiscard]] const processing::live_tap& live_tap() const noexcept { return *_tap; }
     // The processing thread (null without stages) and the live view its
@@ -137,14 +153,23 @@ private:
         common::wake_event ready;
     };
 
+    // One receive shard: its links, threads, ring and frame buffer.
+    struct shard {
+        config::acquisition_config acquisition;  // its links (listen), the rest as configured
+        common::wake_event ring_ready;
+        std::unique_ptr<acquisition::packet_ring> ring;
+        std::unique_ptr<processing::block_pool> pool;
+        std::unique_ptr<common::spsc_queue<processing::frame>> frames;  // assembler → processor or writer
+        std::unique_ptr<acquisition::receiver> receiver;
+        std::unique_ptr<processing::assembler> assembler;
+    };
+
     const config::config& _cfg;
     // The data path, upstream first (construction order, stop order).
-    common::wake_event _ring_ready;
-    std::unique_ptr<acquisition::packet_ring> _ring;
-    std::unique_ptr<processing::block_pool> _pool;
-    std::vector<std::unique_ptr<frame_hop>> _hops;  // assembler → [processor →] writer
-    std::unique_ptr<acquisition::receiver> _receiver;
-    std::unique_ptr<processing::assembler> _assembler;
+    processing::unit_claims _claims;
+    common::wake_event _frames_ready;           // the shards' queues have frames (processor or writer)
+    std::vector<std::unique_ptr<shard>> _shards;
+    std::unique_ptr<frame_hop> _processed;      // processor → writer
     std::shared_ptr<const processing::calibration_set> _calibration;
     std::unique_ptr<processing::live_view> _live;
     std::unique_ptr<processing::processor> _processor;
@@ -178,10 +203,13 @@ buffer_plan plan_buffer(const config::config& cfg, bool calibrating);
 // Every module's probe into one snapshot. The pipeline's own, and test rigs'
 // that wire the modules by hand.
 struct telemetry_sources {
-    const acquisition::receiver& receiver;
-    const acquisition::packet_ring& ring;
-    const processing::block_pool& pool;
-    const processing::assembler& assembler;
+    struct shard {
+        const acquisition::receiver& receiver;
+        const acquisition::packet_ring& ring;
+        const processing::block_pool& pool;
+        const processing::assembler& assembler;
+    };
+    std::vector<shard> shards;
     const processing::processor* processor;  // null without processing stages
     const processing::live_tap& tap;
     const storage::writer& writer;

@@ -233,7 +233,7 @@ private:
         const std::uint32_t bytes = io_uring_recvmsg_payload_length(out, cqe->res, &_msg);
         const bool truncated = (out->flags & MSG_TRUNC) != 0;
         const auto offset = static_cast<std::uint16_t>(payload - buf);
-        detail::finish_slot(s, c, static_cast<std::uint16_t>(l), offset, bytes, segment, truncated, now);
+        detail::finish_slot(s, c, static_cast<std::uint16_t>(_ctx.first_link + l), offset, bytes, segment, truncated, now);
     }
 
     // Publishes every completed slot in order (invalid ones as skip slots).

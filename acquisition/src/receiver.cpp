@@ -9,7 +9,9 @@
 
 namespace daqd::acquisition {
 
-receiver::receiver(const config::acquisition_config& cfg, packet_ring& ring, common::wake_event& consumer_wake) {
+receiver::receiver(const config::acquisition_config& cfg, packet_ring& ring, common::wake_event& consumer_wake,
+                   std::uint16_t first_link, std::uint16_t shard)
+    : _first_link(first_link) {
     try {
         for (const auto& ep : cfg.listen) {
             _links.push_back(open_link(ep, cfg));
@@ -19,7 +21,7 @@ receiver::receiver(const config::acquisition_config& cfg, packet_ring& ring, com
         for (auto& l : _links) ::close(l.fd);
         throw;
     }
-    backend_context ctx{cfg, ring, consumer_wake, _wake, _links, _counters};
+    backend_context ctx{cfg, ring, consumer_wake, _wake, _links, _counters, first_link};
     // `auto` is recvmmsg: the two backends measured equal per packet within
     // noise here (docs/PERFORMANCE.md), and recvmmsg is the simpler path.
     if (cfg.backend == config::receiver_backend::io_uring) {
@@ -37,7 +39,8 @@ receiver::receiver(const config::acquisition_config& cfg, packet_ring& ring, com
     spdlog::info("receiver: backend {}{}, {} link(s): {}; packet ring /dev/shm/{} ({} slots of {} bytes)",
                  _backend->name(), cfg.backend == config::receiver_backend::automatic ? " (auto)" : "", _links.size(),
                  where, ring.name(), ring.slot_count(), ring.data_bytes());
-    _worker.emplace("daqd-receive", _wake, static_cast<common::worker_body&>(*this));
+    _worker.emplace(shard == 0 ? std::string("daqd-receive") : "daqd-receive-" + std::to_string(shard), _wake,
+                    static_cast<common::worker_body&>(*this));
 }
 
 receiver::~receiver() {
@@ -110,7 +113,7 @@ const telemetry::descriptor link_invalid{"daq_link_packets_invalid", "Datagrams 
 void receiver::report(telemetry::snapshot& out) const {
     out.of(link_info);  // listed before the first link's series
     for (std::size_t l = 0; l < _links.size(); ++l) {
-        const std::string link = std::to_string(l);
+        const std::string link = std::to_string(_first_link + l);
         out.add(link_info, {{"link", link}, {"endpoint", _links[l].endpoint.to_string()}}, 1);
         for (const auto& row : link_table)
             out.add(row.d, {{"link", link}}, static_cast<double>(((*_counters[l]).*row.member).get()));

@@ -86,7 +86,7 @@ std::uint64_t batch_receiver::receive_once(std::size_t l, bool scratch_only) {
         // down into the unused slot (rare, so a copy is fine there).
         if (published != head + static_cast<std::uint64_t>(i))
             std::memmove(ring.slot_data(published), ring.slot_data(head + i), bytes);
-        if (finish_slot(*ring.slot(published), c, static_cast<std::uint16_t>(l), 0, bytes, segment, truncated, now))
+        if (finish_slot(*ring.slot(published), c, static_cast<std::uint16_t>(_ctx.first_link + l), 0, bytes, segment, truncated, now))
             ++published;
     }
     if (!to_scratch) {

@@ -722,6 +722,11 @@ const std::vector<key>& keys_table() {
         integer("acquisition.expected_datagram_bytes", DAQD_FIELD(acquisition.expected_datagram_bytes), {42, 65535},
                 "Typical datagram size, used to size buffers in bytes; at most\n"
                 "max_datagram_bytes."),
+        integer("acquisition.shards", DAQD_FIELD(acquisition.shards), {1, 64},
+                "Receive shards: the links are split, in listen order, into this many\n"
+                "groups, each with its own receiver thread, packet ring, frame buffer\n"
+                "and assembler thread (one writer for all). At most one per link; a\n"
+                "unit's links must all be in one shard."),
         integer("acquisition.expected_rate_mbps", DAQD_FIELD(acquisition.expected_rate_mbps), {0, 10000000},
                 "Payload rate the links are expected to bring, all together, in Mbit/s:\n"
                 "what assembly.buffer_seconds is sized at. 0: the links' line rate\n"
@@ -934,6 +939,14 @@ const std::vector<rule>& rules() {
                                          path, unit.channels, unit.frame_bytes(), c.assembly.max_frame_bytes,
                                          unit.frame_bytes()));
              }
+         }},
+        {{"acquisition.shards", "acquisition.listen"},
+         [](const config& c, diagnostics& d) {
+             if (c.acquisition.shards > c.acquisition.listen.size())
+                 d.error({"acquisition.shards", "acquisition.listen"},
+                         fmt::format("acquisition.shards ({}) must be at most the number of links in "
+                                     "acquisition.listen ({}): a shard receives on at least one link",
+                                     c.acquisition.shards, c.acquisition.listen.size()));
          }},
         {{"units.learn", "units.list"},
          [](const config& c, diagnostics& d) {

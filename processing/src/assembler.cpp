@@ -132,10 +132,11 @@ struct assembler::unit_state {
 
 assembler::assembler(const config::config& cfg, std::vector<acquisition::packet_ring*> rings,
                      common::wake_event& in_ready, block_pool& pool, common::spsc_queue<frame>& out,
-                     common::wake_event& out_ready)
+                     common::wake_event& out_ready, unit_claims* claims, std::uint16_t shard)
     : _cfg(cfg), _rings(std::move(rings)), _in_ready(in_ready), _pool(pool), _out(out), _out_ready(out_ready),
       _units(max_units), _unit_list(std::make_unique<std::atomic<unit_counters*>[]>(max_units)),
       _expected_bytes(max_units, 0), _counters_of(max_units),
+      _claims(claims), _shard(shard), _claim_warned(claims != nullptr ? max_units : 0, false),
       _timeout_ns(static_cast<std::uint64_t>(cfg.assembly.reorder_timeout.count()) * 1'000'000ull) {
     for (const auto& u : cfg.units.units) _expected_bytes[u.id] = u.channels * 2;
     _active.reserve(max_units);
@@ -242,6 +243,17 @@ assembler::unit_state* assembler::unit_for(const daq1::header& h, std::uint64_t 
             spdlog::error("unit {} sends {}-byte frames, more than assembly.max_frame_bytes = {}: its packets are "
                           "dropped; raise assembly.max_frame_bytes",
                           id, h.frame_bytes, max_frame_bytes());
+        return nullptr;
+    }
+    if (_claims != nullptr && !_claims->claim(id, _shard)) {
+        why = drop_reason::unit_on_other_shard;
+        if (!_claim_warned[id]) {
+            _claim_warned[id] = true;
+            spdlog::error("unit {} sends on a link of receive shard {} but came first on shard {}: its packets here are "
+                          "dropped (unit_on_other_shard); a unit's links must all be in one shard (acquisition.shards "
+                          "groups the links in listen order)",
+                          id, _shard, _claims->owner(id));
+        }
         return nullptr;
     }
     if (expected == 0 && _learned >= _cfg.units.max_learned && !reclaim_one(now_ns)) {

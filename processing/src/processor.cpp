@@ -63,10 +63,10 @@ private:
 
 }  // namespace
 
-processor::processor(const processor_options& o, block_pool& pool, common::spsc_queue<frame>& in,
+processor::processor(const processor_options& o, common::queue_set<frame> in,
                      common::wake_event& in_ready, common::spsc_queue<frame>& out, common::wake_event& out_ready,
                      live_view* live)
-    : _pool(pool), _in(in), _in_ready(in_ready), _out(out), _out_ready(out_ready),
+    : _in(std::move(in)), _in_ready(in_ready), _out(out), _out_ready(out_ready),
       _batch_frames(std::max<std::size_t>(1, o.batch_frames)), _units(max_units), _units_by_id(max_units, nullptr) {
     if (_out.capacity() < _in.capacity())
         throw std::invalid_argument("processor: its output queue must hold as many frames as its input queue");
@@ -92,7 +92,6 @@ processor::processor(const processor_options& o, block_pool& pool, common::spsc_
     if (with_live && live == nullptr) throw std::invalid_argument("processor: the live stage needs a live_view");
     _calibrates = calibrate;
     if (calibrate) {
-        if (!_pool.has_calibrated()) throw std::invalid_argument("processor: the block pool has no calibrated area");
         std::string why;
         auto b = make_backend(o.backend, std::max<std::size_t>(1, o.max_frame_bytes / 2), _batch_frames, why);
         if (b->name() == "cuda") b = std::make_unique<failover_backend>(std::move(b));

@@ -28,8 +28,8 @@ struct writer::command {
     std::promise<std::optional<run_stats>> result;
 };
 
-writer::writer(common::spsc_queue<processing::frame>& in, common::wake_event& in_ready)
-    : _in(in), _in_ready(in_ready) {
+writer::writer(common::queue_set<processing::frame> in, common::wake_event& in_ready)
+    : _in(std::move(in)), _in_ready(in_ready) {
     h5::init_library();  // early: before anything else in the process touches HDF5
 }
 

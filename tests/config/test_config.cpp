@@ -76,6 +76,7 @@ config everything_changed() {
     c.assembly.buffer_seconds = 0.75;
     c.assembly.buffer_max_bytes = 1ull << 30;
     c.acquisition.expected_rate_mbps = 40000;
+    c.acquisition.shards = 3;
     c.storage.output_dir = "/data/runs \"quoted\" \\ back\tslash é";
     c.storage.flush_interval = std::chrono::milliseconds(10);
     c.storage.rotate_bytes = 5ull << 40;
@@ -119,6 +120,7 @@ TEST_CASE("the embedded default loads and has the documented values", "[config]"
     CHECK(c.assembly.buffer_max_bytes == 4ull << 30);
     CHECK(c.assembly.pool_blocks == 0);
     CHECK(c.acquisition.expected_rate_mbps == 0);
+    CHECK(c.acquisition.shards == 1);
     CHECK(c.storage.output_dir == std::filesystem::path("./runs"));
     CHECK(c.storage.flush_interval == std::chrono::milliseconds(1000));
     CHECK(c.storage.rotate_bytes == 0);
@@ -141,7 +143,7 @@ TEST_CASE("the embedded default text is commented and names every key", "[config
     for (const char* key :
          {"listen", "backend", "gro", "batch", "max_datagram_bytes", "socket_buffer_datagrams", "expected_datagram_bytes",
           "ring_slots", "ring_name", "learn", "list", "reorder_frames", "reorder_timeout_ms", "max_frame_bytes",
-          "buffer_seconds", "buffer_max_bytes", "pool_blocks", "expected_rate_mbps", "output_dir", "flush_interval_ms", "rotate_bytes", "chunk_bytes", "queue_frames", "level"})
+          "buffer_seconds", "buffer_max_bytes", "pool_blocks", "expected_rate_mbps", "shards", "output_dir", "flush_interval_ms", "rotate_bytes", "chunk_bytes", "queue_frames", "level"})
         CHECK_THAT(std::string(text), Contains(std::string("\n") + key + " = "));
 }
 
@@ -325,6 +327,8 @@ TEST_CASE("errors name the file, the key and the line", "[config]") {
         {"reorder_timeout_ms", "[assembly]\nreorder_timeout_ms = 0\n", 2,
          {"assembly.reorder_timeout_ms must be between 1 and 60000, got 0"}},
         {"pool_blocks", "[assembly]\npool_blocks = 3\n", 2, {"assembly.pool_blocks", "got 3"}},
+        {"more shards than links", "[acquisition]\nshards = 2\n", 2,
+         {"acquisition.shards (2) must be at most the number of links in acquisition.listen (1)"}},
         {"pool_frames is gone", "[assembly]\npool_frames = 4096\n", 2,
          {"assembly.pool_frames is gone", "assembly.buffer_seconds"}},
         {"buffer_seconds too short", "[assembly]\nbuffer_seconds = 0.01\n", 2,

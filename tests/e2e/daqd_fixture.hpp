@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <sys/mount.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -33,16 +34,24 @@ inline std::size_t count_of(const std::string& text, const std::string& what) {
 // `output`. `extra_toml` is appended to the config (its own sections).
 struct daqd_process {
     std::uint16_t udp = daqd::test::free_port(SOCK_DGRAM);
+    std::vector<std::uint16_t> udp_links{udp};  // with shards > 1: one link per shard
     std::uint16_t http = daqd::test::free_port(SOCK_STREAM);
     std::string name;
     std::unique_ptr<child> proc;
 
+    // `shards` > 1: that many links (udp first) and acquisition.shards.
     daqd_process(const scratch_dir& dir, const std::string& name_, const std::string& output,
                  const std::string& extra_toml, std::vector<std::string> args = {},
-                 const std::string& acquisition_toml = "")
+                 const std::string& acquisition_toml = "", int shards = 1)
         : name(name_) {
+        while (static_cast<int>(udp_links.size()) < shards) {
+            const auto p = daqd::test::free_port(SOCK_DGRAM);
+            if (std::find(udp_links.begin(), udp_links.end(), p) == udp_links.end()) udp_links.push_back(p);
+        }
+        std::string listen;
+        for (auto p : udp_links) listen += (listen.empty() ? "\"127.0.0.1:" : ", \"127.0.0.1:") + std::to_string(p) + "\"";
         const std::string cfg = dir / (name + ".toml");
-        std::ofstream(cfg) << "[acquisition]\nlisten = [\"127.0.0.1:" << udp << "\"]\n"
+        std::ofstream(cfg) << "[acquisition]\nlisten = [" << listen << "]\nshards = " << shards << "\n"
                            << acquisition_toml
                            << "[http]\nlisten = \"127.0.0.1:" << http << "\"\n"
                            << "[storage]\noutput_dir = \"" << output << "\"\n"
@@ -53,6 +62,12 @@ struct daqd_process {
         REQUIRE(proc->wait_for_log("http: status page", 20s));
     }
     std::string target() const { return "127.0.0.1:" + std::to_string(udp); }
+    // daq-sim's --target for every link (it spreads its units over them).
+    std::vector<std::string> sim_targets() const {
+        std::vector<std::string> v;
+        for (auto p : udp_links) v.insert(v.end(), {"--target", "127.0.0.1:" + std::to_string(p)});
+        return v;
+    }
 
     json status() const {
         auto r = web_test::http(http, "GET", "/api/v1/status");

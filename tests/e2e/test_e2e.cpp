@@ -2,6 +2,7 @@
 // daq-sim → daqd → run file → daq-inspect --verify.
 #include "process.hpp"
 
+#include <algorithm>
 #include <arpa/inet.h>
 #include <catch2/catch.hpp>
 #include <netinet/in.h>
@@ -28,16 +29,26 @@ struct recording {
 };
 
 // Starts daqd recording run `run`, runs daq-sim with `sim_args` against it,
-// then stops daqd with SIGTERM and collects both summaries.
+// then stops daqd with SIGTERM and collects both summaries. `shards` > 1:
+// as many links (daq-sim spreads its units over them) and receive shards.
 recording record(const scratch_dir& dir, const std::string& run, const std::vector<std::string>& daqd_args,
-                 std::vector<std::string> sim_args, std::uint16_t port) {
-    std::vector<std::string> argv{DAQD_BIN, "--listen", "127.0.0.1:" + std::to_string(port), "--output",
-                                  dir / "runs", "--run", run, "--summary-json", dir / (run + ".json")};
+                 std::vector<std::string> sim_args, std::uint16_t port, int shards = 1) {
+    std::vector<std::uint16_t> ports{port};
+    while (static_cast<int>(ports.size()) < shards) {
+        const auto p = daqd::test::free_port();
+        if (std::find(ports.begin(), ports.end(), p) == ports.end()) ports.push_back(p);
+    }
+    std::vector<std::string> argv{DAQD_BIN, "--output", dir / "runs", "--run", run, "--summary-json",
+                                  dir / (run + ".json"), "--shards", std::to_string(shards)};
+    std::vector<std::string> sargv{DAQ_SIM_BIN, "--json", dir / (run + ".sim.json"), "--quiet"};
+    for (auto p : ports) {
+        argv.insert(argv.end(), {"--listen", "127.0.0.1:" + std::to_string(p)});
+        sargv.insert(sargv.end(), {"--target", "127.0.0.1:" + std::to_string(p)});
+    }
     argv.insert(argv.end(), daqd_args.begin(), daqd_args.end());
     child d(argv, dir / (run + ".daqd.out"), dir / (run + ".daqd.err"));
     REQUIRE(d.wait_for_log("run " + run + " started", 20s));
-    std::vector<std::string> sargv{DAQ_SIM_BIN, "--target", "127.0.0.1:" + std::to_string(port), "--json",
-                                   dir / (run + ".sim.json"), "--quiet"};
+    if (shards > 1) CHECK(d.err().find(std::to_string(shards) + " receive shards") != std::string::npos);
     sargv.insert(sargv.end(), sim_args.begin(), sim_args.end());
     auto [sim_rc, sim_out] = daqd::test::run(sargv, dir / (run + ".sim"));
     INFO(sim_out);
@@ -60,9 +71,12 @@ std::pair<int, std::string> inspect(const scratch_dir& dir, std::vector<std::str
 
 TEST_CASE("4 units, no faults: every frame is stored exactly", "[e2e]") {
     const std::string backend = GENERATE(as<std::string>{}, "recvmmsg", "io_uring");
-    scratch_dir dir("clean-" + backend);
+    const int shards = GENERATE(1, 2);  // 2: 4 units over 2 links, one receive shard each
+    CAPTURE(shards);
+    scratch_dir dir("clean-" + backend + "-" + std::to_string(shards));
     const auto r = record(dir, "clean", {"--backend", backend},
-                          {"--units", "4", "--channels", "4096", "--frames", "500", "--rate", "200"}, daqd::test::free_port());
+                          {"--units", "4", "--channels", "4096", "--frames", "500", "--rate", "200"}, daqd::test::free_port(),
+                          shards);
     INFO(r.daqd_log);
     CHECK(r.daqd_exit == 0);
     const auto& s = r.daqd;
@@ -98,11 +112,13 @@ TEST_CASE("4 units, no faults: every frame is stored exactly", "[e2e]") {
 
 TEST_CASE("faults injected by daq-sim are counted exactly by daqd", "[e2e]") {
     const std::string backend = GENERATE(as<std::string>{}, "recvmmsg", "io_uring");
-    scratch_dir dir("faults-" + backend);
+    const int shards = GENERATE(1, 2);
+    CAPTURE(shards);
+    scratch_dir dir("faults-" + backend + "-" + std::to_string(shards));
     const auto r = record(dir, "faults", {"--backend", backend},
                           {"--units", "4", "--channels", "4096", "--frames", "600", "--rate", "200", "--loss", "0.01",
                            "--reorder", "0.01", "--duplicate", "0.01", "--malformed", "0.01", "--seed", "42"},
-                          daqd::test::free_port());
+                          daqd::test::free_port(), shards);
     INFO(r.daqd_log);
     CHECK(r.daqd_exit == 0);
     const auto& s = r.daqd;
@@ -136,14 +152,16 @@ TEST_CASE("faults injected by daq-sim are counted exactly by daqd", "[e2e]") {
 }
 
 TEST_CASE("200 Mbit/s for 3 seconds over two links: zero loss", "[e2e]") {
-    scratch_dir dir("rate");
+    const std::string shards = GENERATE(as<std::string>{}, "1", "2");
+    CAPTURE(shards);
+    scratch_dir dir("rate-" + shards);
     const auto p1 = daqd::test::free_port();
     auto p2 = daqd::test::free_port();
     while (p2 == p1) p2 = daqd::test::free_port();
     std::vector<std::string> argv{DAQD_BIN,    "--listen",          "127.0.0.1:" + std::to_string(p1),
                                   "--listen",  "127.0.0.1:" + std::to_string(p2), "--output",
                                   dir / "runs", "--run",            "rate",
-                                  "--summary-json", dir / "rate.json"};
+                                  "--summary-json", dir / "rate.json", "--shards", shards};
     child d(argv, dir / "rate.daqd.out", dir / "rate.daqd.err");
     REQUIRE(d.wait_for_log("run rate started", 20s));
     auto [rc, out] = daqd::test::run({DAQ_SIM_BIN, "--target", "127.0.0.1:" + std::to_string(p1), "--target",

@@ -35,16 +35,20 @@ using daqd::test::tmpfs_mount;
 
 TEST_CASE("kill -9 at full rate: the next start mends the file, every frame up to the last flush is kept exactly",
           "[e2e][faults]") {
-    scratch_dir dir("kill9");
+    const int shards = GENERATE(1, 2);  // 2: 4 units over 2 links, one receive shard each
+    CAPTURE(shards);
+    scratch_dir dir("kill9-" + std::to_string(shards));
     const std::string runs = dir / "runs";
     const int flush_ms = 200;
-    daqd_process d(dir, "crash", runs, "flush_interval_ms = " + std::to_string(flush_ms) + "\n", {"--run", "crash"});
+    daqd_process d(dir, "crash", runs, "flush_interval_ms = " + std::to_string(flush_ms) + "\n", {"--run", "crash"}, "",
+                   shards);
     // 4 units of 4096 channels at 1 Gbit/s: 15 259 frames/s over all units.
     const double rate_mbit = 1000;
     const double frames_per_s = rate_mbit * 1e6 / 8 / (4096 * 2);
-    child sim({DAQ_SIM_BIN, "--target", d.target(), "--units", "4", "--duration", "30", "--rate",
-               std::to_string(rate_mbit), "--quiet"},
-              dir / "crash.sim.out", dir / "crash.sim.err");
+    std::vector<std::string> sargs{DAQ_SIM_BIN, "--units", "4", "--duration", "30", "--rate", std::to_string(rate_mbit),
+                                   "--quiet"};
+    for (const auto& t : d.sim_targets()) sargs.push_back(t);
+    child sim(sargs, dir / "crash.sim.out", dir / "crash.sim.err");
     REQUIRE(eventually([&] { return d.metric("daq_frames_written_total") > 10000; }, 20s));
     // Frames written by now are flushed once a flush that began after this
     // read has ended: two more flushes complete.
@@ -99,13 +103,16 @@ TEST_CASE("kill -9 at full rate: the next start mends the file, every frame up t
 }
 
 TEST_CASE("SIGTERM at full rate: every frame taken is in the file and the counts add up", "[e2e][faults]") {
-    scratch_dir dir("term-full");
+    const int shards = GENERATE(1, 2);
+    CAPTURE(shards);
+    scratch_dir dir("term-full-" + std::to_string(shards));
     const std::string runs = dir / "runs";
-    daqd_process d(dir, "term", runs, "", {"--run", "term"});
+    daqd_process d(dir, "term", runs, "", {"--run", "term"}, "", shards);
     // Unlimited rate: as fast as daq-sim can send on this machine.
-    child sim({DAQ_SIM_BIN, "--target", d.target(), "--units", "4", "--duration", "20", "--json", dir / "term.sim.json",
-               "--quiet"},
-              dir / "term.sim.out", dir / "term.sim.err");
+    std::vector<std::string> sargs{DAQ_SIM_BIN, "--units", "4", "--duration", "20", "--json", dir / "term.sim.json",
+                                   "--quiet"};
+    for (const auto& t : d.sim_targets()) sargs.push_back(t);
+    child sim(sargs, dir / "term.sim.out", dir / "term.sim.err");
     REQUIRE(eventually([&] { return d.metric("daq_frames_written_total") > 20000; }, 20s));
     d.proc->signal(SIGTERM);
     REQUIRE(d.proc->wait(60s) == 0);

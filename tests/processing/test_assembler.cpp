@@ -1215,3 +1215,34 @@ TEST_CASE("assembler: with every block in use, frames overflow (counted) and flo
     CHECK(s.u().frames_lost.get() == 0);  // the gap is the overflow, counted once
     CHECK(s.all_buffers_back());
 }
+
+TEST_CASE("assembler: with receive shards, a unit belongs to the shard that saw it first; the other drops it, counted",
+          "[processing][assembler][shards]") {
+    daqd::processing::unit_claims claims;
+    asm_setup s0;
+    asm_setup s1;
+    // Rebuild both assemblers as shards 0 and 1 sharing the claims.
+    s0.a = std::make_unique<assembler>(s0.cfg, std::vector<daqd::acquisition::packet_ring*>{}, s0.in_ready, *s0.pool,
+                                       *s0.out, s0.out_ready, &claims, 0);
+    s1.a = std::make_unique<assembler>(s1.cfg, std::vector<daqd::acquisition::packet_ring*>{}, s1.in_ready, *s1.pool,
+                                       *s1.out, s1.out_ready, &claims, 1);
+    unit_stream u1;
+    u1.unit = 1;
+    unit_stream u2;
+    u2.unit = 2;
+    s0.feed(u1.frames(0, 3));  // unit 1 on shard 0's link
+    s1.feed(u2.frames(0, 3));  // unit 2 on shard 1's link
+    const auto stray = u1.frames(3, 2);
+    s1.feed(stray);            // unit 1 again, on shard 1's link: not its shard
+    CHECK(claims.owner(1) == 0);
+    CHECK(claims.owner(2) == 1);
+    CHECK(s1.invalid(drop_reason::unit_on_other_shard) == stray.size());
+    CHECK(s1.unit(1) == nullptr);  // shard 1 never took unit 1 up
+    const auto got0 = s0.finish();
+    const auto got1 = s1.finish();
+    CHECK(numbers(got0) == std::vector<std::uint64_t>{0, 1, 2});
+    CHECK(numbers(got1) == std::vector<std::uint64_t>{0, 1, 2});
+    for (const auto& f : got1) CHECK(f.unit_id == 2);
+    CHECK(s0.all_buffers_back());
+    CHECK(s1.all_buffers_back());
+}

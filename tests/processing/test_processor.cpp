@@ -56,7 +56,7 @@ TEST_CASE("processor: frames pass in batches, calibrated into the pool's calibra
     o.batch_frames = 4;
     o.threshold = {threshold_mode::absolute, 0.5f};
     live_view view(std::chrono::milliseconds(10));
-    processor p(o, r.pool, r.in, r.in_ready, r.out, r.out_ready, &view);
+    processor p(o, r.in, r.in_ready, r.out, r.out_ready, &view);
     CHECK(p.backend_name() == "cpu");
     CHECK(p.calibrates());
     CHECK(p.stage_names() == std::vector<std::string>{"calibrate", "dose", "live"});
@@ -101,7 +101,7 @@ TEST_CASE("processor: a unit whose frame size changed (relearned) passes on unpr
     o.batch_frames = 8;
     o.threshold = {threshold_mode::absolute, 0.5f};
     live_view view(std::chrono::milliseconds(10));
-    processor p(o, r.pool, r.in, r.in_ready, r.out, r.out_ready, &view);
+    processor p(o, r.in, r.in_ready, r.out, r.out_ready, &view);
     for (std::uint64_t i = 0; i < 3; ++i) r.push(7, 1000, i, [](std::uint32_t) { return std::uint16_t{5}; });
     for (std::uint64_t i = 3; i < 6; ++i) r.push(7, 4097, i, [](std::uint32_t) { return std::uint16_t{9}; });
     CHECK(p.poll() == 6);
@@ -128,7 +128,7 @@ TEST_CASE("processor: only the live stage passes frames uncalibrated", "[process
     processor_options o;
     o.stages = {"live"};
     live_view view(std::chrono::milliseconds(10));
-    processor p(o, r.pool, r.in, r.in_ready, r.out, r.out_ready, &view);
+    processor p(o, r.in, r.in_ready, r.out, r.out_ready, &view);
     CHECK_FALSE(p.calibrates());
     r.push(1, 10, 0, [](std::uint32_t c) { return static_cast<std::uint16_t>(c); });
     CHECK(p.poll() == 1);
@@ -147,22 +147,22 @@ TEST_CASE("processor: stage order and backend are checked", "[processing]") {
     live_view view(std::chrono::milliseconds(10));
     processor_options o;
     o.stages = {"dose"};
-    CHECK_THROWS_WITH(processor(o, r.pool, r.in, r.in_ready, r.out, r.out_ready, &view),
+    CHECK_THROWS_WITH(processor(o, r.in, r.in_ready, r.out, r.out_ready, &view),
                       Catch::Contains("'dose' needs 'calibrate'"));
     o.stages = {"live", "calibrate"};
-    CHECK_THROWS_WITH(processor(o, r.pool, r.in, r.in_ready, r.out, r.out_ready, &view),
+    CHECK_THROWS_WITH(processor(o, r.in, r.in_ready, r.out, r.out_ready, &view),
                       Catch::Contains("out of order"));
     o.stages = {"calibrate"};
     o.backend = "gpu";
-    CHECK_THROWS_WITH(processor(o, r.pool, r.in, r.in_ready, r.out, r.out_ready, &view),
+    CHECK_THROWS_WITH(processor(o, r.in, r.in_ready, r.out, r.out_ready, &view),
                       Catch::Contains("unknown processing backend"));
     o.backend = "cuda";
     if (!cuda_built()) {
-        CHECK_THROWS_WITH(processor(o, r.pool, r.in, r.in_ready, r.out, r.out_ready, &view),
+        CHECK_THROWS_WITH(processor(o, r.in, r.in_ready, r.out, r.out_ready, &view),
                           Catch::Contains("built without CUDA"));
     }
     o.backend = "auto";  // never refuses: the CPU when there is no device
-    processor p(o, r.pool, r.in, r.in_ready, r.out, r.out_ready, &view);
+    processor p(o, r.in, r.in_ready, r.out, r.out_ready, &view);
     CHECK((p.backend_name() == "cpu" || p.backend_name() == "cuda"));
 }
 
@@ -171,7 +171,7 @@ TEST_CASE("processor: start/stop drains the queue on its thread", "[processing]"
     processor_options o;
     o.stages = {"calibrate", "dose"};
     o.backend = "cpu";
-    processor p(o, r.pool, r.in, r.in_ready, r.out, r.out_ready, nullptr);
+    processor p(o, r.in, r.in_ready, r.out, r.out_ready, nullptr);
     p.start();
     for (std::uint64_t i = 0; i < 200; ++i) {
         r.push(3, 100, i, [](std::uint32_t c) { return static_cast<std::uint16_t>(c); });
@@ -186,7 +186,7 @@ TEST_CASE("pedestal stage: Welford mean and sample standard deviation per channe
     rig r(false, 128, 2 * 33);
     processor_options o;
     o.pedestal_frames = 50;
-    processor p(o, r.pool, r.in, r.in_ready, r.out, r.out_ready, nullptr);
+    processor p(o, r.in, r.in_ready, r.out, r.out_ready, nullptr);
     REQUIRE(p.pedestal() != nullptr);
     CHECK(p.stage_names() == std::vector<std::string>{"pedestal"});
     std::mt19937_64 rng(5);

@@ -129,8 +129,8 @@ struct rig {
         daqd::web::daq_view v;
         v.cfg = &cfg;
         v.telemetry = [this] {
-            return daqd::collect_telemetry({*receiver, *ring, *pool, *assembler, nullptr, tap, *writer, cfg.storage.output_dir,
-                                            "none", current ? current() : std::nullopt, 0, "test"});
+            return daqd::collect_telemetry({{{*receiver, *ring, *pool, *assembler}}, nullptr, tap, *writer,
+                                            cfg.storage.output_dir, "none", current ? current() : std::nullopt, 0, "test"});
         };
         v.live = [this](std::uint16_t unit, daqd::common::live_frame& out) { return tap.read(unit, out); };
         return v;

@@ -64,6 +64,7 @@ enum class drop_reason : std::uint8_t {
     late,                   // its frame was already closed and stored
     unit_limit,             // a new unit id beyond units.max_learned learned units
     frame_out_of_window,    // frame_number implausibly far from its unit's stream, and no new stream followed
+    unit_on_other_shard,    // the unit's packets came first on a link of another receive shard
     count_
 };
 
@@ -90,6 +91,7 @@ inline constexpr std::array<std::string_view, drop_reason_count> drop_reason_nam
     "late",
     "unit_limit",
     "frame_out_of_window",
+    "unit_on_other_shard",
 };
 
 constexpr std::string_view name(drop_reason r) noexcept {

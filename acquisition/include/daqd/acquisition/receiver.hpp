@@ -77,7 +77,12 @@ class receiver final : private common::worker_body {
 public:
     // Binds every listen endpoint (throws std::runtime_error naming the call
     // and address on failure) and sets the chosen backend up.
-    receiver(const config::acquisition_config& cfg, packet_ring& ring, common::wake_event& consumer_wake);
+    // `first_link`: the index of cfg.listen[0] among all of daqd's links (a
+    // receive shard takes a group of them): slots, counters and metric
+    // labels carry the global index. `shard`: names the thread
+    // (daqd-receive, daqd-receive-1, ...).
+    receiver(const config::acquisition_config& cfg, packet_ring& ring, common::wake_event& consumer_wake,
+             std::uint16_t first_link = 0, std::uint16_t shard = 0);
     ~receiver();
     receiver(const receiver&) = delete;
     receiver& operator=(const receiver&) = delete;
@@ -90,6 +95,7 @@ public:
     [[nodiscard]] const std::vector<link_socket>& links() const noexcept { return _links; }
     [[nodiscard]] const link_counters& counters(std::size_t link) const noexcept { return *_counters[link]; }
     [[nodiscard]] std::size_t link_count() const noexcept { return _links.size(); }
+    [[nodiscard]] std::uint16_t first_link() const noexcept { return _first_link; }
     // Any thread: the links' counters into `out` (descriptors in receiver.cpp).
     void report(telemetry::snapshot& out) const;
 
@@ -101,6 +107,7 @@ private:
 
     std::vector<link_socket> _links;
     std::vector<std::unique_ptr<link_counters>> _counters;
+    std::uint16_t _first_link = 0;
     common::wake_event _wake;  // nothing feeds the receiver but its sockets: this event only carries stop
     std::unique_ptr<receive_backend> _backend;
     std::optional<common::worker> _worker;  // after the backend it runs
@@ -114,6 +121,7 @@ struct backend_context {
     const common::wake_event& wake;  // the receiver thread's own: signalled to stop it
     std::vector<link_socket>& links;
     std::vector<std::unique_ptr<link_counters>>& counters;
+    std::uint16_t first_link = 0;  // global index of links[0]
 };
 
 std::unique_ptr<receive_backend> make_recvmmsg_backend(backend_context ctx);

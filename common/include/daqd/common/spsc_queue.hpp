@@ -10,6 +10,8 @@
 #include <cassert>
 #include <cstddef>
 #include <memory>
+#include <optional>
+#include <vector>
 #include <new>
 #include <optional>
 #include <type_traits>
@@ -75,6 +77,48 @@ private:
     alignas(cache_line) std::atomic<std::size_t> _tail{0};
     std::size_t _cached_head = 0;  // consumer's copy
     char _pad[cache_line - sizeof(std::size_t) * 2];
+};
+
+// The consumer's side of several spsc_queues (one per receive shard): pops
+// from them in turn, so no producer starves the others. Each queue keeps its
+// own order; nothing orders items of different queues. The consumer thread
+// only (size()/empty() from any thread, approximate).
+template <typename T>
+class queue_set {
+public:
+    queue_set(spsc_queue<T>& one) : _queues{&one} {}  // NOLINT(google-explicit-constructor): one queue is a set
+    explicit queue_set(std::vector<spsc_queue<T>*> queues) : _queues(std::move(queues)) {}
+
+    std::optional<T> try_pop() noexcept {
+        const std::size_t n = _queues.size();
+        for (std::size_t k = 0; k < n; ++k) {
+            const std::size_t i = (_next + k) % n;
+            if (auto v = _queues[i]->try_pop()) {
+                _next = i + 1 == n ? 0 : i + 1;
+                return v;
+            }
+        }
+        return std::nullopt;
+    }
+    [[nodiscard]] std::size_t size() const noexcept {
+        std::size_t s = 0;
+        for (const auto* q : _queues) s += q->size();
+        return s;
+    }
+    [[nodiscard]] bool empty() const noexcept {
+        for (const auto* q : _queues)
+            if (!q->empty()) return false;
+        return true;
+    }
+    [[nodiscard]] std::size_t capacity() const noexcept {
+        std::size_t c = 0;
+        for (const auto* q : _queues) c += q->capacity();
+        return c;
+    }
+
+private:
+    std::vector<spsc_queue<T>*> _queues;
+    std::size_t _next = 0;
 };
 
 }  // namespace daqd::common

@@ -51,6 +51,7 @@ struct acquisition_config {
     std::uint32_t socket_buffer_datagrams = 32768;  // receive buffer, sized in datagrams
     std::uint32_t expected_datagram_bytes = 1472;   // used to turn datagrams into bytes
     std::uint32_t expected_rate_mbps = 0;      // all links together; 0: their line rate
+    std::uint32_t shards = 1;                  // receive shards: groups of links, each its own threads and ring
     std::uint32_t ring_slots = 16384;          // packet ring slots
     std::string ring_name = "daqd-{pid}";      // shm name; {pid} replaced; /dev/shm/<name>-<n>
     bool operator==(const acquisition_config&) const = default;

@@ -85,6 +85,29 @@ struct unit_counters {
     std::array<counter, max_links> packets_by_link;
 };
 
+// Which receive shard owns each unit id (acquisition.shards): the first
+// shard whose assembler sees a unit claims it, for as long as daqd runs;
+// its packets arriving on a link of another shard are dropped there
+// (unit_on_other_shard, logged once per unit). Shared by the shards'
+// assemblers; any thread.
+class unit_claims {
+public:
+    unit_claims() : _owner(std::make_unique<std::atomic<std::uint16_t>[]>(max_units)) {}
+    // True when `shard` owns the unit now (it claimed it, now or before).
+    bool claim(std::uint16_t unit, std::uint16_t shard) noexcept {
+        std::uint16_t expected = 0;
+        const auto mine = static_cast<std::uint16_t>(shard + 1);
+        return _owner[unit].compare_exchange_strong(expected, mine, std::memory_order_acq_rel) || expected == mine;
+    }
+    // The owning shard, or -1.
+    [[nodiscard]] int owner(std::uint16_t unit) const noexcept {
+        return static_cast<int>(_owner[unit].load(std::memory_order_acquire)) - 1;
+    }
+
+private:
+    std::unique_ptr<std::atomic<std::uint16_t>[]> _owner;
+};
+
 struct assembler_counters {
     std::array<counter, acquisition::daq1::drop_reason_count> invalid;  // reasons decided here
     counter frames_out;
@@ -94,8 +117,11 @@ class assembler final : private common::worker_body {
 public:
     static constexpr std::uint32_t seq_window = 8192;  // packets of reordering tolerated by loss counting
 
+    // `claims`, `shard`: with several receive shards, the table they share
+    // and this assembler's shard (null: one shard, no claims).
     assembler(const config::config& cfg, std::vector<acquisition::packet_ring*> rings, common::wake_event& in_ready,
-              block_pool& pool, common::spsc_queue<frame>& out, common::wake_event& out_ready);
+              block_pool& pool, common::spsc_queue<frame>& out, common::wake_event& out_ready,
+              unit_claims* claims = nullptr, std::uint16_t shard = 0);
     ~assembler();
     assembler(const assembler&) = delete;
     assembler& operator=(const assembler&) = delete;
@@ -171,11 +197,15 @@ private:
     std::vector<std::uint32_t> _expected_bytes;                // configured frame_bytes by unit id (0: none)
     std::vector<std::unique_ptr<unit_counters>> _counters_of;  // by unit id, kept when a slot is reclaimed
     std::uint32_t _learned = 0;                                 // learned units holding state now
+    unit_claims* _claims;
+    std::uint16_t _shard;
+    std::vector<bool> _claim_warned;  // by unit id
     common::edge_logger _unit_limit_log{"units.max_learned reached: packets of new unit ids are dropped"};
     assembler_counters _counters;
     std::uint64_t _timeout_ns;
     std::uint64_t _last_expire_ns = 0;
-    common::worker _worker{"daqd-assemble", _in_ready, *this};  // last: its thread ends before the rest goes
+    common::worker _worker{_shard == 0 ? std::string("daqd-assemble") : "daqd-assemble-" + std::to_string(_shard),
+                           _in_ready, *this};  // last: its thread ends before the rest goes
 };
 
 }  // namespace daqd::processing

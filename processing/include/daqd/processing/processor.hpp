@@ -61,7 +61,7 @@ public:
     // Throws std::runtime_error when the backend cannot be had ("cuda"
     // without CUDA) or the stages are not valid. `live` may be null when no
     // `live` stage is configured.
-    processor(const processor_options& options, block_pool& pool, common::spsc_queue<frame>& in,
+    processor(const processor_options& options, common::queue_set<frame> in,
               common::wake_event& in_ready, common::spsc_queue<frame>& out, common::wake_event& out_ready,
               live_view* live);
     ~processor();
@@ -102,8 +102,7 @@ private:
     std::size_t run_batch(std::size_t n);  // frames taken from the input
     unit_context& add_unit(const frame& f);
 
-    block_pool& _pool;
-    common::spsc_queue<frame>& _in;
+    common::queue_set<frame> _in;  // one queue per receive shard
     common::wake_event& _in_ready;
     common::spsc_queue<frame>& _out;
     common::wake_event& _out_ready;

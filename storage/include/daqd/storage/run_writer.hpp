@@ -151,7 +151,8 @@ struct writer_counters {
 
 class writer final : private common::worker_body {
 public:
-    writer(common::spsc_queue<processing::frame>& in, common::wake_event& in_ready);
+    // `in`: one queue, or one per receive shard (each queue's frames in order).
+    writer(common::queue_set<processing::frame> in, common::wake_event& in_ready);
     ~writer();  // stops the thread (closing an active run)
     writer(const writer&) = delete;
     writer& operator=(const writer&) = delete;
@@ -205,7 +206,7 @@ private:
     void account(std::uint64_t frames_before, std::uint64_t bytes_before);
     void account_copies();
 
-    common::spsc_queue<processing::frame>& _in;
+    common::queue_set<processing::frame> _in;
     common::wake_event& _in_ready;
     writer_counters _counters;
     std::atomic<bool> _run_active{false};
