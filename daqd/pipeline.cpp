@@ -7,8 +7,11 @@
 #include "daqd/acquisition/host_check.hpp"
 #include "daqd/storage/calibration_file.hpp"
 
+#include <sched.h>
+
 #include <filesystem>
 #include <stdexcept>
+#include <thread>
 
 #ifndef DAQD_VERSION
 #define DAQD_VERSION "0.0.0"
@@ -27,6 +30,28 @@ std::string check_run_name(const std::string& name) {
     }
     return {};
 }
+
+namespace {
+
+// threads.*_cpus as CPU numbers (the key table checked them; a configuration
+// built in code may not have been).
+std::vector<unsigned> cpus_of(std::string_view key, const std::string& text) {
+    std::string why;
+    auto cpus = config::parse_cpu_list(text, &why);
+    if (!cpus) throw std::runtime_error(fmt::format("{} = \"{}\" is not a CPU list: {}", key, text, why));
+    return *cpus;
+}
+
+// The CPUs this process may run on (its affinity mask; taskset and cgroups
+// narrow it), or the machine's count where that cannot be read.
+unsigned usable_cpus() {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (::sched_getaffinity(0, sizeof set, &set) == 0) return static_cast<unsigned>(CPU_COUNT(&set));
+    return std::max(1u, std::thread::hardware_concurrency());
+}
+
+}  // namespace
 
 pipeline::pipeline(const config::config& cfg, std::uint64_t pedestal_frames) : _cfg(cfg) {
     // Ring slots hold a datagram plus room for io_uring's recvmsg header and control data.
@@ -60,11 +85,30 @@ pipeline::pipeline(const config::config& cfg, std::uint64_t pedestal_frames) : _
     // writes; the processor, when there is one, adds a hop of its own.
     auto next_hop = [&]() -> frame_hop& { return *_hops.emplace_back(std::make_unique<frame_hop>(queue)); };
     _receiver = std::make_unique<acquisition::receiver>(cfg.acquisition, *_ring, _ring_ready);
-    _stages.push_back(&_receiver->worker());
     frame_hop* hop = &next_hop();
     _assembler = std::make_unique<processing::assembler>(cfg, std::vector<acquisition::packet_ring*>{_ring.get()},
                                                          _ring_ready, *_pool, hop->queue, hop->ready);
-    _stages.push_back(&_assembler->worker());
+    // Receive and assembly: a thread each, or one thread making the
+    // receiver's pass and then the assembler's (common::combined_worker).
+    const auto combine = config::choose_combine(cfg.threads, usable_cpus());
+    _receiver->worker().pin(cpus_of("threads.receiver_cpus", cfg.threads.receiver_cpus));
+    _assembler->worker().pin(cpus_of("threads.assembler_cpus", cfg.threads.assembler_cpus));
+    if (combine.combined) {
+        _combined = std::make_unique<common::combined_worker>(std::string(combined_thread_name), _receiver->worker(),
+                                                              _assembler->worker());
+        _combined->get().pin(_receiver->worker().cpus());
+        _stages.push_back(&_combined->get());
+        spdlog::info("threads: receive and assembly on one thread, {} ({})", combined_thread_name, combine.why);
+        if (!cfg.threads.assembler_cpus.empty())
+            spdlog::warn("threads.assembler_cpus = \"{}\" is not used: receive and assembly share the thread {}, "
+                         "pinned by threads.receiver_cpus",
+                         cfg.threads.assembler_cpus, combined_thread_name);
+    } else {
+        _stages.push_back(&_receiver->worker());
+        _stages.push_back(&_assembler->worker());
+        spdlog::info("threads: receive and assembly on two threads, {} and {} ({})", _receiver->worker().name(),
+                     _assembler->worker().name(), combine.why);
+    }
     if (processing) {
         processing::processor_options po;
         po.stages = cfg.processing.stages;
@@ -81,12 +125,14 @@ pipeline::pipeline(const config::config& cfg, std::uint64_t pedestal_frames) : _
         hop = &next_hop();
         _processor = std::make_unique<processing::processor>(po, *_pool, in.queue, in.ready, hop->queue, hop->ready,
                                                              _live.get());
+        _processor->worker().pin(cpus_of("threads.processor_cpus", cfg.threads.processor_cpus));
         _stages.push_back(&_processor->worker());
     }
     _tap = std::make_unique<processing::live_tap>();
     if (_live) _tap->attach(_live.get());  // the live endpoint reads the processing thread's live view
     _writer = std::make_unique<storage::writer>(hop->queue, *_pool, hop->ready);
     _writer->set_observer(_tap.get());
+    _writer->worker().pin(cpus_of("threads.writer_cpus", cfg.threads.writer_cpus));
     _stages.push_back(&_writer->worker());
 }
 

@@ -14,6 +14,13 @@
 // thread; start(drive::pump) gives none, and the caller moves the data with
 // pump() (tests, fuzzers: the real wiring on one thread).
 //
+// Receive and assembly run on one thread (common::combined_worker, named
+// daqd-recv+asm) or on a thread each (daqd-receive, daqd-assemble), as
+// threads.combine_receive_assembly says: "auto" combines them where daqd may
+// run on at most 2 CPUs (issue 11). The choice is logged at construction.
+// Each worker is pinned to its threads.*_cpus (the combined one to
+// threads.receiver_cpus).
+//
 // Owned by main, also driven by the web API. start()/stop() and the run
 // control calls are made by one control thread at a time (main, then the web
 // server's worker while it runs, then main again); counters, current_run()
@@ -23,6 +30,7 @@
 #include "daqd/common/event.hpp"
 #include "daqd/common/runs.hpp"
 #include "daqd/common/telemetry.hpp"
+#include "daqd/common/worker.hpp"
 #include "daqd/common/spsc_queue.hpp"
 #include "daqd/config/config.hpp"
 #include "daqd/processing/assembler.hpp"
@@ -39,6 +47,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace daqd {
@@ -114,6 +123,9 @@ public:
     [[nodiscard]] const acquisition::receiver& receiver() const noexcept { return *_receiver; }
     [[nodiscard]] const acquisition::packet_ring& ring() const noexcept { return *_ring; }
     [[nodiscard]] const processing::assembler& assembler() const noexcept { return *_assembler; }
+    // One thread receives and assembles (threads.combine_receive_assembly).
+    [[nodiscard]] bool receive_assembly_combined() const noexcept { return _combined != nullptr; }
+    static constexpr std::string_view combined_thread_name = "daqd-recv+asm";
     [[nodiscard]] storage::writer& writer() noexcept { return *_writer; }
     [[nodiscard]] const processing::live_tap& live_tap() const noexcept { return *_tap; }
     // The processing thread (null without stages) and the live view its
@@ -145,6 +157,9 @@ private:
     std::vector<std::unique_ptr<frame_hop>> _hops;  // assembler → [processor →] writer
     std::unique_ptr<acquisition::receiver> _receiver;
     std::unique_ptr<processing::assembler> _assembler;
+    // Runs the receiver's and the assembler's bodies when combined; destroyed
+    // before them (it borrows their bodies).
+    std::unique_ptr<common::combined_worker> _combined;
     std::shared_ptr<const processing::calibration_set> _calibration;
     std::unique_ptr<processing::live_view> _live;
     std::unique_ptr<processing::processor> _processor;
