@@ -10,8 +10,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <sched.h>
+
 #include <filesystem>
 #include <stdexcept>
+#include <thread>
 
 #ifndef DAQD_VERSION
 #define DAQD_VERSION "0.0.0"
@@ -30,6 +33,29 @@ std::string check_run_name(const std::string& name) {
     }
     return {};
 }
+
+namespace {
+
+// threads.*_cpus as CPU numbers (the key table checked them; a configuration
+// built in code may not have been).
+std::vector<unsigned> cpus_of(std::string_view key, const std::string& text) {
+    std::string why;
+    auto cpus = config::parse_cpu_list(text, &why);
+    if (!cpus) throw std::runtime_error(fmt::format("{} = \"{}\" is not a CPU list: {}", key, text, why));
+    return *cpus;
+}
+
+// The CPUs this process may run on (its affinity mask; taskset and cgroups
+// narrow it), or the machine's count where that cannot be read.
+unsigned usable_cpus() {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (::sched_getaffinity(0, sizeof set, &set) == 0) return static_cast<unsigned>(CPU_COUNT(&set));
+    return std::max(1u, std::thread::hardware_concurrency());
+}
+
+
+}  // namespace
 
 buffer_plan plan_buffer(const config::config& cfg, bool calibrating) {
     buffer_plan p;
@@ -74,12 +100,16 @@ std::string buffer_plan::describe() const {
 
 // The links of shard `k` of `shards`: contiguous groups in listen order,
 // the first groups one link larger when they do not divide evenly.
+namespace {
+
 std::pair<std::size_t, std::size_t> shard_links(std::size_t links, std::size_t shards, std::size_t k) {
     const std::size_t base = links / shards;
     const std::size_t extra = links % shards;
     const std::size_t first = k * base + std::min(k, extra);
     return {first, base + (k < extra ? 1 : 0)};
 }
+
+}  // namespace
 
 pipeline::pipeline(const config::config& cfg, std::uint64_t pedestal_frames) : _cfg(cfg) {
     // Ring slots hold a datagram plus room for io_uring's recvmsg header and control data.
@@ -145,8 +175,35 @@ pipeline::pipeline(const config::config& cfg, std::uint64_t pedestal_frames) : _
         spdlog::info("{} receive shards over {} links: each its own receiver and assembler thread, ring and frame "
                      "buffer; one {} for all",
                      shards, links, processing ? "processing thread" : "writer");
-    for (auto& sh : _shards) _stages.push_back(&sh->receiver->worker());
-    for (auto& sh : _shards) _stages.push_back(&sh->assembler->worker());
+    // Receive and assembly: a thread each, or one thread making the
+    // receiver's pass and then the assembler's (common::combined_worker),
+    // in every shard.
+    const auto combine = config::choose_combine(cfg.threads, usable_cpus());
+    for (std::size_t k = 0; k < _shards.size(); ++k) {
+        auto& sh = *_shards[k];
+        sh.receiver->worker().pin(cpus_of("threads.receiver_cpus", cfg.threads.receiver_cpus));
+        sh.assembler->worker().pin(cpus_of("threads.assembler_cpus", cfg.threads.assembler_cpus));
+        if (!combine.combined) continue;
+        const std::string name =
+            k == 0 ? std::string(combined_thread_name) : fmt::format("{}-{}", combined_thread_name, k);
+        sh.combined = std::make_unique<common::combined_worker>(name, sh.receiver->worker(), sh.assembler->worker());
+        sh.combined->get().pin(sh.receiver->worker().cpus());
+    }
+    if (combine.combined) {
+        for (auto& sh : _shards) _stages.push_back(&sh->combined->get());
+        spdlog::info("threads: receive and assembly on one thread{}, {} ({})", shards > 1 ? " per shard" : "",
+                     combined_thread_name, combine.why);
+        if (!cfg.threads.assembler_cpus.empty())
+            spdlog::warn("threads.assembler_cpus = \"{}\" is not used: receive and assembly share the thread {}, "
+                         "pinned by threads.receiver_cpus",
+                         cfg.threads.assembler_cpus, combined_thread_name);
+    } else {
+        for (auto& sh : _shards) _stages.push_back(&sh->receiver->worker());
+        for (auto& sh : _shards) _stages.push_back(&sh->assembler->worker());
+        spdlog::info("threads: receive and assembly on two threads{}, {} and {} ({})", shards > 1 ? " per shard" : "",
+                     _shards.front()->receiver->worker().name(), _shards.front()->assembler->worker().name(),
+                     combine.why);
+    }
     std::vector<common::spsc_queue<processing::frame>*> shard_frames;
     std::size_t queued = 0;
     for (auto& sh : _shards) {
@@ -172,6 +229,7 @@ pipeline::pipeline(const config::config& cfg, std::uint64_t pedestal_frames) : _
         _processor = std::make_unique<processing::processor>(po, common::queue_set<processing::frame>(shard_frames),
                                                              _frames_ready, _processed->queue, _processed->ready,
                                                              _live.get());
+        _processor->worker().pin(cpus_of("threads.processor_cpus", cfg.threads.processor_cpus));
         _stages.push_back(&_processor->worker());
         to_writer = common::queue_set<processing::frame>(_processed->queue);
         writer_ready = &_processed->ready;
@@ -180,6 +238,7 @@ pipeline::pipeline(const config::config& cfg, std::uint64_t pedestal_frames) : _
     if (_live) _tap->attach(_live.get());  // the live endpoint reads the processing thread's live view
     _writer = std::make_unique<storage::writer>(std::move(to_writer), *writer_ready);
     _writer->set_observer(_tap.get());
+    _writer->worker().pin(cpus_of("threads.writer_cpus", cfg.threads.writer_cpus));
     _stages.push_back(&_writer->worker());
 }
 

@@ -20,6 +20,13 @@
 // thread; start(drive::pump) gives none, and the caller moves the data with
 // pump() (tests, fuzzers: the real wiring on one thread).
 //
+// Receive and assembly run on one thread (common::combined_worker, named
+// daqd-recv+asm) or on a thread each (daqd-receive, daqd-assemble), as
+// threads.combine_receive_assembly says: "auto" combines them where daqd may
+// run on at most 2 CPUs (issue 11). The choice is logged at construction.
+// Each worker is pinned to its threads.*_cpus (the combined one to
+// threads.receiver_cpus).
+//
 // Owned by main, also driven by the web API. start()/stop() and the run
 // control calls are made by one control thread at a time (main, then the web
 // server's worker while it runs, then main again); counters, current_run()
@@ -29,6 +36,7 @@
 #include "daqd/common/event.hpp"
 #include "daqd/common/runs.hpp"
 #include "daqd/common/telemetry.hpp"
+#include "daqd/common/worker.hpp"
 #include "daqd/common/spsc_queue.hpp"
 #include "daqd/config/config.hpp"
 #include "daqd/processing/assembler.hpp"
@@ -45,6 +53,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace daqd {
@@ -130,6 +139,9 @@ public:
     [[nodiscard]] const processing::block_pool& pool(std::size_t shard = 0) const noexcept {
         return *_shards[shard]->pool;
     }
+    // One thread receives and assembles each shard (threads.combine_receive_assembly).
+    [[nodiscard]] bool receive_assembly_combined() const noexcept { return _shards.front()->combined != nullptr; }
+    static constexpr std::string_view combined_thread_name = "daqd-recv+asm";
     [[nodiscard]] storage::writer& writer() noexcept { return *_writer; }
     [[nodiscard]] const processing::live_tap& live_tap() const noexcept { return *_tap; }
     // The processing thread (null without stages) and the live view its
@@ -162,6 +174,9 @@ private:
         std::unique_ptr<common::spsc_queue<processing::frame>> frames;  // assembler → processor or writer
         std::unique_ptr<acquisition::receiver> receiver;
         std::unique_ptr<processing::assembler> assembler;
+        // Runs the receiver's and the assembler's bodies when combined;
+        // destroyed before them (it borrows their bodies).
+        std::unique_ptr<common::combined_worker> combined;
     };
 
     const config::config& _cfg;

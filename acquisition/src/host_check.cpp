@@ -4,6 +4,7 @@
 
 #include "daqd/acquisition/packet_ring.hpp"
 #include "daqd/acquisition/receiver.hpp"
+#include "daqd/common/worker.hpp"
 
 #include <fcntl.h>
 #include <pwd.h>
@@ -139,17 +140,16 @@ host_check check_netdev_backlog(const fs::path& proc_sys, std::uint64_t min_back
     return c;
 }
 
-host_check check_cores(unsigned cores, unsigned busy_threads) {
+host_check check_cores(unsigned cores, unsigned busy_threads, const std::string& busy_what) {
     host_check c{"cores", check_status::ok, "", ""};
     if (cores >= busy_threads) {
-        c.detail = fmt::format("{} CPUs for daqd's {} busy threads (receiver, assembler, writer, web)", cores,
-                               busy_threads);
+        c.detail = fmt::format("{} CPUs for daqd's {} busy threads ({})", cores, busy_threads, busy_what);
         return c;
     }
     c.status = check_status::failing;
-    c.detail = fmt::format("{} CPU(s) for daqd's {} busy threads (receiver, assembler, writer, web): they share "
-                           "cores, so the peak rate is lower and loss under load more likely",
-                           cores, busy_threads);
+    c.detail = fmt::format("{} CPU(s) for daqd's {} busy threads ({}): they share cores, so the peak rate is lower "
+                           "and loss under load more likely",
+                           cores, busy_threads, busy_what);
     c.fix = fmt::format("no command: run daqd on a machine (or CPU set) with at least {} CPUs, e.g. taskset -c 0-{} daqd …",
                         busy_threads, busy_threads - 1);
     return c;
@@ -277,15 +277,106 @@ host_check check_governor(const fs::path& sys) {
     return c;
 }
 
+namespace {
+
+// CPU -> NUMA node, from node*/cpulist, else from the cpuN/nodeM links.
+std::map<unsigned, unsigned> numa_nodes(const fs::path& sys) {
+    std::map<unsigned, unsigned> node_of;
+    auto number_after = [](const std::string& name, std::string_view prefix, unsigned& out) {
+        if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) return false;
+        const std::string digits = name.substr(prefix.size());
+        if (!std::all_of(digits.begin(), digits.end(), [](char ch) { return ch >= '0' && ch <= '9'; }) ||
+            digits.size() > 6)
+            return false;
+        out = static_cast<unsigned>(std::stoul(digits));
+        return true;
+    };
+    std::error_code ec;
+    for (fs::directory_iterator it(sys / "devices/system/node", ec), end; !ec && it != end; it.increment(ec)) {
+        unsigned node = 0;
+        std::string list;
+        if (!number_after(it->path().filename().string(), "node", node) || !read_line(it->path() / "cpulist", list))
+            continue;
+        if (auto cpus = config::parse_cpu_list(list))
+            for (unsigned cpu : *cpus) node_of[cpu] = node;
+    }
+    if (!node_of.empty()) return node_of;
+    ec.clear();
+    for (fs::directory_iterator it(sys / "devices/system/cpu", ec), end; !ec && it != end; it.increment(ec)) {
+        unsigned cpu = 0;
+        if (!number_after(it->path().filename().string(), "cpu", cpu)) continue;
+        std::error_code ec2;
+        for (fs::directory_iterator n(it->path(), ec2), nend; !ec2 && n != nend; n.increment(ec2)) {
+            unsigned node = 0;
+            if (number_after(n->path().filename().string(), "node", node)) node_of[cpu] = node;
+        }
+    }
+    return node_of;
+}
+
+}  // namespace
+
+host_check check_numa(const fs::path& sys, const std::vector<pinned_cpus>& pinned) {
+    host_check c{"numa", check_status::ok, "", ""};
+    if (pinned.empty()) {
+        c.detail = "no thread is pinned (threads.*_cpus): the kernel places them";
+        return c;
+    }
+    const auto node_of = numa_nodes(sys);
+    if (node_of.empty()) {
+        c.status = check_status::unknown;
+        c.detail = fmt::format("no NUMA information under {}: the nodes of the pinned threads are unknown",
+                               (sys / "devices/system/node").string());
+        return c;
+    }
+    std::string lines;
+    std::map<unsigned, unsigned> data_path_nodes;  // node -> pinned sets of the data path on it
+    for (const auto& p : pinned) {
+        std::map<unsigned, std::vector<unsigned>> by_node;
+        std::vector<unsigned> unknown;
+        for (unsigned cpu : p.cpus) {
+            const auto it = node_of.find(cpu);
+            if (it == node_of.end())
+                unknown.push_back(cpu);
+            else
+                by_node[it->second].push_back(cpu);
+        }
+        std::string where;
+        for (const auto& [node, cpus] : by_node) {
+            where += fmt::format("{}node {} (CPUs {})", where.empty() ? "" : ", ", node, common::cpu_list_text(cpus));
+            if (p.data_path) ++data_path_nodes[node];
+        }
+        if (!unknown.empty())
+            where += fmt::format("{}no node known for CPUs {}", where.empty() ? "" : ", ", common::cpu_list_text(unknown));
+        lines += fmt::format("{}{} = \"{}\": {}", lines.empty() ? "" : "; ", p.key, common::cpu_list_text(p.cpus),
+                             where);
+    }
+    if (data_path_nodes.size() <= 1) {
+        c.detail = "pinned threads by NUMA node: " + lines;
+        return c;
+    }
+    std::string nodes;
+    for (const auto& [node, n] : data_path_nodes) nodes += fmt::format("{}{}", nodes.empty() ? "" : ", ", node);
+    c.status = check_status::failing;
+    c.detail = fmt::format("the data path's pinned threads span NUMA nodes {} (every packet and frame then crosses "
+                           "between nodes): {}",
+                           nodes, lines);
+    c.fix = fmt::format("set threads.*_cpus to CPUs of one node (the node of the NIC: cat "
+                        "/sys/class/net/IFACE/device/numa_node; its CPUs: cat {}/devices/system/node/nodeN/cpulist)",
+                        sys.string());
+    return c;
+}
+
 std::vector<host_check> run_host_checks(const host_check_inputs& in) {
     return {
         check_rmem_max(in.proc_sys, in.rcvbuf_request, in.can_force_rcvbuf),
         check_netdev_backlog(in.proc_sys, in.min_backlog),
-        check_cores(in.cores, in.busy_threads),
+        check_cores(in.cores, in.busy_threads, in.busy_what),
         check_output_dir(in.output_dir),
         check_free_space(in.output_dir, in.min_free_bytes),
         check_ring_memory(in.ring_bytes, in.ring_slots, in.memory_available, in.shm_free),
         check_governor(in.sys),
+        check_numa(in.sys, in.pinned),
     };
 }
 
@@ -315,6 +406,25 @@ host_check_inputs host_inputs_for(const config::config& cfg) {
         in.cores = static_cast<unsigned>(CPU_COUNT(&set));
     else
         in.cores = std::max(1u, std::thread::hardware_concurrency());
+    // As the pipeline decides it: one thread fewer when receive and assembly share one.
+    if (config::choose_combine(cfg.threads, in.cores).combined) {
+        in.busy_threads = 3;
+        in.busy_what = "receiver and assembler on one thread, writer, web";
+    }
+    const std::pair<const char*, const std::string*> sets[] = {
+        {"threads.receiver_cpus", &cfg.threads.receiver_cpus},   {"threads.assembler_cpus", &cfg.threads.assembler_cpus},
+        {"threads.processor_cpus", &cfg.threads.processor_cpus}, {"threads.writer_cpus", &cfg.threads.writer_cpus},
+        {"threads.http_cpus", &cfg.threads.http_cpus},
+    };
+    for (const auto& [key, text] : sets) {
+        auto cpus = config::parse_cpu_list(*text);
+        if (!cpus || cpus->empty()) continue;
+        // Threads that do not run here are not placed: no processing stages, assembly on the receiver's thread.
+        const std::string_view k = key;
+        if (k == "threads.processor_cpus" && cfg.processing.stages.empty()) continue;
+        if (k == "threads.assembler_cpus" && in.busy_threads == 3) continue;
+        in.pinned.push_back({key, std::move(*cpus), k != "threads.http_cpus"});
+    }
     return in;
 }
 

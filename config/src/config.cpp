@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <unistd.h>
 
 #include <fmt/format.h>
 #include <toml++/toml.h>
@@ -43,6 +44,8 @@ const std::vector<std::string_view> processing_stage_order{"calibrate", "dose", 
 const std::vector<std::string_view> processing_backends{"auto", "cpu", "cuda"};
 const std::vector<std::string_view> threshold_modes{"absolute", "noise"};
 const std::vector<std::string_view> log_levels{"trace", "debug", "info", "warn", "error"};
+const std::vector<std::string_view> combine_modes{"auto", "on", "off"};
+constexpr unsigned cpu_number_max = 65535;
 
 constexpr std::int64_t int64_max = std::numeric_limits<std::int64_t>::max();
 constexpr std::int64_t unit_id_max = 65535;
@@ -698,6 +701,50 @@ void check_allowed_hosts(const config& c, diagnostics& d) {
     }
 }
 
+// "0,2-3": a sorted CPU list as parse_cpu_list reads it.
+std::string cpu_list_text(const std::vector<unsigned>& cpus) {
+    std::string out;
+    for (std::size_t i = 0; i < cpus.size();) {
+        std::size_t j = i;
+        while (j + 1 < cpus.size() && cpus[j + 1] == cpus[j] + 1) ++j;
+        out += fmt::format("{}{}", out.empty() ? "" : ",", cpus[i]);
+        if (j > i) out += fmt::format("-{}", cpus[j]);
+        i = j + 1;
+    }
+    return out;
+}
+
+// A threads.*_cpus value: a CPU list, every CPU on this machine.
+void check_cpu_list(diagnostics& d, std::string_view name, const std::string& text) {
+    std::string why;
+    const auto cpus = parse_cpu_list(text, &why);
+    if (!cpus) {
+        d.error({name}, fmt::format("{} = \"{}\" is not a CPU list ({}): write CPU numbers and ranges such as \"2\", "
+                                    "\"2-3\" or \"0,4-5\", or \"\" for not pinned",
+                                    name, text, why));
+        return;
+    }
+    const std::vector<unsigned> online = online_cpus();
+    for (unsigned cpu : *cpus)
+        if (!std::binary_search(online.begin(), online.end(), cpu)) {
+            d.error({name}, fmt::format("{} = \"{}\": this machine has no CPU {} (its CPUs are {})", name, text, cpu,
+                                        cpu_list_text(online)));
+            return;
+        }
+}
+
+// A CPU list key (threads.*_cpus).
+template <class F>
+key cpu_list(std::string_view name, F field, std::string_view doc) {
+    key k{name, doc, "`\"\"` (not pinned) or CPUs of this machine: `\"2\"`, `\"2-3\"`, `\"0,4-5\"`"};
+    k.read = [name, field](const toml::node& n, config& c, diagnostics& d) {
+        if (auto v = read_string(d, n, name)) field(c) = *v;
+    };
+    k.check = [name, field](const config& c, diagnostics& d) { check_cpu_list(d, name, field(c)); };
+    k.render = [field](const config& c) { return toml_string(field(c)); };
+    return k;
+}
+
 // ---------------------------------------------------------------- the key table
 
 // Every key once, in file order. Defaults are the struct's member
@@ -847,6 +894,19 @@ const std::vector<key>& keys_table() {
                   "besides those always accepted: localhost, 127.0.0.1, ::1, the listen\n"
                   "address and, off loopback, this machine's name (or, listening on 0.0.0.0\n"
                   "or ::, its addresses). Others are answered 403 (DNS rebinding)."),
+
+        cpu_list("threads.receiver_cpus", DAQD_FIELD(threads.receiver_cpus),
+                 "CPUs the receiver thread is pinned to (also the thread that receives and\n"
+                 "assembles when combined); \"\" = not pinned."),
+        cpu_list("threads.assembler_cpus", DAQD_FIELD(threads.assembler_cpus),
+                 "CPUs the assembler thread is pinned to (not used when combined)."),
+        cpu_list("threads.processor_cpus", DAQD_FIELD(threads.processor_cpus),
+                 "CPUs the processing thread is pinned to (with processing.stages)."),
+        cpu_list("threads.writer_cpus", DAQD_FIELD(threads.writer_cpus), "CPUs the writer thread is pinned to."),
+        cpu_list("threads.http_cpus", DAQD_FIELD(threads.http_cpus), "CPUs the HTTP server's threads are pinned to."),
+        one_of("threads.combine_receive_assembly", DAQD_FIELD(threads.combine_receive_assembly), combine_modes,
+               "One thread receives and assembles (fewer wake-ups on a machine with few\n"
+               "cores): \"auto\" is \"on\" where daqd may run on at most 2 CPUs."),
     };
     return table;
 }
@@ -1212,6 +1272,68 @@ std::string stage_order_error(const std::vector<std::string>& stages) {
     const auto has = [&](std::string_view s) { return std::find(stages.begin(), stages.end(), s) != stages.end(); };
     if (has("dose") && !has("calibrate")) return "processing.stages: 'dose' needs 'calibrate' before it";
     return {};
+}
+
+// ---------------------------------------------------------------- threads
+
+std::optional<std::vector<unsigned>> parse_cpu_list(std::string_view text, std::string* error) {
+    auto fail = [&](std::string why) -> std::optional<std::vector<unsigned>> {
+        if (error != nullptr) *error = std::move(why);
+        return std::nullopt;
+    };
+    std::vector<unsigned> cpus;
+    if (text.empty()) return cpus;
+    auto number = [](std::string_view s, unsigned& out) {
+        if (s.empty() || s.size() > 5 || !std::all_of(s.begin(), s.end(), [](char ch) { return ch >= '0' && ch <= '9'; }))
+            return false;
+        unsigned v = 0;
+        for (char ch : s) v = v * 10 + static_cast<unsigned>(ch - '0');
+        out = v;
+        return v <= cpu_number_max;
+    };
+    for (std::size_t at = 0; at <= text.size();) {
+        std::size_t comma = text.find(',', at);
+        if (comma == std::string_view::npos) comma = text.size();
+        const std::string_view item = text.substr(at, comma - at);
+        if (item.empty()) return fail("an empty entry between commas");
+        const std::size_t dash = item.find('-');
+        unsigned first = 0, last = 0;
+        const std::string_view a = item.substr(0, dash);
+        const std::string_view b = dash == std::string_view::npos ? a : item.substr(dash + 1);
+        if (!number(a, first) || !number(b, last))
+            return fail(fmt::format("'{}' is not a CPU number or a range FIRST-LAST of them (0..{})", item,
+                                    cpu_number_max));
+        if (first > last) return fail(fmt::format("the range '{}' goes down", item));
+        for (unsigned c = first; c <= last; ++c) cpus.push_back(c);
+        at = comma + 1;
+    }
+    std::sort(cpus.begin(), cpus.end());
+    cpus.erase(std::unique(cpus.begin(), cpus.end()), cpus.end());
+    return cpus;
+}
+
+std::vector<unsigned> online_cpus() {
+    std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen("/sys/devices/system/cpu/online", "rb"),
+                                                         &std::fclose);
+    if (file) {
+        char buffer[4096] = {};
+        const std::size_t n = std::fread(buffer, 1, sizeof buffer - 1, file.get());
+        std::string_view text(buffer, n);
+        while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.remove_suffix(1);
+        if (auto cpus = parse_cpu_list(text); cpus && !cpus->empty()) return *cpus;
+    }
+    const long n = ::sysconf(_SC_NPROCESSORS_CONF);
+    std::vector<unsigned> cpus;
+    for (long c = 0; c < std::max(1L, n); ++c) cpus.push_back(static_cast<unsigned>(c));
+    return cpus;
+}
+
+combine_choice choose_combine(const threads_config& t, unsigned cpus) {
+    const std::string key = fmt::format("threads.combine_receive_assembly = \"{}\"", t.combine_receive_assembly);
+    if (t.combine_receive_assembly == "on") return {true, key};
+    if (t.combine_receive_assembly == "off") return {false, key};
+    if (cpus <= 2) return {true, fmt::format("{} and daqd may run on {} CPU(s), at most 2", key, cpus)};
+    return {false, fmt::format("{} and daqd may run on {} CPUs, more than 2", key, cpus)};
 }
 
 // ---------------------------------------------------------------- config

@@ -144,9 +144,12 @@ assembler::assembler(const config::config& cfg, std::vector<acquisition::packet_
 
 assembler::~assembler() { _worker.stop(); }
 
+// One clock read per pass: every packet taken and every frame handed on in
+// it carries the pass's time, and the output's consumer is woken (when it
+// sleeps) once, after the batch (issue 11).
 bool assembler::pass() {
     const std::uint64_t now = common::monotonic_ns();
-    const std::size_t n = poll(now);
+    const std::size_t n = take_rings(now);
     // Expire only once the rings are drained: after this thread was
     // descheduled, the missing packets of an "old" frame are usually still
     // waiting in the ring, and closing it first would make them late
@@ -155,10 +158,17 @@ bool assembler::pass() {
     bool backlog = false;
     for (auto* r : _rings) backlog |= r->available() > 0;
     if (now - _last_expire_ns > 1'000'000 && (!backlog || now - _last_expire_ns > 10 * _timeout_ns)) {
-        expire(now);
+        expire_units(now);
         _last_expire_ns = now;
     }
+    wake_output();
     return n > 0;
+}
+
+void assembler::wake_output() noexcept {
+    if (!_out_unsignalled) return;
+    _out_unsignalled = false;
+    _out_ready.notify();
 }
 
 bool assembler::input_waiting() {
@@ -179,6 +189,12 @@ void assembler::drain() {
 }
 
 std::size_t assembler::poll(std::uint64_t now_ns) {
+    const std::size_t n = take_rings(now_ns);
+    wake_output();
+    return n;
+}
+
+std::size_t assembler::take_rings(std::uint64_t now_ns) {
     std::size_t total = 0;
     for (auto* ring : _rings) {
         const std::uint64_t n = std::min<std::uint64_t>(ring->available(), 256);
@@ -188,14 +204,14 @@ std::size_t assembler::poll(std::uint64_t now_ns) {
             if (s.bytes == 0) continue;
             const std::byte* data = ring->slot_data(tail + i) + s.data_offset;
             if (s.segment_bytes == 0) {
-                on_packet(data, s.bytes, now_ns, s.link);
+                take_datagram(data, s.bytes, now_ns, s.link);
                 continue;
             }
             unsigned k = 0;
             for (std::uint32_t off = 0; off < s.bytes; off += s.segment_bytes, ++k) {
                 if (k < 64 && ((s.invalid_mask >> k) & 1u)) continue;
                 const std::uint32_t len = std::min<std::uint32_t>(s.segment_bytes, s.bytes - off);
-                on_packet(data + off, len, now_ns, s.link);
+                take_datagram(data + off, len, now_ns, s.link);
             }
         }
         if (n) ring->consume(n);
@@ -225,7 +241,7 @@ assembler::unit_state* assembler::unit_for(const daq1::header& h, std::uint64_t 
             why = drop_reason::frame_too_large_for_pool;
             return nullptr;
         }
-        relearn(*u, h);
+        relearn(*u, h, now_ns);
         return u;
     }
     const std::uint32_t expected = _expected_bytes[id];
@@ -330,9 +346,9 @@ bool assembler::reclaim_one(std::uint64_t now_ns) {
 
 // A learned unit now sends frames of another size: its stream ends and a new
 // one (next stream index, so a new file) starts with the new size.
-void assembler::relearn(unit_state& u, const daq1::header& h) {
+void assembler::relearn(unit_state& u, const daq1::header& h, std::uint64_t now_ns) {
     release_held(u);
-    close_all(u);
+    close_all(u, now_ns);
     settle_seq(u);
     seal(u);  // its rows are of the old size
     spdlog::warn("unit {}: no {}-byte frame for {} ms, relearned with {}-byte frames ({} channels); its next frames "
@@ -430,12 +446,12 @@ assembler::open_frame* assembler::find_or_open(unit_state& u, const daq1::header
     while (!u.window.empty() && u.window.front().frame_number < fnum &&
            (u.window.size() >= cap || fnum - u.window.front().frame_number >= cap)) {
         const bool eos = u.window.front().eos;
-        close_front(u);
+        close_front(u, now_ns);
         pushed = true;
         if (eos) stream_closed(u);
     }
     // Complete frames that waited behind the one pushed out go with it.
-    if (pushed) emit_ready(u, fnum);
+    if (pushed) emit_ready(u, now_ns, fnum);
     if (u.have_emitted && fnum <= u.last_emitted) {
         late = true;
         return nullptr;
@@ -514,7 +530,7 @@ void assembler::hold(unit_state& u, const daq1::header& h, const std::byte* data
     // of its firmware. Close the old one and replay the held packets.
     const std::uint64_t was = u.have_emitted ? u.last_emitted : u.high_frame;
     const bool back = u.held_min <= was;
-    close_all(u);
+    close_all(u, now_ns);
     settle_seq(u);
     next_stream(u, back);
     u.counters->stream_restarts.add();
@@ -554,6 +570,12 @@ void assembler::release_held(unit_state& u) {
 
 void assembler::on_packet(const std::byte* datagram, std::uint32_t bytes, std::uint64_t now_ns,
                           std::uint16_t link) {
+    take_datagram(datagram, bytes, now_ns, link);
+    wake_output();
+}
+
+void assembler::take_datagram(const std::byte* datagram, std::uint32_t bytes, std::uint64_t now_ns,
+                              std::uint16_t link) {
     const daq1::header h = daq1::decode_header(datagram);
     drop_reason why = drop_reason::none;
     unit_state* u = unit_for(h, now_ns, why);
@@ -640,10 +662,13 @@ void assembler::take_packet(unit_state& u, const daq1::header& h, const std::byt
     // END_OF_STREAM frame too: frames before it still missing packets wait
     // for them like any open frame (window, timeout), so a packet reordered
     // behind the flag still completes its frame.
-    if (f->received == f->packet_count) emit_ready(u);
+    if (f->received == f->packet_count) emit_ready(u, now_ns);
 }
 
-void assembler::close_front(unit_state& u) {
+// Hands the unit's oldest open frame on, stamped with `now_ns` (the time of
+// the pass that closes it); the consumer is woken by wake_output() after the
+// batch, not here.
+void assembler::close_front(unit_state& u, std::uint64_t now_ns) {
     const open_frame f = u.window.front();
     u.window.erase(u.window.begin());
     u.free_bitmaps.push_back(f.bitmap);
@@ -695,7 +720,7 @@ void assembler::close_front(unit_state& u) {
     out.stream = u.stream;
     out.frame_number = f.frame_number;
     out.timestamp_ns = f.timestamp_ns;
-    out.assembled_ns = common::monotonic_ns();
+    out.assembled_ns = now_ns;
     out.samples = samples;
     out.pool = &_pool;
     out.block = f.block;
@@ -705,14 +730,14 @@ void assembler::close_front(unit_state& u) {
     [[maybe_unused]] const bool pushed = _out.try_push(out);
     assert(pushed && "checked for room above; this thread is the only producer");
     _counters.frames_out.add();
-    _out_ready.notify();
+    _out_unsignalled = true;
 }
 
-void assembler::emit_ready(unit_state& u, std::uint64_t below) {
+void assembler::emit_ready(unit_state& u, std::uint64_t now_ns, std::uint64_t below) {
     while (!u.window.empty() && u.window.front().frame_number < below &&
            u.window.front().received == u.window.front().packet_count) {
         const bool eos = u.window.front().eos;
-        close_front(u);
+        close_front(u, now_ns);
         if (eos) stream_closed(u);
     }
 }
@@ -729,20 +754,25 @@ void assembler::stream_closed(unit_state& u) {
     u.prev_last = u.last_emitted;
 }
 
-void assembler::close_all(unit_state& u) {
-    while (!u.window.empty()) close_front(u);
+void assembler::close_all(unit_state& u, std::uint64_t now_ns) {
+    while (!u.window.empty()) close_front(u, now_ns);
 }
 
 void assembler::expire(std::uint64_t now_ns) {
+    expire_units(now_ns);
+    wake_output();
+}
+
+void assembler::expire_units(std::uint64_t now_ns) {
     for (auto* u : _active) {
         bool closed = false;
         while (!u->window.empty() && now_ns - u->window.front().opened_ns > _timeout_ns) {
             const bool eos = u->window.front().eos;
-            close_front(*u);
+            close_front(*u, now_ns);
             closed = true;
             if (eos) stream_closed(*u);
         }
-        if (closed) emit_ready(*u);
+        if (closed) emit_ready(*u, now_ns);
         // A unit gone quiet gives its block up: its frames so far can be
         // written and the block reused (a run that ended, a flood of unit ids).
         if (u->has_block && u->window.empty() && now_ns - u->last_ns() > _timeout_ns) seal(*u);
@@ -752,12 +782,14 @@ void assembler::expire(std::uint64_t now_ns) {
 }
 
 void assembler::flush_all() {
+    const std::uint64_t now = common::monotonic_ns();
     for (auto* u : _active) {
         release_held(*u);  // first: late ones' sequence numbers are not lost
-        close_all(*u);
+        close_all(*u, now);
         settle_seq(*u);
         seal(*u);  // every block goes back to the pool once the writer is done
     }
+    wake_output();
 }
 
 // ---- blocks ----

@@ -1,5 +1,6 @@
 // common::worker: the stop protocol (idle wake-up, drain, idempotence), a
-// body that throws, the thread's name, and driving a body without a thread.
+// body that throws, the thread's name and CPUs, driving a body without a
+// thread, and combined_worker (two bodies on one thread).
 #include "daqd/common/spsc_queue.hpp"
 #include "daqd/common/worker.hpp"
 #include "wait_until.hpp"
@@ -7,6 +8,7 @@
 #include <catch2/catch.hpp>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -231,4 +233,179 @@ TEST_CASE("worker: without a thread the caller pumps, and stop drains on the cal
     w.stop();
     CHECK(body.drains.load() == 1);
     CHECK_FALSE(body.bad_order);
+}
+
+namespace {
+
+// Records, on the worker's thread, the CPUs it may run on and where it runs.
+struct affinity_body final : worker_body {
+    bool pass() override {
+        if (!seen.load()) {
+            cpu_set_t set;
+            CPU_ZERO(&set);
+            if (::pthread_getaffinity_np(::pthread_self(), sizeof set, &set) == 0)
+                for (unsigned c = 0; c < CPU_SETSIZE; ++c)
+                    if (CPU_ISSET(c, &set)) allowed.push_back(c);
+            running_on = ::sched_getcpu();
+            seen.store(true);
+        }
+        return false;
+    }
+    void drain() override {}
+    std::vector<unsigned> allowed;
+    int running_on = -1;
+    std::atomic<bool> seen{false};
+};
+
+}  // namespace
+
+TEST_CASE("worker: a pinned worker's thread runs only on the CPUs it was given", "[common][worker]") {
+    wake_event ready;
+    affinity_body body;
+    worker w("test-pinned", ready, body);
+    w.pin({0});  // CPU 0 exists everywhere
+    CHECK(w.cpus() == std::vector<unsigned>{0});
+    w.start();
+    REQUIRE(wait_until([&] { return body.seen.load(); }, 10s));
+    w.stop();
+    CHECK(body.allowed == std::vector<unsigned>{0});
+    CHECK(body.running_on == 0);
+}
+
+TEST_CASE("worker: a CPU set the kernel refuses leaves the thread running unpinned", "[common][worker]") {
+    wake_event ready;
+    affinity_body body;
+    worker w("test-badpin", ready, body);
+    w.pin({CPU_SETSIZE * 4 - 1});  // no machine here has it: pthread_setaffinity_np fails
+    w.start();
+    REQUIRE(wait_until([&] { return body.seen.load(); }, 10s));
+    w.stop();
+    CHECK_FALSE(body.allowed.empty());
+    CHECK(w.failure().empty());
+}
+
+TEST_CASE("cpu_list_text writes ranges as taskset does", "[common][worker]") {
+    CHECK(daqd::common::cpu_list_text({}).empty());
+    CHECK(daqd::common::cpu_list_text({3}) == "3");
+    CHECK(daqd::common::cpu_list_text({0, 1, 2, 4, 6, 7}) == "0-2,4,6-7");
+}
+
+namespace {
+
+// Upstream of a combined worker: moves numbers from `in` to `mid` (bounded
+// per pass, as a receiver takes one batch), sleeps on its wake event.
+struct upstream_body final : worker_body {
+    upstream_body(spsc_queue<int>& in, spsc_queue<int>& mid) : in(in), mid(mid) {}
+    bool pass() override {
+        if (drained) bad_order = true;
+        bool any = false;
+        for (int i = 0; i < 8 && mid.size() < mid.capacity(); ++i) {
+            auto v = in.try_pop();
+            if (!v) break;
+            if (!mid.try_push(*v)) lost.fetch_add(1);
+            any = true;
+        }
+        return any;
+    }
+    bool input_waiting() override { return !in.empty(); }
+    [[nodiscard]] std::chrono::microseconds sleep_limit() const override { return 50'000us; }
+    void sleep(wake_event& wake, std::chrono::microseconds timeout) override {
+        last_timeout.store(timeout.count());
+        wake.wait(timeout);
+    }
+    void drain() override {
+        // What is left upstream must fit: the combined drain emptied `mid` first.
+        while (auto v = in.try_pop())
+            if (!mid.try_push(*v)) lost.fetch_add(1);
+        drained = true;
+        order.push_back('u');
+    }
+    void thread_ending() noexcept override { endings.fetch_add(1); }
+    spsc_queue<int>& in;
+    spsc_queue<int>& mid;
+    bool drained = false;
+    bool bad_order = false;
+    std::vector<char> order;
+    std::atomic<long> last_timeout{-1};
+    std::atomic<int> lost{0};
+    std::atomic<int> endings{0};
+};
+
+}  // namespace
+
+TEST_CASE("combined_worker: one thread makes both passes, sleeps at most as long as either body allows, and stops "
+          "upstream first with nothing lost",
+          "[common][worker]") {
+    spsc_queue<int> in(4096), mid(64);
+    wake_event in_ready, mid_ready;
+    upstream_body up(in, mid);
+    counting_body down(mid);
+    worker up_worker("test-up", in_ready, up);
+    worker down_worker("test-down", mid_ready, down);
+    daqd::common::combined_worker both("test-up+down", up_worker, down_worker);
+    auto& w = both.get();
+    CHECK(w.name() == "test-up+down");
+    w.start();
+    CHECK_FALSE(up_worker.running());
+    CHECK_FALSE(down_worker.running());
+
+    produce(in, in_ready, 0, 500);
+    REQUIRE(wait_until([&] { return down.taken.load() == 500; }, 10s));
+    // Idle, it sleeps as the upstream body does (its sleep(), its wake
+    // event), for no longer than the shorter limit (the downstream's is the
+    // default 100 ms, the upstream's 50 ms).
+    REQUIRE(wait_until([&] { return up.last_timeout.load() >= 0; }, 10s));
+    CHECK(up.last_timeout.load() == 50'000);
+    CHECK(down.sleeps.load() == 0);
+
+    // Far more than the queue between them holds, queued right before the
+    // stop: the drain passes both until neither finds work, then drains
+    // upstream, then downstream.
+    produce(in, in_ready, 500, 4000);
+    w.stop();
+    CHECK(up.lost.load() == 0);
+    CHECK(down.taken.load() == 4000);
+    CHECK(up.order == std::vector<char>{'u'});
+    CHECK(down.drains.load() == 1);
+    CHECK(up.endings.load() == 1);
+    CHECK(down.endings.load() == 1);
+    CHECK_FALSE(down.bad_order);
+    CHECK_FALSE(up.bad_order);
+    CHECK(w.failure().empty());
+}
+
+TEST_CASE("combined_worker: a body that throws is the combined thread's failure, under its name", "[common][worker]") {
+    spsc_queue<int> q(16);
+    wake_event a_ready, b_ready;
+    counting_body a(q);
+    throwing_body b;
+    worker wa("test-a", a_ready, a);
+    worker wb("test-b", b_ready, b);
+    daqd::common::combined_worker both("test-a+b", wa, wb);
+    both.get().start();
+    REQUIRE(wait_until([&] { return b.ended.load(); }, 10s));
+    CHECK(both.get().failure() == "the body broke");
+    CHECK(wa.failure().empty());
+    CHECK(wb.failure().empty());
+    both.get().stop();
+    CHECK(a.endings.load() == 1);
+}
+
+TEST_CASE("combined_worker: pumped, each pump() is both passes and stop() drains on the caller", "[common][worker]") {
+    spsc_queue<int> in(256), mid(16);
+    wake_event in_ready, mid_ready;
+    upstream_body up(in, mid);
+    counting_body down(mid);
+    worker up_worker("test-up", in_ready, up);
+    worker down_worker("test-down", mid_ready, down);
+    daqd::common::combined_worker both("test-up+down", up_worker, down_worker);
+    both.get().start_pumped();
+    produce(in, in_ready, 0, 5);
+    CHECK(both.get().pump());
+    CHECK(down.taken.load() == 5);  // taken downstream in the same pass
+    produce(in, in_ready, 5, 200);
+    both.get().stop();
+    CHECK(down.taken.load() == 200);
+    CHECK(up.lost.load() == 0);
+    CHECK(up.endings.load() == 0);  // no thread ended
 }

@@ -501,6 +501,13 @@ config every_key_changed(int variant) {
     c.processing.batch_frames = 4096;
     c.processing.live_interval = std::chrono::milliseconds(60000);
     c.http.listen = "[::]:9443";
+    // CPU 0 is on every machine.
+    c.threads.receiver_cpus = "0";
+    c.threads.assembler_cpus = "0-0";
+    c.threads.processor_cpus = "0,0";
+    c.threads.writer_cpus = "0";
+    c.threads.http_cpus = "0";
+    c.threads.combine_receive_assembly = variant == 0 ? "on" : "off";
     if (variant == 0)
         c.http.token = "0123456789abcdef-token";
     else
@@ -677,4 +684,87 @@ TEST_CASE("docs/CONFIG.md lists every key of the table with its default and rule
         CHECK(rows[i].second.first == "`" + value_toml(config{}, table[i].name) + "`");
         CHECK_THAT(rows[i].second.second, StartsWith(table[i].rule));
     }
+}
+
+TEST_CASE("[threads]: CPU lists and combine_receive_assembly are read, checked against this machine and named with "
+          "their line when wrong",
+          "[config]") {
+    SECTION("the defaults: nothing pinned, auto") {
+        const config c = load_default();
+        CHECK(c.threads == threads_config{});
+        CHECK(c.threads.receiver_cpus.empty());
+        CHECK(c.threads.combine_receive_assembly == "auto");
+    }
+    SECTION("good values") {
+        const config c = load_string(R"([threads]
+receiver_cpus = "0"
+writer_cpus = "0-0"
+http_cpus = "0,0"
+combine_receive_assembly = "off"
+)",
+                                     "t.toml");
+        CHECK(c.threads.receiver_cpus == "0");
+        CHECK(c.threads.writer_cpus == "0-0");
+        CHECK(c.threads.assembler_cpus.empty());
+        CHECK(c.threads.combine_receive_assembly == "off");
+    }
+    SECTION("a list that is not one") {
+        for (const char* bad : {"x", "1,,2", "2-1", "-1", "3-", "1 ,2", "0,", "99999999"}) {
+            INFO(bad);
+            CHECK_THAT(error_of(std::string("[threads]\n\nassembler_cpus = \"") + bad + "\"\n"),
+                       StartsWith(std::string("config.toml:3: threads.assembler_cpus = \"") + bad +
+                                  "\" is not a CPU list (") &&
+                           Contains("\"0,4-5\""));
+        }
+        CHECK_THAT(error_of("[threads]\nwriter_cpus = \"2-1\"\n"),
+                   Contains("config.toml:2: threads.writer_cpus = \"2-1\" is not a CPU list (the range '2-1' goes down)"));
+        CHECK_THAT(error_of("[threads]\nwriter_cpus = 2\n"),
+                   Contains("config.toml:2: threads.writer_cpus must be a string, got integer"));
+    }
+    SECTION("a CPU this machine does not have") {
+        const auto online = online_cpus();
+        REQUIRE_FALSE(online.empty());
+        CHECK(online.front() == 0);
+        const unsigned missing = online.back() + 1;
+        const std::string text = "[threads]\nreceiver_cpus = \"0," + std::to_string(missing) + "\"\n";
+        CHECK_THAT(error_of(text), StartsWith("config.toml:2: threads.receiver_cpus = \"0," + std::to_string(missing) +
+                                              "\": this machine has no CPU " + std::to_string(missing) +
+                                              " (its CPUs are 0"));
+    }
+    SECTION("combine_receive_assembly is one of auto, on, off") {
+        CHECK(error_of("[threads]\ncombine_receive_assembly = \"yes\"\n") ==
+              "config.toml:2: threads.combine_receive_assembly must be 'auto', 'on' or 'off', got 'yes'");
+    }
+    SECTION("a configuration built in code is checked too") {
+        config c;
+        c.threads.processor_cpus = "a-b";
+        CHECK_THROWS_WITH(c.validate(), Contains("threads.processor_cpus = \"a-b\" is not a CPU list"));
+    }
+}
+
+TEST_CASE("parse_cpu_list reads what taskset writes", "[config]") {
+    using v = std::vector<unsigned>;
+    CHECK(parse_cpu_list("") == v{});
+    CHECK(parse_cpu_list("2") == v{2});
+    CHECK(parse_cpu_list("2-3") == v{2, 3});
+    CHECK(parse_cpu_list("0,4-5") == v{0, 4, 5});
+    CHECK(parse_cpu_list("5,0-1,1") == v{0, 1, 5});
+    std::string why;
+    CHECK_FALSE(parse_cpu_list("0-", &why));
+    CHECK_THAT(why, Contains("'0-' is not a CPU number"));
+    CHECK_FALSE(parse_cpu_list("65536", &why));
+}
+
+TEST_CASE("choose_combine: on and off as set, auto by the CPUs daqd may use", "[config]") {
+    threads_config t;
+    CHECK(choose_combine(t, 1).combined);
+    CHECK(choose_combine(t, 2).combined);
+    CHECK_FALSE(choose_combine(t, 3).combined);
+    CHECK_THAT(choose_combine(t, 2).why, Contains("\"auto\"") && Contains("2 CPU(s), at most 2"));
+    CHECK_THAT(choose_combine(t, 16).why, Contains("16 CPUs, more than 2"));
+    t.combine_receive_assembly = "on";
+    CHECK(choose_combine(t, 64).combined);
+    t.combine_receive_assembly = "off";
+    CHECK_FALSE(choose_combine(t, 1).combined);
+    CHECK(choose_combine(t, 1).why == "threads.combine_receive_assembly = \"off\"");
 }

@@ -67,18 +67,37 @@ std::pair<int, std::string> inspect(const scratch_dir& dir, std::vector<std::str
     return daqd::test::run(args, dir / "inspect");
 }
 
+// daqd's arguments for a config file that sets threads.combine_receive_assembly.
+std::vector<std::string> combine_args(const scratch_dir& dir, const std::string& combine) {
+    const std::string file = dir / ("combine-" + combine + ".toml");
+    std::ofstream(file) << "[threads]\ncombine_receive_assembly = \"" << combine << "\"\n";
+    return {"--config", file};
+}
+
+// What daqd logs at start about its receive and assembly threads.
+std::string threads_line(const std::string& combine, int shards = 1) {
+    const std::string per = shards > 1 ? " per shard" : "";
+    return combine == "on" ? "threads: receive and assembly on one thread" + per + ", daqd-recv+asm"
+                           : "threads: receive and assembly on two threads" + per + ", daqd-receive and daqd-assemble";
+}
+
 }  // namespace
 
 TEST_CASE("4 units, no faults: every frame is stored exactly", "[e2e]") {
     const std::string backend = GENERATE(as<std::string>{}, "recvmmsg", "io_uring");
     const int shards = GENERATE(1, 2);  // 2: 4 units over 2 links, one receive shard each
-    CAPTURE(shards);
-    scratch_dir dir("clean-" + backend + "-" + std::to_string(shards));
-    const auto r = record(dir, "clean", {"--backend", backend},
+    // Receive and assembly on one thread (threads.combine_receive_assembly) or two.
+    const std::string combine = GENERATE(as<std::string>{}, "on", "off");
+    CAPTURE(shards, combine);
+    scratch_dir dir("clean-" + backend + "-" + std::to_string(shards) + "-combine-" + combine);
+    auto args = combine_args(dir, combine);
+    args.insert(args.end(), {"--backend", backend});
+    const auto r = record(dir, "clean", args,
                           {"--units", "4", "--channels", "4096", "--frames", "500", "--rate", "200"}, daqd::test::free_port(),
                           shards);
     INFO(r.daqd_log);
     CHECK(r.daqd_exit == 0);
+    CHECK_THAT(r.daqd_log, Catch::Matchers::Contains(threads_line(combine, shards)));
     const auto& s = r.daqd;
     CHECK(s["receiver_backend"] == backend);
     CHECK(s["packets_received"] == r.sim["packets_sent"]);
@@ -153,8 +172,10 @@ TEST_CASE("faults injected by daq-sim are counted exactly by daqd", "[e2e]") {
 
 TEST_CASE("200 Mbit/s for 3 seconds over two links: zero loss", "[e2e]") {
     const std::string shards = GENERATE(as<std::string>{}, "1", "2");
-    CAPTURE(shards);
-    scratch_dir dir("rate-" + shards);
+    // Receive and assembly on one thread (threads.combine_receive_assembly) or two.
+    const std::string combine = GENERATE(as<std::string>{}, "on", "off");
+    CAPTURE(shards, combine);
+    scratch_dir dir("rate-" + shards + "-combine-" + combine);
     const auto p1 = daqd::test::free_port();
     auto p2 = daqd::test::free_port();
     while (p2 == p1) p2 = daqd::test::free_port();
@@ -162,6 +183,8 @@ TEST_CASE("200 Mbit/s for 3 seconds over two links: zero loss", "[e2e]") {
                                   "--listen",  "127.0.0.1:" + std::to_string(p2), "--output",
                                   dir / "runs", "--run",            "rate",
                                   "--summary-json", dir / "rate.json", "--shards", shards};
+    const auto args = combine_args(dir, combine);
+    argv.insert(argv.end(), args.begin(), args.end());
     child d(argv, dir / "rate.daqd.out", dir / "rate.daqd.err");
     REQUIRE(d.wait_for_log("run rate started", 20s));
     auto [rc, out] = daqd::test::run({DAQ_SIM_BIN, "--target", "127.0.0.1:" + std::to_string(p1), "--target",
@@ -175,6 +198,7 @@ TEST_CASE("200 Mbit/s for 3 seconds over two links: zero loss", "[e2e]") {
     const auto s = read_json(dir / "rate.json");
     const auto sim = read_json(dir / "rate.sim.json");
     INFO(d.err());
+    CHECK_THAT(d.err(), Catch::Matchers::Contains(threads_line(combine, std::stoi(shards))));
     CHECK(sim["rate_mbps"].get<double>() > 150.0);
     CHECK(s["packets_received"] == sim["packets_sent"]);
     CHECK(s["packets_lost"] == 0);

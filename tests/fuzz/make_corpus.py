@@ -198,6 +198,8 @@ def config_seeds():
         "section_not_table.toml": "acquisition = 5\n",
         "pool_too_small.toml": "[assembly]\npool_blocks = 5\n[units]\nlist = [ { id = 1, channels = 8 }, { id = 2, channels = 8 }, { id = 3, channels = 8 } ]\n",
         "bad_log_level.toml": "[log]\nlevel = \"verbose\"\n",
+        "bad_cpu_lists.toml": "[threads]\nreceiver_cpus = \"0,,1\"\nwriter_cpus = \"3-1\"\nhttp_cpus = \"65535\"\n"
+                              "combine_receive_assembly = \"yes\"\n",
         "ring_name_bad.toml": "[acquisition]\nring_name = \".hidden/x\"\n",
     }
     seeds.update(broken)

@@ -11,6 +11,7 @@
 #include "daqd/processing/block_pool.hpp"
 
 #include <catch2/catch.hpp>
+#include <unistd.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -307,6 +308,73 @@ TEST_CASE("assembler: reordering across two frames, emitted in frame order", "[p
     CHECK(s.finish().empty());
     CHECK(s.u().packets_lost.get() == 0);
     CHECK(s.u().frames_lost.get() == 0);
+    CHECK(s.all_buffers_back());
+}
+
+namespace {
+
+// How often `ready` was signalled since the last look (its eventfd's count),
+// with its consumer announced as asleep again (so that every notify signals).
+std::uint64_t signals(daqd::common::wake_event& ready) {
+    std::uint64_t n = 0;
+    if (::read(ready.fd(), &n, sizeof n) != static_cast<ssize_t>(sizeof n)) n = 0;
+    ready.prepare_wait();
+    return n;
+}
+
+}  // namespace
+
+TEST_CASE("assembler: the frames of one batch carry the batch's time, and the consumer is woken once per batch",
+          "[processing][assembler]") {
+    asm_setup s;
+    unit_stream u;
+    std::vector<std::vector<packet>> f;
+    for (std::uint64_t n = 0; n < 4; ++n) f.push_back(u.frames(n));
+    (void)signals(s.out_ready);  // the writer sleeps
+    // Frames 1..3 complete while frame 0 waits for its packet 4.
+    for (std::uint64_t n = 0; n < 4; ++n)
+        for (std::size_t i = 0; i < f[n].size(); ++i)
+            if (n != 0 || i != 4) s.feed(f[n][i], t0 + n);
+    CHECK(s.take().empty());
+    CHECK(signals(s.out_ready) == 0);
+    // One datagram (one batch) hands four frames on: one wake-up, one time.
+    s.feed(f[0][4], t0 + 7);
+    auto got = s.take();
+    REQUIRE(numbers(got) == std::vector<std::uint64_t>{0, 1, 2, 3});
+    for (const auto& fr : got) CHECK(fr.assembled_ns == t0 + 7);
+    CHECK(signals(s.out_ready) == 1);
+    s.release(got);
+
+    // Expiry closes two incomplete frames in one batch: one wake-up, the expiry's time.
+    for (std::uint64_t n = 4; n < 6; ++n) {
+        auto ps = u.frames(n);
+        ps.pop_back();
+        s.feed(ps, t0 + 10 * ms);
+    }
+    CHECK(signals(s.out_ready) == 0);
+    s.a->expire(t0 + 200 * ms);
+    got = s.take();
+    REQUIRE(numbers(got) == std::vector<std::uint64_t>{4, 5});
+    for (const auto& fr : got) CHECK(fr.assembled_ns == t0 + 200 * ms);
+    CHECK(signals(s.out_ready) == 1);
+    s.release(got);
+
+    // flush_all (the drain at stop) reads the clock once and wakes once at its end.
+    for (std::uint64_t n = 6; n < 8; ++n) {
+        auto ps = u.frames(n);
+        ps.pop_back();
+        s.feed(ps);
+    }
+    const std::uint64_t before = daqd::common::monotonic_ns();
+    s.a->flush_all();
+    const std::uint64_t after = daqd::common::monotonic_ns();
+    got = s.take();
+    REQUIRE(numbers(got) == std::vector<std::uint64_t>{6, 7});
+    CHECK(got[0].assembled_ns == got[1].assembled_ns);
+    CHECK(got[0].assembled_ns >= before);
+    CHECK(got[0].assembled_ns <= after);
+    CHECK(signals(s.out_ready) == 1);
+    s.release(got);
     CHECK(s.all_buffers_back());
 }
 

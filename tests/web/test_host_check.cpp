@@ -143,11 +143,12 @@ TEST_CASE("run_host_checks: every check, report with the fixes, exit status", "[
     in.cores = 8;
     in.min_free_bytes = 0;
     auto checks = run_host_checks(in);
-    REQUIRE(checks.size() == 7);
+    REQUIRE(checks.size() == 8);
     CHECK(any_failing(checks));
     const std::string report = format_report(checks);
     CHECK_THAT(report, Contains("FAIL ] rmem_max") && Contains("fix: sysctl -w net.core.rmem_max=4096"));
     CHECK_THAT(report, Contains("cpu_governor"));
+    CHECK_THAT(report, Contains("numa: no thread is pinned"));
     put(proc / "net/core/rmem_max", "8192");
     CHECK_FALSE(any_failing(run_host_checks(in)));
 }
@@ -178,4 +179,59 @@ TEST_CASE("host_inputs_for sizes the buffer request as the receiver does", "[web
     CHECK(in.ring_bytes == daqd::acquisition::ring_map_bytes(cfg.acquisition.ring_slots,
                                                              cfg.acquisition.max_datagram_bytes + 128));
     CHECK(in.memory_available > 0);
+}
+
+TEST_CASE("numa: the node of each pinned CPU set; the data path's threads on two nodes fail", "[web]") {
+    temp_dir sys("sys");
+    put(sys / "devices/system/node/node0/cpulist", "0-3");
+    put(sys / "devices/system/node/node1/cpulist", "4-7");
+    CHECK(check_numa(sys.path, {}).status == check_status::ok);
+    CHECK_THAT(check_numa(sys.path, {}).detail, Contains("no thread is pinned"));
+
+    auto c = check_numa(sys.path, {{"threads.receiver_cpus", {2}}, {"threads.writer_cpus", {3}},
+                                   {"threads.http_cpus", {6}, false}});
+    CHECK(c.name == "numa");
+    CHECK(c.status == check_status::ok);  // the HTTP threads are off the data path
+    CHECK_THAT(c.detail, Contains("threads.receiver_cpus = \"2\": node 0 (CPUs 2)") &&
+                             Contains("threads.http_cpus = \"6\": node 1 (CPUs 6)"));
+
+    c = check_numa(sys.path, {{"threads.receiver_cpus", {2, 3}}, {"threads.writer_cpus", {4}}});
+    CHECK(c.status == check_status::failing);
+    CHECK_THAT(c.detail, Contains("span NUMA nodes 0, 1") && Contains("threads.writer_cpus = \"4\": node 1"));
+    CHECK_THAT(c.fix, Contains("threads.*_cpus") && Contains("nodeN/cpulist"));
+
+    // One set across both nodes spans them too.
+    CHECK(check_numa(sys.path, {{"threads.receiver_cpus", {3, 4}}}).status == check_status::failing);
+
+    SECTION("from the cpuN/nodeM links when node*/cpulist is missing") {
+        temp_dir links("sys2");
+        put(links / "devices/system/cpu/cpu0/node0/x", "");
+        put(links / "devices/system/cpu/cpu1/node1/x", "");
+        const auto l = check_numa(links.path, {{"threads.receiver_cpus", {0}}, {"threads.assembler_cpus", {1}}});
+        CHECK(l.status == check_status::failing);
+        CHECK_THAT(l.detail, Contains("threads.assembler_cpus = \"1\": node 1"));
+    }
+    SECTION("no NUMA information: unknown, not failing") {
+        temp_dir empty("sys3");
+        CHECK(check_numa(empty.path, {{"threads.receiver_cpus", {0}}}).status == check_status::unknown);
+    }
+}
+
+TEST_CASE("host_inputs_for: pinned CPU sets and the busy threads follow [threads]", "[web]") {
+    daqd::config::config cfg;
+    cfg.threads.receiver_cpus = "0";
+    cfg.threads.assembler_cpus = "0";
+    cfg.threads.processor_cpus = "0";  // no processing stages: no such thread
+    cfg.threads.combine_receive_assembly = "off";
+    auto in = host_inputs_for(cfg);
+    CHECK(in.busy_threads == 4);
+    REQUIRE(in.pinned.size() == 2);
+    CHECK(in.pinned[0].key == "threads.receiver_cpus");
+    CHECK(in.pinned[1].key == "threads.assembler_cpus");
+    cfg.threads.combine_receive_assembly = "on";  // assembly runs on the receiver's thread
+    in = host_inputs_for(cfg);
+    CHECK(in.busy_threads == 3);
+    REQUIRE(in.pinned.size() == 1);
+    CHECK(in.pinned[0].cpus == std::vector<unsigned>{0});
+    CHECK_THAT(check_cores(2, in.busy_threads, in.busy_what).detail, Contains("receiver and assembler on one thread"));
 }

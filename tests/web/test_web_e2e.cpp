@@ -129,7 +129,7 @@ TEST_CASE("a real Prometheus scrapes daqd while daq-sim sends, and the alert rul
     CHECK(equal);
     query_until("up%7Bjob%3D%22daqd%22%7D", 1.0);
     query_until("sum%28daq_frames_total%7Bstate%3D%22complete%22%7D%29", 1200.0);
-    query_until("count%28daq_host_check%29", 7.0);
+    query_until("count%28daq_host_check%29", 8.0);  // numa too
     query_until("sum%28daq_packets_lost_total%29", 0.0);
 
     // The exposition passes Prometheus's own linter.
@@ -239,9 +239,22 @@ TEST_CASE("daqd --check-host and the HTTP options on the command line", "[web][e
         auto [rc, out] = daqd::test::run({DAQD_BIN, "--check-host", "--output", dir / "not/there"}, dir / "check");
         INFO(out);
         CHECK(rc == 1);
-        for (const char* check : {"rmem_max", "netdev_max_backlog", "cores", "output_dir", "free_space", "cpu_governor"})
+        for (const char* check :
+             {"rmem_max", "netdev_max_backlog", "cores", "output_dir", "free_space", "cpu_governor", "numa"})
             CHECK(out.find(check) != std::string::npos);
         CHECK(out.find("fix: mkdir -p " + dir / "not/there") != std::string::npos);
+    }
+    SECTION("--check-host names the NUMA node of each pinned CPU set") {
+        std::ofstream(dir / "pinned.toml") << "[threads]\nreceiver_cpus = \"0\"\nwriter_cpus = \"0\"\n";
+        auto [rc, out] = daqd::test::run(
+            {DAQD_BIN, "--config", dir / "pinned.toml", "--check-host", "--output", dir.path.string()}, dir / "check");
+        INFO(out);
+        if (fs::exists("/sys/devices/system/node/node0")) {
+            CHECK(out.find("numa: pinned threads by NUMA node: threads.receiver_cpus = \"0\": node 0 (CPUs 0); "
+                           "threads.writer_cpus = \"0\": node 0 (CPUs 0)") != std::string::npos);
+        } else {
+            CHECK(out.find("numa: no NUMA information") != std::string::npos);
+        }
     }
     SECTION("--check-host exit status follows the failures") {
         auto [rc, out] = daqd::test::run({DAQD_BIN, "--check-host", "--output", dir.path.string()}, dir / "check");

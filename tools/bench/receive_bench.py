@@ -49,16 +49,16 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-# daqd's threads in the order pipeline::start() creates them (after main),
-# for a daqd that does not name its threads.
-DAQD_THREADS = ("main", "writer", "assembler", "receiver")
-# The names daqd gives its data-path threads (common::worker).
-DAQD_THREAD_NAMES = {"daqd-receive": "receiver", "daqd-assemble": "assembler", "daqd-process": "processor",
-                     "daqd-write": "writer"}
+# The names daqd gives its threads (common::worker; the HTTP server's threads). A thread that receives and
+# assembles (threads.combine_receive_assembly) is "receiver+assembler": it runs the backend too.
+DAQD_THREAD_NAMES = {"daqd-receive": "receiver", "daqd-assemble": "assembler", "daqd-recv+asm": "receiver+assembler",
+                     "daqd-process": "processor", "daqd-write": "writer", "daqd-http": "http",
+                     "daqd-http-run": "http-run"}
 
 
 def daqd_thread_names(pid: int, tids: list[int]) -> list[str]:
-    """What each of daqd's threads does, by its name, else by the order it started in."""
+    """What each of daqd's threads does, by its name (never by how many there are: the HTTP server, processing
+    stages and a combined receive thread change the count). An unnamed thread other than main is "tid<N>"."""
     names = []
     for tid in tids:
         try:
@@ -67,9 +67,16 @@ def daqd_thread_names(pid: int, tids: list[int]) -> list[str]:
         except OSError:
             comm = ""
         names.append("main" if tid == pid else DAQD_THREAD_NAMES.get(comm, f"tid{tid}"))
-    if "receiver" in names:
-        return names
-    return list(DAQD_THREADS) if len(tids) == len(DAQD_THREADS) else [f"tid{tid}" for tid in tids]
+    return names
+
+
+def receiver_thread_cpu(threads: dict) -> tuple[float | None, str]:
+    """CPU seconds of the thread that runs the receive backend, and a note when it also assembles."""
+    if "receiver" in threads:
+        return threads["receiver"], ""
+    if "receiver+assembler" in threads:
+        return threads["receiver+assembler"], " (+assembly)"
+    return None, ""
 
 
 # ------------------------------------------------------------------ cases
@@ -514,9 +521,9 @@ def report(bench: Bench, searches: list[Search], disk: dict | None, a: argparse.
                 flag = ("" if rt.ok else " (lossy)") + \
                     (" (sent " + f"{float(rt.sim.get('rate_mbps', 0)):.0f})" if rt.sender_limited else "")
                 cref = f"{rt.cpu / (pk / 1e6):.2f}" + flag
-                rcv = rt.cpu if c.backend == "drain" else rt.threads.get("receiver")
+                rcv, also = (rt.cpu, "") if c.backend == "drain" else receiver_thread_cpu(rt.threads)
                 if rcv is not None:
-                    rref = f"{rcv / (pk / 1e6):.2f}" + flag
+                    rref = f"{rcv / (pk / 1e6):.2f}" + also + flag
         lines.append(f"| {c.name()} | {rate} | {kpps} | {ratio} | {cpu} | {cref} | {rref} | {mbw} | {dr} | {busy} "
                      f"| {loss} |")
     lines.append("")

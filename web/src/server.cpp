@@ -2,6 +2,8 @@
 // plus a worker thread for requests that wait for the writer thread.
 #include "daqd/web/server.hpp"
 
+#include "daqd/common/worker.hpp"
+
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -92,6 +94,7 @@ struct server::impl {
     std::thread worker;
     bool started = false;
     bool stopped = false;
+    std::vector<unsigned> cpus;  // both threads' (threads.http_cpus); empty: not pinned
 
     impl(api& h, server_limits l)
         : handler(h), limits(l), max_connections(clamp_to_descriptors(l.max_connections)) {
@@ -442,8 +445,9 @@ void server::impl::accept() {
     });
 }
 
-server::server(const config::endpoint& ep, api& handler, server_limits limits)
+server::server(const config::endpoint& ep, api& handler, server_limits limits, std::vector<unsigned> cpus)
     : _impl(std::make_unique<impl>(handler, limits)) {
+    _impl->cpus = std::move(cpus);
     beast::error_code ec;
     const auto address = net::ip::make_address(ep.host, ec);
     if (ec) throw std::runtime_error(fmt::format("http: '{}' is not an IP address", ep.host));
@@ -479,8 +483,12 @@ void server::start() {
     _impl->accept();
     _impl->sample();
     _impl->handler.sample(std::chrono::steady_clock::now());
-    _impl->worker = std::thread([this] { _impl->worker_loop(); });
+    _impl->worker = std::thread([this] {
+        common::name_and_pin_this_thread("daqd-http-run", _impl->cpus);
+        _impl->worker_loop();
+    });
     _impl->io_thread = std::thread([this] {
+        common::name_and_pin_this_thread("daqd-http", _impl->cpus);
         for (;;) {
             try {
                 _impl->ioc.run();
@@ -517,7 +525,10 @@ service::service(const config::config& cfg, daq_view view, run_controls controls
     _token = setup_token(cfg);
     try {
         _api = std::make_unique<api>(std::move(view), std::move(controls), _token.token, std::move(host_checks));
-        _server = std::make_unique<server>(ep, *_api);
+        std::string why;
+        auto cpus = config::parse_cpu_list(cfg.threads.http_cpus, &why);
+        if (!cpus) throw std::runtime_error("threads.http_cpus: " + why);
+        _server = std::make_unique<server>(ep, *_api, server_limits{}, std::move(*cpus));
     } catch (...) {
         if (_token.generated) std::filesystem::remove(_token.file);
         throw;

@@ -13,8 +13,14 @@
 // is joined. stop() is idempotent. A body that throws on its thread is
 // reported (logged with the thread's name, kept in failure()) and its thread
 // ends; the process goes on.
+//
+// A worker may be pinned to CPUs (pin()): its thread sets its own affinity
+// when it starts and logs which CPUs it got; a failure to pin is a warning
+// and the thread runs unpinned. combined_worker runs two bodies next to each
+// other on the data path on one thread.
 #include "daqd/common/event.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -22,6 +28,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace daqd::common {
 
@@ -50,6 +57,14 @@ struct idle_policy {
     // queue store may pass its load of the sleeping flag).
     static constexpr std::chrono::microseconds longest_sleep{100'000};
 };
+
+// Names the calling thread (Linux keeps 15 characters) and pins it to `cpus`
+// (empty: not pinned), logging which CPUs it got; a failure to pin is a
+// warning and the thread runs unpinned. Workers call it at their thread's
+// start; other long-lived threads (the HTTP server's) too.
+void name_and_pin_this_thread(const std::string& name, const std::vector<unsigned>& cpus) noexcept;
+// "0,2-3": sorted CPU numbers as taskset and threads.*_cpus write them.
+std::string cpu_list_text(const std::vector<unsigned>& cpus);
 
 // What a worker runs. Implemented by the component that owns the worker;
 // every call is made on the worker's thread (or the pumping thread).
@@ -110,7 +125,14 @@ public:
     [[nodiscard]] std::string failure() const;
     [[nodiscard]] const std::string& name() const noexcept { return _name; }
 
+    // The CPUs its thread is pinned to from its next start() (empty: not
+    // pinned, the default). Not while running; a pumped worker runs on its
+    // caller and is never pinned.
+    void pin(std::vector<unsigned> cpus);
+    [[nodiscard]] const std::vector<unsigned>& cpus() const noexcept { return _cpus; }
+
 private:
+    friend class combined_worker;  // runs this worker's body on its own thread
     // ended: the thread has returned and waits to be joined.
     enum class state { idle, threaded, pumped, ended, stopped };
     void run() noexcept;
@@ -123,7 +145,55 @@ private:
     std::atomic<bool> _stop{false};
     mutable std::mutex _failure_mutex;
     std::string _failure;  // guarded by _failure_mutex
+    std::vector<unsigned> _cpus;
     std::thread _thread;
+};
+
+// One thread for two stages next to each other on the data path, upstream
+// and downstream of one queue (the receiver and the assembler, issue 11: on
+// a machine with few cores the two threads mostly wake each other up). Each
+// pass is the upstream body's pass, then the downstream body's, so what the
+// first queued is taken in the same pass, with no wake-up between them. Idle,
+// it sleeps as the upstream body does (on its sockets, and the upstream
+// worker's wake event, which carries stop), at most as long as either body
+// allows (the assembler's frame expiry).
+//
+// Stop: both bodies pass until neither finds work (so the queue between them
+// never fills while the upstream one empties its input), then the upstream
+// body drains, then the downstream one: nothing taken in is lost.
+//
+// It borrows the two workers' bodies; their own workers stay idle (never
+// started) while it exists, and it must be destroyed before them. A failure
+// of either body is this worker's (its name in the log and failure()).
+// Owned and driven like a worker, through get(); one control thread.
+class combined_worker {
+public:
+    combined_worker(std::string name, worker& upstream, worker& downstream);
+    ~combined_worker() { _worker.stop(); }
+    combined_worker(const combined_worker&) = delete;
+    combined_worker& operator=(const combined_worker&) = delete;
+
+    [[nodiscard]] worker& get() noexcept { return _worker; }
+
+private:
+    struct body final : worker_body {
+        body(worker_body& up, worker_body& down) : up(up), down(down) {}
+        bool pass() override;
+        bool input_waiting() override { return up.input_waiting() || down.input_waiting(); }
+        [[nodiscard]] std::chrono::microseconds sleep_limit() const override {
+            return std::min(up.sleep_limit(), down.sleep_limit());
+        }
+        void sleep(wake_event& wake, std::chrono::microseconds timeout) override { up.sleep(wake, timeout); }
+        void drain() override;
+        void thread_ending() noexcept override {
+            up.thread_ending();
+            down.thread_ending();
+        }
+        worker_body& up;
+        worker_body& down;
+    };
+    body _body;
+    worker _worker;  // last: stopped before the body goes
 };
 
 }  // namespace daqd::common

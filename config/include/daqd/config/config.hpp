@@ -126,6 +126,20 @@ struct http_config {
     bool operator==(const http_config&) const = default;
 };
 
+// Which CPUs the data-path threads run on, and whether receive and assembly
+// share one thread (docs/CONFIG.md "[threads]", issue 11). CPU lists are
+// kept as written ("2", "2-3", "0,4-5"; "" = not pinned): parse_cpu_list()
+// reads them, the key table checks them against this machine's CPUs.
+struct threads_config {
+    std::string receiver_cpus;
+    std::string assembler_cpus;
+    std::string processor_cpus;
+    std::string writer_cpus;
+    std::string http_cpus;
+    std::string combine_receive_assembly = "auto";  // "auto", "on", "off"
+    bool operator==(const threads_config&) const = default;
+};
+
 struct config {
     acquisition_config acquisition;
     units_config units;
@@ -134,6 +148,7 @@ struct config {
     processing_config processing;
     log_config log;
     http_config http;
+    threads_config threads;
     std::string source = "<embedded default>";  // where it came from
     std::string text;                           // the effective configuration as TOML text
 
@@ -164,6 +179,24 @@ std::string_view name(receiver_backend b);
 // that order; dose needs calibrate): "" when `stages` keeps it, else the
 // message. The processor relies on it for stages it is given.
 std::string stage_order_error(const std::vector<std::string>& stages);
+
+// A CPU list as threads.*_cpus and taskset write it: comma-separated CPU
+// numbers and ranges ("2", "2-3", "0,4-5"); "" is the empty list (not
+// pinned). Sorted, without repeats. nullopt with the reason in `error` when
+// the text is not such a list (numbers above 65535 included).
+std::optional<std::vector<unsigned>> parse_cpu_list(std::string_view text, std::string* error = nullptr);
+// The CPUs this machine has online (/sys/devices/system/cpu/online; where
+// that cannot be read, 0 .. the configured count - 1).
+std::vector<unsigned> online_cpus();
+
+// Whether receive and assembly share one thread, and why, in words for the
+// log: threads.combine_receive_assembly, and for "auto" the CPUs daqd may
+// run on (`cpus`: on where at most 2).
+struct combine_choice {
+    bool combined = false;
+    std::string why;
+};
+combine_choice choose_combine(const threads_config& t, unsigned cpus);
 
 // One row of the key table, for documentation and tests.
 struct key_info {

@@ -133,11 +133,13 @@ public:
     [[nodiscard]] common::worker& worker() noexcept { return _worker; }
 
     // ---- for tests and single-threaded use: the thread's body in pieces ----
+    // Each is one batch: the frames it hands on carry `now_ns` as their
+    // assembled_ns, and the output's consumer is woken once at its end.
     // Processes what the rings hold now; returns the number of slots consumed.
     std::size_t poll(std::uint64_t now_ns);
     // Closes frames older than the timeout.
     void expire(std::uint64_t now_ns);
-    // Closes every open frame and settles the sequence windows.
+    // Closes every open frame and settles the sequence windows (reads the clock once).
     void flush_all();
     // Handles one datagram (header already validated by the receiver).
     void on_packet(const std::byte* datagram, std::uint32_t bytes, std::uint64_t now_ns, std::uint16_t link = 0);
@@ -160,7 +162,7 @@ private:
                          acquisition::daq1::drop_reason& why);
     unit_state* learn(const acquisition::daq1::header& h, bool configured);
     bool reclaim_one(std::uint64_t now_ns);
-    void relearn(unit_state& u, const acquisition::daq1::header& h);
+    void relearn(unit_state& u, const acquisition::daq1::header& h, std::uint64_t now_ns);
     void next_stream(unit_state& u, bool back);
     bool implausible(const unit_state& u, std::uint64_t fnum) const noexcept;
     void hold(unit_state& u, const acquisition::daq1::header& h, const std::byte* datagram, std::uint32_t bytes,
@@ -172,12 +174,17 @@ private:
     void track_seq(unit_state& u, std::uint32_t seq, bool& duplicate);
     void settle_seq(unit_state& u);
     open_frame* find_or_open(unit_state& u, const acquisition::daq1::header& h, std::uint64_t now_ns, bool& late);
-    void close_front(unit_state& u);
-    void emit_ready(unit_state& u, std::uint64_t below = ~0ull);
-    void close_all(unit_state& u);
+    void close_front(unit_state& u, std::uint64_t now_ns);
+    void emit_ready(unit_state& u, std::uint64_t now_ns, std::uint64_t below = ~0ull);
+    void close_all(unit_state& u, std::uint64_t now_ns);
     bool take_row(unit_state& u, std::uint32_t& block, std::uint32_t& row, std::uint32_t& rows);
     void seal(unit_state& u);
     [[nodiscard]] std::uint32_t max_frame_bytes() const noexcept;
+    // The batch pieces without the wake-up; wake_output() ends every batch.
+    std::size_t take_rings(std::uint64_t now_ns);
+    void take_datagram(const std::byte* datagram, std::uint32_t bytes, std::uint64_t now_ns, std::uint16_t link);
+    void expire_units(std::uint64_t now_ns);
+    void wake_output() noexcept;
     // The thread's body (common::worker_body).
     bool pass() override;
     bool input_waiting() override;
@@ -204,6 +211,7 @@ private:
     assembler_counters _counters;
     std::uint64_t _timeout_ns;
     std::uint64_t _last_expire_ns = 0;
+    bool _out_unsignalled = false;  // frames queued since the consumer was last woken
     common::worker _worker{_shard == 0 ? std::string("daqd-assemble") : "daqd-assemble-" + std::to_string(_shard),
                            _in_ready, *this};  // last: its thread ends before the rest goes
 };

@@ -46,7 +46,7 @@ struct frame {
                                    // frame size changes (the writer starts the next file then)
     std::uint64_t frame_number = 0;
     std::uint64_t timestamp_ns = 0;
-    std::uint64_t assembled_ns = 0;    // monotonic clock when the assembler handed it on
+    std::uint64_t assembled_ns = 0;    // monotonic clock of the assembler pass that handed it on (read once per pass)
     std::uint16_t* samples = nullptr;  // channels samples, host order
     float* calibrated = nullptr;       // channels calibrated values, or null (not calibrated)
     // Where the samples live: row `row` of block `block` of `pool` (null:

@@ -19,7 +19,9 @@
 // hold every slot. Counted in daq_http_connections_dropped_total{reason}.
 //
 // Owner: the daqd executable (through service). start()/stop() from one
-// control thread; stop() joins both threads and is idempotent.
+// control thread; stop() joins both threads and is idempotent. The threads
+// are named daqd-http (io) and daqd-http-run (worker) and pinned to `cpus`
+// when given (threads.http_cpus).
 #include "daqd/config/config.hpp"
 #include "daqd/web/api.hpp"
 #include "daqd/common/host_check.hpp"
@@ -49,7 +51,7 @@ struct server_limits {
 class server {
 public:
     // Binds and listens (throws std::runtime_error naming the address).
-    server(const config::endpoint& ep, api& handler, server_limits limits = {});
+    server(const config::endpoint& ep, api& handler, server_limits limits = {}, std::vector<unsigned> cpus = {});
     ~server();
     server(const server&) = delete;
     server& operator=(const server&) = delete;
