@@ -296,6 +296,8 @@ void pipeline::start_run(const std::string& name) {
     o.chunk_bytes = _cfg.storage.chunk_bytes;
     o.flush_interval = _cfg.storage.flush_interval;
     o.reserve_bytes = _cfg.storage.reserve_bytes;
+    o.writeback.mode =
+        _cfg.storage.writeback == "kernel" ? storage::writeback_mode::kernel : storage::writeback_mode::paced;
     o.config_text = _cfg.text;
     o.server_version = DAQD_VERSION;
     if (_processor != nullptr && _processor->calibrates()) {

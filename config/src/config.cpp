@@ -43,6 +43,7 @@ constexpr std::array<std::pair<std::string_view, receiver_backend>, 3> receiver_
 const std::vector<std::string_view> processing_stage_order{"calibrate", "dose", "live"};
 const std::vector<std::string_view> processing_backends{"auto", "cpu", "cuda"};
 const std::vector<std::string_view> threshold_modes{"absolute", "noise"};
+const std::vector<std::string_view> writeback_modes{"paced", "kernel"};
 const std::vector<std::string_view> log_levels{"trace", "debug", "info", "warn", "error"};
 const std::vector<std::string_view> combine_modes{"auto", "on", "off"};
 constexpr unsigned cpu_number_max = 65535;
@@ -844,6 +845,11 @@ const std::vector<key>& keys_table() {
                 "Free space kept on the output file system for closing run files cleanly:\n"
                 "a run that would eat into it stops writing, closes its file and is marked\n"
                 "failed (docs/RELIABILITY.md). 0: write until the disk refuses."),
+        one_of("storage.writeback", DAQD_FIELD(storage.writeback), writeback_modes,
+               "Who writes run files back to the disk: \"paced\" (daqd starts writeback\n"
+               "behind the write front and drops written data from the page cache, so\n"
+               "dirty memory stays bounded) or \"kernel\" (the kernel's dirty limits).\n"
+               "See docs/PERFORMANCE.md \"Writeback pacing\"."),
 
         text_list("processing.stages", DAQD_FIELD(processing.stages), "stage names",
                   "each of `\"calibrate\"`, `\"dose\"`, `\"live\"` at most once, in that order; `\"dose\"` needs "

@@ -4,6 +4,7 @@
 #include "daqd/storage/journal.hpp"
 #include "daqd/storage/recovery.hpp"
 #include "daqd/storage/run_writer.hpp"
+#include "writeback.hpp"
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -165,8 +166,14 @@ struct run_file::impl {
     // read again (statvfs), and whether the reserve is being spent on closing.
     std::uint64_t space_budget = 0;
     bool using_reserve = false;
+    // storage.writeback (writeback.hpp): the writer's pacer, or one of our own.
+    std::unique_ptr<writeback_pacer> own_pacer;
+    writeback_pacer* pacer = nullptr;
 
-    explicit impl(run_options o) : opt(std::move(o)) {
+    impl(run_options o, writeback_counters* wb, writeback_pacer* shared_pacer)
+        : opt(std::move(o)),
+          own_pacer(shared_pacer == nullptr ? std::make_unique<writeback_pacer>(wb) : nullptr),
+          pacer(shared_pacer == nullptr ? own_pacer.get() : shared_pacer) {
         h5::init_library();
         stats.run_name = opt.run_name;
         if (opt.chunk_bytes == 0) opt.chunk_bytes = 1;
@@ -256,6 +263,7 @@ struct run_file::impl {
         set_path(file_index);
         file = h5::file(h5::check_id(H5Fcreate(where.c_str(), H5F_ACC_EXCL, H5P_DEFAULT, fapl.get()), "H5Fcreate", where));
         created = true;
+        pacer->attach(file.get(), fapl.get(), where, opt.writeback);
         stats.files.push_back(path);
         {
             struct stat st {};
@@ -430,6 +438,7 @@ struct run_file::impl {
         }
         ok = file.reset() && ok;
         if (!ok) spdlog::debug("run '{}': closing {} after an error failed as well", opt.run_name, where);
+        pacer->detach(false);
     }
 
     // ---- disk space ----------------------------------------------------------
@@ -511,6 +520,7 @@ struct run_file::impl {
                                      from_block ? u.direct.calibrated : u.calibrated.data()),
                       "H5Dwrite_chunk", u.cal_where);
         u.rows_stored = u.file_rows;
+        pacer->note();
         if (r == n) {
             ++(from_block ? stats.chunks_direct : stats.chunks_compacted);
             drop_direct(u);
@@ -706,6 +716,7 @@ struct run_file::impl {
         reopen_rdwr();
         write_string_attr(file.get(), "stopped_at", h5::iso8601_utc_now(), "/");
         file.close("H5Fclose", where);
+        pacer->detach(true);
         auto& rec = records.back();
         rec.closed = true;
         for (auto& [id, u] : units) rec.unit_rows[id] = u.file_rows;
@@ -877,6 +888,7 @@ struct run_file::impl {
     void flush() {
         write_partial_chunks();
         h5::check(H5Fflush(file.get(), H5F_SCOPE_GLOBAL), "H5Fflush", where);
+        pacer->note();
         check_file_present();
         for (auto& [id, u] : units) u.rows_durable = u.file_rows;
         ++stats.flushes;
@@ -932,7 +944,11 @@ struct run_file::impl {
     }
 };
 
-run_file::run_file(run_options options) : _impl(std::make_unique<impl>(std::move(options))) {}
+run_file::run_file(run_options options, writeback_counters* writeback)
+    : _impl(std::make_unique<impl>(std::move(options), writeback, nullptr)) {}
+
+run_file::run_file(run_options options, writeback_pacer& pacer)
+    : _impl(std::make_unique<impl>(std::move(options), nullptr, &pacer)) {}
 
 run_file::~run_file() {
     if (!_impl || _impl->closed) return;

@@ -5,6 +5,7 @@
 // non-thread-safe HDF5 build is only ever used from this one thread.
 #include "daqd/storage/h5.hpp"
 #include "daqd/storage/run_writer.hpp"
+#include "writeback.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -249,7 +250,11 @@ void writer::execute(command& cmd) {
             return;
         }
         try {
-            _run = std::make_unique<run_file>(cmd.options);
+            // One pacer for every run: its helper thread finishes a run's
+            // last file after the run. A pumped writer's pacer has no thread.
+            if (!_pacer || _pacer->threaded() == _worker.pumped())
+                _pacer = std::make_unique<writeback_pacer>(&_counters.writeback, !_worker.pumped());
+            _run = std::make_unique<run_file>(cmd.options, *_pacer);
             _run_failed = false;
             _unwritten_reported.clear();
             _copies_seen = {};
@@ -381,6 +386,24 @@ const writer_series writer_table[] = {
      &writer_counters::rows_copied},
     {{"daq_storage_flushes", "Flushes of the active run", kind::counter, "", false}, &writer_counters::flushes},
 };
+// storage.writeback = "paced" (the pacer's helper thread counts these).
+struct writeback_series {
+    telemetry::descriptor d;
+    telemetry::counter writeback_counters::*member;
+    double scale;
+};
+const writeback_series writeback_table[] = {
+    {{"daq_storage_writeback_bytes_total",
+      "Bytes of run files the writeback pacing saw written to the disk and dropped from the page cache",
+      kind::counter},
+     &writeback_counters::bytes, 1.0},
+    {{"daq_storage_writeback_wait_seconds_total",
+      "Time the writeback pacing's helper thread waited for the disk (not the writer thread's time)", kind::counter},
+     &writeback_counters::wait_ns, 1e-9},
+    {{"daq_storage_writeback_errors_total",
+      "Failed sync_file_range / posix_fadvise calls of the writeback pacing (the run goes on)", kind::counter},
+     &writeback_counters::errors, 1.0},
+};
 const telemetry::descriptor flush_seconds{"daq_storage_flush_seconds",
                                           "Duration of one flush of the active run (partial chunks written, H5Fflush)",
                                           kind::histogram};
@@ -399,6 +422,8 @@ const telemetry::descriptor latency_seconds{
 
 void writer::report(telemetry::snapshot& out) const {
     for (const auto& row : writer_table) out.add(row.d, {}, static_cast<double>((_counters.*row.member).get()));
+    for (const auto& row : writeback_table)
+        out.add(row.d, {}, static_cast<double>((_counters.writeback.*row.member).get()) * row.scale);
     out.add_histogram(flush_seconds, {}, _counters.flush);
     out.add_histogram(stage_seconds, {{"stage", "write"}, {"backend", "hdf5"}}, _counters.flush);
     out.add_histogram(latency_seconds, {}, _counters.latency);

@@ -347,6 +347,8 @@ TEST_CASE("errors name the file, the key and the line", "[config]") {
         {"size string type", "[storage]\nchunk_bytes = true\n", 2,
          {"storage.chunk_bytes must be an integer or a size string, got boolean"}},
         {"log level", "[log]\nlevel = \"verbose\"\n", 2, {"log.level must be", "'warn'", "got 'verbose'"}},
+        {"writeback", "[storage]\nflush_interval_ms = 500\nwriteback = \"direct\"\n", 3,
+         {"storage.writeback must be 'paced' or 'kernel', got 'direct'"}},
         {"ring name", "[acquisition]\nring_name = \"a/b\"\n", 2, {"acquisition.ring_name", "got 'a/b'"}},
         {"no units accepted", "[units]\nlearn = false\n", 2, {"units.learn = false", "no units would be accepted"}},
         {"no units accepted, empty list", "[units]\nlist = []\nlearn = false\n", 3, {"no units would be accepted"}},
@@ -481,6 +483,15 @@ TEST_CASE("receiver backend names", "[config]") {
     }
 }
 
+TEST_CASE("storage.writeback: paced by default, kernel on request, nothing else", "[config]") {
+    CHECK(config{}.storage.writeback == "paced");
+    CHECK(load_string("[storage]\nwriteback = \"kernel\"\n", "t.toml").storage.writeback == "kernel");
+    CHECK(load_string("[storage]\nwriteback = \"paced\"\n", "t.toml").storage.writeback == "paced");
+    const std::string message = error_of("[storage]\nwriteback = \"Paced\"\n");
+    CHECK_THAT(message, StartsWith("config.toml:2:"));
+    CHECK_THAT(message, Contains("storage.writeback must be 'paced' or 'kernel', got 'Paced'"));
+}
+
 namespace {
 
 // Every key away from its default, in two configs (http.token and
@@ -493,6 +504,7 @@ config every_key_changed(int variant) {
     c.assembly.max_frame_jump = 1ull << 40;
     c.assembly.restart_packets = 2;
     c.storage.reserve_bytes = 0;
+    c.storage.writeback = "kernel";
     c.processing.stages = {"calibrate", "dose", "live"};
     c.processing.backend = "cpu";
     c.processing.calibration_file = "/data/ped 1.calib.h5";

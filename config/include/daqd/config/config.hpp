@@ -86,6 +86,7 @@ struct storage_config {
     std::uint32_t chunk_bytes = 1u << 20;    // target raw chunk size
     std::uint32_t queue_frames = 0;          // 0: every row of the frame buffer (at most 262144)
     std::uint64_t reserve_bytes = 64ull << 20;  // free space kept for closing files; 0: none
+    std::string writeback = "paced";         // one of the table's names: "paced", "kernel"
     bool operator==(const storage_config&) const = default;
 };
 

@@ -53,6 +53,32 @@ struct run_processing {
     processing::threshold_policy threshold;
 };
 
+// Who writes the run file's dirty pages back to the disk (storage.writeback,
+// docs/PERFORMANCE.md "Writeback pacing (issue 11)").
+// paced: a helper thread of the run file starts writeback of every `step`
+//   bytes behind the write front (sync_file_range) and, once a range is more
+//   than `window` bytes behind, waits for it and drops it from the page cache
+//   (posix_fadvise DONTNEED): the file's dirty and cached pages stay bounded,
+//   and the writer thread never waits for the disk itself.
+// kernel: the kernel's own writeback (dirty_background / dirty limits).
+enum class writeback_mode { paced, kernel };
+
+struct writeback_options {
+    writeback_mode mode = writeback_mode::paced;
+    std::uint64_t step_bytes = 8ull << 20;     // writeback started per this many bytes written
+    std::uint64_t window_bytes = 64ull << 20;  // ranges further behind the front are waited for and dropped
+};
+
+// What the pacing did (writeback_mode::paced). Written by the pacer's helper
+// thread (one run's at a time), read by anyone.
+struct writeback_counters {
+    telemetry::counter bytes;    // written back and dropped from the page cache
+    telemetry::counter wait_ns;  // the helper's time in sync_file_range waiting for the disk
+    telemetry::counter errors;   // sync_file_range / posix_fadvise / dup calls that failed
+};
+
+class writeback_pacer;  // storage/src/writeback.hpp
+
 struct run_options {
     std::filesystem::path output_dir;
     std::string run_name;              // validated by the caller: [A-Za-z0-9._-], no leading '.'
@@ -68,6 +94,7 @@ struct run_options {
     std::string config_text;           // root attribute "config"
     std::string server_version;        // root attribute "server_version"
     run_processing processing;         // calibrated / dose / constants datasets
+    writeback_options writeback;       // storage.writeback
 };
 
 struct unit_stats {
@@ -106,8 +133,14 @@ struct run_stats {
 class run_file {
 public:
     // Creates the first file. Refuses (storage_error) when a file of that run
-    // name already exists in output_dir.
-    explicit run_file(run_options options);
+    // name already exists in output_dir. Paced writeback (options.writeback)
+    // by a pacer of its own, counted in `writeback` (must outlive the
+    // run_file; nullptr: not counted); what is pending when the run_file is
+    // destroyed is left to the kernel.
+    explicit run_file(run_options options, writeback_counters* writeback = nullptr);
+    // The writer's: paced by the writer's long-lived pacer, which finishes
+    // the last file after the run_file is gone.
+    run_file(run_options options, writeback_pacer& pacer);
     ~run_file();  // closes if still open; never throws (logs instead)
     run_file(const run_file&) = delete;
     run_file& operator=(const run_file&) = delete;
@@ -147,6 +180,8 @@ struct writer_counters {
     static constexpr telemetry::histogram::bounds_type latency_bucket_bounds_s{
         0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5};
     telemetry::histogram latency{latency_bucket_bounds_s};
+    // Written by the active run's writeback helper thread, not the writer thread.
+    writeback_counters writeback;
 };
 
 class writer final : private common::worker_body {
@@ -218,6 +253,7 @@ private:
     std::mutex _control_mutex;  // serialises start_run/stop_run/stop callers
     processing::frame_observer* _observer = nullptr;
     // Writer thread state.
+    std::unique_ptr<writeback_pacer> _pacer;  // for every run (storage.writeback = "paced"); outlives _run
     std::unique_ptr<run_file> _run;
     bool _run_failed = false;
     std::chrono::milliseconds _flush_interval{1000};
