@@ -527,7 +527,7 @@ struct run_file::impl {
         }
     }
 
-    // ---- rows in blocks (one copy: docs/ARCHITECTURE.md) --------------------
+    // ---- rows in blocks (one copy: processing/README.md) --------------------
 
     // Copies the open chunk's rows that are still in a block into raw (and
     // calibrated); the block stays referenced (its rows are read-only now).

@@ -1181,7 +1181,7 @@ TEST_CASE("assembler: a sequence wrap seen out of order: the first packet just a
     CHECK(s.all_buffers_back());
 }
 
-// ---- blocks of several rows: the one copy (docs/ARCHITECTURE.md) ----
+// ---- blocks of several rows: the one copy (processing/README.md) ----
 
 TEST_CASE("assembler: a unit's frames fill the rows of one block in order, each payload copied once into its row",
           "[processing][assembler][blocks]") {

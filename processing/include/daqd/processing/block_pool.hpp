@@ -2,7 +2,7 @@
 // The frame buffer: preallocated blocks, each shaped like one stored chunk.
 //
 // The assembler copies each packet's payload straight into a row of a block
-// (docs/ARCHITECTURE.md "One copy"): a unit's frames take the rows of its
+// (processing/README.md "The frame buffer: one copy"): a unit's frames take the rows of its
 // current block in the order they open, so when frames arrive complete and
 // in order, a full block *is* the chunk the writer stores, and the writer
 // hands the block's memory to HDF5 as it is. Rows per block for a unit of
