@@ -59,13 +59,14 @@ def main() -> int:
                         "which must fit on the disk)")
     g.add_argument("--set", action="append", metavar="TABLE.KEY=VALUE",
                    help="any other daqd configuration key (docs/CONFIG.md), repeatable, e.g. "
-                        "--set assembly.pool_frames=32768 --set storage.flush_interval_ms=500")
+                        "--set assembly.buffer_seconds=4 --set storage.flush_interval_ms=500")
     g.add_argument("--daqd-arg", action="append", metavar="ARG", help="extra daqd command-line argument, repeatable "
                    "(e.g. --daqd-arg=--gro)")
     g = ap.add_argument_group("sampling and verdict")
     g.add_argument("--sample-interval", type=float, default=5.0, help="seconds between samples")
     g.add_argument("--warmup", type=float, help="seconds before the RSS baseline and the latency window (default: "
-                   "max(min(30, duration/4), 2 x the time for daqd to touch its whole frame pool and ring))")
+                   "max(min(30, duration/4), 2 x (the time for daqd to touch its packet ring + 2 s for the frame "
+                   "buffer's working set)))")
     g.add_argument("--rss-growth-pct", type=float, default=5.0, help="RSS growth limit, %% of the baseline")
     g.add_argument("--rss-growth-mib", type=float, default=16.0, help="RSS growth limit, MiB (the larger limit "
                    "applies)")

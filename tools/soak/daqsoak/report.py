@@ -84,7 +84,7 @@ def print_report(soak) -> None:
       f"{soak.deleted_files} closed file(s) deleted while running ({soak.deleted_bytes / 1e9:.2f} GB); "
       f"peak in the run directory {soak.peak_run_bytes / 1e9:.2f} GB")
     if mem:
-        line = (f"memory:    warm-up {mem['warmup_s']:g} s (pool and ring fully touched after ~"
+        line = (f"memory:    warm-up {mem['warmup_s']:g} s (ring and the frame buffer's working set touched after ~"
                 f"{mem['lazy_commit_s']:g} s); max RSS {mem['max_rss_mib']:.1f} MiB, VmHWM "
                 f"{mem['max_hwm_mib']:.1f} MiB")
         if mem.get("baseline_mib") is not None:

@@ -69,7 +69,7 @@ def config_text(a, udp_ports: list[int], http_port: int, out: Path) -> str:
         key, sep, value = kv.partition("=")
         key, value = key.strip(), value.strip()
         if not sep or "." not in key:
-            raise SetupError(f"--set {kv!r}: expected TABLE.KEY=VALUE, e.g. assembly.pool_frames=32768")
+            raise SetupError(f"--set {kv!r}: expected TABLE.KEY=VALUE, e.g. assembly.buffer_seconds=4")
         if key in owned:
             raise SetupError(f"--set {key}: the soak tool sets this key itself")
         table, _, k = key.partition(".")
@@ -91,18 +91,27 @@ def frames_per_second(a) -> float:
     return a.rate_mbit * 1e6 / 8 / wire
 
 
-def lazy_commit_seconds(a, effective_config: dict) -> float:
-    """Seconds of traffic before daqd has touched its whole frame pool and packet ring.
+# Seconds for the frame buffer's working set: it hands out the most recently freed block first, so a
+# steady run touches only the blocks its backlog needs, and does so early (flushes, the first rotation).
+FRAME_BUFFER_WORKING_SET_S = 2.0
 
-    daqd commits memory lazily: its frame pool hands out buffers FIFO, so every buffer is touched once
-    only after pool_frames frames; the packet ring likewise after ring_slots datagrams per link. Until
-    then RSS rises without any leak.
+
+def lazy_commit_seconds(a, effective_config: dict) -> float:
+    """Seconds of traffic before daqd has touched the memory a steady run uses.
+
+    daqd commits memory lazily. Each receive shard's packet ring is touched slot after slot, so all of it
+    only after ring_slots datagrams went through it; the ring of the shard with the fewest links takes
+    longest. The frame buffer reuses the most recently freed blocks (processing/README.md "The frame
+    buffer: one copy"), so its size (assembly.buffer_seconds) does not matter here: FRAME_BUFFER_WORKING_SET_S
+    covers the blocks a steady run's backlog needs. Until then RSS rises without any leak.
     """
-    pool = int(effective_config.get("assembly", {}).get("pool_frames", 16384))
-    slots = int(effective_config.get("acquisition", {}).get("ring_slots", 16384))
+    acq = effective_config.get("acquisition", {})
+    slots = int(acq.get("ring_slots", 16384))
+    shards = max(1, min(int(acq.get("shards", 1)), a.links))
     fps = max(1e-9, frames_per_second(a))
     packets_per_s = fps * max(1, -(-2 * a.channels // ((a.datagram - 40) // 2 * 2)))
-    return max(pool / fps, slots / (packets_per_s / a.links))
+    fewest_links = a.links // shards  # links are split in listen order; the first groups get the extra ones
+    return slots / (packets_per_s * fewest_links / a.links) + FRAME_BUFFER_WORKING_SET_S
 
 
 def choose_warmup(a, touch_seconds: float) -> float:
