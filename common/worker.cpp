@@ -153,6 +153,7 @@ void worker::fail(std::exception_ptr e) noexcept {
 void worker::run() noexcept {
     // Named and pinned by itself, before its first pass. Linux keeps 15 characters.
     name_and_pin_this_thread(_name, _cpus);
+    if (::pthread_getcpuclockid(::pthread_self(), &_clock) == 0) _clock_ready.store(true, std::memory_order_release);
     try {
         std::uint64_t idle_since = 0;  // 0: the last pass found work
         while (!_stop.load(std::memory_order_acquire)) {
@@ -181,8 +182,20 @@ void worker::run() noexcept {
     } catch (...) {
         fail(std::current_exception());
     }
+    if (timespec t{}; ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t) == 0)
+        _cpu_ns_final.store(static_cast<std::uint64_t>(t.tv_sec) * 1'000'000'000ull + static_cast<std::uint64_t>(t.tv_nsec),
+                            std::memory_order_relaxed);
+    _clock_ready.store(false, std::memory_order_release);
     _state.store(state::ended, std::memory_order_release);
     _body.thread_ending();
+}
+
+double worker::cpu_seconds() const noexcept {
+    if (_clock_ready.load(std::memory_order_acquire)) {
+        if (timespec t{}; ::clock_gettime(_clock, &t) == 0)
+            return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) / 1e9;
+    }
+    return static_cast<double>(_cpu_ns_final.load(std::memory_order_relaxed)) / 1e9;
 }
 
 // ---- combined_worker ----

@@ -388,6 +388,10 @@ const telemetry::descriptor run_failed{"daq_run_failed",
                                        "1 while run `run` has failed (disk full, write error) and no longer writes",
                                        kind::gauge, "run"};
 const telemetry::descriptor uptime{"daq_uptime_seconds", "Seconds since daqd started", kind::gauge};
+const telemetry::descriptor thread_cpu{
+    "daq_thread_cpu_seconds_total",
+    "CPU seconds used by each data-path thread: one near 1 s per second is the limit when frames are lost",
+    kind::counter, "thread"};
 const telemetry::descriptor thread_failed{
     "daq_thread_failed", "1 when a data-path thread ended on an error (logged with its name); its stage no longer runs",
     kind::gauge, "thread"};
@@ -443,6 +447,7 @@ telemetry::snapshot pipeline::telemetry() const {
     for (const auto& sh : _shards) in.shards.push_back({*sh->receiver, *sh->ring, *sh->pool, *sh->assembler});
     auto t = collect_telemetry(in);
     for (const auto* w : _stages) t.add(thread_failed, {{"thread", w->name()}}, w->failure().empty() ? 0 : 1);
+    for (const auto* w : _stages) t.add(thread_cpu, {{"thread", w->name()}}, w->cpu_seconds());
     return t;
 }
 

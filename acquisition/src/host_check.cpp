@@ -406,10 +406,21 @@ host_check_inputs host_inputs_for(const config::config& cfg) {
         in.cores = static_cast<unsigned>(CPU_COUNT(&set));
     else
         in.cores = std::max(1u, std::thread::hardware_concurrency());
-    // As the pipeline decides it: one thread fewer when receive and assembly share one.
-    if (config::choose_combine(cfg.threads, in.cores).combined) {
+    // As the pipeline decides it: one thread fewer when receive and assembly
+    // share one; a receiver and an assembler (or the one thread) per shard;
+    // a packet ring per shard.
+    const unsigned shards = std::max(1u, std::min<unsigned>(cfg.acquisition.shards,
+                                                            static_cast<unsigned>(cfg.acquisition.listen.size())));
+    in.ring_bytes *= shards;
+    const bool combined = config::choose_combine(cfg.threads, in.cores).combined;
+    if (combined) {
         in.busy_threads = 3;
         in.busy_what = "receiver and assembler on one thread, writer, web";
+    }
+    if (shards > 1) {
+        in.busy_threads += (combined ? 1 : 2) * (shards - 1);
+        in.busy_what = fmt::format("{} receive shards ({} each), writer, web", shards,
+                                   combined ? "receiver and assembler on one thread" : "receiver, assembler");
     }
     const std::pair<const char*, const std::string*> sets[] = {
         {"threads.receiver_cpus", &cfg.threads.receiver_cpus},   {"threads.assembler_cpus", &cfg.threads.assembler_cpus},
@@ -422,7 +433,7 @@ host_check_inputs host_inputs_for(const config::config& cfg) {
         // Threads that do not run here are not placed: no processing stages, assembly on the receiver's thread.
         const std::string_view k = key;
         if (k == "threads.processor_cpus" && cfg.processing.stages.empty()) continue;
-        if (k == "threads.assembler_cpus" && in.busy_threads == 3) continue;
+        if (k == "threads.assembler_cpus" && combined) continue;
         in.pinned.push_back({key, std::move(*cpus), k != "threads.http_cpus"});
     }
     return in;

@@ -1,5 +1,6 @@
 // run_file: one run written as one HDF5 file or a numbered series of files.
 // Layout: docs/DATASET.md. Design notes: storage/README.md.
+#include "daqd/common/event.hpp"
 #include "daqd/storage/h5.hpp"
 #include "daqd/storage/journal.hpp"
 #include "daqd/storage/recovery.hpp"
@@ -505,6 +506,7 @@ struct run_file::impl {
         if (const auto delay = fault_slow_write(); delay.count() > 0) std::this_thread::sleep_for(delay);
         fault_stall_once();
         set_extent(u);
+        const std::uint64_t t0 = common::monotonic_ns();
         const hsize_t offset[2] = {start, 0};
         const std::array<std::pair<const void*, std::size_t>, ds_count> bufs{{
             {from_block ? u.direct.raw : u.raw.data(), u.raw.size() * sizeof(std::uint16_t)},
@@ -520,6 +522,7 @@ struct run_file::impl {
                                      from_block ? u.direct.calibrated : u.calibrated.data()),
                       "H5Dwrite_chunk", u.cal_where);
         u.rows_stored = u.file_rows;
+        stats.write_ns += common::monotonic_ns() - t0;
         pacer->note();
         if (r == n) {
             ++(from_block ? stats.chunks_direct : stats.chunks_compacted);

@@ -147,7 +147,8 @@ void writer::account_copies() {
     _counters.chunks_direct.add(s.chunks_direct - _copies_seen.chunks_direct);
     _counters.chunks_compacted.add(s.chunks_compacted - _copies_seen.chunks_compacted);
     _counters.rows_copied.add(s.rows_copied - _copies_seen.rows_copied);
-    _copies_seen = {s.chunks_direct, s.chunks_compacted, s.rows_copied};
+    _counters.write_ns.add(s.write_ns - _copies_seen.write_ns);
+    _copies_seen = {s.chunks_direct, s.chunks_compacted, s.rows_copied, s.write_ns};
 }
 
 void writer::handle_frame(const processing::frame& f) {
@@ -199,9 +200,10 @@ void writer::flush_run() {
     }
     const auto t1 = std::chrono::steady_clock::now();
     account_copies();
+    const auto flush_ns = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count());
     _counters.flushes.add();
-    _counters.flush.observe_ns(
-        static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count()));
+    _counters.flush.observe_ns(flush_ns);
+    _counters.write_ns.add(flush_ns);
 }
 
 // Handles the frames queued right now (not those pushed meanwhile).
@@ -384,6 +386,7 @@ const writer_series writer_table[] = {
       "Frame rows the writer copied: gathering compacted chunks, and partial chunks written at each flush",
       kind::counter},
      &writer_counters::rows_copied},
+
     {{"daq_storage_flushes", "Flushes of the active run", kind::counter, "", false}, &writer_counters::flushes},
 };
 // storage.writeback = "paced" (the pacer's helper thread counts these).
@@ -404,6 +407,11 @@ const writeback_series writeback_table[] = {
       "Failed sync_file_range / posix_fadvise calls of the writeback pacing (the run goes on)", kind::counter},
      &writeback_counters::errors, 1.0},
 };
+const telemetry::descriptor write_seconds{
+    "daq_storage_write_seconds_total",
+    "Seconds the writer thread spent in chunk writes and flushes (the page cache, and the disk when it pushes back): "
+    "near 1 per second, writing is the limit",
+    kind::counter};
 const telemetry::descriptor flush_seconds{"daq_storage_flush_seconds",
                                           "Duration of one flush of the active run (partial chunks written, H5Fflush)",
                                           kind::histogram};
@@ -422,6 +430,7 @@ const telemetry::descriptor latency_seconds{
 
 void writer::report(telemetry::snapshot& out) const {
     for (const auto& row : writer_table) out.add(row.d, {}, static_cast<double>((_counters.*row.member).get()));
+    out.add(write_seconds, {}, static_cast<double>(_counters.write_ns.get()) / 1e9);
     for (const auto& row : writeback_table)
         out.add(row.d, {}, static_cast<double>((_counters.writeback.*row.member).get()) * row.scale);
     out.add_histogram(flush_seconds, {}, _counters.flush);

@@ -24,6 +24,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <ctime>
 #include <exception>
 #include <mutex>
 #include <string>
@@ -124,6 +125,11 @@ public:
     // What the body threw, or empty.
     [[nodiscard]] std::string failure() const;
     [[nodiscard]] const std::string& name() const noexcept { return _name; }
+    // Any thread: CPU seconds its thread has used (its last thread's, once
+    // that ended; 0 when it never had one). What ran out when frames are
+    // lost: a thread near 1 CPU second per second, or the writer's time in
+    // writes (storage's daq_storage_write_seconds_total).
+    [[nodiscard]] double cpu_seconds() const noexcept;
 
     // The CPUs its thread is pinned to from its next start() (empty: not
     // pinned, the default). Not while running; a pumped worker runs on its
@@ -146,6 +152,10 @@ private:
     mutable std::mutex _failure_mutex;
     std::string _failure;  // guarded by _failure_mutex
     std::vector<unsigned> _cpus;
+    // Its thread's CPU clock while it runs; its last reading once it ended.
+    std::atomic<bool> _clock_ready{false};
+    clockid_t _clock{};
+    std::atomic<std::uint64_t> _cpu_ns_final{0};
     std::thread _thread;
 };
 

@@ -122,6 +122,7 @@ struct run_stats {
     std::uint64_t chunks_direct = 0;
     std::uint64_t chunks_compacted = 0;
     std::uint64_t rows_copied = 0;
+    std::uint64_t write_ns = 0;  // in chunk writes (H5Dwrite_chunk: the page cache, the disk when it pushes back)
     std::uint64_t frames_unwritten = 0;  // appended, then found in no file when the run failed
                                          // (its file gone, or past what the disk took)
     std::uint64_t frames_rejected = 0;  // not written: frame_number not ascending within its
@@ -171,6 +172,7 @@ struct writer_counters {
     telemetry::counter chunks_direct;     // run_stats::chunks_direct, over every run
     telemetry::counter chunks_compacted;  // run_stats::chunks_compacted
     telemetry::counter rows_copied;       // run_stats::rows_copied
+    telemetry::counter write_ns;          // run_stats::write_ns, plus flushes
     // Flush durations (seconds).
     static constexpr telemetry::histogram::bounds_type flush_bucket_bounds_s{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                                                              0.1,   0.25,   0.5,   1.0,  2.5,   5.0};
@@ -260,7 +262,7 @@ private:
     std::chrono::steady_clock::time_point _next_flush{};
     std::map<std::uint16_t, std::uint64_t> _unwritten_reported;  // per unit, this run
     struct copies_seen {
-        std::uint64_t chunks_direct = 0, chunks_compacted = 0, rows_copied = 0;
+        std::uint64_t chunks_direct = 0, chunks_compacted = 0, rows_copied = 0, write_ns = 0;
     } _copies_seen;  // of the active run, in the counters already
     std::optional<run_stats> _closed_by_stop;
     common::worker _worker{"daqd-write", _in_ready, *this};  // last: its thread ends before the rest goes
