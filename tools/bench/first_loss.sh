@@ -23,6 +23,11 @@ build/release/daqd/daqd --config "$W/daqd.toml" --run first-loss --duration 100 
     > "$W/daqd.log" 2>&1 &
 daqd_pid=$!
 for _ in $(seq 50); do curl -sf http://127.0.0.1:47780/metrics > /dev/null && break; sleep 0.2; done
+if ! curl -sf http://127.0.0.1:47780/metrics > /dev/null; then
+    echo "first_loss: daqd's /metrics did not answer on 127.0.0.1:47780 (port taken?): see $W/daqd.log" >&2
+    kill -TERM "$daqd_pid"; wait "$daqd_pid" || true
+    exit 1
+fi
 build/release/tools/sim/daq-sim --target 127.0.0.1:47760 --target 127.0.0.1:47761 --units 4 --channels 4096 \
     --duration 60 --rate "$RATE" --json "$W/sim.json" --quiet > "$W/sim.log" 2>&1 &
 sim_pid=$!
