@@ -33,6 +33,18 @@ using daqd::test::inspect;
 using daqd::test::rss_kib;
 using daqd::test::tmpfs_mount;
 
+namespace {
+
+// daq-sim's command line against every link of `d` (its units spread over them).
+std::vector<std::string> sim_argv(const daqd_process& d, const std::vector<std::string>& args) {
+    std::vector<std::string> v{DAQ_SIM_BIN};
+    for (const auto& t : d.sim_targets()) v.push_back(t);
+    v.insert(v.end(), args.begin(), args.end());
+    return v;
+}
+
+}  // namespace
+
 TEST_CASE("kill -9 at full rate: the next start mends the file, every frame up to the last flush is kept exactly",
           "[e2e][faults]") {
     const int shards = GENERATE(1, 2);  // 2: 4 units over 2 links, one receive shard each
@@ -143,7 +155,9 @@ TEST_CASE("SIGTERM at full rate: every frame taken is in the file and the counts
 
 TEST_CASE("disk full: the run stops with one clear error, the file is whole, a new run resumes when there is room",
           "[e2e][faults]") {
-    scratch_dir dir("diskfull");
+    const int shards = GENERATE(1, 2);  // 2: the 2 units over 2 links, one receive shard each
+    CAPTURE(shards);
+    scratch_dir dir("diskfull-" + std::to_string(shards));
     const std::string runs = dir / "small";
     tmpfs_mount fsys(runs, "40m");
     if (!fsys.mounted) {
@@ -151,10 +165,11 @@ TEST_CASE("disk full: the run stops with one clear error, the file is whole, a n
         return;
     }
     daqd_process d(dir, "full", runs,
-                   "flush_interval_ms = 200\nchunk_bytes = 65536\nreserve_bytes = \"4MiB\"\n", {"--run", "full"});
+                   "flush_interval_ms = 200\nchunk_bytes = 65536\nreserve_bytes = \"4MiB\"\n", {"--run", "full"}, "",
+                   shards);
     // 2 units at 200 Mbit/s: 25 MB/s, the 40 MiB fill in under 2 s.
-    child sim({DAQ_SIM_BIN, "--target", d.target(), "--units", "2", "--duration", "30", "--rate", "200", "--quiet"},
-              dir / "full.sim.out", dir / "full.sim.err");
+    child sim(sim_argv(d, {"--units", "2", "--duration", "30", "--rate", "200", "--quiet"}), dir / "full.sim.out",
+              dir / "full.sim.err");
     REQUIRE(d.proc->wait_for_log("FAILED, no longer writing to", 30s));
     const std::string file = runs + "/full.h5";
     {
@@ -216,7 +231,9 @@ TEST_CASE("disk full: the run stops with one clear error, the file is whole, a n
 TEST_CASE("disk full with no reserve: the write error names the file and free space, the next start mends the file, "
           "and frames_written equals the rows it keeps",
           "[e2e][faults]") {
-    scratch_dir dir("diskfull-raw");
+    const int shards = GENERATE(1, 2);
+    CAPTURE(shards);
+    scratch_dir dir("diskfull-raw-" + std::to_string(shards));
     const std::string runs = dir / "small";
     tmpfs_mount fsys(runs, "24m");
     if (!fsys.mounted) {
@@ -224,9 +241,9 @@ TEST_CASE("disk full with no reserve: the write error names the file and free sp
         return;
     }
     daqd_process d(dir, "raw", runs, "flush_interval_ms = 200\nchunk_bytes = 65536\nreserve_bytes = 0\n",
-                   {"--run", "raw"});
-    child sim({DAQ_SIM_BIN, "--target", d.target(), "--units", "2", "--duration", "30", "--rate", "200", "--quiet"},
-              dir / "raw.sim.out", dir / "raw.sim.err");
+                   {"--run", "raw"}, "", shards);
+    child sim(sim_argv(d, {"--units", "2", "--duration", "30", "--rate", "200", "--quiet"}), dir / "raw.sim.out",
+              dir / "raw.sim.err");
     REQUIRE(d.proc->wait_for_log("FAILED, no longer writing to", 30s));
     const std::string file = runs + "/raw.h5";
     const auto st = d.status();
@@ -274,18 +291,19 @@ TEST_CASE("disk full with no reserve: the write error names the file and free sp
 
 TEST_CASE("writer stalled for 2 s: the default frame buffer (sized in time) holds every frame; every block comes back",
           "[e2e][faults]") {
-    scratch_dir dir("stall");
+    const int shards = GENERATE(1, 2);
+    CAPTURE(shards);
+    scratch_dir dir("stall-" + std::to_string(shards));
     const std::string runs = dir / "runs";
     ::setenv("DAQD_FAULT_WRITE_STALL_MS", "2000", 1);  // the 10th chunk write takes 2 s
-    daqd_process d(dir, "stall", runs, "", {"--run", "stall"});
+    daqd_process d(dir, "stall", runs, "", {"--run", "stall"}, "", shards);
     ::unsetenv("DAQD_FAULT_WRITE_STALL_MS");
-    // The default buffer: 2.5 s at the loopback link's assumed 2000 Mbit/s.
+    // The default buffer: 2.5 s at the loopback links' assumed 2000 Mbit/s each.
     const double blocks = d.metric("daq_frame_buffer_blocks");
     const double block_bytes = d.metric("daq_frame_buffer_block_bytes");
-    REQUIRE(blocks * block_bytes >= 2.5 * 2000e6 / 8);
+    REQUIRE(blocks * block_bytes >= shards * 2.5 * 2000e6 / 8);
     // 2 units x 4096 channels at 400 Mbit/s for 6 s: 100 MB arrive while the writer stalls.
-    child sim({DAQ_SIM_BIN, "--target", d.target(), "--units", "2", "--duration", "6", "--rate", "400", "--json",
-               dir / "stall.sim.json", "--quiet"},
+    child sim(sim_argv(d, {"--units", "2", "--duration", "6", "--rate", "400", "--json", dir / "stall.sim.json", "--quiet"}),
               dir / "stall.sim.out", dir / "stall.sim.err");
     double least_free = blocks;
     while (!sim.wait(100ms)) least_free = std::min(least_free, d.metric("daq_frame_buffer_blocks_free"));
@@ -321,17 +339,18 @@ TEST_CASE("writer stalled for 2 s: the default frame buffer (sized in time) hold
 
 TEST_CASE("slow disk: a writer that cannot keep up costs counted, logged frame drops, bounded memory, no receive loss",
           "[e2e][faults]") {
-    scratch_dir dir("slow");
+    const int shards = GENERATE(1, 2);
+    CAPTURE(shards);
+    scratch_dir dir("slow-" + std::to_string(shards));
     const std::string runs = dir / "runs";
     ::setenv("DAQD_FAULT_SLOW_WRITE_US", "20000", 1);  // every chunk write takes 20 ms more
     daqd_process d(dir, "slow", runs,
                    "chunk_bytes = 65536\n[assembly]\npool_blocks = 32\n",
-                   {"--run", "slow"}, "ring_slots = 1024\n");
+                   {"--run", "slow"}, "ring_slots = 1024\n", shards);
     ::unsetenv("DAQD_FAULT_SLOW_WRITE_US");
     // 2 units x 4096 channels at 200 Mbit/s = 3 052 frames/s; the writer
     // manages about 8 rows per 20 ms per unit (800 frames/s).
-    child sim({DAQ_SIM_BIN, "--target", d.target(), "--units", "2", "--duration", "6", "--rate", "200", "--json",
-               dir / "slow.sim.json", "--quiet"},
+    child sim(sim_argv(d, {"--units", "2", "--duration", "6", "--rate", "200", "--json", dir / "slow.sim.json", "--quiet"}),
               dir / "slow.sim.out", dir / "slow.sim.err");
     std::uint64_t rss_first = 0, rss_max = 0;
     REQUIRE(eventually([&] { return d.metric("daq_frames_total", "state=\"overflow\"") > 0; }, 20s));
@@ -375,9 +394,11 @@ TEST_CASE("slow disk: a writer that cannot keep up costs counted, logged frame d
 
 TEST_CASE("a flood of garbage while valid traffic flows: every valid frame arrives exactly, garbage counted by reason",
           "[e2e][faults]") {
-    scratch_dir dir("flood");
+    const int shards = GENERATE(1, 2);  // 2: valid traffic over 2 links, the garbage into the first
+    CAPTURE(shards);
+    scratch_dir dir("flood-" + std::to_string(shards));
     const std::string runs = dir / "runs";
-    daqd_process d(dir, "flood", runs, "", {"--run", "flood"});
+    daqd_process d(dir, "flood", runs, "", {"--run", "flood"}, "", shards);
     // The garbage: random bytes (first byte never the magic's), datagrams cut
     // inside the header, and packets whose payload runs past their frame.
     std::atomic<bool> stop{false};
@@ -436,8 +457,8 @@ TEST_CASE("a flood of garbage while valid traffic flows: every valid frame arriv
         ::close(fd);
     });
     auto [sim_rc, sim_out] =
-        daqd::test::run({DAQ_SIM_BIN, "--target", d.target(), "--units", "2", "--duration", "4", "--rate", "100",
-                         "--json", dir / "flood.sim.json", "--quiet"},
+        daqd::test::run(sim_argv(d, {"--units", "2", "--duration", "4", "--rate", "100", "--json", dir / "flood.sim.json",
+                                     "--quiet"}),
                         dir / "flood.sim");
     stop = true;
     flood.join();
@@ -468,12 +489,13 @@ TEST_CASE("a flood of garbage while valid traffic flows: every valid frame arriv
 }
 
 TEST_CASE("restart: runs on disk are listed, a reused name is refused, nothing is overwritten", "[e2e][faults]") {
-    scratch_dir dir("restart");
+    const int shards = GENERATE(1, 2);
+    CAPTURE(shards);
+    scratch_dir dir("restart-" + std::to_string(shards));
     const std::string runs = dir / "runs";
     {
-        daqd_process first(dir, "first", runs, "", {"--run", "morning"});
-        auto [rc, out] = daqd::test::run({DAQ_SIM_BIN, "--target", first.target(), "--frames", "200", "--quiet"},
-                                         dir / "first.sim");
+        daqd_process first(dir, "first", runs, "", {"--run", "morning"}, "", shards);
+        auto [rc, out] = daqd::test::run(sim_argv(first, {"--frames", "200", "--quiet"}), dir / "first.sim");
         REQUIRE(rc == 0);
         REQUIRE(eventually([&] { return first.metric("daq_frames_written_total") >= 200; }, 10s));
         first.proc->signal(SIGTERM);
