@@ -212,15 +212,20 @@ TEST_CASE("200 Mbit/s for 3 seconds over two links: zero loss", "[e2e]") {
 }
 
 TEST_CASE("SIGTERM in the middle of a stream: every frame taken is in the file", "[e2e]") {
-    scratch_dir dir("sigterm");
-    const auto port = daqd::test::free_port();
-    child d({DAQD_BIN, "--listen", "127.0.0.1:" + std::to_string(port), "--output", dir / "runs", "--run", "cut",
-             "--summary-json", dir / "cut.json"},
-            dir / "cut.daqd.out", dir / "cut.daqd.err");
+    const int shards = GENERATE(1, 2);  // 2: the 2 units over 2 links, one receive shard each
+    CAPTURE(shards);
+    scratch_dir dir("sigterm-" + std::to_string(shards));
+    std::vector<std::string> argv{DAQD_BIN, "--output", dir / "runs", "--run", "cut", "--summary-json", dir / "cut.json",
+                                  "--shards", std::to_string(shards)};
+    std::vector<std::string> sargv{DAQ_SIM_BIN, "--units", "2", "--duration", "6", "--rate", "100", "--quiet"};
+    for (int k = 0; k < shards; ++k) {
+        const auto port = daqd::test::free_port();
+        argv.insert(argv.end(), {"--listen", "127.0.0.1:" + std::to_string(port)});
+        sargv.insert(sargv.end(), {"--target", "127.0.0.1:" + std::to_string(port)});
+    }
+    child d(argv, dir / "cut.daqd.out", dir / "cut.daqd.err");
     REQUIRE(d.wait_for_log("run cut started", 20s));
-    child sim({DAQ_SIM_BIN, "--target", "127.0.0.1:" + std::to_string(port), "--units", "2", "--duration", "6",
-               "--rate", "100", "--quiet"},
-              dir / "cut.sim.out", dir / "cut.sim.err");
+    child sim(sargv, dir / "cut.sim.out", dir / "cut.sim.err");
     REQUIRE(d.wait_for_log("unit 1:", 20s));
     std::this_thread::sleep_for(1500ms);  // let a stream build up; the stop lands mid-stream
     d.signal(SIGTERM);
@@ -242,20 +247,26 @@ TEST_CASE("SIGTERM in the middle of a stream: every frame taken is in the file",
 }
 
 TEST_CASE("rotation by size: a run split over numbered files verifies as one", "[e2e]") {
-    scratch_dir dir("rotate");
+    const int shards = GENERATE(1, 2);
+    CAPTURE(shards);
+    scratch_dir dir("rotate-" + std::to_string(shards));
     const auto port = daqd::test::free_port();
+    auto port2 = daqd::test::free_port();
+    while (port2 == port) port2 = daqd::test::free_port();
     {
         std::ofstream cfg(dir / "rotate.toml");
-        cfg << "[acquisition]\nlisten = [\"127.0.0.1:" << port << "\"]\n"
-            << "[storage]\nrotate_bytes = 4194304\nchunk_bytes = 262144\n";
+        cfg << "[acquisition]\nlisten = [\"127.0.0.1:" << port << "\""
+            << (shards > 1 ? ", \"127.0.0.1:" + std::to_string(port2) + "\"" : std::string()) << "]\nshards = " << shards
+            << "\n[storage]\nrotate_bytes = 4194304\nchunk_bytes = 262144\n";
     }
     child d({DAQD_BIN, "--config", dir / "rotate.toml", "--output", dir / "runs", "--run", "rot", "--summary-json",
              dir / "rot.json"},
             dir / "rot.daqd.out", dir / "rot.daqd.err");
     REQUIRE(d.wait_for_log("run rot started", 20s));
-    auto [rc, out] = daqd::test::run({DAQ_SIM_BIN, "--target", "127.0.0.1:" + std::to_string(port), "--units", "2",
-                                      "--frames", "1500", "--rate", "200", "--quiet"},
-                                     dir / "rot.sim");
+    std::vector<std::string> sargv{DAQ_SIM_BIN, "--target", "127.0.0.1:" + std::to_string(port), "--units", "2",
+                                   "--frames", "1500", "--rate", "200", "--quiet"};
+    if (shards > 1) sargv.insert(sargv.end(), {"--target", "127.0.0.1:" + std::to_string(port2)});
+    auto [rc, out] = daqd::test::run(sargv, dir / "rot.sim");
     REQUIRE(rc == 0);
     d.signal(SIGTERM);
     REQUIRE(d.wait(60s) == 0);
