@@ -220,7 +220,17 @@ TEST_CASE("pipeline: with threads, receive and assembly on one thread or two: ev
     p.start_run("threaded");
 
     // Every data-path thread is there under its name; the pinned ones run on CPU 0 only.
-    const auto named = threads_by_name();
+    // Each thread names and pins itself when it starts: wait for the names.
+    auto named = threads_by_name();
+    daqd_test::wait_until(
+        [&] {
+            named = threads_by_name();
+            const char* receiving = combined ? "daqd-recv+asm" : "daqd-receive";
+            return named.contains("daqd-write") && named.contains(receiving) &&
+                   (combined || named.contains("daqd-assemble")) && named.at("daqd-write") == "0" &&
+                   named.at(receiving) == "0";
+        },
+        10s);
     CHECK(named.contains("daqd-write"));
     CHECK(named.contains("daqd-recv+asm") == combined);
     CHECK(named.contains("daqd-receive") == !combined);

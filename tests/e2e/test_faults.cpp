@@ -289,7 +289,7 @@ TEST_CASE("disk full with no reserve: the write error names the file and free sp
     CHECK(in_file == written);
 }
 
-TEST_CASE("writer stalled for 2 s: the default frame buffer (sized in time) holds every frame; every block comes back",
+TEST_CASE("writer stalled for 2 s: the default frame buffer (sized in time) holds every frame, and every block comes back",
           "[e2e][faults]") {
     const int shards = GENERATE(1, 2);
     CAPTURE(shards);

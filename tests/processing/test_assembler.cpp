@@ -1085,7 +1085,7 @@ TEST_CASE("assembler: END_OF_STREAM on every frame, frames reordered in pairs", 
     CHECK(s.all_buffers_back());
 }
 
-TEST_CASE("assembler: learned units are bounded by units.max_learned; listed units always come in",
+TEST_CASE("assembler: learned units are bounded by units.max_learned, listed units always come in",
           "[processing][assembler][hostile]") {
     asm_setup s([](config::config& c) {
         c.units.max_learned = 4;
@@ -1218,7 +1218,7 @@ TEST_CASE("assembler: a unit's frames fill the rows of one block in order, each 
     CHECK(s.all_buffers_back());
 }
 
-TEST_CASE("assembler: reordered frames take rows in the order they open; emitted in frame order with their rows",
+TEST_CASE("assembler: reordered frames take rows in the order they open, emitted in frame order with their rows",
           "[processing][assembler][blocks]") {
     asm_setup s([](config::config& c) { c.storage.chunk_bytes = 8000; });
     unit_stream u;
@@ -1284,7 +1284,7 @@ TEST_CASE("assembler: with every block in use, frames overflow (counted) and flo
     CHECK(s.all_buffers_back());
 }
 
-TEST_CASE("assembler: with receive shards, a unit belongs to the shard that saw it first; the other drops it, counted",
+TEST_CASE("assembler: with receive shards, a unit belongs to the shard that saw it first, the other drops it, counted",
           "[processing][assembler][shards]") {
     daqd::processing::unit_claims claims;
     asm_setup s0;

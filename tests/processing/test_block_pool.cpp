@@ -68,7 +68,7 @@ TEST_CASE("block_pool: acquire every buffer: distinct indices and memory", "[pro
     CHECK(pool.available() == n);
 }
 
-TEST_CASE("block_pool: the most recently freed block is reused first; untouched ones stay untouched", "[processing][pool]") {
+TEST_CASE("block_pool: the most recently freed block is reused first, untouched ones stay untouched", "[processing][pool]") {
     block_pool pool(4, 128);
     std::vector<std::uint32_t> got;
     for (int i = 0; i < 2; ++i) got.push_back(*pool.acquire());

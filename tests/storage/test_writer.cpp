@@ -288,8 +288,8 @@ void queue_frame(pipeline& p, const frame& f) {
 
 }  // namespace
 
-TEST_CASE("writer: a full block is written as the chunk, without a copy; a reordered frame makes its chunk compacted, "
-          "counted; every block comes back",
+TEST_CASE("writer: a full block is written as the chunk, without a copy, a reordered frame makes its chunk compacted, "
+          "counted, and every block comes back",
           "[storage][blocks]") {
     temp_dir dir;
     // 64 channels = 128 bytes a frame; chunks of 1024 bytes: 8 rows, and 8-row blocks.

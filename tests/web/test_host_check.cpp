@@ -181,7 +181,7 @@ TEST_CASE("host_inputs_for sizes the buffer request as the receiver does", "[web
     CHECK(in.memory_available > 0);
 }
 
-TEST_CASE("numa: the node of each pinned CPU set; the data path's threads on two nodes fail", "[web]") {
+TEST_CASE("numa: the node of each pinned CPU set, and the data path's threads on two nodes fail", "[web]") {
     temp_dir sys("sys");
     put(sys / "devices/system/node/node0/cpulist", "0-3");
     put(sys / "devices/system/node/node1/cpulist", "4-7");
