@@ -2,6 +2,8 @@
 // (tools/bench/README.md). Writes N bytes in fixed blocks to a new file with
 // fdatasync every --sync-every bytes and at the end, then deletes the file.
 // Prints one JSON object on stdout.
+#include "bench_cli.hpp"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -39,31 +41,8 @@ Output (stdout, one line): {"dir", "file", "bytes", "seconds", "mb_per_s",
 volatile sig_atomic_t g_stop = 0;
 void on_signal(int) { g_stop = 1; }
 
-[[noreturn]] void die_usage(const std::string& msg) {
-    std::fprintf(stderr, "daq-disk-ceiling: %s\n(see daq-disk-ceiling --help)\n", msg.c_str());
-    std::exit(1);
-}
-
-std::uint64_t size_arg(const std::string& opt, const char* s) {
-    char* end = nullptr;
-    errno = 0;
-    const unsigned long long v = std::strtoull(s, &end, 10);
-    if (*s == '\0' || errno != 0 || end == s) die_usage(opt + ": expected a size, got '" + s + "'");
-    std::uint64_t mult = 1;
-    const std::string suf = end;
-    if (suf == "" || suf == "B")
-        mult = 1;
-    else if (suf == "K" || suf == "KiB")
-        mult = 1ull << 10;
-    else if (suf == "M" || suf == "MiB")
-        mult = 1ull << 20;
-    else if (suf == "G" || suf == "GiB")
-        mult = 1ull << 30;
-    else
-        die_usage(opt + ": unknown suffix in '" + s + "' (K, M, G)");
-    if (v == 0) die_usage(opt + ": must be > 0");
-    return static_cast<std::uint64_t>(v) * mult;
-}
+using bench_cli::die_usage;
+using bench_cli::size_arg;
 
 double mono() {
     timespec ts;
@@ -74,6 +53,7 @@ double mono() {
 }  // namespace
 
 int main(int argc, char** argv) {
+    bench_cli::program = "daq-disk-ceiling";
     std::string dir;
     std::uint64_t total = 2ull << 30, block = 1ull << 20, sync_every = 64ull << 20;
     bool keep = false;

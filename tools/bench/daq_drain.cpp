@@ -4,6 +4,8 @@
 // reused buffer, no parsing, no copy out) and count. It is what daqd's
 // receive path costs when everything after the socket is free: the ceiling
 // daqd is compared with. Prints one JSON object on stdout.
+#include "bench_cli.hpp"
+
 #include <arpa/inet.h>
 #include <linux/sock_diag.h>
 #include <netinet/in.h>
@@ -55,10 +57,8 @@ Exit: 0 ok, 1 usage error, 2 socket error.
 volatile sig_atomic_t g_stop = 0;
 void on_signal(int) { g_stop = 1; }
 
-[[noreturn]] void die_usage(const std::string& msg) {
-    std::fprintf(stderr, "daq-drain: %s\n(see daq-drain --help)\n", msg.c_str());
-    std::exit(1);
-}
+using bench_cli::die_usage;
+
 [[noreturn]] void die_sys(const std::string& what) {
     std::fprintf(stderr, "daq-drain: %s: %s\n", what.c_str(), std::strerror(errno));
     std::exit(2);
@@ -68,16 +68,6 @@ double mono() {
     timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
-}
-
-double number(const std::string& opt, const char* s, double lo, double hi) {
-    char* end = nullptr;
-    errno = 0;
-    const double v = std::strtod(s, &end);
-    if (*s == '\0' || *end != '\0' || errno != 0 || v < lo || v > hi)
-        die_usage(opt + ": expected a number in " + std::to_string(lo) + ".." + std::to_string(hi) + ", got '" + s +
-                  "'");
-    return v;
 }
 
 struct drain_link {
@@ -103,7 +93,7 @@ int open_link(const std::string& ep, int rcvbuf, bool gro) {
         host = ep.substr(0, colon);
         port = ep.substr(colon + 1);
     }
-    const int p = static_cast<int>(number("--listen port", port.c_str(), 0, 65535));
+    const int p = static_cast<int>(bench_cli::number_arg("--listen port", port.c_str(), 0, 65535));
     if (family == AF_INET6) {
         auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
         a->sin6_family = AF_INET6;
@@ -136,6 +126,7 @@ int open_link(const std::string& ep, int rcvbuf, bool gro) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    bench_cli::program = "daq-drain";
     std::vector<std::string> listen;
     double duration = 0, idle = 1.0;
     unsigned batch = 64;
@@ -154,17 +145,17 @@ int main(int argc, char** argv) {
         } else if (a == "--listen") {
             listen.emplace_back(value());
         } else if (a == "--duration") {
-            duration = number(a, value(), 0, 1e6);
+            duration = bench_cli::number_arg(a, value(), 0, 1e6);
         } else if (a == "--idle") {
-            idle = number(a, value(), 0, 1e6);
+            idle = bench_cli::number_arg(a, value(), 0, 1e6);
         } else if (a == "--batch") {
-            batch = static_cast<unsigned>(number(a, value(), 1, 1024));
+            batch = static_cast<unsigned>(bench_cli::number_arg(a, value(), 1, 1024));
         } else if (a == "--rcvbuf") {
-            rcvbuf = number(a, value(), 4096, 2147483647.0);
+            rcvbuf = bench_cli::number_arg(a, value(), 4096, 2147483647.0);
         } else if (a == "--gro") {
             gro = true;
         } else if (a == "--buffer") {
-            buffer = number(a, value(), 64, 65535);
+            buffer = bench_cli::number_arg(a, value(), 64, 65535);
         } else {
             die_usage("unknown option '" + a + "'");
         }

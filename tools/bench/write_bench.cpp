@@ -7,6 +7,8 @@
 // seconds per GB, the longest append and flush, and the machine's dirty
 // memory. A final JSON line sums it up. The run's files are deleted
 // afterwards unless --keep.
+#include "bench_cli.hpp"
+
 #include "daqd/storage/run_writer.hpp"
 
 #include <nlohmann/json.hpp>
@@ -67,37 +69,9 @@ Exit: 0 ok, 1 usage error or not enough space, 2 the run failed.
 volatile sig_atomic_t g_stop = 0;
 void on_signal(int) { g_stop = 1; }
 
-[[noreturn]] void die_usage(const std::string& msg) {
-    std::fprintf(stderr, "daq-write-bench: %s\n(see daq-write-bench --help)\n", msg.c_str());
-    std::exit(1);
-}
-
-double number_arg(const std::string& opt, const char* s) {
-    char* end = nullptr;
-    errno = 0;
-    const double v = std::strtod(s, &end);
-    if (*s == '\0' || errno != 0 || *end != '\0' || v < 0) die_usage(opt + ": expected a number >= 0, got '" + s + "'");
-    return v;
-}
-
-std::uint64_t size_arg(const std::string& opt, const char* s) {
-    char* end = nullptr;
-    errno = 0;
-    const unsigned long long v = std::strtoull(s, &end, 10);
-    if (*s == '\0' || errno != 0 || end == s) die_usage(opt + ": expected a size, got '" + s + "'");
-    const std::string suf = end;
-    std::uint64_t mult = 1;
-    if (suf == "K")
-        mult = 1ull << 10;
-    else if (suf == "M")
-        mult = 1ull << 20;
-    else if (suf == "G")
-        mult = 1ull << 30;
-    else if (!suf.empty())
-        die_usage(opt + ": unknown suffix in '" + s + "' (K, M, G)");
-    if (v == 0) die_usage(opt + ": must be > 0");
-    return static_cast<std::uint64_t>(v) * mult;
-}
+using bench_cli::die_usage;
+using bench_cli::number_arg;
+using bench_cli::size_arg;
 
 double thread_cpu_s() {
     timespec ts{};
@@ -197,6 +171,7 @@ struct interval_stats {
 }  // namespace
 
 int main(int argc, char** argv) {
+    bench_cli::program = "daq-write-bench";
     std::string dir;
     double run_seconds = 60, rate_mbps = 0, interval_s = 5;
     std::uint32_t units = 4, channels = 4096;
