@@ -110,10 +110,7 @@ void writeback_pacer::note() noexcept {
         _current->front = size;
     }
     _signalled = size;
-    if (_threaded)
-        _wake.notify_one();
-    else
-        run_inline();
+    kick();
 }
 
 void writeback_pacer::detach(bool finish) noexcept {
@@ -124,6 +121,11 @@ void writeback_pacer::detach(bool finish) noexcept {
         _current->finish = finish;
         _current = nullptr;
     }
+    kick();
+}
+
+// The helper thread has work: wake it, or (no thread) do it here.
+void writeback_pacer::kick() noexcept {
     if (_threaded)
         _wake.notify_one();
     else

@@ -83,6 +83,7 @@ private:
     };
 
     void run() noexcept;  // the helper thread
+    void kick() noexcept;
     void run_inline() noexcept;  // not threaded: the helper's work, on the writer thread, until none is left
     // Under _mutex (released meanwhile): does the work of one file that has
     // some; false when none has.

@@ -144,6 +144,9 @@ void writer::account(std::uint64_t frames_before, std::uint64_t bytes_before) {
 // The run's chunk counts since the last look (they only grow).
 void writer::account_copies() {
     const auto& s = _run->stats();
+    // Per frame appended: nothing to move unless a chunk was written (write_ns
+    // moves with every chunk count) or rows were copied.
+    if (s.write_ns == _copies_seen.write_ns && s.rows_copied == _copies_seen.rows_copied) return;
     _counters.chunks_direct.add(s.chunks_direct - _copies_seen.chunks_direct);
     _counters.chunks_compacted.add(s.chunks_compacted - _copies_seen.chunks_compacted);
     _counters.rows_copied.add(s.rows_copied - _copies_seen.rows_copied);
