@@ -1,0 +1,336 @@
+#pragma once
+// bitshuffle + LZ4 chunks, byte for byte as HDF5 filter 32008 stores them
+// (the bitshuffle plugin's "bslz4", what DECTRIS and Jungfraujoch write).
+// Header-only: daqd's writer, its HDF5 filter (storage/src/h5_filter.cpp),
+// daq-inspect and daqload's native extension (tools/daqload/daqload/_native.cpp)
+// share it. Needs liblz4 only, never the plugin. Format (codec/README.md):
+//
+//   chunk  = u64 BE uncompressed bytes | u32 BE block bytes | block* | leftover
+//   block  = u32 BE n | n bytes: LZ4 block (LZ4_compress_default) of the
+//            bit-transposed elements of the block
+//
+// Blocks hold `block_elems` elements (a multiple of 8; 0 = the plugin's
+// default, 8192 bytes' worth, at least 128), then one shorter block of the
+// remaining elements rounded down to a multiple of 8; the last (elements % 8)
+// elements follow as they are. The transpose of a block of n elements of
+// elem_size bytes writes bit k of byte j of element i to bit (i % 8) of byte
+// (j * 8 + k) * n / 8 + i / 8.
+#include <lz4.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+namespace daqd::codec {
+
+inline constexpr unsigned bslz4_filter_id = 32008;    // HDF5 registered filter: bitshuffle
+inline constexpr unsigned bslz4_compression_lz4 = 2;  // cd_values[4]
+inline constexpr std::size_t bslz4_header_bytes = 12;
+
+// The plugin's default block: 8192 bytes' worth of elements, a multiple of 8, at least 128.
+inline std::size_t bslz4_default_block_elems(std::size_t elem_size) noexcept {
+    std::size_t b = 8192 / (elem_size == 0 ? 1 : elem_size);
+    b -= b % 8;
+    return std::max<std::size_t>(b, 128);
+}
+
+// The filter's cd_values as stored on a dataset: major/minor version of the
+// format (0.3, Debian's plugin), element size, block size in elements (0:
+// default), compression (2 = LZ4).
+inline std::vector<unsigned> bslz4_cd_values(std::size_t elem_size) {
+    return {0u, 3u, static_cast<unsigned>(elem_size), 0u, bslz4_compression_lz4};
+}
+
+namespace detail {
+
+inline void put_be32(unsigned char* p, std::uint32_t v) noexcept {
+    p[0] = static_cast<unsigned char>(v >> 24);
+    p[1] = static_cast<unsigned char>(v >> 16);
+    p[2] = static_cast<unsigned char>(v >> 8);
+    p[3] = static_cast<unsigned char>(v);
+}
+inline void put_be64(unsigned char* p, std::uint64_t v) noexcept {
+    put_be32(p, static_cast<std::uint32_t>(v >> 32));
+    put_be32(p + 4, static_cast<std::uint32_t>(v));
+}
+inline std::uint32_t get_be32(const unsigned char* p) noexcept {
+    return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | std::uint32_t{p[3]};
+}
+inline std::uint64_t get_be64(const unsigned char* p) noexcept {
+    return (std::uint64_t{get_be32(p)} << 32) | get_be32(p + 4);
+}
+
+// Transposes the 8x8 bit matrix held in x (byte r, bit c) to (byte c, bit r).
+inline std::uint64_t transpose8x8(std::uint64_t x) noexcept {
+    std::uint64_t t = (x ^ (x >> 7)) & 0x00AA00AA00AA00AAull;
+    x = x ^ t ^ (t << 7);
+    t = (x ^ (x >> 14)) & 0x0000CCCC0000CCCCull;
+    x = x ^ t ^ (t << 14);
+    t = (x ^ (x >> 28)) & 0x00000000F0F0F0F0ull;
+    return x ^ t ^ (t << 28);
+}
+
+// Elements [first, first + 8*groups) of a block of n: portable, one 8x8 bit
+// transpose per byte of eight elements.
+inline void shuffle_scalar(const unsigned char* in, unsigned char* out, std::size_t n, std::size_t es, std::size_t first,
+                           std::size_t groups) noexcept {
+    const std::size_t row = n / 8;
+    for (std::size_t g = first / 8; g < first / 8 + groups; ++g) {
+        for (std::size_t j = 0; j < es; ++j) {
+            std::uint64_t x = 0;
+            for (std::size_t b = 0; b < 8; ++b) x |= std::uint64_t{in[(g * 8 + b) * es + j]} << (8 * b);
+            x = transpose8x8(x);
+            for (std::size_t k = 0; k < 8; ++k) out[(j * 8 + k) * row + g] = static_cast<unsigned char>(x >> (8 * k));
+        }
+    }
+}
+
+inline void unshuffle_scalar(const unsigned char* in, unsigned char* out, std::size_t n, std::size_t es,
+                             std::size_t first, std::size_t groups) noexcept {
+    const std::size_t row = n / 8;
+    for (std::size_t g = first / 8; g < first / 8 + groups; ++g) {
+        for (std::size_t j = 0; j < es; ++j) {
+            std::uint64_t x = 0;
+            for (std::size_t k = 0; k < 8; ++k) x |= std::uint64_t{in[(j * 8 + k) * row + g]} << (8 * k);
+            x = transpose8x8(x);
+            for (std::size_t b = 0; b < 8; ++b) out[(g * 8 + b) * es + j] = static_cast<unsigned char>(x >> (8 * b));
+        }
+    }
+}
+
+#if defined(__SSE2__)
+// Splits es vectors holding 16 elements of es bytes (es = 2, 4, 8) into es
+// vectors of one byte position each: v[j] = byte j of the 16 elements.
+inline void split_bytes(__m128i* v, std::size_t es) noexcept {
+    const __m128i low = _mm_set1_epi16(0x00FF);
+    __m128i t[8];
+    for (std::size_t round = 1; round < es; round *= 2) {
+        for (std::size_t m = 0; m < es / 2; ++m) {
+            const __m128i a = v[2 * m], b = v[2 * m + 1];
+            t[m] = _mm_packus_epi16(_mm_and_si128(a, low), _mm_and_si128(b, low));
+            t[es / 2 + m] = _mm_packus_epi16(_mm_srli_epi16(a, 8), _mm_srli_epi16(b, 8));
+        }
+        for (std::size_t m = 0; m < es; ++m) v[m] = t[m];
+    }
+}
+
+// The inverse of split_bytes.
+inline void join_bytes(__m128i* v, std::size_t es) noexcept {
+    __m128i t[8];
+    for (std::size_t round = 1; round < es; round *= 2) {
+        for (std::size_t m = 0; m < es / 2; ++m) {
+            const __m128i a = v[m], b = v[es / 2 + m];
+            t[2 * m] = _mm_unpacklo_epi8(a, b);
+            t[2 * m + 1] = _mm_unpackhi_epi8(a, b);
+        }
+        for (std::size_t m = 0; m < es; ++m) v[m] = t[m];
+    }
+}
+
+// Bits of 16 bytes into two bytes of each of 8 bit rows: mask k = bit k of
+// each byte (bit i = byte i).
+inline void bit_rows(__m128i x, unsigned char* out, std::size_t row) noexcept {
+    for (int k = 7; k >= 0; --k) {
+        const auto m = static_cast<std::uint16_t>(_mm_movemask_epi8(x));
+        std::memcpy(out + static_cast<std::size_t>(k) * row, &m, 2);
+        x = _mm_slli_epi16(x, 1);
+    }
+}
+#endif
+
+// Bit-transposes a block of n elements (n a multiple of 8) from in to out.
+inline void shuffle_block(const unsigned char* in, unsigned char* out, std::size_t n, std::size_t es) noexcept {
+    std::size_t done = 0;
+#if defined(__SSE2__)
+    if (es == 1 || es == 2 || es == 4 || es == 8) {
+        const std::size_t row = n / 8;
+        for (; done + 16 <= n; done += 16) {
+            __m128i v[8];
+            for (std::size_t m = 0; m < es; ++m)
+                v[m] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + done * es + m * 16));
+            split_bytes(v, es);
+            for (std::size_t j = 0; j < es; ++j) bit_rows(v[j], out + j * 8 * row + done / 8, row);
+        }
+    }
+#endif
+    if (done < n) shuffle_scalar(in, out, n, es, done, (n - done) / 8);
+}
+
+inline void unshuffle_block(const unsigned char* in, unsigned char* out, std::size_t n, std::size_t es) noexcept {
+    std::size_t done = 0;
+#if defined(__SSE2__)
+    if (es == 1 || es == 2 || es == 4 || es == 8) {
+        const std::size_t row = n / 8;
+        const __m128i low = _mm_set1_epi16(0x00FF);
+        for (; done + 16 <= n; done += 16) {
+            __m128i v[8];
+            for (std::size_t j = 0; j < es; ++j) {
+                // Two bytes (16 elements) of the 8 bit rows of byte j, as
+                // [row0 lo, row0 hi, row1 lo, ...], then lows before highs.
+                std::uint16_t w[8];
+                for (std::size_t k = 0; k < 8; ++k) std::memcpy(&w[k], in + (j * 8 + k) * row + done / 8, 2);
+                __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w));
+                x = _mm_packus_epi16(_mm_and_si128(x, low), _mm_srli_epi16(x, 8));
+                // Bit e of each byte: byte j of element e (low mask byte) and e + 8 (high).
+                alignas(16) unsigned char b[16];
+                for (int e = 7; e >= 0; --e) {
+                    const auto m = static_cast<std::uint16_t>(_mm_movemask_epi8(x));
+                    b[e] = static_cast<unsigned char>(m);
+                    b[e + 8] = static_cast<unsigned char>(m >> 8);
+                    x = _mm_slli_epi16(x, 1);
+                }
+                v[j] = _mm_load_si128(reinterpret_cast<const __m128i*>(b));
+            }
+            join_bytes(v, es);
+            for (std::size_t m = 0; m < es; ++m)
+                _mm_storeu_si128(reinterpret_cast<__m128i*>(out + done * es + m * 16), v[m]);
+        }
+    }
+#endif
+    if (done < n) unshuffle_scalar(in, out, n, es, done, (n - done) / 8);
+}
+
+}  // namespace detail
+
+// Bit-transposes one block of n elements (n a multiple of 8), as bitshuffle does.
+inline void bitshuffle_block(const void* in, void* out, std::size_t n, std::size_t elem_size) noexcept {
+    detail::shuffle_block(static_cast<const unsigned char*>(in), static_cast<unsigned char*>(out), n, elem_size);
+}
+inline void bitunshuffle_block(const void* in, void* out, std::size_t n, std::size_t elem_size) noexcept {
+    detail::unshuffle_block(static_cast<const unsigned char*>(in), static_cast<unsigned char*>(out), n, elem_size);
+}
+
+// Most bytes bslz4_compress writes for `bytes` of input.
+inline std::size_t bslz4_bound(std::size_t bytes, std::size_t elem_size, std::size_t block_elems = 0) noexcept {
+    if (elem_size == 0) return 0;
+    if (block_elems == 0) block_elems = bslz4_default_block_elems(elem_size);
+    const std::size_t n = bytes / elem_size;
+    const std::size_t full = n / block_elems;
+    std::size_t last = n % block_elems;
+    last -= last % 8;
+    std::size_t out = bslz4_header_bytes + full * (4 + static_cast<std::size_t>(LZ4_compressBound(
+                                                          static_cast<int>(block_elems * elem_size))));
+    if (last > 0) out += 4 + static_cast<std::size_t>(LZ4_compressBound(static_cast<int>(last * elem_size)));
+    return out + (n % 8) * elem_size;
+}
+
+// Scratch space of one compressing or decompressing thread (one block).
+struct bslz4_scratch {
+    std::vector<unsigned char> block;
+};
+
+// Compresses `bytes` bytes (whole elements of elem_size) into out, whose
+// capacity must be at least bslz4_bound(bytes, elem_size). Returns the bytes
+// written, header included.
+inline std::size_t bslz4_compress(const void* in_v, std::size_t bytes, std::size_t elem_size, void* out_v,
+                                  bslz4_scratch& scratch, std::size_t block_elems = 0) {
+    if (elem_size == 0 || bytes % elem_size != 0)
+        throw std::invalid_argument("bslz4: input is not a whole number of elements");
+    if (block_elems == 0) block_elems = bslz4_default_block_elems(elem_size);
+    if (block_elems % 8 != 0) throw std::invalid_argument("bslz4: block size is not a multiple of 8 elements");
+    const auto* in = static_cast<const unsigned char*>(in_v);
+    auto* out = static_cast<unsigned char*>(out_v);
+    const std::size_t n = bytes / elem_size;
+    detail::put_be64(out, bytes);
+    detail::put_be32(out + 8, static_cast<std::uint32_t>(block_elems * elem_size));
+    std::size_t pos = bslz4_header_bytes;
+    scratch.block.resize(block_elems * elem_size);
+    std::size_t done = 0;
+    auto one_block = [&](std::size_t elems) {
+        const std::size_t b = elems * elem_size;
+        detail::shuffle_block(in + done * elem_size, scratch.block.data(), elems, elem_size);
+        const int cap = LZ4_compressBound(static_cast<int>(b));
+        const int c = LZ4_compress_default(reinterpret_cast<const char*>(scratch.block.data()),
+                                           reinterpret_cast<char*>(out + pos + 4), static_cast<int>(b), cap);
+        if (c <= 0) throw std::runtime_error("bslz4: LZ4_compress_default failed");
+        detail::put_be32(out + pos, static_cast<std::uint32_t>(c));
+        pos += 4 + static_cast<std::size_t>(c);
+        done += elems;
+    };
+    for (std::size_t i = 0; i < n / block_elems; ++i) one_block(block_elems);
+    if (const std::size_t last = (n % block_elems) - (n % block_elems) % 8; last > 0) one_block(last);
+    const std::size_t left = (n - done) * elem_size;
+    std::memcpy(out + pos, in + done * elem_size, left);
+    return pos + left;
+}
+
+// The uncompressed size a chunk's header declares, or nullopt when `size`
+// bytes cannot hold a header.
+inline std::optional<std::uint64_t> bslz4_uncompressed_bytes(const void* in, std::size_t size) noexcept {
+    if (size < bslz4_header_bytes) return std::nullopt;
+    return detail::get_be64(static_cast<const unsigned char*>(in));
+}
+
+// Decompresses a chunk of `size` bytes into out (capacity out_capacity).
+// Returns the bytes written, or an error message: a damaged or hostile chunk
+// never reads or writes out of bounds.
+struct bslz4_result {
+    std::size_t bytes = 0;
+    const char* error = nullptr;  // null: success
+};
+
+inline bslz4_result bslz4_decompress(const void* in_v, std::size_t size, std::size_t elem_size, void* out_v,
+                                     std::size_t out_capacity, bslz4_scratch& scratch) noexcept {
+    const auto* in = static_cast<const unsigned char*>(in_v);
+    auto* out = static_cast<unsigned char*>(out_v);
+    if (elem_size == 0) return {0, "element size 0"};
+    if (size < bslz4_header_bytes) return {0, "chunk shorter than its header"};
+    const std::uint64_t total = detail::get_be64(in);
+    const std::uint32_t block_bytes = detail::get_be32(in + 8);
+    if (total > out_capacity) return {0, "chunk larger than the buffer it is read into"};
+    if (total % elem_size != 0) return {0, "chunk size is not a whole number of elements"};
+    if (block_bytes == 0 || block_bytes % elem_size != 0 || (block_bytes / elem_size) % 8 != 0)
+        return {0, "invalid block size"};
+    if (block_bytes > (64u << 20)) return {0, "block size over 64 MiB"};
+    const std::size_t block_elems = block_bytes / elem_size;
+    const std::size_t n = static_cast<std::size_t>(total) / elem_size;
+    try {
+        if (scratch.block.size() < block_bytes) scratch.block.resize(block_bytes);
+    } catch (...) {
+        return {0, "out of memory"};
+    }
+    std::size_t pos = bslz4_header_bytes;
+    std::size_t done = 0;
+    auto one_block = [&](std::size_t elems) -> const char* {
+        const std::size_t b = elems * elem_size;
+        if (size - pos < 4) return "chunk ends inside a block header";
+        const std::uint32_t c = detail::get_be32(in + pos);
+        pos += 4;
+        if (c > size - pos || c > static_cast<std::uint32_t>(INT32_MAX)) return "block runs past the end of the chunk";
+        const int d = LZ4_decompress_safe(reinterpret_cast<const char*>(in + pos),
+                                          reinterpret_cast<char*>(scratch.block.data()), static_cast<int>(c),
+                                          static_cast<int>(b));
+        if (d < 0 || static_cast<std::size_t>(d) != b) return "LZ4 block is damaged";
+        pos += c;
+        detail::unshuffle_block(scratch.block.data(), out + done * elem_size, elems, elem_size);
+        done += elems;
+        return nullptr;
+    };
+    for (std::size_t i = 0; i < n / block_elems; ++i)
+        if (const char* e = one_block(block_elems)) return {0, e};
+    if (const std::size_t last = (n % block_elems) - (n % block_elems) % 8; last > 0)
+        if (const char* e = one_block(last)) return {0, e};
+    const std::size_t left = (n - done) * elem_size;
+    if (size - pos != left) return {0, "chunk length does not match its blocks"};
+    std::memcpy(out + done * elem_size, in + pos, left);
+    return {static_cast<std::size_t>(total), nullptr};
+}
+
+// Convenience for tools and tests.
+inline std::vector<unsigned char> bslz4_compress(const void* in, std::size_t bytes, std::size_t elem_size) {
+    std::vector<unsigned char> out(bslz4_bound(bytes, elem_size));
+    bslz4_scratch s;
+    out.resize(bslz4_compress(in, bytes, elem_size, out.data(), s));
+    return out;
+}
+
+}  // namespace daqd::codec
