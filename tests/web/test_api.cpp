@@ -34,7 +34,7 @@ struct fake_runs {
                     return "run name '" + n + "' may only hold letters, digits, '.', '_' and '-'";
             return n.empty() ? "run name is empty" : "";
         };
-        c.start = [this](const std::string& n) {
+        c.start = [this](const std::string& n, const std::string&) {
             if (!fail_with.empty()) throw std::runtime_error(fail_with);
             started.push_back(n);
             active = run_info{n, std::chrono::system_clock::now(), 0, 0};

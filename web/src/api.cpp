@@ -406,6 +406,13 @@ response api::start_run(const request& r) {
     if (!body.is_object() || !body.contains("name") || !body["name"].is_string())
         return error(400, "expected a JSON object {\"name\": \"<run name>\"}");
     const std::string name = body["name"].get<std::string>();
+    std::string compression;
+    if (body.contains("compression")) {
+        const auto& c = body["compression"];
+        if (!c.is_string() || (c.get<std::string>() != "none" && c.get<std::string>() != "bslz4"))
+            return error(400, "\"compression\" must be \"none\" or \"bslz4\" (or left out: storage.compression)");
+        compression = c.get<std::string>();
+    }
     if (name.find('/') != std::string::npos || name.find('\\') != std::string::npos ||
         name.find("..") != std::string::npos)
         return error(400, fmt::format("run name '{}' must not contain path separators or '..'", name));
@@ -417,7 +424,7 @@ response api::start_run(const request& r) {
     if (_controls.exists && _controls.exists(name))
         return error(409, fmt::format("run '{}' already exists in {}", name, _view.cfg->storage.output_dir.string()));
     try {
-        _controls.start(name);
+        _controls.start(name, compression);
     } catch (const std::exception& e) {
         spdlog::debug("web: starting run '{}' failed: {}", name, e.what());
         const std::string what = e.what();
