@@ -4,6 +4,8 @@
 #include "daqd/storage/run_writer.hpp"
 #include "storage_test_util.hpp"
 
+#include <nlohmann/json.hpp>
+
 #include <random>
 
 using namespace storage_test;
@@ -130,6 +132,22 @@ TEST_CASE("bslz4 run file: every dataset carries filter 32008 as declared and re
     h5::dataset pd(H5Dopen2(packed.get(), "/units/u3/raw", H5P_DEFAULT));
     CHECK(H5Dget_storage_size(pd.get()) * 2 < H5Dget_storage_size(rd.get()));
 
+    // daq-inspect: the run says it is compressed, with the ratio per dataset, and verifies sample for sample.
+    {
+        const auto r = run_command(std::string(DAQ_INSPECT) + " --json " + shell_quote((dir.path() / "packed.h5").string()));
+        INFO(r.output);
+        REQUIRE(r.exit_code == 0);
+        const auto j = nlohmann::json::parse(r.output);
+        CHECK(j["compression"] == "bslz4");
+        CHECK(j["datasets"]["raw"]["filter"] == "bslz4");
+        CHECK(j["datasets"]["raw"]["ratio"].get<double>() > 2.0);
+        CHECK(j["datasets"].contains("calibrated") == calibrated);
+        const auto v = run_command(std::string(DAQ_INSPECT) + " --verify " + shell_quote((dir.path() / "packed.h5").string()));
+        INFO(v.output);
+        CHECK(v.exit_code == 0);
+        CHECK(v.output.find("verify         OK") != std::string::npos);
+        CHECK(v.output.find("(ratio ") != std::string::npos);
+    }
     if (!python_has_h5py()) {
         WARN("no /usr/bin/python3 with h5py: the h5py + hdf5plugin and h5dump checks are skipped");
         return;
