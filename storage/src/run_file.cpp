@@ -660,17 +660,29 @@ struct run_file::impl {
         pending.push_back(std::move(c));
     }
 
-    // Writes the oldest pending chunk, waiting for its compression.
+    // Writes the oldest pending chunk, waiting for its compression. A write
+    // that fails leaves it first in line: after a disk-full error the file
+    // is closed with it (the reserve pays), so no chunk is skipped.
     void retire_front() {
-        pending_chunk c = std::move(pending.front());
-        pending.pop_front();
+        pending_chunk& c = pending.front();
         comp->wait(*c.job);
-        if (auto* k = comp->counters()) k->in_flight.sub(1);  // writer thread only subtracts; adds are shared
-        if (c.pool != nullptr) c.pool->unref_release(c.block);
-        if (!c.job->error.empty())
-            throw storage_error(fmt::format("{} in {}: {}", c.u->group_path, where, c.job->error));
+        if (c.pool != nullptr) {
+            c.pool->unref_release(c.block);  // compressed: the block is not read again
+            c.pool = nullptr;
+        }
+        if (!c.job->error.empty()) {
+            const std::string message = fmt::format("{} in {}: {}", c.u->group_path, where, c.job->error);
+            pop_front_pending();
+            throw storage_error(message);
+        }
         write_compressed(c);
-        spare_jobs.push_back(std::move(c.job));
+        spare_jobs.push_back(c.job);
+        pop_front_pending();
+    }
+
+    void pop_front_pending() noexcept {
+        pending.pop_front();
+        if (auto* k = comp->counters()) k->in_flight.sub(1);  // the writer thread's, as the adds
     }
 
     void retire_ready() {
@@ -690,9 +702,8 @@ struct run_file::impl {
                 comp->wait(*c.job);
             } catch (...) {
             }
-            if (auto* k = comp->counters()) k->in_flight.sub(1);
             if (c.pool != nullptr) c.pool->unref_release(c.block);
-            pending.pop_front();
+            pop_front_pending();
         }
     }
 
