@@ -320,6 +320,9 @@ void pipeline::start_run(const std::string& name, std::optional<storage::compres
     if (_processor != nullptr) _processor->request_dose_reset();  // the live view's running dose: of this run
     const auto& wc = _writer->counters();
     active_run a{name, std::chrono::system_clock::now(), wc.frames_written.get(), wc.bytes_written.get()};
+    a.compression = o.compression == storage::compression_kind::bslz4 ? "bslz4" : "none";
+    a.compress_in_before = wc.compress.bytes_in.get();
+    a.compress_out_before = wc.compress.bytes_out.get();
     _writer->start_run(o);
     {
         std::lock_guard lock(_active_mutex);

@@ -302,7 +302,17 @@ response api::status_json() const {
                    {"frames_unrecorded", t.count("daq_frames_unrecorded_total")},
                    {"frames_failed", t.count("daq_frames_unwritten_total")},
                    {"run_failures", t.count("daq_storage_run_failures_total")},
-                   {"flushes", t.count("daq_storage_flushes")}};
+                   {"flushes", t.count("daq_storage_flushes")},
+                   {"write_seconds", t.sum("daq_storage_write_seconds_total")}};
+    const std::uint64_t cin = t.count("daq_compress_bytes_in_total"), cout = t.count("daq_compress_bytes_out_total");
+    j["compression"] = {{"default", _view.cfg->storage.compression},
+                        {"bytes_in", cin},
+                        {"bytes_out", cout},
+                        {"ratio", cout == 0 ? 0.0 : static_cast<double>(cin) / static_cast<double>(cout)},
+                        {"seconds", t.sum("daq_compress_seconds_total")},
+                        {"wait_seconds", t.sum("daq_compress_wait_seconds_total")},
+                        {"queue_chunks", t.count("daq_compress_queue_chunks")},
+                        {"queue_capacity_chunks", t.count("daq_compress_queue_capacity_chunks")}};
     std::optional<run_info> run;
     if (_controls.current) run = _controls.current();
     if (run) {
@@ -316,6 +326,12 @@ response api::status_json() const {
                     {"frames_written", frames_written - std::min(frames_written, run->frames_before)},
                     {"bytes_written", bytes_written - std::min(bytes_written, run->bytes_before)},
                     {"state", run->error.empty() ? "recording" : "failed"},
+                    {"compression", run->compression},
+                    {"compression_ratio", [&] {
+                         const std::uint64_t in = cin - std::min(cin, run->compress_in_before);
+                         const std::uint64_t out = cout - std::min(cout, run->compress_out_before);
+                         return out == 0 ? 0.0 : static_cast<double>(in) / static_cast<double>(out);
+                     }()},
                     {"error", run->error}};
     } else {
         j["run"] = nullptr;
