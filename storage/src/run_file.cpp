@@ -197,6 +197,10 @@ struct run_file::impl {
     // and what they take compressed (rotation by size counts stored bytes).
     std::uint64_t file_raw_stored = 0;
     std::uint64_t file_stored = 0;
+    // Of the run: row bytes of the chunks written (full or partial) and what
+    // they took compressed, for the ratio of rows not yet compressed.
+    std::uint64_t run_rows_raw = 0;
+    std::uint64_t run_rows_stored = 0;
 
     [[nodiscard]] bool compressed() const noexcept { return opt.compression == compression_kind::bslz4; }
 
@@ -732,8 +736,11 @@ struct run_file::impl {
         stats.write_ns += common::monotonic_ns() - t0;
         stats.chunk_bytes_in += in;
         stats.chunk_bytes_stored += stored;
+        const std::uint64_t rows_raw = (c.end - c.start) * (row_bytes(u.channels) + (u.cal_ds ? 4ull * u.channels : 0));
+        run_rows_raw += rows_raw;
+        run_rows_stored += stored;
         if (c.full) {
-            file_raw_stored += u.chunk_rows * (row_bytes(u.channels) + (u.cal_ds ? 4ull * u.channels : 0));
+            file_raw_stored += rows_raw;
             file_stored += stored;
         }
         pacer->note();
@@ -821,6 +828,18 @@ struct run_file::impl {
         h5::check(H5Dwrite_chunk(u.dose_ds.get(), H5P_DEFAULT, 0, offset, u.dose.size() * sizeof(double), u.dose.data()),
                   "H5Dwrite_chunk", u.dose_where);
         u.dose_dirty = false;
+    }
+
+    // What the current file stores once `next` more raw bytes are appended:
+    // raw, its row bytes; compressed, the full chunks as written plus the
+    // rows not yet in one at the run's compression ratio so far (1 before
+    // the first chunk).
+    [[nodiscard]] std::uint64_t stored_estimate(std::uint64_t next) const noexcept {
+        if (!compressed()) return file_bytes + next;
+        const double pending = static_cast<double>(file_bytes - file_raw_stored + next);
+        const double ratio = run_rows_raw == 0 ? 1.0
+                                               : static_cast<double>(run_rows_stored) / static_cast<double>(run_rows_raw);
+        return file_stored + static_cast<std::uint64_t>(pending * ratio);
     }
 
     // Writes the unit's partial chunk if it holds rows not yet in the file.
@@ -1062,10 +1081,17 @@ struct run_file::impl {
         }
         const std::uint64_t rb = row_bytes(f.channels) + (opt.processing.calibrated ? 4ull * f.channels : 0);
         if (!pending.empty()) retire_ready();
-        // Rotation by size counts what the file stores: compressed chunks as
-        // written, rows not yet in a full chunk at their raw size.
-        const std::uint64_t size_now = file_bytes - file_raw_stored + file_stored;
-        if (opt.rotate_bytes > 0 && file_bytes > 0 && size_now + rb > opt.rotate_bytes) rotate();
+        if (opt.rotate_bytes > 0 && file_bytes > 0) {
+            // Rotation by size counts what the file stores (stored_estimate).
+            // Before the run has compressed anything the ratio is unknown:
+            // the open chunks are compressed once to learn it, rather than
+            // cutting the first file at raw size.
+            if (compressed() && run_rows_raw == 0 && stored_estimate(rb) > opt.rotate_bytes) {
+                write_partial_chunks();
+                retire_all();
+            }
+            if (stored_estimate(rb) > opt.rotate_bytes) rotate();
+        }
         if (u == nullptr) u = &add_unit(f);
         last_unit = u;
 

@@ -216,22 +216,50 @@ TEST_CASE("bslz4 run file on a pool of threads: same contents, counters add up, 
 }
 
 TEST_CASE("bslz4 rotation by size counts stored (compressed) bytes", "[storage][compression]") {
+    // Chunks of 64 KiB: with calibrated rows one chunk's rows take more than
+    // the rotation size raw, a few KiB compressed.
+    const bool calibrated = GENERATE(false, true);
+    CAPTURE(calibrated);
     temp_dir dir;
-    auto ro = options_for(dir.path(), "raw", compression_kind::none, 4096);
-    auto po = options_for(dir.path(), "packed", compression_kind::bslz4, 4096);
+    auto ro = options_for(dir.path(), "raw", compression_kind::none, 65536);
+    auto po = options_for(dir.path(), "packed", compression_kind::bslz4, 65536);
     ro.rotate_bytes = po.rotate_bytes = 100 * 1024;
+    ro.processing.calibrated = po.processing.calibrated = calibrated;
     std::map<std::uint16_t, expected_rows> want;
     std::size_t raw_files = 0, packed_files = 0;
     {
         run_file raw(ro), packed(po);
-        write_both(raw, packed, want, false);
+        write_both(raw, packed, want, calibrated);
         raw_files = raw.stats().files.size();
         packed_files = packed.stats().files.size();
     }
     INFO(raw_files << " raw files, " << packed_files << " compressed");
-    CHECK(raw_files >= 3);
-    CHECK(packed_files < raw_files);
-    // Every compressed file within the limit (plus HDF5's own metadata).
+    CHECK(raw_files >= 4);
+    CHECK(packed_files <= 2);  // the whole run compresses to well under 200 KiB
+    // The chunks of every compressed file within the limit (the file itself
+    // is larger by the partial chunks superseded at each flush: SWMR never
+    // reuses file space), every frame in one of them.
+    std::vector<fs::path> files;
     for (const auto& e : fs::directory_iterator(dir.path()))
-        if (e.path().filename().string().rfind("packed_", 0) == 0) CHECK(fs::file_size(e.path()) < 100 * 1024 + 64 * 1024);
+        if (e.path().filename().string().rfind("packed_", 0) == 0) files.push_back(e.path());
+    std::sort(files.begin(), files.end());
+    std::uint64_t rows = 0;
+    for (const auto& f : files) {
+        h5::file h = open_read(f);
+        std::uint64_t stored = 0;
+        for (const char* u : {"u3", "u9"})
+            for (const char* d : {"raw", "calibrated", "frame_number", "timestamp_ns", "missing_packets"}) {
+                const std::string p = std::string("/units/") + u + "/" + d;
+                if (H5Lexists(h.get(), std::string("/units/").append(u).c_str(), H5P_DEFAULT) <= 0 ||
+                    H5Lexists(h.get(), p.c_str(), H5P_DEFAULT) <= 0)
+                    continue;
+                h5::dataset ds(H5Dopen2(h.get(), p.c_str(), H5P_DEFAULT));
+                stored += H5Dget_storage_size(ds.get());
+                if (std::string(u) == "u3" && std::string(d) == "frame_number") rows += dims_of(ds.get())[0];
+            }
+        H5Eclear2(H5E_DEFAULT);
+        INFO(f << ": " << stored << " bytes of chunks");
+        CHECK(stored < 100 * 1024 * 11 / 10);
+    }
+    CHECK(rows == want[3].frame_number.size());
 }
