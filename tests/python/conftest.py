@@ -4,9 +4,16 @@ Run files come from the real daqd + daq-sim (found under $DAQD_BUILD_DIR,
 default build/release of this checkout; tests that need them are skipped
 with a message when they are not built), plus small files written with h5py
 for the error cases and the h5py fallback paths.
+
+daqload's native extension (daqload._native, the compressed fast path) is
+built first, in place (tools/daqload: `setup.py build_ext --inplace`, which
+rebuilds only when _native.cpp or the codec header changed; the build
+directory is tools/daqload/build, both ignored by git). Tests that need it
+fail with the compiler's output when it cannot be built.
 """
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -15,9 +22,23 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tools" / "daqload"))
+DAQLOAD_DIR = REPO / "tools" / "daqload"
+sys.path.insert(0, str(DAQLOAD_DIR))
 
-from daqload.capture import capture_run, find_binaries  # noqa: E402
+
+def _build_native():
+    """Builds daqload._native next to its sources; returns None or what went wrong."""
+    try:
+        r = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=DAQLOAD_DIR,
+                           capture_output=True, text=True, timeout=600)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return str(e)
+    return None if r.returncode == 0 else f"exit {r.returncode}\n{r.stdout}\n{r.stderr}"
+
+
+NATIVE_BUILD_ERROR = _build_native()
+
+from daqload.capture import capture_run, find_binaries, recompress_run  # noqa: E402
 
 CHANNELS = 4096
 FRAMES = 3000
@@ -62,6 +83,34 @@ def rotated_run(bins, runs_dir):
 @pytest.fixture(params=["plain", "rotated"])
 def any_run(request):
     return request.getfixturevalue(request.param + "_run")
+
+
+@pytest.fixture(scope="session")
+def native():
+    """daqload._native, built by this conftest."""
+    if NATIVE_BUILD_ERROR is not None:
+        pytest.fail(f"daqload._native could not be built (tools/daqload: setup.py build_ext --inplace): "
+                    f"{NATIVE_BUILD_ERROR}")
+    from daqload import _native
+    return _native
+
+
+@pytest.fixture(scope="session")
+def plain_bslz4(plain_run, runs_dir):
+    """plain_run with every dataset bitshuffle/LZ4-compressed, as daqd writes compressed runs."""
+    return recompress_run(plain_run, runs_dir / "bslz4")
+
+
+@pytest.fixture(scope="session")
+def rotated_bslz4(rotated_run, runs_dir):
+    """rotated_run (3 files, 32-row chunks, packet loss), compressed."""
+    return recompress_run(rotated_run, runs_dir / "bslz4")
+
+
+@pytest.fixture(params=["plain", "rotated"])
+def any_bslz4(request):
+    """(compressed files, the same run's uncompressed files)."""
+    return request.getfixturevalue(request.param + "_bslz4"), request.getfixturevalue(request.param + "_run")
 
 
 def h5py_unit(files, unit, field):

@@ -12,6 +12,20 @@ Every loader yields shuffled batches of --batch frames of `raw` as int32
 --seconds each after its first batch; the rounds are interleaved (--rounds)
 and the best of each configuration is kept, so that load from other processes
 hits all of them alike. Results: a table on stdout, --json FILE for the numbers.
+
+Compressed runs (issue 12):
+
+    /usr/bin/python3 tools/daqload/bench_loader.py --capture-dir /tmp/daqload-bench --compressed [--detector]
+
+records the run (with --detector: daq-sim's detector data, pedestal + noise,
+instead of the test pattern, which compresses about 28:1), writes the same run
+with bitshuffle/LZ4 chunks next to it (daqload.capture.recompress_run: what
+daqd's `[storage] compression = "bslz4"` stores; --compressed-file to use one
+daqd wrote) and measures, in the same rounds: daqload on the compressed run
+(read path pread+bslz4), daqload on the uncompressed run (pread), and the plain
+h5py Dataset on the compressed run (h5py + hdf5plugin), then prints the ratios
+(goals: compressed ≥ 0.7 × uncompressed, ≥ 20 × h5py) and a micro-check of
+the native decompression with 1 and 2 I/O threads.
 """
 
 import argparse
@@ -107,16 +121,26 @@ def main():
     ap.add_argument("--workers", default="0,1,2")
     ap.add_argument("--window-chunks", type=int, default=4)
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--compressed", action="store_true",
+                    help="compressed run vs the same run uncompressed vs h5py + hdf5plugin (see above)")
+    ap.add_argument("--compressed-file", help="with --compressed: the compressed run to read (default: written "
+                    "from the uncompressed one)")
+    ap.add_argument("--detector", action="store_true", help="capture daq-sim --detector data (noise, pedestals)")
     a = ap.parse_args()
 
     path = a.file
     if path is None:
         if not a.capture_dir:
             ap.error("give --file or --capture-dir")
-        path = os.path.join(a.capture_dir, "bench.h5")
+        name = "bench-detector" if a.detector else "bench"
+        path = os.path.join(a.capture_dir, name + ".h5")
         if not os.path.exists(path):
-            print(f"capturing {path}: 4 units x 4096 channels x {a.frames} frames …", flush=True)
-            capture_run(a.build_dir, a.capture_dir, "bench", units=4, channels=4096, frames=a.frames, rate=700)
+            print(f"capturing {path}: 4 units x 4096 channels x {a.frames} frames{' (detector data)' * a.detector} …",
+                  flush=True)
+            capture_run(a.build_dir, a.capture_dir, name, units=4, channels=4096, frames=a.frames, rate=700,
+                        sim_args=["--detector"] if a.detector else ())
+    if a.compressed:
+        return compressed_main(a, path)
     run = daqload.open_run(path)
     frames = len(run)
     size = os.path.getsize(path)
@@ -176,6 +200,116 @@ def main():
                        "rounds": a.rounds, "cpus": os.cpu_count(), "machine": platform.processor() or platform.machine(),
                        "load_average": os.getloadavg(), "torch": torch.__version__, "h5py": h5py.__version__,
                        "window_chunks": a.window_chunks, "frames_per_s": res, "cpu_us_per_frame": cpu}, f, indent=1)
+
+
+def native_threads_check(path, reps=5):
+    """Seconds to read and decompress every row of a compressed run's first unit
+    (Run.read: the chunks split over the I/O threads), best of reps, with 1 and 2 threads."""
+    out = {}
+    for threads in (1, 2):
+        run = daqload.open_run(path, io_threads=threads)
+        u = run.units[0]
+        n = min(run.frame_count(u), 4096)
+        run.read(u, 0, n, fields=("raw",))
+        best = float("inf")
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            run.read(u, 0, n, fields=("raw",))
+            best = min(best, time.perf_counter() - t0)
+        out[threads] = (n / best, n * run.channels[u] * 2 / best)
+        run.close()
+    return out
+
+
+def compressed_main(a, path):
+    import hdf5plugin  # noqa: F401  (h5py decodes filter 32008 in the plain h5py loader, workers included)
+
+    from daqload.capture import recompress_run
+
+    cpath = a.compressed_file
+    if cpath is None:
+        cdir = os.path.join(os.path.dirname(os.path.abspath(path)), "bslz4")
+        cpath = os.path.join(cdir, os.path.basename(path))
+        if not os.path.exists(cpath) or os.path.getmtime(cpath) < os.path.getmtime(path):
+            print(f"writing {cpath}: {path} with bitshuffle/LZ4 chunks …", flush=True)
+            recompress_run([path], cdir)
+    crun, prun = daqload.open_run(cpath), daqload.open_run(path)
+    frames = len(crun)
+    if frames != len(prun):
+        sys.exit(f"{cpath} has {frames} frames, {path} {len(prun)}: not the same run")
+    csize, psize = os.path.getsize(cpath), os.path.getsize(path)
+    workers = [int(w) for w in a.workers.split(",")]
+    print(f"{path}: {psize / 1e9:.2f} GB, raw read path {prun.read_path()}")
+    print(f"{cpath}: {csize / 1e9:.3f} GB ({psize / csize:.1f}:1), raw read path {crun.read_path()}, "
+          f"{frames} frames, units {list(crun.units)}")
+    if crun.read_path() != "pread+bslz4":
+        print(f"  (not the compressed fast path: {crun.read_path_reasons()})")
+    load = os.getloadavg()
+    print(f"cpus {os.cpu_count()}, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, torch {torch.__version__}, "
+          f"h5py {h5py.__version__}, batch {a.batch}, {a.seconds:g} s x {a.rounds} rounds", flush=True)
+    for p in (path, cpath):
+        subprocess.run(["cat", p], stdout=subprocess.DEVNULL, check=True)  # into the page cache
+
+    def daq_loader(p, w, dtype, seed):
+        ds = daqload.RunDataset(p, fields=("raw",), raw_dtype=dtype)
+        s = daqload.ChunkShuffleSampler(ds, seed=seed, window_chunks=a.window_chunks)
+        return DataLoader(ds, batch_size=a.batch, sampler=s, collate_fn=daqload.collate, num_workers=w)
+
+    def h5_loader(w, seed):
+        torch.manual_seed(seed)
+        return DataLoader(H5Frames(cpath), batch_size=a.batch, shuffle=True, num_workers=w)
+
+    res, cpu = {}, {}
+
+    def keep(key, v):
+        fps, us = v
+        res[key] = max(res.get(key, 0.0), fps)
+        cpu[key] = min(cpu.get(key, float("inf")), us)
+        print(f"  {key:<30} {fps:>10.0f} frames/s  {us:6.2f} CPU µs/frame", flush=True)
+
+    names = [("compressed int32", cpath, "int32"), ("uncompressed int32", path, "int32"),
+             ("compressed int16", cpath, "int16"), ("uncompressed int16", path, "int16")]
+    for r in range(a.rounds):
+        print(f"round {r + 1}", flush=True)
+        for w in workers:
+            for name, p, dtype in names:
+                keep(f"{name} w={w}", measure(lambda: daq_loader(p, w, dtype, r), a.seconds))
+            keep(f"h5py+hdf5plugin w={w}", measure(lambda: h5_loader(w, r), a.seconds))
+    threads = native_threads_check(cpath)
+
+    best = {name: max(res[f"{name} w={w}"] for w in workers) for name, _, _ in names}
+    best["h5py+hdf5plugin"] = max(res[f"h5py+hdf5plugin w={w}"] for w in workers)
+    print()
+    print(f"| frames/s (batch {a.batch}, shuffled) | " + " | ".join(f"{w} workers" for w in workers)
+          + " | best | × uncompressed (same dtype) | × h5py+hdf5plugin | CPU µs/frame (best) |")
+    print("|---|" + "---:|" * (len(workers) + 4))
+    for name in [n for n, _, _ in names] + ["h5py+hdf5plugin"]:
+        cells = " | ".join(f"{res[f'{name} w={w}']:,.0f}" for w in workers)
+        us = min(cpu[f"{name} w={w}"] for w in workers)
+        same = best.get("uncompressed " + name.split()[-1]) if name.startswith("compressed") else None
+        vs_plain = f"{best[name] / same:.2f}" if same else ""
+        print(f"| {name} | {cells} | {best[name]:,.0f} | {vs_plain} | {best[name] / best['h5py+hdf5plugin']:.1f} "
+              f"| {us:.2f} |")
+    r32 = best["compressed int32"] / best["uncompressed int32"]
+    h32 = best["compressed int32"] / best["h5py+hdf5plugin"]
+    print(f"\ngoals: compressed ≥ 0.7 × uncompressed: int32 {r32:.2f} "
+          f"({'met' if r32 >= 0.7 else 'NOT met'}), int16 {best['compressed int16'] / best['uncompressed int16']:.2f}; "
+          f"≥ 20 × h5py+hdf5plugin: {h32:.0f} ({'met' if h32 >= 20 else 'NOT met'})")
+    speed = threads[2][0] / threads[1][0]
+    print(f"native decompression, Run.read of {min(crun.frame_count(crun.units[0]), 4096)} rows: "
+          f"1 thread {threads[1][0]:,.0f} frames/s ({threads[1][1] / 1e9:.2f} GB/s of samples), "
+          f"2 threads {threads[2][0]:,.0f} frames/s ({threads[2][1] / 1e9:.2f} GB/s): {speed:.2f} × "
+          f"({'2 threads beat 1' if speed > 1 else '2 threads do NOT beat 1'})")
+    load = os.getloadavg()
+    print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"file": path, "compressed_file": cpath, "bytes": psize, "compressed_bytes": csize,
+                       "frames": frames, "batch": a.batch, "seconds": a.seconds, "rounds": a.rounds,
+                       "cpus": os.cpu_count(), "load_average_end": load, "torch": torch.__version__,
+                       "h5py": h5py.__version__, "window_chunks": a.window_chunks, "frames_per_s": res,
+                       "cpu_us_per_frame": cpu, "best": best, "native_threads_frames_per_s":
+                       {str(k): v[0] for k, v in threads.items()}}, f, indent=1)
 
 
 if __name__ == "__main__":
