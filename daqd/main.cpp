@@ -55,6 +55,8 @@ options:
   --run NAME            record a run called NAME from start until --duration passes or SIGINT/SIGTERM
   --duration SECONDS    stop after this long (with --run: the run's length)
   --backend NAME        receiver backend: auto, io_uring or recvmmsg (acquisition.backend)
+  --compression C       how chunks are stored: none or bslz4 (bitshuffle + LZ4, HDF5 filter
+                        32008; storage.compression)
   --shards N            receive shards: the links split into N groups, each with its own
                         receiver and assembler thread (acquisition.shards; at most one per link)
   --gro                 enable UDP GRO on the sockets (acquisition.gro)
@@ -83,6 +85,7 @@ struct options {
     std::optional<double> duration;
     std::optional<std::string> backend;
     std::optional<std::uint32_t> shards;
+    std::optional<std::string> compression;
     bool gro = false;
     std::optional<std::string> summary_json;
     std::optional<std::string> log_level;
@@ -145,6 +148,8 @@ options parse(int argc, char** argv) {
             } catch (const std::exception&) {
                 usage_error("--shards needs a number of receive shards, 1..64, got '" + v + "'");
             }
+        } else if (a == "--compression") {
+            o.compression = value(i, a);
         } else if (a == "--gro") {
             o.gro = true;
         } else if (a == "--summary-json") {
@@ -200,6 +205,7 @@ daqd::config::config effective_config(const options& o) {
     };
     set(o.output, "storage.output_dir", "--output");
     set(o.backend, "acquisition.backend", "--backend");
+    set(o.compression, "storage.compression", "--compression");
     if (o.shards) {
         c.acquisition.shards = *o.shards;
         changed = true;

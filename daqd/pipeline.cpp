@@ -282,7 +282,7 @@ void pipeline::stop() {
     }
 }
 
-void pipeline::start_run(const std::string& name) {
+void pipeline::start_run(const std::string& name, std::optional<storage::compression_kind> compression) {
     if (auto err = check_run_name(name); !err.empty()) throw std::runtime_error(err);
     std::error_code ec;
     std::filesystem::create_directories(_cfg.storage.output_dir, ec);
@@ -298,6 +298,9 @@ void pipeline::start_run(const std::string& name) {
     o.reserve_bytes = _cfg.storage.reserve_bytes;
     o.writeback.mode =
         _cfg.storage.writeback == "kernel" ? storage::writeback_mode::kernel : storage::writeback_mode::paced;
+    o.compression = _cfg.storage.compression == "bslz4" ? storage::compression_kind::bslz4 : storage::compression_kind::none;
+    if (compression) o.compression = *compression;
+    o.compress_threads = _cfg.storage.compress_threads;
     o.config_text = _cfg.text;
     o.server_version = DAQD_VERSION;
     if (_processor != nullptr && _processor->calibrates()) {
@@ -317,6 +320,9 @@ void pipeline::start_run(const std::string& name) {
     if (_processor != nullptr) _processor->request_dose_reset();  // the live view's running dose: of this run
     const auto& wc = _writer->counters();
     active_run a{name, std::chrono::system_clock::now(), wc.frames_written.get(), wc.bytes_written.get()};
+    a.compression = o.compression == storage::compression_kind::bslz4 ? "bslz4" : "none";
+    a.compress_in_before = wc.compress.bytes_in.get();
+    a.compress_out_before = wc.compress.bytes_out.get();
     _writer->start_run(o);
     {
         std::lock_guard lock(_active_mutex);

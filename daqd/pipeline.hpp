@@ -119,7 +119,8 @@ public:
     // Stops receiving, drains every ring and queue, closes an active run.
     void stop();
 
-    void start_run(const std::string& name);  // throws std::runtime_error (bad name, file exists, …)
+    // `compression`: this run's, instead of storage.compression.
+    void start_run(const std::string& name, std::optional<storage::compression_kind> compression = std::nullopt);  // throws std::runtime_error (bad name, file exists, …)
     std::optional<storage::run_stats> stop_run();
 
     // Every module's counters now (any thread): what /metrics, the status

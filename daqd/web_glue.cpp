@@ -42,7 +42,12 @@ web::daq_view web_view(const config::config& cfg, const pipeline& p) {
 web::run_controls web_controls(pipeline& p, storage::run_catalog& catalog) {
     web::run_controls controls;
     controls.check_name = [](const std::string& name) { return check_run_name(name); };
-    controls.start = [&p](const std::string& name) { p.start_run(name); };
+    controls.start = [&p](const std::string& name, const std::string& compression) {
+        std::optional<storage::compression_kind> c;
+        if (compression == "bslz4") c = storage::compression_kind::bslz4;
+        if (compression == "none") c = storage::compression_kind::none;
+        p.start_run(name, c);
+    };
     controls.stop = [&p]() -> std::optional<web::run_result> {
         auto s = p.stop_run();
         if (!s) return std::nullopt;

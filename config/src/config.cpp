@@ -44,6 +44,7 @@ const std::vector<std::string_view> processing_stage_order{"calibrate", "dose", 
 const std::vector<std::string_view> processing_backends{"auto", "cpu", "cuda"};
 const std::vector<std::string_view> threshold_modes{"absolute", "noise"};
 const std::vector<std::string_view> writeback_modes{"paced", "kernel"};
+const std::vector<std::string_view> compression_kinds{"none", "bslz4"};
 const std::vector<std::string_view> log_levels{"trace", "debug", "info", "warn", "error"};
 const std::vector<std::string_view> combine_modes{"auto", "on", "off"};
 constexpr unsigned cpu_number_max = 65535;
@@ -850,6 +851,14 @@ const std::vector<key>& keys_table() {
                "behind the write front and drops written data from the page cache, so\n"
                "dirty memory stays bounded) or \"kernel\" (the kernel's dirty limits).\n"
                "See docs/PERFORMANCE.md \"Writeback pacing\"."),
+        one_of("storage.compression", DAQD_FIELD(storage.compression), compression_kinds,
+               "How chunks are stored: \"none\" (raw), or \"bslz4\" (bitshuffle + LZ4, HDF5\n"
+               "filter 32008 as DECTRIS and Jungfraujoch write it; readers need the\n"
+               "bitshuffle plugin: hdf5plugin in Python, HDF5_PLUGIN_PATH for h5dump).\n"
+               "Also --compression and the run-start request's \"compression\"."),
+        integer("storage.compress_threads", DAQD_FIELD(storage.compress_threads), {1, 64, int_rule::zero_or_range},
+                "Threads compressing chunks (with compression = \"bslz4\"); 0: half the\n"
+                "CPUs daqd may use, at least 1, at most 8."),
 
         text_list("processing.stages", DAQD_FIELD(processing.stages), "stage names",
                   "each of `\"calibrate\"`, `\"dose\"`, `\"live\"` at most once, in that order; `\"dose\"` needs "

@@ -18,6 +18,7 @@
 #include <cstring>
 #include <ctime>
 #include <cstdlib>
+#include <deque>
 #include <thread>
 
 #include <sys/stat.h>
@@ -34,6 +35,10 @@ constexpr int format_version = 1;
 
 enum ds_index : std::size_t { ds_raw = 0, ds_frame_number, ds_timestamp_ns, ds_missing_packets, ds_count };
 constexpr std::array<const char*, ds_count> ds_names{"raw", "frame_number", "timestamp_ns", "missing_packets"};
+
+// Element sizes of the four datasets, and of `calibrated`.
+constexpr std::array<std::uint32_t, ds_count> ds_elem_size{2, 8, 8, 2};
+constexpr std::uint32_t calibrated_elem_size = 4;
 
 // Bytes of one row over all four datasets.
 constexpr std::uint64_t row_bytes(std::uint32_t channels) noexcept {
@@ -170,6 +175,30 @@ struct run_file::impl {
     // storage.writeback (writeback.hpp): the writer's pacer, or one of our own.
     std::unique_ptr<writeback_pacer> own_pacer;
     writeback_pacer* pacer = nullptr;
+    // storage.compression (compressor.hpp): chunks submitted to the pool and
+    // not yet written, oldest first; they are written in this order. A
+    // chunk whose rows are in a block holds a reference to the block until
+    // it is compressed.
+    struct pending_chunk {
+        std::shared_ptr<chunk_job> job;
+        unit_state* u = nullptr;
+        hsize_t start = 0;  // first row of the chunk
+        hsize_t end = 0;    // rows of the unit in the file once it is written
+        bool full = false;
+        processing::block_pool* pool = nullptr;  // the block `job` reads, if any
+        std::uint32_t block = 0;
+    };
+    std::deque<pending_chunk> pending;
+    std::vector<std::shared_ptr<chunk_job>> spare_jobs;
+    std::unique_ptr<compressor> own_compressor;  // when run_options::compress is null
+    compressor* comp = nullptr;
+    std::size_t max_in_flight = 0;
+    // Of the current file: uncompressed row bytes of the full chunks written,
+    // and what they take compressed (rotation by size counts stored bytes).
+    std::uint64_t file_raw_stored = 0;
+    std::uint64_t file_stored = 0;
+
+    [[nodiscard]] bool compressed() const noexcept { return opt.compression == compression_kind::bslz4; }
 
     impl(run_options o, writeback_counters* wb, writeback_pacer* shared_pacer)
         : opt(std::move(o)),
@@ -178,6 +207,13 @@ struct run_file::impl {
         h5::init_library();
         stats.run_name = opt.run_name;
         if (opt.chunk_bytes == 0) opt.chunk_bytes = 1;
+        if (compressed()) {
+            if (opt.compress == nullptr) own_compressor = std::make_unique<compressor>(0, nullptr);
+            comp = opt.compress != nullptr ? opt.compress : own_compressor.get();
+            max_in_flight = opt.compress_in_flight != 0 ? opt.compress_in_flight
+                                                        : std::max<std::size_t>(4, 4 * std::size_t{comp->threads()});
+            if (auto* c = comp->counters()) c->capacity.set(max_in_flight);
+        }
         refuse_existing();
         fapl = h5::plist(h5::check_id(H5Pcreate(H5P_FILE_ACCESS), "H5Pcreate", "file access plist"));
         h5::check(H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_LATEST, H5F_LIBVER_LATEST), "H5Pset_libver_bounds",
@@ -204,6 +240,7 @@ struct run_file::impl {
 
     ~impl() {
         release_handles();
+        abandon_pending();
         for (auto& [id, u] : units) drop_direct(u);
     }
 
@@ -276,6 +313,7 @@ struct run_file::impl {
         // start-up recovery may mend (journal.hpp).
         journal::add(opt.output_dir, path);
         file_bytes = 0;
+        file_raw_stored = file_stored = 0;
         const hid_t f = file.get();
         write_string_attr(f, "format", format_name, "/");
         write_int_attr(f, "format_version", format_version, "/");
@@ -283,6 +321,7 @@ struct run_file::impl {
         write_string_attr(f, "started_at", started_at, "/");
         write_string_attr(f, "server_version", opt.server_version, "/");
         write_string_attr(f, "config", opt.config_text, "/");
+        if (compressed()) write_string_attr(f, "compression", "bslz4", "/");
         {
             h5::group g(h5::check_id(H5Gcreate2(f, "units", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "H5Gcreate2",
                                      "/units in " + where));
@@ -325,6 +364,7 @@ struct run_file::impl {
             h5::plist dcpl(h5::check_id(H5Pcreate(H5P_DATASET_CREATE), "H5Pcreate", w));
             h5::check(H5Pset_chunk(dcpl.get(), rank, chunk), "H5Pset_chunk", w);
             h5::check(H5Pset_obj_track_times(dcpl.get(), false), "H5Pset_obj_track_times", w);
+            set_compression(dcpl.get(), ds_elem_size[i], w);
             h5::dataset d(h5::check_id(
                 H5Dcreate2(g.get(), ds_names[i], types[i], s.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT), "H5Dcreate2", w));
             d.close("H5Dclose", w);
@@ -344,6 +384,7 @@ struct run_file::impl {
             h5::plist dcpl(h5::check_id(H5Pcreate(H5P_DATASET_CREATE), "H5Pcreate", w));
             h5::check(H5Pset_chunk(dcpl.get(), 2, chunk), "H5Pset_chunk", w);
             h5::check(H5Pset_obj_track_times(dcpl.get(), false), "H5Pset_obj_track_times", w);
+            set_compression(dcpl.get(), calibrated_elem_size, w);
             h5::dataset d(h5::check_id(
                 H5Dcreate2(g, "calibrated", H5T_IEEE_F32LE, s.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT), "H5Dcreate2",
                 w));
@@ -385,6 +426,17 @@ struct run_file::impl {
         cg.close("H5Gclose", cw);
     }
 
+    // Declares filter 32008 (bitshuffle + LZ4) with its cd_values on a
+    // dataset: the chunks are compressed by the pool and written as they
+    // are, so HDF5 never runs the filter while writing.
+    void set_compression(hid_t dcpl, std::uint32_t elem_size, const std::string& w) {
+        if (!compressed()) return;
+        const auto cd = codec::bslz4_cd_values(elem_size);
+        h5::check(H5Pset_filter(dcpl, static_cast<H5Z_filter_t>(codec::bslz4_filter_id), H5Z_FLAG_MANDATORY, cd.size(),
+                                cd.data()),
+                  "H5Pset_filter (bitshuffle/LZ4, filter 32008)", w);
+    }
+
     void open_datasets(unit_state& u) {
         for (std::size_t i = 0; i < ds_count; ++i) {
             u.where[i] = u.group_path + "/" + ds_names[i] + " in " + where;
@@ -404,6 +456,7 @@ struct run_file::impl {
     }
 
     void close_file_checked() {
+        retire_all();
         for (auto& [id, u] : units) {
             for (std::size_t i = 0; i < ds_count; ++i) u.ds[i].close("H5Dclose", u.where[i]);
             u.cal_ds.close("H5Dclose", u.cal_where);
@@ -431,6 +484,7 @@ struct run_file::impl {
     // that fails after a write error is expected (its flush fails too); see
     // h5::init_library() for why that is safe.
     void release_handles() noexcept {
+        abandon_pending();
         bool ok = true;
         for (auto& [id, u] : units) {
             for (auto& d : u.ds) ok = d.reset() && ok;
@@ -475,13 +529,17 @@ struct run_file::impl {
 
     // ---- data path ---------------------------------------------------------
 
-    void set_extent(unit_state& u) {
-        if (u.file_rows <= u.extent) return;
-        const hsize_t dims[2] = {u.file_rows, u.channels};
+    // Makes the datasets' extent cover `rows` (default: every row appended).
+    // With compression, only rows whose chunks are written: a SWMR reader
+    // must never see rows of a chunk still being compressed.
+    void set_extent(unit_state& u) { set_extent(u, u.file_rows); }
+    void set_extent(unit_state& u, hsize_t rows) {
+        if (rows <= u.extent) return;
+        const hsize_t dims[2] = {rows, u.channels};
         for (std::size_t i = 0; i < ds_count; ++i)
             h5::check(H5Dset_extent(u.ds[i].get(), dims), "H5Dset_extent", u.where[i]);
         if (u.cal_ds) h5::check(H5Dset_extent(u.cal_ds.get(), dims), "H5Dset_extent", u.cal_where);
-        u.extent = u.file_rows;
+        u.extent = rows;
     }
 
     // Writes the open chunk of every dataset of u (whole, or partial with the
@@ -494,6 +552,11 @@ struct run_file::impl {
         // copied first: the assembler is still filling the block's later rows.
         const bool from_block = u.direct.pool != nullptr && r == n;
         if (u.direct.pool != nullptr && !from_block) copy_direct_rows(u);
+        if (compressed() && r < n) zero_padding(u);
+        if (compressed()) {
+            submit_chunk(u, start, from_block);
+            return;
+        }
         if (r < n) {
             std::fill(u.raw.begin() + static_cast<std::ptrdiff_t>(r * u.channels), u.raw.end(), std::uint16_t{0});
             std::fill(u.frame_number.begin() + static_cast<std::ptrdiff_t>(r), u.frame_number.end(), 0);
@@ -528,6 +591,152 @@ struct run_file::impl {
             ++(from_block ? stats.chunks_direct : stats.chunks_compacted);
             drop_direct(u);
         }
+    }
+
+    // ---- compression (compressor.hpp) ----------------------------------------
+
+    // Zeroes the rows of the open chunk after rows_in_chunk (they are stored
+    // in a partial chunk).
+    void zero_padding(unit_state& u) {
+        const hsize_t r = u.rows_in_chunk;
+        std::fill(u.raw.begin() + static_cast<std::ptrdiff_t>(r * u.channels), u.raw.end(), std::uint16_t{0});
+        std::fill(u.frame_number.begin() + static_cast<std::ptrdiff_t>(r), u.frame_number.end(), 0);
+        std::fill(u.timestamp_ns.begin() + static_cast<std::ptrdiff_t>(r), u.timestamp_ns.end(), 0);
+        std::fill(u.missing_packets.begin() + static_cast<std::ptrdiff_t>(r), u.missing_packets.end(), 0);
+        if (!u.calibrated.empty())
+            std::fill(u.calibrated.begin() + static_cast<std::ptrdiff_t>(r * u.channels), u.calibrated.end(), 0.0f);
+    }
+
+    std::shared_ptr<chunk_job> take_job() {
+        if (spare_jobs.empty()) return std::make_shared<chunk_job>();
+        auto job = std::move(spare_jobs.back());
+        spare_jobs.pop_back();
+        job->reset();
+        return job;
+    }
+
+    // Hands the open chunk of u (rows start..file_rows) to the pool: a full
+    // chunk in a block is compressed from there (the block stays referenced
+    // until then), anything else from a copy the job owns, since the unit's
+    // buffers fill on at once. Written later, in order, by retire_front().
+    void submit_chunk(unit_state& u, hsize_t start, bool from_block) {
+        while (pending.size() >= max_in_flight) retire_front();
+        auto job = take_job();
+        auto add = [&](const void* src, std::size_t bytes, std::uint32_t elem_size, bool copy) {
+            auto& p = job->parts[job->count++];
+            p.bytes = bytes;
+            p.elem_size = elem_size;
+            if (copy) {
+                p.owned.resize(bytes);
+                std::memcpy(p.owned.data(), src, bytes);
+                p.in = nullptr;
+            } else {
+                p.in = src;
+            }
+        };
+        add(from_block ? u.direct.raw : u.raw.data(), u.raw.size() * sizeof(std::uint16_t), ds_elem_size[ds_raw],
+            !from_block);
+        add(u.frame_number.data(), u.frame_number.size() * sizeof(std::uint64_t), ds_elem_size[ds_frame_number], true);
+        add(u.timestamp_ns.data(), u.timestamp_ns.size() * sizeof(std::uint64_t), ds_elem_size[ds_timestamp_ns], true);
+        add(u.missing_packets.data(), u.missing_packets.size() * sizeof(std::uint16_t), ds_elem_size[ds_missing_packets],
+            true);
+        if (u.cal_ds)
+            add(from_block ? u.direct.calibrated : u.calibrated.data(), u.calibrated.size() * sizeof(float),
+                calibrated_elem_size, !from_block);
+        pending_chunk c{job, &u, start, u.file_rows, u.rows_in_chunk == u.chunk_rows, nullptr, 0};
+        if (c.full) {
+            ++(from_block ? stats.chunks_direct : stats.chunks_compacted);
+            if (from_block) {
+                // The block's reference moves to the pending chunk.
+                c.pool = u.direct.pool;
+                c.block = u.direct.block;
+                u.direct = {};
+            } else {
+                drop_direct(u);
+            }
+        }
+        if (auto* k = comp->counters()) k->in_flight.add_shared(1);
+        comp->submit(std::move(job));
+        pending.push_back(std::move(c));
+    }
+
+    // Writes the oldest pending chunk, waiting for its compression. A write
+    // that fails leaves it first in line: after a disk-full error the file
+    // is closed with it (the reserve pays), so no chunk is skipped.
+    void retire_front() {
+        pending_chunk& c = pending.front();
+        comp->wait(*c.job);
+        if (c.pool != nullptr) {
+            c.pool->unref_release(c.block);  // compressed: the block is not read again
+            c.pool = nullptr;
+        }
+        if (!c.job->error.empty()) {
+            const std::string message = fmt::format("{} in {}: {}", c.u->group_path, where, c.job->error);
+            pop_front_pending();
+            throw storage_error(message);
+        }
+        write_compressed(c);
+        spare_jobs.push_back(c.job);
+        pop_front_pending();
+    }
+
+    void pop_front_pending() noexcept {
+        pending.pop_front();
+        if (auto* k = comp->counters()) k->in_flight.sub(1);  // the writer thread's, as the adds
+    }
+
+    void retire_ready() {
+        while (!pending.empty() && pending.front().job->done.load(std::memory_order_acquire)) retire_front();
+    }
+
+    void retire_all() {
+        while (!pending.empty()) retire_front();
+    }
+
+    // After a failure, or when the run file goes: waits for the pool to be
+    // done with every pending chunk, writes none of them, gives the blocks back.
+    void abandon_pending() noexcept {
+        while (!pending.empty()) {
+            auto& c = pending.front();
+            try {
+                comp->wait(*c.job);
+            } catch (...) {
+            }
+            if (c.pool != nullptr) c.pool->unref_release(c.block);
+            pop_front_pending();
+        }
+    }
+
+    void write_compressed(const pending_chunk& c) {
+        unit_state& u = *c.u;
+        const chunk_job& job = *c.job;
+        std::uint64_t stored = 0, in = 0;
+        for (std::size_t i = 0; i < job.count; ++i) {
+            stored += job.parts[i].out_bytes;
+            in += job.parts[i].bytes;
+        }
+        ensure_space(stored);
+        if (const auto delay = fault_slow_write(); delay.count() > 0) std::this_thread::sleep_for(delay);
+        fault_stall_once();
+        set_extent(u, c.end);
+        const std::uint64_t t0 = common::monotonic_ns();
+        const hsize_t offset[2] = {c.start, 0};
+        for (std::size_t i = 0; i < job.count; ++i) {
+            const auto& p = job.parts[i];
+            const bool cal = i == ds_count;
+            h5::check(H5Dwrite_chunk(cal ? u.cal_ds.get() : u.ds[i].get(), H5P_DEFAULT, 0, offset, p.out_bytes,
+                                     p.out.data()),
+                      "H5Dwrite_chunk", cal ? u.cal_where : u.where[i]);
+        }
+        u.rows_stored = std::max(u.rows_stored, c.end);
+        stats.write_ns += common::monotonic_ns() - t0;
+        stats.chunk_bytes_in += in;
+        stats.chunk_bytes_stored += stored;
+        if (c.full) {
+            file_raw_stored += u.chunk_rows * (row_bytes(u.channels) + (u.cal_ds ? 4ull * u.channels : 0));
+            file_stored += stored;
+        }
+        pacer->note();
     }
 
     // ---- rows in blocks (one copy: processing/README.md) --------------------
@@ -620,7 +829,7 @@ struct run_file::impl {
             write_chunk(u);
             u.rows_flushed = u.rows_in_chunk;
         }
-        set_extent(u);
+        if (!compressed()) set_extent(u);  // compressed: as each chunk is written
         if (u.dose_dirty && u.dose_ds) write_dose(u);
     }
 
@@ -852,7 +1061,11 @@ struct run_file::impl {
             }
         }
         const std::uint64_t rb = row_bytes(f.channels) + (opt.processing.calibrated ? 4ull * f.channels : 0);
-        if (opt.rotate_bytes > 0 && file_bytes > 0 && file_bytes + rb > opt.rotate_bytes) rotate();
+        if (!pending.empty()) retire_ready();
+        // Rotation by size counts what the file stores: compressed chunks as
+        // written, rows not yet in a full chunk at their raw size.
+        const std::uint64_t size_now = file_bytes - file_raw_stored + file_stored;
+        if (opt.rotate_bytes > 0 && file_bytes > 0 && size_now + rb > opt.rotate_bytes) rotate();
         if (u == nullptr) u = &add_unit(f);
         last_unit = u;
 
@@ -890,6 +1103,7 @@ struct run_file::impl {
 
     void flush() {
         write_partial_chunks();
+        retire_all();
         h5::check(H5Fflush(file.get(), H5F_SCOPE_GLOBAL), "H5Fflush", where);
         pacer->note();
         check_file_present();
@@ -968,6 +1182,15 @@ void run_file::append(const processing::frame& f) {
 
 void run_file::flush() {
     _impl->guarded([&] { _impl->flush(); });
+}
+
+void run_file::poll() {
+    if (_impl->pending.empty()) return;
+    _impl->guarded([&] { _impl->retire_ready(); });
+}
+
+bool run_file::chunks_ready() const noexcept {
+    return !_impl->pending.empty() && _impl->pending.front().job->done.load(std::memory_order_acquire);
 }
 
 void run_file::close() {

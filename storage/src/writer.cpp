@@ -259,7 +259,20 @@ void writer::execute(command& cmd) {
             // last file after the run. A pumped writer's pacer has no thread.
             if (!_pacer || _pacer->threaded() == _worker.pumped())
                 _pacer = std::make_unique<writeback_pacer>(&_counters.writeback, !_worker.pumped());
-            _run = std::make_unique<run_file>(cmd.options, *_pacer);
+            run_options options = cmd.options;
+            if (options.compression != compression_kind::none) {
+                // One pool for every run, rebuilt only when its size changes.
+                const unsigned threads = _worker.pumped()          ? 0u
+                                         : options.compress_threads ? options.compress_threads
+                                                                    : default_compress_threads();
+                if (!_compressor || _compressor->threads() != threads) {
+                    _compressor.reset();
+                    _compressor = std::make_unique<compressor>(threads, &_counters.compress, &_in_ready);
+                    if (threads > 0) spdlog::info("compression: bitshuffle/LZ4 on {} thread(s)", threads);
+                }
+                options.compress = _compressor.get();
+            }
+            _run = std::make_unique<run_file>(options, *_pacer);
             _run_failed = false;
             _unwritten_reported.clear();
             _copies_seen = {};
@@ -315,6 +328,10 @@ bool writer::pass() {
         if (!f) break;
         handle_frame(*f);
     }
+    if (_run && !_run_failed && _run->chunks_ready()) {
+        poll_run();
+        ++n;
+    }
     if (_run && !_run_failed && std::chrono::steady_clock::now() >= _next_flush) {
         flush_run();
         _next_flush = std::chrono::steady_clock::now() + _flush_interval;
@@ -322,7 +339,24 @@ bool writer::pass() {
     return n > 0;
 }
 
-bool writer::input_waiting() { return !_in.empty() || _command_pending.load(std::memory_order_acquire); }
+bool writer::input_waiting() {
+    return !_in.empty() || _command_pending.load(std::memory_order_acquire) ||
+           (_run && !_run_failed && _run->chunks_ready());
+}
+
+// Writes the chunks the compression pool has done.
+void writer::poll_run() {
+    const std::uint64_t frames_before = _run->stats().frames_written;
+    const std::uint64_t bytes_before = _run->stats().bytes_written;
+    try {
+        _run->poll();
+    } catch (const std::exception& e) {
+        fail_run(e);
+        account(frames_before, bytes_before);
+        return;
+    }
+    account_copies();
+}
 
 // An active run is flushed on time even when no frame comes.
 std::chrono::microseconds writer::sleep_limit() const {
@@ -410,6 +444,40 @@ const writeback_series writeback_table[] = {
       "Failed sync_file_range / posix_fadvise calls of the writeback pacing (the run goes on)", kind::counter},
      &writeback_counters::errors, 1.0},
 };
+// storage.compression = "bslz4" (the pool's threads and the writer count these).
+struct compress_series {
+    telemetry::descriptor d;
+    telemetry::counter compressor_counters::*member;
+    double scale;
+};
+const compress_series compress_table[] = {
+    {{"daq_compress_bytes_in_total",
+      "Bytes of chunks compressed (storage.compression = \"bslz4\"; partial chunks rewritten at each flush included)",
+      kind::counter},
+     &compressor_counters::bytes_in, 1.0},
+    {{"daq_compress_bytes_out_total", "Bytes the compressed chunks take", kind::counter},
+     &compressor_counters::bytes_out, 1.0},
+    {{"daq_compress_chunks_total", "Dataset chunks compressed (one per dataset and chunk)", kind::counter},
+     &compressor_counters::chunks, 1.0},
+    {{"daq_compress_seconds_total", "Seconds the compression threads spent compressing (all threads)", kind::counter},
+     &compressor_counters::busy_ns, 1e-9},
+    {{"daq_compress_wait_seconds_total",
+      "Seconds the writer thread waited for compression (too many chunks in flight, a flush, a file closing)",
+      kind::counter},
+     &compressor_counters::wait_ns, 1e-9},
+    {{"daq_compress_failures_total", "Chunks whose compression failed (the run fails with the message)",
+      kind::counter},
+     &compressor_counters::failures, 1.0},
+    {{"daq_compress_queue_chunks", "Chunks handed to the compression pool and not yet written", kind::gauge},
+     &compressor_counters::in_flight, 1.0},
+    {{"daq_compress_queue_capacity_chunks",
+      "Chunks in flight at which the writer waits for the oldest (its own queue takes the backlog)", kind::gauge},
+     &compressor_counters::capacity, 1.0},
+};
+const telemetry::descriptor compress_ratio{
+    "daq_compress_ratio", "Bytes in over bytes out of the compressor since start (0 before the first chunk)",
+    kind::gauge};
+
 const telemetry::descriptor write_seconds{
     "daq_storage_write_seconds_total",
     "Seconds the writer thread spent in chunk writes and flushes (the page cache, and the disk when it pushes back): "
@@ -436,6 +504,10 @@ void writer::report(telemetry::snapshot& out) const {
     out.add(write_seconds, {}, static_cast<double>(_counters.write_ns.get()) / 1e9);
     for (const auto& row : writeback_table)
         out.add(row.d, {}, static_cast<double>((_counters.writeback.*row.member).get()) * row.scale);
+    for (const auto& row : compress_table)
+        out.add(row.d, {}, static_cast<double>((_counters.compress.*row.member).get()) * row.scale);
+    const auto cin = _counters.compress.bytes_in.get(), cout = _counters.compress.bytes_out.get();
+    out.add(compress_ratio, {}, cout == 0 ? 0.0 : static_cast<double>(cin) / static_cast<double>(cout));
     out.add_histogram(flush_seconds, {}, _counters.flush);
     out.add_histogram(stage_seconds, {{"stage", "write"}, {"backend", "hdf5"}}, _counters.flush);
     out.add_histogram(latency_seconds, {}, _counters.latency);

@@ -483,6 +483,17 @@ TEST_CASE("receiver backend names", "[config]") {
     }
 }
 
+TEST_CASE("storage.compression: none by default, bslz4 on request, nothing else (no zstd)", "[config]") {
+    CHECK(config{}.storage.compression == "none");
+    CHECK(config{}.storage.compress_threads == 0);
+    const auto c = load_string("[storage]\ncompression = \"bslz4\"\ncompress_threads = 2\n", "t.toml");
+    CHECK(c.storage.compression == "bslz4");
+    CHECK(c.storage.compress_threads == 2);
+    CHECK_THAT(error_of("[storage]\ncompression = \"zstd\"\n"),
+               Contains("storage.compression must be 'none' or 'bslz4', got 'zstd'"));
+    CHECK_THAT(error_of("[storage]\ncompress_threads = 65\n"), Contains("storage.compress_threads"));
+}
+
 TEST_CASE("storage.writeback: paced by default, kernel on request, nothing else", "[config]") {
     CHECK(config{}.storage.writeback == "paced");
     CHECK(load_string("[storage]\nwriteback = \"kernel\"\n", "t.toml").storage.writeback == "kernel");
@@ -505,6 +516,8 @@ config every_key_changed(int variant) {
     c.assembly.restart_packets = 2;
     c.storage.reserve_bytes = 0;
     c.storage.writeback = "kernel";
+    c.storage.compression = "bslz4";
+    c.storage.compress_threads = 3;
     c.processing.stages = {"calibrate", "dose", "live"};
     c.processing.backend = "cpu";
     c.processing.calibration_file = "/data/ped 1.calib.h5";

@@ -47,13 +47,16 @@ std::vector<std::string> sim_argv(const daqd_process& d, const std::vector<std::
 
 TEST_CASE("kill -9 at full rate: the next start mends the file, every frame up to the last flush is kept exactly",
           "[e2e][faults]") {
-    const int shards = GENERATE(1, 2);  // 2: 4 units over 2 links, one receive shard each
-    CAPTURE(shards);
-    scratch_dir dir("kill9-" + std::to_string(shards));
+    // 2 shards: 4 units over 2 links, one receive shard each; bslz4: compressed chunks.
+    const auto [shards, compression] =
+        GENERATE(table<int, std::string>({{1, "none"}, {2, "none"}, {1, "bslz4"}}));
+    CAPTURE(shards, compression);
+    scratch_dir dir("kill9-" + std::to_string(shards) + compression);
     const std::string runs = dir / "runs";
     const int flush_ms = 200;
-    daqd_process d(dir, "crash", runs, "flush_interval_ms = " + std::to_string(flush_ms) + "\n", {"--run", "crash"}, "",
-                   shards);
+    daqd_process d(dir, "crash", runs,
+                   "flush_interval_ms = " + std::to_string(flush_ms) + "\ncompression = \"" + compression + "\"\n",
+                   {"--run", "crash"}, "", shards);
     // 4 units of 4096 channels at 1 Gbit/s: 15 259 frames/s over all units.
     const double rate_mbit = 1000;
     const double frames_per_s = rate_mbit * 1e6 / 8 / (4096 * 2);
@@ -155,21 +158,26 @@ TEST_CASE("SIGTERM at full rate: every frame taken is in the file and the counts
 
 TEST_CASE("disk full: the run stops with one clear error, the file is whole, a new run resumes when there is room",
           "[e2e][faults]") {
-    const int shards = GENERATE(1, 2);  // 2: the 2 units over 2 links, one receive shard each
-    CAPTURE(shards);
-    scratch_dir dir("diskfull-" + std::to_string(shards));
+    // 2 shards: the 2 units over 2 links, one receive shard each; bslz4:
+    // compressed chunks (the test pattern shrinks ~25x: a smaller disk, a higher rate).
+    const auto [shards, compression] =
+        GENERATE(table<int, std::string>({{1, "none"}, {2, "none"}, {1, "bslz4"}}));
+    CAPTURE(shards, compression);
+    const bool packed = compression == "bslz4";
+    scratch_dir dir("diskfull-" + std::to_string(shards) + compression);
     const std::string runs = dir / "small";
-    tmpfs_mount fsys(runs, "40m");
+    tmpfs_mount fsys(runs, packed ? "10m" : "40m");
     if (!fsys.mounted) {
         WARN("cannot mount a tmpfs (needs root): disk-full test skipped");
         return;
     }
     daqd_process d(dir, "full", runs,
-                   "flush_interval_ms = 200\nchunk_bytes = 65536\nreserve_bytes = \"4MiB\"\n", {"--run", "full"}, "",
-                   shards);
-    // 2 units at 200 Mbit/s: 25 MB/s, the 40 MiB fill in under 2 s.
-    child sim(sim_argv(d, {"--units", "2", "--duration", "30", "--rate", "200", "--quiet"}), dir / "full.sim.out",
-              dir / "full.sim.err");
+                   "flush_interval_ms = 200\nchunk_bytes = 65536\nreserve_bytes = \"4MiB\"\ncompression = \"" +
+                       compression + "\"\n",
+                   {"--run", "full"}, "", shards);
+    // 2 units at 200 Mbit/s: 25 MB/s, the 40 MiB fill in under 2 s (compressed: 6 MiB at ~3 MB/s).
+    child sim(sim_argv(d, {"--units", "2", "--duration", "30", "--rate", packed ? "600" : "200", "--quiet"}),
+              dir / "full.sim.out", dir / "full.sim.err");
     REQUIRE(d.proc->wait_for_log("FAILED, no longer writing to", 30s));
     const std::string file = runs + "/full.h5";
     {
@@ -231,19 +239,23 @@ TEST_CASE("disk full: the run stops with one clear error, the file is whole, a n
 TEST_CASE("disk full with no reserve: the write error names the file and free space, the next start mends the file, "
           "and frames_written equals the rows it keeps",
           "[e2e][faults]") {
-    const int shards = GENERATE(1, 2);
-    CAPTURE(shards);
-    scratch_dir dir("diskfull-raw-" + std::to_string(shards));
+    const auto [shards, compression] =
+        GENERATE(table<int, std::string>({{1, "none"}, {2, "none"}, {1, "bslz4"}}));
+    CAPTURE(shards, compression);
+    const bool packed = compression == "bslz4";
+    scratch_dir dir("diskfull-raw-" + std::to_string(shards) + compression);
     const std::string runs = dir / "small";
-    tmpfs_mount fsys(runs, "24m");
+    tmpfs_mount fsys(runs, packed ? "6m" : "24m");
     if (!fsys.mounted) {
         WARN("cannot mount a tmpfs (needs root): disk-full test skipped");
         return;
     }
-    daqd_process d(dir, "raw", runs, "flush_interval_ms = 200\nchunk_bytes = 65536\nreserve_bytes = 0\n",
+    daqd_process d(dir, "raw", runs,
+                   "flush_interval_ms = 200\nchunk_bytes = 65536\nreserve_bytes = 0\ncompression = \"" + compression +
+                       "\"\n",
                    {"--run", "raw"}, "", shards);
-    child sim(sim_argv(d, {"--units", "2", "--duration", "30", "--rate", "200", "--quiet"}), dir / "raw.sim.out",
-              dir / "raw.sim.err");
+    child sim(sim_argv(d, {"--units", "2", "--duration", "30", "--rate", packed ? "600" : "200", "--quiet"}),
+              dir / "raw.sim.out", dir / "raw.sim.err");
     REQUIRE(d.proc->wait_for_log("FAILED, no longer writing to", 30s));
     const std::string file = runs + "/raw.h5";
     const auto st = d.status();

@@ -95,7 +95,7 @@ struct fake_runs {
                     return "run name '" + n + "' may only hold letters, digits, '.', '_' and '-'";
             return {};
         };
-        c.start = [this](const std::string& n) {
+        c.start = [this](const std::string& n, const std::string&) {
             ++starts;
             if (n.find("exists") != std::string::npos) throw std::runtime_error("run '" + n + "' already exists");
             if (n.find("fail") != std::string::npos) throw std::runtime_error("cannot create the run file");

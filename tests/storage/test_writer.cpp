@@ -346,3 +346,44 @@ TEST_CASE("writer: a full block is written as the chunk, without a copy, a reord
     h5::file f = open_read(dir.path() / "direct.h5");
     check_unit(f.get(), 1, want[1]);
 }
+
+TEST_CASE("writer with compression: full blocks are compressed from the block on the pool, every block comes back, "
+          "the file holds every frame",
+          "[storage][blocks][compression]") {
+    temp_dir dir;
+    pipeline p(8, 1024, 256);
+    block_filler b{p.pool, 8};
+    std::map<std::uint16_t, expected_rows> want;
+    auto o = options_for(dir.path(), "packed");
+    o.compression = daqd::storage::compression_kind::bslz4;
+    o.compress_threads = 2;
+    p.w.start_run(o);
+    std::uint64_t n = 0;
+    for (int chunk = 0; chunk < 40; ++chunk) {
+        for (int r = 0; r < 8; ++r) {
+            const frame f = b.make(1, 64, n++, b.take());
+            expect(want, f);
+            queue_frame(p, f);
+        }
+        b.seal();
+    }
+    for (int r = 0; r < 5; ++r) {  // a partial chunk at the stop
+        const frame f = b.make(1, 64, n++, b.take());
+        expect(want, f);
+        queue_frame(p, f);
+    }
+    b.seal();
+    const auto stats = p.w.stop_run();
+    REQUIRE(stats.has_value());
+    CHECK_FALSE(stats->failed);
+    CHECK(stats->frames_written == n);
+    CHECK(stats->chunks_direct == 40);
+    const auto& k = p.w.counters().compress;
+    CHECK(k.in_flight.get() == 0);
+    CHECK(k.bytes_in.get() > k.bytes_out.get());
+    CHECK(k.chunks.get() >= 41 * 4);
+    p.wait_drained();  // the pool's chunks held their blocks until compressed
+    h5::file f = open_read(dir.path() / "packed.h5");
+    check_unit(f.get(), 1, want[1]);
+    CHECK(read_string_attr(f.get(), "compression") == "bslz4");
+}

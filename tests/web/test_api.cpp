@@ -23,6 +23,7 @@ constexpr const char* token = "0123456789abcdef0123456789abcdef";
 struct fake_runs {
     std::optional<run_info> active;
     std::vector<std::string> started;
+    std::vector<std::string> compressions;  // as handed to start ("" = the config's)
     int stops = 0;
     std::string fail_with;
 
@@ -34,9 +35,10 @@ struct fake_runs {
                     return "run name '" + n + "' may only hold letters, digits, '.', '_' and '-'";
             return n.empty() ? "run name is empty" : "";
         };
-        c.start = [this](const std::string& n) {
+        c.start = [this](const std::string& n, const std::string& compression) {
             if (!fail_with.empty()) throw std::runtime_error(fail_with);
             started.push_back(n);
+            compressions.push_back(compression);
             active = run_info{n, std::chrono::system_clock::now(), 0, 0};
         };
         c.stop = [this]() -> std::optional<daqd::web::run_result> {
@@ -134,7 +136,9 @@ TEST_CASE("starting a run: token, JSON, name, conflicts", "[web]") {
     SECTION("bad bodies and names: 400") {
         for (const std::string body : {"", "{", "not json", "[1,2]", R"({"nam":"x"})", R"({"name":7})",
                                        R"({"name":"a/b"})", R"({"name":"..\\x"})", R"({"name":".."})",
-                                       R"({"name":"../../etc"})", R"({"name":"has space"})", R"({"name":""})"}) {
+                                       R"({"name":"../../etc"})", R"({"name":"has space"})", R"({"name":""})",
+                                       R"({"name":"c1","compression":"zstd"})", R"({"name":"c1","compression":2})",
+                                       R"({"name":"c1","compression":null})"}) {
             INFO(body);
             const auto res = a.handle(req("POST", "/api/v1/runs", body, bearer()));
             CHECK(res.status == 400);
@@ -158,6 +162,14 @@ TEST_CASE("starting a run: token, JSON, name, conflicts", "[web]") {
         CHECK(stop.status == 200);
         CHECK(body_of(stop)["frames_written"] == 42);
         CHECK(a.handle(req("POST", "/api/v1/runs/stop", "", bearer())).status == 409);
+    }
+    SECTION("the run's compression: handed on as asked, or left to the config") {
+        CHECK(a.handle(req("POST", "/api/v1/runs", R"({"name":"p1","compression":"bslz4"})", bearer())).status == 201);
+        CHECK(a.handle(req("POST", "/api/v1/runs/stop", "", bearer())).status == 200);
+        CHECK(a.handle(req("POST", "/api/v1/runs", R"({"name":"p2","compression":"none"})", bearer())).status == 201);
+        CHECK(a.handle(req("POST", "/api/v1/runs/stop", "", bearer())).status == 200);
+        CHECK(a.handle(req("POST", "/api/v1/runs", R"({"name":"p3"})", bearer())).status == 201);
+        CHECK(runs.compressions == std::vector<std::string>{"bslz4", "none", ""});
     }
     SECTION("a run of that name on disk: 409") {
         std::ofstream(dir / "old.h5") << "x";

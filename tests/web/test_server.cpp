@@ -26,7 +26,7 @@ TEST_CASE("the HTTP server answers, rejects bad requests with 4xx and keeps serv
         std::lock_guard lock(mutex);
         return active;
     };
-    controls.start = [&](const std::string& n) {
+    controls.start = [&](const std::string& n, const std::string&) {
         std::this_thread::sleep_for(std::chrono::milliseconds(200));  // as if the writer were busy
         ++starts;
         std::lock_guard lock(mutex);

@@ -81,6 +81,16 @@ struct run_summary {
     std::map<std::uint16_t, unit_summary> units;
     std::uint64_t total_frames = 0;
     std::uint64_t samples_checked = 0;
+    // storage.compression: the root attribute `compression` ("none" when
+    // absent), and per dataset name the bytes its rows hold and the bytes
+    // its chunks take in the files.
+    std::string compression = "none";
+    struct stored {
+        std::uint64_t bytes = 0;
+        std::uint64_t stored_bytes = 0;
+        std::string filter;  // "bslz4", "none", or the filter's id
+    };
+    std::map<std::string, stored> datasets;
 };
 
 // ---- attribute reading -------------------------------------------------------
@@ -193,6 +203,11 @@ struct inspector {
         if (stopped != attr_kind::missing && stopped != attr_kind::string)
             problems.add(fmt::format("{}: root attribute 'stopped_at' is {}, expected a string", path, kind_name(stopped)));
 
+        if (const auto c = read_string_attr(f, "compression", w)) {
+            run.compression = *c;
+            if (*c != "none" && *c != "bslz4")
+                problems.add(fmt::format("{}: root attribute 'compression' is '{}', expected 'none' or 'bslz4'", path, *c));
+        }
         const auto format = read_string_attr(f, "format", w);
         const auto version = read_int_attr(f, "format_version", w);
         const auto name = read_string_attr(f, "run_name", w);
@@ -246,6 +261,24 @@ struct inspector {
                   where);
         h5::dataspace ms(h5::check_id(H5Screate_simple(rank, count, nullptr), "H5Screate_simple", where));
         h5::check(H5Dread(ds, memtype, ms.get(), fs_.get(), H5P_DEFAULT, out), "H5Dread", where);
+    }
+
+    // Adds a dataset's bytes and stored bytes to the run's summary.
+    void count_storage(hid_t ds, const char* name, std::uint64_t bytes, const std::string& where) {
+        auto& st = run.datasets[name];
+        st.bytes += bytes;
+        st.stored_bytes += H5Dget_storage_size(ds);
+        h5::plist dcpl(h5::check_id(H5Dget_create_plist(ds), "H5Dget_create_plist", where));
+        const int n = H5Pget_nfilters(dcpl.get());
+        std::string filter = "none";
+        for (int i = 0; i < n; ++i) {
+            unsigned flags = 0, cd[8] = {};
+            std::size_t ncd = 8;
+            const H5Z_filter_t id = H5Pget_filter2(dcpl.get(), static_cast<unsigned>(i), &flags, &ncd, cd, 0, nullptr, nullptr);
+            filter = id == 32008 && ncd > 4 && cd[4] == 2 ? std::string("bslz4") : fmt::format("filter {}", id);
+        }
+        if (st.filter.empty()) st.filter = filter;
+        else if (st.filter != filter) st.filter = "mixed";
     }
 
     void inspect_unit(hid_t f, const std::string& path, const std::string& gname, file_summary& fsum) {
@@ -324,6 +357,13 @@ struct inspector {
                 layout_ok = false;
             }
         }
+        for (int i = 0; i < 4; ++i)
+            if (dsets[i]) count_storage(dsets[i].get(), names[i], rows * (i == 0 ? channels : 1) * sizes[i], gw);
+        if (H5Lexists(g.get(), "calibrated", H5P_DEFAULT) > 0) {
+            h5::dataset cal(h5::check_id(H5Dopen2(g.get(), "calibrated", H5P_DEFAULT), "H5Dopen2", gw));
+            count_storage(cal.get(), "calibrated", rows * channels * 4, gw);
+        }
+        H5Eclear2(H5E_DEFAULT);
         auto& u = run.units[unit_from_name];
         if (u.channels != 0 && u.channels != channels) {
             problems.add(fmt::format("{}: {}: {} channels, an earlier file has {}", path, gpath, channels, u.channels));
@@ -487,6 +527,12 @@ void print_text(const inspector& in) {
         fmt::print("  data         {}\n", human_bytes(static_cast<double>(u.frames) * u.channels * 2.0));
     }
     fmt::print("total frames   {}\n", r.total_frames);
+    fmt::print("compression    {}\n", r.compression == "bslz4" ? "bslz4 (bitshuffle + LZ4, HDF5 filter 32008)" : r.compression);
+    for (const auto& [name, d] : r.datasets)
+        fmt::print("  {:<16} {} stored in {}{}\n", name, human_bytes(static_cast<double>(d.bytes)),
+                   human_bytes(static_cast<double>(d.stored_bytes)),
+                   d.stored_bytes > 0 ? fmt::format(" (ratio {:.2f}, {})", static_cast<double>(d.bytes) / static_cast<double>(d.stored_bytes), d.filter)
+                                      : std::string());
 }
 
 nlohmann::ordered_json to_json(const inspector& in) {
@@ -526,6 +572,13 @@ nlohmann::ordered_json to_json(const inspector& in) {
         j["units"].push_back(std::move(ju));
     }
     j["total_frames"] = r.total_frames;
+    j["compression"] = r.compression;
+    j["datasets"] = nlohmann::ordered_json::object();
+    for (const auto& [name, d] : r.datasets)
+        j["datasets"][name] = {{"bytes", d.bytes},
+                               {"stored_bytes", d.stored_bytes},
+                               {"ratio", d.stored_bytes > 0 ? static_cast<double>(d.bytes) / static_cast<double>(d.stored_bytes) : 0.0},
+                               {"filter", d.filter}};
     return j;
 }
 

@@ -210,7 +210,11 @@ function renderRun(s) {
   state.runActive = !!s.run;
   if (s.run) {
     el.textContent = `Recording run ${s.run.name} since ${shortTime(s.run.started)} (${duration(s.run.seconds)}): ` +
-      `${count(s.run.frames_written)} frames, ${bytes(s.run.bytes_written)} in ${s.run.files.join(', ') || '…'}`;
+      `${count(s.run.frames_written)} frames, ${bytes(s.run.bytes_written)} in ${s.run.files.join(', ') || '…'}` +
+      (s.run.compression === 'bslz4'
+        ? `; compressed bslz4${s.run.compression_ratio > 0 ? ` ×${s.run.compression_ratio.toFixed(1)}` : ''}` +
+          (s.compression ? `, compressor queue ${s.compression.queue_chunks}/${s.compression.queue_capacity_chunks} chunks` : '')
+        : '');
     el.className = 'run-current rec';
     badge.textContent = `● REC ${s.run.name}`;
     badge.className = 'badge rec';
@@ -446,7 +450,7 @@ async function startRun(ev) {
     const r = await api('/api/v1/runs', {
       method: 'POST',
       headers: { 'Content-Type': 'application/json', ...authHeaders() },
-      body: JSON.stringify({ name }),
+      body: JSON.stringify($('run-compression').value ? { name, compression: $('run-compression').value } : { name }),
     });
     if (r.ok) message(`Run ${r.body.run} started.`, true);
     else message(`Could not start: ${r.body && r.body.error ? r.body.error : 'HTTP ' + r.status}`, false);

@@ -302,7 +302,17 @@ response api::status_json() const {
                    {"frames_unrecorded", t.count("daq_frames_unrecorded_total")},
                    {"frames_failed", t.count("daq_frames_unwritten_total")},
                    {"run_failures", t.count("daq_storage_run_failures_total")},
-                   {"flushes", t.count("daq_storage_flushes")}};
+                   {"flushes", t.count("daq_storage_flushes")},
+                   {"write_seconds", t.sum("daq_storage_write_seconds_total")}};
+    const std::uint64_t cin = t.count("daq_compress_bytes_in_total"), cout = t.count("daq_compress_bytes_out_total");
+    j["compression"] = {{"default", _view.cfg->storage.compression},
+                        {"bytes_in", cin},
+                        {"bytes_out", cout},
+                        {"ratio", cout == 0 ? 0.0 : static_cast<double>(cin) / static_cast<double>(cout)},
+                        {"seconds", t.sum("daq_compress_seconds_total")},
+                        {"wait_seconds", t.sum("daq_compress_wait_seconds_total")},
+                        {"queue_chunks", t.count("daq_compress_queue_chunks")},
+                        {"queue_capacity_chunks", t.count("daq_compress_queue_capacity_chunks")}};
     std::optional<run_info> run;
     if (_controls.current) run = _controls.current();
     if (run) {
@@ -316,6 +326,12 @@ response api::status_json() const {
                     {"frames_written", frames_written - std::min(frames_written, run->frames_before)},
                     {"bytes_written", bytes_written - std::min(bytes_written, run->bytes_before)},
                     {"state", run->error.empty() ? "recording" : "failed"},
+                    {"compression", run->compression},
+                    {"compression_ratio", [&] {
+                         const std::uint64_t in = cin - std::min(cin, run->compress_in_before);
+                         const std::uint64_t out = cout - std::min(cout, run->compress_out_before);
+                         return out == 0 ? 0.0 : static_cast<double>(in) / static_cast<double>(out);
+                     }()},
                     {"error", run->error}};
     } else {
         j["run"] = nullptr;
@@ -406,6 +422,13 @@ response api::start_run(const request& r) {
     if (!body.is_object() || !body.contains("name") || !body["name"].is_string())
         return error(400, "expected a JSON object {\"name\": \"<run name>\"}");
     const std::string name = body["name"].get<std::string>();
+    std::string compression;
+    if (body.contains("compression")) {
+        const auto& c = body["compression"];
+        if (!c.is_string() || (c.get<std::string>() != "none" && c.get<std::string>() != "bslz4"))
+            return error(400, "\"compression\" must be \"none\" or \"bslz4\" (or left out: storage.compression)");
+        compression = c.get<std::string>();
+    }
     if (name.find('/') != std::string::npos || name.find('\\') != std::string::npos ||
         name.find("..") != std::string::npos)
         return error(400, fmt::format("run name '{}' must not contain path separators or '..'", name));
@@ -417,7 +440,7 @@ response api::start_run(const request& r) {
     if (_controls.exists && _controls.exists(name))
         return error(409, fmt::format("run '{}' already exists in {}", name, _view.cfg->storage.output_dir.string()));
     try {
-        _controls.start(name);
+        _controls.start(name, compression);
     } catch (const std::exception& e) {
         spdlog::debug("web: starting run '{}' failed: {}", name, e.what());
         const std::string what = e.what();

@@ -40,6 +40,9 @@ struct run_info {
     std::uint64_t frames_before = 0;  // writer counters when it started
     std::uint64_t bytes_before = 0;
     std::string error;  // not empty: the run failed (disk full, …) and no longer writes
+    std::string compression = "none";  // how its chunks are stored: "none", "bslz4"
+    std::uint64_t compress_in_before = 0;   // compressor bytes in/out when it started
+    std::uint64_t compress_out_before = 0;
 };
 
 // A run as it was stopped.

@@ -87,6 +87,8 @@ struct storage_config {
     std::uint32_t queue_frames = 0;          // 0: every row of the frame buffer (at most 262144)
     std::uint64_t reserve_bytes = 64ull << 20;  // free space kept for closing files; 0: none
     std::string writeback = "paced";         // one of the table's names: "paced", "kernel"
+    std::string compression = "none";        // one of the table's names: "none", "bslz4"
+    std::uint32_t compress_threads = 0;      // 0: half the CPUs, 1..8
     bool operator==(const storage_config&) const = default;
 };
 

@@ -7,6 +7,7 @@
 // the serial, non-thread-safe build: every object of this header must be used
 // by one thread at a time (in daqd: the writer thread).
 #include "daqd/storage/error.hpp"
+#include "daqd/storage/h5_bslz4.hpp"
 
 #include <fmt/format.h>
 #include <hdf5.h>
@@ -32,6 +33,9 @@ namespace daqd::storage::h5 {
 inline void init_library() noexcept {
     static const bool once = [] {
         H5dont_atexit();  // fails harmlessly when the library is already initialised
+        // Filter 32008 (bitshuffle/LZ4) on daqd's own codec: compressed runs
+        // read and write without the plugin (h5_bslz4.hpp).
+        register_bslz4_filter();
         return true;
     }();
     (void)once;

@@ -21,6 +21,7 @@
 #include "daqd/processing/frame.hpp"
 #include "daqd/processing/frame_observer.hpp"
 #include "daqd/processing/block_pool.hpp"
+#include "daqd/storage/compressor.hpp"
 #include "daqd/storage/error.hpp"
 
 #include <array>
@@ -95,6 +96,17 @@ struct run_options {
     std::string server_version;        // root attribute "server_version"
     run_processing processing;         // calibrated / dose / constants datasets
     writeback_options writeback;       // storage.writeback
+    // storage.compression: bslz4 stores every chunk of raw, calibrated and
+    // the per-frame columns bitshuffled + LZ4-compressed (HDF5 filter 32008).
+    compression_kind compression = compression_kind::none;
+    // Who compresses: the writer's pool (set by the writer), or, when null,
+    // the run file itself on the calling thread (tests, tools).
+    compressor* compress = nullptr;
+    // Threads of the writer's pool (storage.compress_threads; 0: default_compress_threads()).
+    std::uint32_t compress_threads = 0;
+    // The most chunks submitted and not yet written before the writer waits
+    // for the oldest (0: four per compression thread, at least 4).
+    std::uint32_t compress_in_flight = 0;
 };
 
 struct unit_stats {
@@ -122,6 +134,11 @@ struct run_stats {
     std::uint64_t chunks_direct = 0;
     std::uint64_t chunks_compacted = 0;
     std::uint64_t rows_copied = 0;
+    // Compression (storage.compression = "bslz4"): bytes of the chunks
+    // written (full chunks and the partial ones rewritten at each flush),
+    // before and after compression.
+    std::uint64_t chunk_bytes_in = 0;
+    std::uint64_t chunk_bytes_stored = 0;
     std::uint64_t write_ns = 0;  // in chunk writes (H5Dwrite_chunk: the page cache, the disk when it pushes back)
     std::uint64_t frames_unwritten = 0;  // appended, then found in no file when the run failed
                                          // (its file gone, or past what the disk took)
@@ -151,6 +168,10 @@ public:
     void append(const processing::frame& f);
     // Makes everything appended so far durable and visible to SWMR readers.
     void flush();
+    // storage.compression: writes the chunks the pool has compressed (in the
+    // order they were handed over); append() does too. chunks_ready(): one is.
+    void poll();
+    [[nodiscard]] bool chunks_ready() const noexcept;
     // Flushes, writes stopped_at, closes every file. Idempotent.
     void close();
 
@@ -184,6 +205,8 @@ struct writer_counters {
     telemetry::histogram latency{latency_bucket_bounds_s};
     // Written by the active run's writeback helper thread, not the writer thread.
     writeback_counters writeback;
+    // Written by the compression pool's threads and the writer thread.
+    compressor_counters compress;
 };
 
 class writer final : private common::worker_body {
@@ -242,6 +265,7 @@ private:
     void fail_run(const std::exception& e);
     void account(std::uint64_t frames_before, std::uint64_t bytes_before);
     void account_copies();
+    void poll_run();
 
     common::queue_set<processing::frame> _in;
     common::wake_event& _in_ready;
@@ -256,6 +280,7 @@ private:
     processing::frame_observer* _observer = nullptr;
     // Writer thread state.
     std::unique_ptr<writeback_pacer> _pacer;  // for every run (storage.writeback = "paced"); outlives _run
+    std::unique_ptr<compressor> _compressor;  // storage.compression = "bslz4"; outlives _run
     std::unique_ptr<run_file> _run;
     bool _run_failed = false;
     std::chrono::milliseconds _flush_interval{1000};

@@ -39,7 +39,9 @@ struct daq_view {
 // requests. `current` may be called from any thread.
 struct run_controls {
     std::function<std::string(const std::string&)> check_name;  // error message, or "" when the name is fine
-    std::function<void(const std::string&)> start;              // throws std::exception on failure
+    // Starts run `name`; `compression` "none" or "bslz4" for this run, "" for
+    // storage.compression. Throws std::exception on failure.
+    std::function<void(const std::string& name, const std::string& compression)> start;
     std::function<std::optional<run_result>()> stop;            // nullopt: no run was active
     std::function<std::optional<run_info>()> current;           // any thread
     // The run catalogue (storage/run_catalog.hpp): runs on disk newest
