@@ -38,7 +38,7 @@ def _build_native():
 
 NATIVE_BUILD_ERROR = _build_native()
 
-from daqload.capture import capture_run, find_binaries, recompress_run  # noqa: E402
+from daqload.capture import capture_run, find_binaries  # noqa: E402
 
 CHANNELS = 4096
 FRAMES = 3000
@@ -95,22 +95,50 @@ def native():
     return _native
 
 
-@pytest.fixture(scope="session")
-def plain_bslz4(plain_run, runs_dir):
-    """plain_run with every dataset bitshuffle/LZ4-compressed, as daqd writes compressed runs."""
-    return recompress_run(plain_run, runs_dir / "bslz4")
+CALIBRATE = '[processing]\nstages = ["calibrate"]\n'  # runs with a calibrated field too
+BSLZ4 = '[storage]\ncompression = "bslz4"\n'
 
 
 @pytest.fixture(scope="session")
-def rotated_bslz4(rotated_run, runs_dir):
-    """rotated_run (3 files, 32-row chunks, packet loss), compressed."""
-    return recompress_run(rotated_run, runs_dir / "bslz4")
+def plain_pair(bins, runs_dir):
+    """The same traffic as plain_run (with the calibrate stage: raw and calibrated)
+    recorded by daqd with storage.compression = "bslz4" and uncompressed:
+    (compressed files, uncompressed files). No faults: the two hold the same
+    frames, samples and missing_packets (timestamp_ns is the time of arrival)."""
+    d = runs_dir / "pair"
+    args = dict(units=UNITS, channels=CHANNELS, frames=FRAMES, rate=800)
+    packed = capture_run(build_dir(), d, "plainz", config=CALIBRATE + BSLZ4, **args)
+    raw = capture_run(build_dir(), d, "plain", config=CALIBRATE, **args)
+    return packed, raw
+
+
+@pytest.fixture(scope="session")
+def rotated_pair(bins, runs_dir):
+    """As rotated_run (256 KiB chunks: 32 rows, 0.2 % packet loss, seed 7),
+    compressed and not, rotated into several files each (every 768 KiB stored
+    compressed, 16 MiB uncompressed: rotation counts stored bytes). No
+    calibrate stage: with it, daqd (as of this writing) rotates compressed
+    runs after far fewer stored bytes than rotate_bytes."""
+    d = runs_dir / "pair"
+    args = dict(units=UNITS, channels=CHANNELS, frames=FRAMES, rate=800, sim_args=["--loss", "0.002", "--seed", "7"])
+    chunks = '[storage]\nchunk_bytes = "256KiB"\n'
+    packed = capture_run(build_dir(), d, "rotz", config=chunks + 'compression = "bslz4"\nrotate_bytes = "768KiB"\n',
+                         **args)
+    raw = capture_run(build_dir(), d, "rot", config=chunks + 'rotate_bytes = "16MiB"\n', **args)
+    assert len(packed) >= 2 and len(raw) >= 2
+    return packed, raw
+
+
+@pytest.fixture(scope="session")
+def plain_bslz4(plain_pair):
+    """A compressed run written by daqd: 2 units x 4096 channels x 3000 frames, 1 MiB chunks (128 rows), one file."""
+    return plain_pair[0]
 
 
 @pytest.fixture(params=["plain", "rotated"])
-def any_bslz4(request):
-    """(compressed files, the same run's uncompressed files)."""
-    return request.getfixturevalue(request.param + "_bslz4"), request.getfixturevalue(request.param + "_run")
+def any_pair(request):
+    """(compressed files, the same traffic recorded uncompressed)."""
+    return request.getfixturevalue(request.param + "_pair")
 
 
 def h5py_unit(files, unit, field):
