@@ -166,19 +166,6 @@ inline void shuffle_block(const unsigned char* in, unsigned char* out, std::size
 }
 
 #if defined(__SSE2__)
-// transpose8x8 on both 64-bit lanes.
-inline __m128i transpose8x8_x2(__m128i x) noexcept {
-    const __m128i m1 = _mm_set1_epi64x(0x00AA00AA00AA00AALL);
-    const __m128i m2 = _mm_set1_epi64x(0x0000CCCC0000CCCCLL);
-    const __m128i m3 = _mm_set1_epi64x(0x00000000F0F0F0F0LL);
-    __m128i t = _mm_and_si128(_mm_xor_si128(x, _mm_srli_epi64(x, 7)), m1);
-    x = _mm_xor_si128(_mm_xor_si128(x, t), _mm_slli_epi64(t, 7));
-    t = _mm_and_si128(_mm_xor_si128(x, _mm_srli_epi64(x, 14)), m2);
-    x = _mm_xor_si128(_mm_xor_si128(x, t), _mm_slli_epi64(t, 14));
-    t = _mm_and_si128(_mm_xor_si128(x, _mm_srli_epi64(x, 28)), m3);
-    return _mm_xor_si128(_mm_xor_si128(x, t), _mm_slli_epi64(t, 28));
-}
-
 // join_bytes for a compile-time element size: unrolled, the vectors stay in
 // registers (a loop over a run-time es becomes memcpy calls at -O2).
 template <std::size_t ES>
@@ -193,38 +180,59 @@ inline void join_bytes_n(__m128i* v) noexcept {
     }
 }
 
-// Un-transposes elements [done, done + 128) of a block of n (ES = 1, 2, 4, 8):
-// per byte j, the 16 bytes of its 8 bit rows are byte-transposed (unpacks)
-// into 8 vectors of two 64-bit groups [row 0 … row 7] of 8 elements each,
-// bit-transposed in place, then the ES byte vectors of every 16 elements
-// are interleaved into elements (join_bytes).
+// Swaps bit i + S of a[k] with bit i of b (per byte, i with bit S clear): one
+// stage of the 8x8 bit transpose across 8 vectors (M: the bits i).
+template <int S>
+inline void swap_bits(__m128i& a, __m128i& b, __m128i m) noexcept {
+    const __m128i t = _mm_and_si128(_mm_xor_si128(_mm_srli_epi16(a, S), b), m);
+    b = _mm_xor_si128(b, t);
+    a = _mm_xor_si128(a, _mm_slli_epi16(t, S));
+}
+
+// Un-transposes elements [done, done + 128) of a block of n (ES = 1, 2, 4, 8).
+// Per byte j: the 16 bytes of its 8 bit rows (r[k]: bit k of byte j, bit i
+// of byte p = element 8p + i) are bit-transposed across the 8 vectors
+// (afterwards bit k of byte p of r[i] = bit i of byte p of row k: byte j of
+// element 8p + i), then byte-transposed (unpacks) into 8 vectors of 16
+// consecutive elements; the ES byte vectors of every 16 elements are then
+// interleaved into elements (join_bytes).
 template <std::size_t ES>
 inline void unshuffle_tile128(const unsigned char* in, unsigned char* out, std::size_t n, std::size_t done) noexcept {
     const std::size_t row = n / 8;
-    for (std::size_t h = 0; h < 2; ++h) {  // h: elements done + 64h … done + 64h + 63 (groups 8h … 8h + 7)
-        __m128i q[ES][4];                  // q[j][m]: byte j of elements done + 64h + 16m … + 15
-        for (std::size_t j = 0; j < ES; ++j) {
-            __m128i r[8], a[4], b[4];
-            for (std::size_t k = 0; k < 8; ++k)
-                r[k] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + (j * 8 + k) * row + done / 8));
-            for (std::size_t k = 0; k < 4; ++k)  // rows 2k, 2k+1 of groups 8h … 8h + 7
-                a[k] = h == 0 ? _mm_unpacklo_epi8(r[2 * k], r[2 * k + 1]) : _mm_unpackhi_epi8(r[2 * k], r[2 * k + 1]);
-            b[0] = _mm_unpacklo_epi16(a[0], a[1]);  // rows 0..3, groups +0..3
-            b[1] = _mm_unpackhi_epi16(a[0], a[1]);  // rows 0..3, groups +4..7
-            b[2] = _mm_unpacklo_epi16(a[2], a[3]);  // rows 4..7, groups +0..3
-            b[3] = _mm_unpackhi_epi16(a[2], a[3]);  // rows 4..7, groups +4..7
-            q[j][0] = transpose8x8_x2(_mm_unpacklo_epi32(b[0], b[2]));
-            q[j][1] = transpose8x8_x2(_mm_unpackhi_epi32(b[0], b[2]));
-            q[j][2] = transpose8x8_x2(_mm_unpacklo_epi32(b[1], b[3]));
-            q[j][3] = transpose8x8_x2(_mm_unpackhi_epi32(b[1], b[3]));
+    const __m128i m1 = _mm_set1_epi8(0x55), m2 = _mm_set1_epi8(0x33), m4 = _mm_set1_epi8(0x0F);
+    __m128i q[ES][8];  // q[j][m]: byte j of elements done + 16m … done + 16m + 15
+    for (std::size_t j = 0; j < ES; ++j) {
+        __m128i r[8];
+        for (std::size_t k = 0; k < 8; ++k)
+            r[k] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + (j * 8 + k) * row + done / 8));
+        for (std::size_t k = 0; k < 4; ++k) swap_bits<4>(r[k], r[k + 4], m4);
+        swap_bits<2>(r[0], r[2], m2);
+        swap_bits<2>(r[1], r[3], m2);
+        swap_bits<2>(r[4], r[6], m2);
+        swap_bits<2>(r[5], r[7], m2);
+        for (std::size_t k = 0; k < 8; k += 2) swap_bits<1>(r[k], r[k + 1], m1);
+        __m128i a[8], b[8];
+        for (std::size_t k = 0; k < 4; ++k) {
+            a[k] = _mm_unpacklo_epi8(r[2 * k], r[2 * k + 1]);      // groups 0..7: elements 2k, 2k+1 of each
+            a[k + 4] = _mm_unpackhi_epi8(r[2 * k], r[2 * k + 1]);  // groups 8..15
         }
-        for (std::size_t m = 0; m < 4; ++m) {
-            __m128i v[ES];
-            for (std::size_t j = 0; j < ES; ++j) v[j] = q[j][m];
-            join_bytes_n<ES>(v);
-            unsigned char* o = out + (done + 64 * h + 16 * m) * ES;
-            for (std::size_t t = 0; t < ES; ++t) _mm_storeu_si128(reinterpret_cast<__m128i*>(o + t * 16), v[t]);
+        for (std::size_t h = 0; h < 2; ++h) {
+            b[4 * h + 0] = _mm_unpacklo_epi16(a[4 * h + 0], a[4 * h + 1]);  // elements 0..3, groups +0..3
+            b[4 * h + 1] = _mm_unpackhi_epi16(a[4 * h + 0], a[4 * h + 1]);  // elements 0..3, groups +4..7
+            b[4 * h + 2] = _mm_unpacklo_epi16(a[4 * h + 2], a[4 * h + 3]);  // elements 4..7, groups +0..3
+            b[4 * h + 3] = _mm_unpackhi_epi16(a[4 * h + 2], a[4 * h + 3]);  // elements 4..7, groups +4..7
+            q[j][4 * h + 0] = _mm_unpacklo_epi32(b[4 * h + 0], b[4 * h + 2]);
+            q[j][4 * h + 1] = _mm_unpackhi_epi32(b[4 * h + 0], b[4 * h + 2]);
+            q[j][4 * h + 2] = _mm_unpacklo_epi32(b[4 * h + 1], b[4 * h + 3]);
+            q[j][4 * h + 3] = _mm_unpackhi_epi32(b[4 * h + 1], b[4 * h + 3]);
         }
+    }
+    for (std::size_t m = 0; m < 8; ++m) {
+        __m128i v[ES];
+        for (std::size_t j = 0; j < ES; ++j) v[j] = q[j][m];
+        join_bytes_n<ES>(v);
+        unsigned char* o = out + (done + 16 * m) * ES;
+        for (std::size_t t = 0; t < ES; ++t) _mm_storeu_si128(reinterpret_cast<__m128i*>(o + t * 16), v[t]);
     }
 }
 
