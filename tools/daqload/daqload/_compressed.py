@@ -116,12 +116,13 @@ def plan_tasks(t, seg, local, pos, seg_file):
 
 
 def split_tasks(p, row_bytes: int, parts: int):
-    """Task ranges [a, b) of similar work (chunk decompression + row copies) for `parts` threads."""
+    """Task ranges [a, b) of similar work for `parts` threads: per chunk, its stored
+    bytes (pread) and its rows wanted (only their LZ4 blocks are decompressed, then copied)."""
     k = len(p["chunk"])
     parts = max(1, min(parts, k))
     if parts == 1:
         return [(0, k)]
-    w = p["chunk_rows"] * row_bytes + np.diff(p["row_start"]) * row_bytes
+    w = p["sizes"] + 2 * np.diff(p["row_start"]) * row_bytes
     cum = np.cumsum(w)
     cuts = np.searchsorted(cum, cum[-1] * np.arange(1, parts) / parts, side="left") + 1
     bounds = np.unique(np.concatenate(([0], np.clip(cuts, 0, k), [k])))

@@ -636,7 +636,7 @@ class Run:
                               p["dst_rows"], t.elem_size, row_elems, dest, convert, a, b)
 
         pool = self._pool()
-        work = int(p["chunk_rows"].sum()) * t.row_bytes
+        work = len(p["src_rows"]) * t.row_bytes + int(p["sizes"].sum())
         if pool is None or k < 2 or work < (1 << 20):
             failures = [part(0, k)]
         else:
