@@ -417,3 +417,21 @@ def test_runstream_reads_a_compressed_run(plain_pair, tmp_path):
     assert len(got) == len(want) == 6000
     for (u, f, r), (v, g, s) in zip(sorted(got, key=lambda x: x[:2]), sorted(want, key=lambda x: x[:2])):
         assert (u, f) == (v, g) and torch.equal(r, s)
+
+
+def test_without_the_extension_built_compressed_runs_read_through_h5py(plain_pair, tmp_path):
+    """A daqload package without daqload._native (not built): the fallback, and why."""
+    shutil.copytree(DAQLOAD_DIR / "daqload", tmp_path / "daqload", ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    code = ("import sys, daqload; r = daqload.open_run(sys.argv[1]); x = r.read(0, 0, 300); "
+            "print(r.read_path(), 'hdf5plugin' in sys.modules, int(x['frame_number'][-1])); "
+            "print(r.read_path_reasons()[sys.argv[1]])\n"
+            "try:\n    daqload.open_run(sys.argv[1], native=True)\nexcept daqload.DaqloadError as e:\n    print('raised', e)")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    env.pop("DAQLOAD_NATIVE", None)
+    r = subprocess.run([sys.executable, "-c", code, plain_pair[0][0]], capture_output=True, text=True, env=env,
+                       timeout=120, cwd=str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "h5py True 299"
+    assert "daqload._native is not built" in lines[1]
+    assert lines[2].startswith("raised native=True: daqload._native is not built")
