@@ -20,6 +20,8 @@ stage "release: ctest"
 ctest --preset release -j 2 --timeout 600
 # daqload, the Python reader (tools/daqload): its tests start the daqd and
 # daq-sim just built. Debian's Python, which has python3-torch and python3-h5py.
+# The suite first builds daqload's native extension in place (conftest.py:
+# tools/daqload, setup.py build_ext --inplace; git ignores the output).
 stage "release: pytest"
 DAQD_BUILD_DIR=build/release /usr/bin/python3 -m pytest -q tests/python
 

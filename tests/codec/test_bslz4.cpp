@@ -73,7 +73,7 @@ std::vector<unsigned char> plugin_run(unsigned flags, const std::vector<unsigned
 
 TEST_CASE("bitshuffle: the vectorised transpose equals the portable one, both directions", "[codec]") {
     for (std::size_t es : {1u, 2u, 3u, 4u, 8u}) {
-        for (std::size_t n : {8u, 16u, 24u, 128u, 1000u, 4096u}) {
+        for (std::size_t n : {8u, 16u, 24u, 128u, 136u, 256u, 1000u, 1152u, 4096u, 4104u}) {
             if (n % 8 != 0) continue;
             const auto in = random_bytes(n * es, static_cast<unsigned>(es * 7919 + n));
             std::vector<unsigned char> fast(n * es), portable(n * es), back(n * es);
@@ -166,5 +166,93 @@ TEST_CASE("bslz4: byte for byte what Debian's bitshuffle HDF5 plugin writes, and
             REQUIRE(plugin_run(0, in, es) == ours);
             REQUIRE(plugin_run(1u /* H5Z_FLAG_REVERSE */ << 8, ours, es) == in);
         }
+    }
+}
+
+TEST_CASE("bslz4_block_reader: ranges of elements equal the whole chunk, other bytes untouched", "[codec]") {
+    bslz4_scratch s;
+    for (std::size_t es : {1u, 2u, 4u, 8u}) {
+        // Several blocks, a short last block and a ragged tail (n % 8 elements).
+        for (std::size_t n : {5u, 8u, 4096u, 3 * 4096u + 1000u + 5u, 70001u}) {
+            const auto in = detector_like(n * es, es, static_cast<unsigned>(n + 3 * es));
+            const auto packed = bslz4_compress(in.data(), in.size(), es);
+            std::mt19937 rng(static_cast<unsigned>(n * es));
+            for (int t = 0; t < 20; ++t) {
+                std::vector<std::size_t> cuts;
+                for (int k = 0; k < 6; ++k) cuts.push_back(rng() % (n + 1));
+                std::sort(cuts.begin(), cuts.end());
+                bslz4_block_reader r(packed.data(), packed.size(), es);
+                REQUIRE(r.error() == nullptr);
+                REQUIRE(r.bytes() == in.size());
+                std::vector<unsigned char> out(in.size(), 0xEE);
+                std::vector<bool> asked(n, false);
+                for (std::size_t k = 0; k + 1 < cuts.size(); k += 2) {  // [c0, c1), [c2, c3), [c4, c5)
+                    INFO("elem_size " << es << ", " << n << " elements, [" << cuts[k] << ", " << cuts[k + 1] << ")");
+                    REQUIRE(r.read(cuts[k], cuts[k + 1], out.data(), out.size(), s) == nullptr);
+                    for (std::size_t e = cuts[k]; e < cuts[k + 1]; ++e) asked[e] = true;
+                }
+                REQUIRE(r.finish() == nullptr);
+                for (std::size_t e = 0; e < n; ++e)
+                    if (asked[e]) REQUIRE(std::equal(in.begin() + e * es, in.begin() + (e + 1) * es, out.begin() + e * es));
+            }
+        }
+    }
+    // Blocks of 8192 bytes (4096 2-byte elements): one element of block 2 decodes block 2 only.
+    const auto in = detector_like(4 * 4096 * 2, 2, 11);
+    const auto packed = bslz4_compress(in.data(), in.size(), 2);
+    bslz4_block_reader r(packed.data(), packed.size(), 2);
+    std::vector<unsigned char> out(in.size(), 0xEE);
+    REQUIRE(r.read(2 * 4096 + 7, 2 * 4096 + 8, out.data(), out.size(), s) == nullptr);
+    REQUIRE(r.finish() == nullptr);
+    for (std::size_t b = 0; b < 4; ++b) {
+        const auto first = out.begin() + static_cast<std::ptrdiff_t>(b * 8192);
+        INFO("block " << b);
+        if (b == 2)
+            REQUIRE(std::equal(first, first + 8192, in.begin() + static_cast<std::ptrdiff_t>(b * 8192)));
+        else
+            REQUIRE(std::all_of(first, first + 8192, [](unsigned char x) { return x == 0xEE; }));
+    }
+}
+
+TEST_CASE("bslz4_block_reader: a damaged or hostile chunk is an error, never a read or write out of bounds", "[codec]") {
+    bslz4_scratch s;
+    const std::size_t n = 3 * 4096 + 13;
+    const auto in = detector_like(n * 2, 2, 9);
+    const auto good = bslz4_compress(in.data(), in.size(), 2);
+    std::vector<unsigned char> out(in.size());
+    for (std::size_t cut = 0; cut < good.size(); cut += 1 + cut / 16) {
+        bslz4_block_reader r(good.data(), cut, 2);
+        const char* e = r.error();
+        if (e == nullptr) e = r.read(0, n, out.data(), out.size(), s);
+        INFO("cut at " << cut);
+        REQUIRE(e != nullptr);
+    }
+    {  // A truncated chunk read only at its start still fails at finish().
+        bslz4_block_reader r(good.data(), good.size() - 1, 2);
+        REQUIRE(r.read(0, 10, out.data(), out.size(), s) == nullptr);
+        REQUIRE(r.finish() != nullptr);
+    }
+    {
+        bslz4_block_reader r(good.data(), good.size(), 2);
+        REQUIRE(r.read(0, 10, out.data(), out.size() - 2, s) != nullptr);  // buffer too small
+    }
+    {
+        bslz4_block_reader r(good.data(), good.size(), 2);
+        REQUIRE(r.read(100, 200, out.data(), out.size(), s) == nullptr);
+        REQUIRE(r.read(50, 60, out.data(), out.size(), s) != nullptr);  // out of order
+        REQUIRE(r.read(300, 400, out.data(), out.size(), s) != nullptr);  // errors stick
+    }
+    {
+        bslz4_block_reader r(good.data(), good.size(), 2);
+        REQUIRE(r.read(0, n + 1, out.data(), out.size(), s) != nullptr);  // past the end
+    }
+    std::mt19937 rng(4);
+    for (int t = 0; t < 2000; ++t) {
+        auto bad = good;
+        bad[rng() % bad.size()] ^= static_cast<unsigned char>(1 + rng() % 255);
+        bslz4_block_reader r(bad.data(), bad.size(), 2);
+        const std::size_t a = rng() % n;
+        (void)r.read(a, a + rng() % (n - a + 1), out.data(), out.size(), s);
+        (void)r.finish();
     }
 }

@@ -4,9 +4,16 @@ Run files come from the real daqd + daq-sim (found under $DAQD_BUILD_DIR,
 default build/release of this checkout; tests that need them are skipped
 with a message when they are not built), plus small files written with h5py
 for the error cases and the h5py fallback paths.
+
+daqload's native extension (daqload._native, the compressed fast path) is
+built first, in place (tools/daqload: `setup.py build_ext --inplace`, which
+rebuilds only when _native.cpp or the codec header changed; the build
+directory is tools/daqload/build, both ignored by git). Tests that need it
+fail with the compiler's output when it cannot be built.
 """
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -15,7 +22,21 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tools" / "daqload"))
+DAQLOAD_DIR = REPO / "tools" / "daqload"
+sys.path.insert(0, str(DAQLOAD_DIR))
+
+
+def _build_native():
+    """Builds daqload._native next to its sources; returns None or what went wrong."""
+    try:
+        r = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=DAQLOAD_DIR,
+                           capture_output=True, text=True, timeout=600)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return str(e)
+    return None if r.returncode == 0 else f"exit {r.returncode}\n{r.stdout}\n{r.stderr}"
+
+
+NATIVE_BUILD_ERROR = _build_native()
 
 from daqload.capture import capture_run, find_binaries  # noqa: E402
 
@@ -62,6 +83,62 @@ def rotated_run(bins, runs_dir):
 @pytest.fixture(params=["plain", "rotated"])
 def any_run(request):
     return request.getfixturevalue(request.param + "_run")
+
+
+@pytest.fixture(scope="session")
+def native():
+    """daqload._native, built by this conftest."""
+    if NATIVE_BUILD_ERROR is not None:
+        pytest.fail(f"daqload._native could not be built (tools/daqload: setup.py build_ext --inplace): "
+                    f"{NATIVE_BUILD_ERROR}")
+    from daqload import _native
+    return _native
+
+
+CALIBRATE = '[processing]\nstages = ["calibrate"]\n'  # runs with a calibrated field too
+BSLZ4 = '[storage]\ncompression = "bslz4"\n'
+
+
+@pytest.fixture(scope="session")
+def plain_pair(bins, runs_dir):
+    """The same traffic as plain_run (with the calibrate stage: raw and calibrated)
+    recorded by daqd with storage.compression = "bslz4" and uncompressed:
+    (compressed files, uncompressed files). No faults: the two hold the same
+    frames, samples and missing_packets (timestamp_ns is the time of arrival)."""
+    d = runs_dir / "pair"
+    args = dict(units=UNITS, channels=CHANNELS, frames=FRAMES, rate=800)
+    packed = capture_run(build_dir(), d, "plainz", config=CALIBRATE + BSLZ4, **args)
+    raw = capture_run(build_dir(), d, "plain", config=CALIBRATE, **args)
+    return packed, raw
+
+
+@pytest.fixture(scope="session")
+def rotated_pair(bins, runs_dir):
+    """As rotated_run (256 KiB chunks: 32 rows, 0.2 % packet loss, seed 7),
+    compressed and not, rotated into several files each (every 768 KiB stored
+    compressed, 16 MiB uncompressed: rotation counts stored bytes). No
+    calibrate stage: with it, daqd (as of this writing) rotates compressed
+    runs after far fewer stored bytes than rotate_bytes."""
+    d = runs_dir / "pair"
+    args = dict(units=UNITS, channels=CHANNELS, frames=FRAMES, rate=800, sim_args=["--loss", "0.002", "--seed", "7"])
+    chunks = '[storage]\nchunk_bytes = "256KiB"\n'
+    packed = capture_run(build_dir(), d, "rotz", config=chunks + 'compression = "bslz4"\nrotate_bytes = "768KiB"\n',
+                         **args)
+    raw = capture_run(build_dir(), d, "rot", config=chunks + 'rotate_bytes = "16MiB"\n', **args)
+    assert len(packed) >= 2 and len(raw) >= 2
+    return packed, raw
+
+
+@pytest.fixture(scope="session")
+def plain_bslz4(plain_pair):
+    """A compressed run written by daqd: 2 units x 4096 channels x 3000 frames, 1 MiB chunks (128 rows), one file."""
+    return plain_pair[0]
+
+
+@pytest.fixture(params=["plain", "rotated"])
+def any_pair(request):
+    """(compressed files, the same traffic recorded uncompressed)."""
+    return request.getfixturevalue(request.param + "_pair")
 
 
 def h5py_unit(files, unit, field):

@@ -8,18 +8,21 @@
 - ``collate``: the DataLoader collate_fn that keeps RunDataset batches as read.
 
 Reading uses ``os``-level ``preadv`` from a thread pool for uncompressed
-chunks of closed files, h5py otherwise (``Run.read_path()``, logged on the
-``daqload`` logger). See docs/TRAINING.md.
+chunks of closed files; bitshuffle/LZ4 chunks (compressed runs) are read with
+pread and decompressed by the native extension ``daqload._native`` on the same
+threads; h5py (+ hdf5plugin) otherwise (``Run.read_path()``: 'pread',
+'pread+bslz4', 'h5py' or 'mixed', logged on the ``daqload`` logger). See
+docs/TRAINING.md and tools/daqload/README.md.
 """
 
-from ._errors import DaqloadError, MissingFieldError, RunFormatError, RunNotFoundError
+from ._errors import DaqloadError, DamagedChunkError, MissingFieldError, RunFormatError, RunNotFoundError
 from ._run import ALL_FIELDS, FORMAT_NAME, SUPPORTED_FORMAT_VERSIONS, Run, open_run, resolve_paths
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ALL_FIELDS", "FORMAT_NAME", "SUPPORTED_FORMAT_VERSIONS",
-    "DaqloadError", "MissingFieldError", "RunFormatError", "RunNotFoundError",
+    "DaqloadError", "DamagedChunkError", "MissingFieldError", "RunFormatError", "RunNotFoundError",
     "Run", "open_run", "resolve_paths",
     "RunDataset", "FrameBatch", "collate", "ChunkShuffleSampler", "RunStream",
 ]

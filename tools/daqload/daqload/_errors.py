@@ -18,3 +18,9 @@ class MissingFieldError(DaqloadError, LookupError):
 
     def __str__(self):  # LookupError/KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class DamagedChunkError(RunFormatError):
+    """A stored chunk that cannot be decoded (damaged compressed data, a wrong
+    stored size, a file that ends inside it). The message names the file, the
+    dataset, the chunk and its rows."""

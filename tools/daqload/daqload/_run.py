@@ -22,8 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 import h5py
 import numpy as np
 
-from . import _pread
-from ._errors import DaqloadError, MissingFieldError, RunFormatError, RunNotFoundError
+from . import _compressed, _pread
+from ._errors import DaqloadError, DamagedChunkError, MissingFieldError, RunFormatError, RunNotFoundError
 
 log = logging.getLogger("daqload")
 
@@ -41,6 +41,9 @@ _UNIT_RE = re.compile(r"^u(\d+)$")
 # They are kept, never used and never closed, so that no HDF5 call touches
 # the parent's state from the child.
 _INHERITED = []
+
+# (stored dtype, output dtype) pairs daqload._native widens while it copies rows.
+_NATIVE_CONVERT = {("<u2", "<i4"): "u16>i32", ("<u2", "<f4"): "u16>f32"}
 
 
 def _env_fast_path():
@@ -207,7 +210,8 @@ class _FileInfo:
 class _FieldTable:
     """Where the rows of one field are, per segment: fast (pread) or not."""
 
-    __slots__ = ("fast", "cbase", "crows", "offsets", "row_bytes", "reasons", "chunk_rows")
+    __slots__ = ("fast", "comp", "filtered", "cbase", "crows", "offsets", "sizes", "row_bytes", "elem_size",
+                 "row_elems", "reasons", "chunk_rows")
 
 
 class Run:
@@ -218,13 +222,24 @@ class Run:
     ``channels`` ({unit: channels}), ``frame_counts`` ({unit: frames}),
     ``live`` (True when a file was still being written at open: then the run
     is a snapshot of that moment, read through h5py).
+
+    ``fast_path=False`` (or DAQLOAD_FAST_PATH=0) reads everything through
+    h5py; ``native=False`` (or DAQLOAD_NATIVE=0) leaves out only the native
+    extension, so that compressed (bitshuffle/LZ4) chunks are read through
+    h5py + hdf5plugin; ``native=True`` raises DaqloadError when the extension
+    is not built.
     """
 
-    def __init__(self, paths, *, fast_path=None, io_threads=None):
+    def __init__(self, paths, *, fast_path=None, io_threads=None, native=None):
         if isinstance(paths, Run):
             raise TypeError("already a Run")
         self.files = resolve_paths(paths)
         self._fast_setting = _env_fast_path() if fast_path is None else bool(fast_path)
+        self._native_setting = _compressed.native_setting_from_env() if native is None else (True if native else False)
+        if self._native_setting is True:
+            mod, why = _compressed.native(True)
+            if mod is None:
+                raise DaqloadError(f"native=True: {why}")
         self._io_threads_setting = io_threads
         self._reset_process_state()
         infos = []
@@ -451,43 +466,54 @@ class Run:
         t.cbase = np.zeros(nseg, dtype=np.int64)
         t.crows = np.ones(nseg, dtype=np.int64)
         t.chunk_rows = np.ones(nseg, dtype=np.int64)
+        t.comp = np.zeros(nseg, dtype=bool)
+        t.filtered = np.zeros(nseg, dtype=bool)
         t.reasons = {}
         t.row_bytes = 0
-        offs = []
+        offs, sizes = [], []
         total = 0
         for s in range(nseg):
             fi, u = int(self._seg_file[s]), self.units[int(self._seg_unit[s])]
             info = self._infos[fi]
             shape, dtype, chunks = info.units[u]["fields"][field]
-            t.row_bytes = int(dtype.itemsize * (int(np.prod(shape[1:])) if len(shape) > 1 else 1))
+            t.row_elems = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+            t.elem_size = int(dtype.itemsize)
+            t.row_bytes = t.elem_size * t.row_elems
             t.chunk_rows[s] = chunks[0] if chunks else max(1, int(self._seg_n[s]))
             reason = None
             if self._fast_setting is False:
                 reason = "fast path switched off (fast_path=False or DAQLOAD_FAST_PATH=0)"
             elif info.live:
                 reason = "file is being written (SWMR) or was not closed (no stopped_at)"
+            ds = self._file(fi)[f"units/u{u}/{field}"]
+            t.filtered[s] = ds.id.get_create_plist().get_nfilters() > 0
             if reason is None:
-                ds = self._file(fi)[f"units/u{u}/{field}"]
-                idx, reason = chunk_index(ds, int(self._seg_n[s]))
+                idx, reason = chunk_index(ds, int(self._seg_n[s]), native=self._native_setting)
                 if idx is not None:
-                    crows, arr = idx
+                    crows, arr, sz, codec = idx
                     t.fast[s] = True
+                    t.comp[s] = codec == "bslz4"
                     t.crows[s] = crows
                     t.cbase[s] = total
                     offs.append(arr)
+                    sizes.append(sz)
                     total += len(arr)
             if reason is not None:
                 t.reasons[info.path] = reason
         t.offsets = np.concatenate(offs) if offs else np.zeros(0, dtype=np.int64)
+        t.sizes = np.concatenate(sizes) if sizes else np.zeros(0, dtype=np.int64)
         self._tables[field] = t
         return t
 
     def read_path(self, field: str = "raw") -> str:
-        """How a field is read: 'pread' (fast path, all files), 'h5py', or 'mixed'."""
+        """How a field is read, in all files: 'pread' (fast path, uncompressed
+        chunks), 'pread+bslz4' (fast path, bitshuffle/LZ4 chunks decompressed
+        by daqload._native), 'h5py', or 'mixed' (different files, different ways)."""
         t = self._field_table(field)
-        if len(t.fast) == 0 or t.fast.all():
+        if len(t.fast) == 0:
             return "pread"
-        return "h5py" if not t.fast.any() else "mixed"
+        ways = {("pread+bslz4" if c else "pread") if f else "h5py" for f, c in zip(t.fast.tolist(), t.comp.tolist())}
+        return ways.pop() if len(ways) == 1 else "mixed"
 
     def read_path_reasons(self, field: str = "raw") -> dict:
         """{file: why it is read through h5py} for a field."""
@@ -502,6 +528,14 @@ class Run:
         if path == "pread":
             log.info("run %r (%d file(s)): %s read with pread from uncompressed chunks (%s, %d I/O threads)",
                      self.run_name, len(self.files), field, _pread.PREADV_BACKEND, self.io_threads())
+        elif path == "pread+bslz4":
+            mod, _ = _compressed.native(self._native_setting)
+            log.info("run %r (%d file(s)): %s read with pread + bitshuffle/LZ4 decompression in daqload._native "
+                     "(%s, %d I/O threads)", self.run_name, len(self.files), field, mod.SIMD, self.io_threads())
+        elif not t.reasons:  # mixed, all on the fast path
+            log.info("run %r (%d file(s)): %s read with pread, from uncompressed chunks in some files and "
+                     "bitshuffle/LZ4 chunks in others (%d I/O threads)", self.run_name, len(self.files), field,
+                     self.io_threads())
         else:
             why = "; ".join(f"{os.path.basename(p)}: {r}" for p, r in list(t.reasons.items())[:3])
             log.info("run %r (%d file(s)): %s read through h5py%s (%s)", self.run_name, len(self.files), field,
@@ -514,10 +548,22 @@ class Run:
         a = self._meta.get(field)
         if a is None:
             parts = []
+            t = None
             for s in range(len(self._seg_n)):
                 fi, u = int(self._seg_file[s]), self.units[int(self._seg_unit[s])]
                 ds = self._file(fi)[f"units/u{u}/{field}"]
-                parts.append(ds[0:int(self._seg_n[s])])
+                n = int(self._seg_n[s])
+                if ds.id.get_create_plist().get_nfilters() > 0:
+                    # Compressed: decompressed by daqload._native when it can (the chunk index says).
+                    t = t or self._field_table(field)
+                    if t.comp[s]:
+                        part = np.empty(n, dtype=ds.dtype)
+                        self._bslz4_rows(field, t, np.full(n, s, dtype=np.int64), np.arange(n, dtype=np.int64),
+                                         np.arange(n, dtype=np.int64), part)
+                        parts.append(part)
+                        continue
+                    _compressed.ensure_h5py_filters()
+                parts.append(ds[0:n])
             dtype = parts[0].dtype if parts else np.dtype(np.uint64)
             a = np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
             self._meta[field] = a
@@ -542,20 +588,73 @@ class Run:
         t = self._field_table(field)
         seg, local = self._locate(g)
         fast = t.fast[seg]
-        if convert_out is not None and fast.all():
+        comp = t.comp[seg]
+        plain = fast & ~comp
+        if convert_out is not None and plain.all():
             self._staged_rows(t, seg, local, dest, convert_out)
             return
-        if fast.any():
-            sel = np.flatnonzero(fast) if not fast.all() else None
+        if convert_out is not None and comp.all():
+            conv = _NATIVE_CONVERT.get((dest.dtype.str, convert_out.dtype.str))
+            if conv is not None:  # widened by the native code, straight into place
+                self._bslz4_rows(field, t, seg, local, np.arange(len(g), dtype=np.int64), convert_out, conv)
+                return
+        if plain.any():
+            sel = np.flatnonzero(plain) if not plain.all() else None
             fs, fl = (seg, local) if sel is None else (seg[sel], local[sel])
             pos = np.arange(len(g), dtype=np.int64) if sel is None else sel.astype(np.int64)
             files, offs = self._row_offsets(t, fs, fl)
             self._pread_rows(files, offs, pos, t.row_bytes, dest)
+        if comp.any():
+            sel = np.flatnonzero(comp)
+            self._bslz4_rows(field, t, seg[sel], local[sel], sel.astype(np.int64), dest)
         if not fast.all():
             sel = np.flatnonzero(~fast)
             self._h5py_rows(field, seg[sel], local[sel], sel, dest)
         if convert_out is not None:
             self._parallel(lambda a, b: np.copyto(convert_out[a:b], dest[a:b], casting="unsafe"), len(g), dest.nbytes)
+
+    def _bslz4_rows(self, field, t, seg, local, pos, dest, convert="copy"):
+        """Rows (segment, row in segment) of bitshuffle/LZ4 chunks into rows pos
+        of dest: one task per chunk, run by daqload._native on the I/O threads."""
+        mod, why = _compressed.native(self._native_setting)
+        if mod is None:  # pragma: no cover - the chunk index only marks chunks compressed with the extension
+            raise DaqloadError(why)
+        p = _compressed.plan_tasks(t, seg, local, pos, self._seg_file)
+        k = len(p["chunk"])
+        if k == 0:
+            return
+        fds = np.array([self._fd(int(fi)) for fi in p["file"].tolist()], dtype=np.int64) if k < 64 else None
+        if fds is None:
+            uniq = {int(fi): self._fd(int(fi)) for fi in np.unique(p["file"]).tolist()}
+            fds = np.array([uniq[fi] for fi in p["file"].tolist()], dtype=np.int64)
+        row_elems = t.row_elems
+        if not dest.flags.c_contiguous or not dest.flags.writeable:
+            raise ValueError("destination rows must be a writable C-contiguous array")
+
+        def part(a, b):
+            return mod.gather(fds, p["offsets"], p["sizes"], p["chunk_rows"], p["row_start"], p["src_rows"],
+                              p["dst_rows"], t.elem_size, row_elems, dest, convert, a, b)
+
+        pool = self._pool()
+        work = len(p["src_rows"]) * t.row_bytes + int(p["sizes"].sum())
+        if pool is None or k < 2 or work < (1 << 20):
+            failures = [part(0, k)]
+        else:
+            parts = _compressed.split_tasks(p, t.row_bytes, self.io_threads())
+            futs = [pool.submit(part, a, b) for a, b in parts[1:]]
+            failures = [part(*parts[0])] + [f.result() for f in futs]
+        failures = [f for f in failures if f is not None]
+        if failures:
+            task, kind, msg, err = min(failures)
+            s = int(p["seg"][task])
+            fi, u = int(self._seg_file[s]), self.units[int(self._seg_unit[s])]
+            cr = int(p["chunk_rows"][task])
+            c = int(p["chunk"][task] - t.cbase[s])
+            where = (f"{self.files[fi]}: /units/u{u}/{field} chunk {c} (rows {c * cr}..{c * cr + cr - 1}, "
+                     f"{int(p['sizes'][task])} bytes at offset {int(p['offsets'][task])})")
+            if kind == "io":
+                raise OSError(err, f"{where}: {msg}", self.files[fi])
+            raise DamagedChunkError(f"{where} cannot be decompressed: {msg} (bitshuffle/LZ4, filter 32008)")
 
     def _row_offsets(self, t, seg, local):
         crows = t.crows[seg]
@@ -664,6 +763,8 @@ class Run:
             s = int(seg[lo_i])
             fi, u = int(self._seg_file[s]), self.units[int(self._seg_unit[s])]
             ds = self._file(fi)[f"units/u{u}/{field}"]
+            if t.filtered[s]:
+                _compressed.ensure_h5py_filters()
             rows, p = local[lo_i:hi_i], pos[lo_i:hi_i]
             cr = int(t.chunk_rows[s])
             # Spans of nearby rows within one chunk: one h5py read each.
@@ -709,9 +810,12 @@ class Run:
         raise MissingFieldError(f"field {field!r} is not in run {self.run_name!r}")
 
 
-def chunk_index(ds, n_rows: int):
-    """((chunk_rows, byte offset per chunk or -1), None) when a dataset can be
-    read with pread: uncompressed, native little-endian, whole rows per chunk;
+def chunk_index(ds, n_rows: int, native=None):
+    """((chunk_rows, byte offset per chunk or -1, stored bytes per chunk, codec), None)
+    when a dataset can be read with pread: native little-endian, whole rows per
+    chunk, and either uncompressed (codec None) or compressed with exactly
+    bitshuffle + LZ4 (filter 32008, codec "bslz4", every chunk filtered: mask 0)
+    while daqload._native is available (``native`` False: it is not used);
     else (None, reason)."""
     if not hasattr(ds.id, "get_chunk_info_by_coord"):
         return None, "h5py has no chunk query (needs h5py >= 3.0 built with HDF5 >= 1.10.5)"
@@ -727,43 +831,49 @@ def chunk_index(ds, n_rows: int):
         arr = np.array([-1 if off is None else off], dtype=np.int64)
         if off is None and ds.fillvalue != 0:
             return None, "unallocated dataset with a non-zero fill value"
-        return (max(1, n_rows), arr), None
+        return (max(1, n_rows), arr, np.array([max(1, n_rows) * row_bytes], dtype=np.int64), None), None
     if layout != h5py.h5d.CHUNKED:
         return None, "compact layout"
-    nf = dcpl.get_nfilters()
-    if nf:
-        names = []
-        for i in range(nf):
-            try:
-                names.append(dcpl.get_filter(i)[3].decode())
-            except Exception:  # pragma: no cover
-                names.append("?")
-        return None, f"chunks are filtered ({', '.join(names)})"
+    codec = None
+    if dcpl.get_nfilters():
+        why = _compressed.filter_check(dcpl, dt)
+        if why is not None:
+            return None, why
+        mod, why = _compressed.native(native)
+        if mod is None:
+            return None, f"bitshuffle/LZ4 chunks, but {why}"
+        codec = "bslz4"
     chunks = ds.chunks
     if tuple(chunks[1:]) != tuple(shape[1:]):
         return None, f"chunks {chunks} do not hold whole rows of {shape}"
     crows = int(chunks[0])
     nchunks = (n_rows + crows - 1) // crows
     arr = np.full(nchunks, -1, dtype=np.int64)
+    sizes = np.zeros(nchunks, dtype=np.int64)
     want = crows * row_bytes
     zero_tail = (0,) * (len(shape) - 1)
     for c in range(nchunks):
         info = ds.id.get_chunk_info_by_coord((c * crows,) + zero_tail)
         if info.byte_offset is None:
             continue
-        if info.filter_mask != 0 or info.size != want:
+        if codec is None and (info.filter_mask != 0 or info.size != want):
             return None, f"chunk {c} is stored as {info.size} bytes (filter mask {info.filter_mask}), expected {want}"
+        if codec is not None and info.filter_mask != 0:
+            return None, f"chunk {c} was stored without its filter (filter mask {info.filter_mask})"
+        if codec is not None and info.size <= 0:
+            return None, f"chunk {c} is stored as {info.size} bytes"
         arr[c] = info.byte_offset
+        sizes[c] = info.size
     if (arr < 0).any() and np.any(ds.fillvalue != 0):
         return None, "unallocated chunks with a non-zero fill value"
-    return (crows, arr), None
+    return (crows, arr, sizes, codec), None
 
 
-def open_run(paths, *, fast_path=None, io_threads=None) -> Run:
+def open_run(paths, *, fast_path=None, io_threads=None, native=None) -> Run:
     """Opens a run: a file, a rotated series (directory, glob, run name without
     suffix, or a list of files; series files are sorted by their number).
 
     Raises RunNotFoundError for missing paths, RunFormatError naming the file
     for a file that is not a daq1 run or has an unknown format_version.
     """
-    return Run(paths, fast_path=fast_path, io_threads=io_threads)
+    return Run(paths, fast_path=fast_path, io_threads=io_threads, native=native)

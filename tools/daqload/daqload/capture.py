@@ -21,7 +21,7 @@ import tempfile
 
 from .procs import Children, daqd_argv, find_binaries, free_udp_port, popen, sim_argv, stop, wait_ready
 
-__all__ = ["Daqd", "simulate", "capture_run", "find_binaries", "free_udp_port"]
+__all__ = ["Daqd", "simulate", "capture_run", "recompress_run", "find_binaries", "free_udp_port"]
 
 
 class Daqd:
@@ -133,3 +133,48 @@ def capture_run(build_dir, output_dir, run, *, units=2, channels=4096, frames=30
         simulate(build_dir, d.port, units=units, channels=channels, frames=frames, rate=rate,
                  extra_args=sim_args, timeout=timeout)
     return list(d.summary["files"])
+
+
+def recompress_run(files, output_dir) -> list:
+    """Copies a run's files into output_dir (same names) with every dataset
+    of the unit groups rewritten as daqd's compressed runs store them:
+    bitshuffle + LZ4 (HDF5 filter 32008, cd_values (0, 3, item size, 0, 2)),
+    the same chunks, shape, maxshape and attributes, and the root attribute
+    ``compression = "bslz4"``. Written with h5py + hdf5plugin, for runs
+    recorded without compression (and for the tests and the benchmark).
+    Returns the new files."""
+    import h5py
+    import hdf5plugin
+
+    os.makedirs(output_dir, exist_ok=True)
+    out = []
+
+    def copy_attrs(src, dst):
+        for k, v in src.attrs.items():
+            dst.attrs.create(k, v, dtype=src.attrs.get_id(k).dtype)
+
+    def copy_group(src, dst):
+        copy_attrs(src, dst)
+        for name, obj in src.items():
+            if isinstance(obj, h5py.Group):
+                copy_group(obj, dst.create_group(name))
+            elif isinstance(obj, h5py.Dataset):
+                if obj.chunks is None:
+                    d = dst.create_dataset(name, data=obj[()], dtype=obj.dtype)
+                else:
+                    d = dst.create_dataset(name, shape=obj.shape, dtype=obj.dtype, chunks=obj.chunks,
+                                           maxshape=obj.maxshape, **hdf5plugin.Bitshuffle(nelems=0, cname="lz4"))
+                    step = obj.chunks[0] * max(1, (64 << 20) // max(1, obj.chunks[0] * obj.dtype.itemsize
+                                                                      * int(np.prod(obj.shape[1:], dtype=np.int64))))
+                    for a in range(0, obj.shape[0], step):
+                        d[a:a + step] = obj[a:a + step]
+                copy_attrs(obj, d)
+
+    import numpy as np
+    for path in files:
+        dst = os.path.join(output_dir, os.path.basename(path))
+        with h5py.File(path, "r") as src, h5py.File(dst, "w", libver="latest") as f:
+            copy_group(src, f)
+            f.attrs["compression"] = "bslz4"
+        out.append(dst)
+    return out

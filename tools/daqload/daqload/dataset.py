@@ -152,8 +152,9 @@ class RunDataset(Dataset):
     """
 
     def __init__(self, paths, *, unit=None, fields=("raw",), window=1, transform=None, skip_incomplete=False,
-                 raw_dtype="int32", fast_path=None, io_threads=None, pin_memory=False):
-        self.run = paths if isinstance(paths, Run) else Run(paths, fast_path=fast_path, io_threads=io_threads)
+                 raw_dtype="int32", fast_path=None, io_threads=None, pin_memory=False, native=None):
+        self.run = paths if isinstance(paths, Run) else Run(paths, fast_path=fast_path, io_threads=io_threads,
+                                                             native=native)
         run = self.run
         self.units = _resolve_units(run, unit)
         if isinstance(fields, str):
@@ -216,7 +217,8 @@ class RunDataset(Dataset):
 
     @property
     def read_path(self) -> str:
-        """'pread' (fast path), 'h5py' or 'mixed' for the per-channel fields read."""
+        """'pread' (fast path), 'pread+bslz4' (fast path, compressed chunks), 'h5py'
+        or 'mixed' for the per-channel fields read (Run.read_path)."""
         paths = {self.run.read_path(f) for f in self.fields if f in ROW_FIELDS}
         if not paths:
             return "memory"

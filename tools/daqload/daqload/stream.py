@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from . import _compressed
 from ._errors import DaqloadError, MissingFieldError, RunFormatError
 from ._run import ALL_FIELDS, REQUIRED_FIELDS, ROW_FIELDS, _SERIES_RE, check_root
 from .dataset import _META_NUMPY, PSEUDO_FIELDS, RAW_DTYPES
@@ -173,7 +174,9 @@ class RunStream(IterableDataset):
         seen, settled, last_fn = {}, {}, {}
         f = _open_swmr(path, time.monotonic() + self.idle_timeout)
         try:
-            check_root(path, f)
+            attrs = check_root(path, f)
+            if attrs.get("compression", "none") != "none":
+                _compressed.ensure_h5py_filters()  # h5py decodes bitshuffle/LZ4 (filter 32008) through hdf5plugin
             final = "stopped_at" in f.attrs
             last_progress = last_reopen = time.monotonic()
             while True:

@@ -165,12 +165,97 @@ inline void shuffle_block(const unsigned char* in, unsigned char* out, std::size
     if (done < n) shuffle_scalar(in, out, n, es, done, (n - done) / 8);
 }
 
+#if defined(__SSE2__)
+// join_bytes for a compile-time element size: unrolled, the vectors stay in
+// registers (a loop over a run-time es becomes memcpy calls at -O2).
+template <std::size_t ES>
+inline void join_bytes_n(__m128i* v) noexcept {
+    for (std::size_t round = 1; round < ES; round *= 2) {
+        __m128i t[ES];
+        for (std::size_t m = 0; m < ES / 2; ++m) {
+            t[2 * m] = _mm_unpacklo_epi8(v[m], v[ES / 2 + m]);
+            t[2 * m + 1] = _mm_unpackhi_epi8(v[m], v[ES / 2 + m]);
+        }
+        for (std::size_t m = 0; m < ES; ++m) v[m] = t[m];
+    }
+}
+
+// Swaps bit i + S of a[k] with bit i of b (per byte, i with bit S clear): one
+// stage of the 8x8 bit transpose across 8 vectors (M: the bits i).
+template <int S>
+inline void swap_bits(__m128i& a, __m128i& b, __m128i m) noexcept {
+    const __m128i t = _mm_and_si128(_mm_xor_si128(_mm_srli_epi16(a, S), b), m);
+    b = _mm_xor_si128(b, t);
+    a = _mm_xor_si128(a, _mm_slli_epi16(t, S));
+}
+
+// Un-transposes elements [done, done + 128) of a block of n (ES = 1, 2, 4, 8).
+// Per byte j: the 16 bytes of its 8 bit rows (r[k]: bit k of byte j, bit i
+// of byte p = element 8p + i) are bit-transposed across the 8 vectors
+// (afterwards bit k of byte p of r[i] = bit i of byte p of row k: byte j of
+// element 8p + i), then byte-transposed (unpacks) into 8 vectors of 16
+// consecutive elements; the ES byte vectors of every 16 elements are then
+// interleaved into elements (join_bytes).
+template <std::size_t ES>
+inline void unshuffle_tile128(const unsigned char* in, unsigned char* out, std::size_t n, std::size_t done) noexcept {
+    const std::size_t row = n / 8;
+    const __m128i m1 = _mm_set1_epi8(0x55), m2 = _mm_set1_epi8(0x33), m4 = _mm_set1_epi8(0x0F);
+    __m128i q[ES][8];  // q[j][m]: byte j of elements done + 16m … done + 16m + 15
+    for (std::size_t j = 0; j < ES; ++j) {
+        __m128i r[8];
+        for (std::size_t k = 0; k < 8; ++k)
+            r[k] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + (j * 8 + k) * row + done / 8));
+        for (std::size_t k = 0; k < 4; ++k) swap_bits<4>(r[k], r[k + 4], m4);
+        swap_bits<2>(r[0], r[2], m2);
+        swap_bits<2>(r[1], r[3], m2);
+        swap_bits<2>(r[4], r[6], m2);
+        swap_bits<2>(r[5], r[7], m2);
+        for (std::size_t k = 0; k < 8; k += 2) swap_bits<1>(r[k], r[k + 1], m1);
+        __m128i a[8], b[8];
+        for (std::size_t k = 0; k < 4; ++k) {
+            a[k] = _mm_unpacklo_epi8(r[2 * k], r[2 * k + 1]);      // groups 0..7: elements 2k, 2k+1 of each
+            a[k + 4] = _mm_unpackhi_epi8(r[2 * k], r[2 * k + 1]);  // groups 8..15
+        }
+        for (std::size_t h = 0; h < 2; ++h) {
+            b[4 * h + 0] = _mm_unpacklo_epi16(a[4 * h + 0], a[4 * h + 1]);  // elements 0..3, groups +0..3
+            b[4 * h + 1] = _mm_unpackhi_epi16(a[4 * h + 0], a[4 * h + 1]);  // elements 0..3, groups +4..7
+            b[4 * h + 2] = _mm_unpacklo_epi16(a[4 * h + 2], a[4 * h + 3]);  // elements 4..7, groups +0..3
+            b[4 * h + 3] = _mm_unpackhi_epi16(a[4 * h + 2], a[4 * h + 3]);  // elements 4..7, groups +4..7
+            q[j][4 * h + 0] = _mm_unpacklo_epi32(b[4 * h + 0], b[4 * h + 2]);
+            q[j][4 * h + 1] = _mm_unpackhi_epi32(b[4 * h + 0], b[4 * h + 2]);
+            q[j][4 * h + 2] = _mm_unpacklo_epi32(b[4 * h + 1], b[4 * h + 3]);
+            q[j][4 * h + 3] = _mm_unpackhi_epi32(b[4 * h + 1], b[4 * h + 3]);
+        }
+    }
+    for (std::size_t m = 0; m < 8; ++m) {
+        __m128i v[ES];
+        for (std::size_t j = 0; j < ES; ++j) v[j] = q[j][m];
+        join_bytes_n<ES>(v);
+        unsigned char* o = out + (done + 16 * m) * ES;
+        for (std::size_t t = 0; t < ES; ++t) _mm_storeu_si128(reinterpret_cast<__m128i*>(o + t * 16), v[t]);
+    }
+}
+
+template <std::size_t ES>
+inline std::size_t unshuffle_tiles(const unsigned char* in, unsigned char* out, std::size_t n) noexcept {
+    std::size_t done = 0;
+    for (; done + 128 <= n; done += 128) unshuffle_tile128<ES>(in, out, n, done);
+    return done;
+}
+#endif
+
 inline void unshuffle_block(const unsigned char* in, unsigned char* out, std::size_t n, std::size_t es) noexcept {
     std::size_t done = 0;
 #if defined(__SSE2__)
     if (es == 1 || es == 2 || es == 4 || es == 8) {
         const std::size_t row = n / 8;
         const __m128i low = _mm_set1_epi16(0x00FF);
+        switch (es) {
+            case 1: done = unshuffle_tiles<1>(in, out, n); break;
+            case 2: done = unshuffle_tiles<2>(in, out, n); break;
+            case 4: done = unshuffle_tiles<4>(in, out, n); break;
+            default: done = unshuffle_tiles<8>(in, out, n); break;
+        }
         for (; done + 16 <= n; done += 16) {
             __m128i v[8];
             for (std::size_t j = 0; j < es; ++j) {
@@ -259,7 +344,7 @@ inline std::size_t bslz4_compress(const void* in_v, std::size_t bytes, std::size
     for (std::size_t i = 0; i < n / block_elems; ++i) one_block(block_elems);
     if (const std::size_t last = (n % block_elems) - (n % block_elems) % 8; last > 0) one_block(last);
     const std::size_t left = (n - done) * elem_size;
-    std::memcpy(out + pos, in + done * elem_size, left);
+    if (left > 0) std::memcpy(out + pos, in + done * elem_size, left);  // in may be null when bytes == 0
     return pos + left;
 }
 
@@ -324,6 +409,125 @@ inline bslz4_result bslz4_decompress(const void* in_v, std::size_t size, std::si
     std::memcpy(out + done * elem_size, in + pos, left);
     return {static_cast<std::size_t>(total), nullptr};
 }
+
+// Reads some elements of a chunk: the blocks are independent LZ4 streams, so
+// only those holding the elements asked for are decompressed; the others'
+// headers are walked over. For readers that want a few rows of a chunk.
+//
+//   bslz4_block_reader r(in, size, elem_size);
+//   if (r.error()) …;                          // header damaged
+//   r.read(first, last, out, cap, scratch);    // elements [first, last), ascending calls
+//   r.finish();                                // the chunk's length adds up
+//
+// read() writes the whole blocks around [first, last) to their place in out
+// (out + element * elem_size; out_capacity must hold r.bytes()) and nothing
+// else; a range may start inside the block the range before ended in. Like bslz4_decompress, a damaged or hostile chunk gives an error
+// message, never a read or write out of bounds; a block that is skipped is
+// not checked beyond its length.
+class bslz4_block_reader {
+public:
+    bslz4_block_reader(const void* in, std::size_t size, std::size_t elem_size) noexcept
+        : in_(static_cast<const unsigned char*>(in)), size_(size), es_(elem_size) {
+        if (elem_size == 0) {
+            error_ = "element size 0";
+            return;
+        }
+        if (size < bslz4_header_bytes) {
+            error_ = "chunk shorter than its header";
+            return;
+        }
+        total_ = detail::get_be64(in_);
+        const std::uint32_t block_bytes = detail::get_be32(in_ + 8);
+        if (total_ % elem_size != 0) {
+            error_ = "chunk size is not a whole number of elements";
+        } else if (block_bytes == 0 || block_bytes % elem_size != 0 || (block_bytes / elem_size) % 8 != 0) {
+            error_ = "invalid block size";
+        } else if (block_bytes > (64u << 20)) {
+            error_ = "block size over 64 MiB";
+        } else if (total_ > (std::uint64_t{1} << 40)) {
+            error_ = "chunk declares over 1 TiB";
+        } else {
+            block_elems_ = block_bytes / elem_size;
+            n_ = static_cast<std::size_t>(total_) / elem_size;
+            full_blocks_ = n_ / block_elems_;
+            last_block_ = (n_ % block_elems_) - (n_ % block_elems_) % 8;
+            pos_ = bslz4_header_bytes;
+        }
+    }
+
+    const char* error() const noexcept { return error_; }
+    std::uint64_t bytes() const noexcept { return total_; }
+
+    const char* read(std::size_t first, std::size_t last, void* out_v, std::size_t out_capacity,
+                     bslz4_scratch& scratch) noexcept {
+        if (error_ != nullptr) return error_;
+        if (out_capacity < total_) return error_ = "chunk larger than the buffer it is read into";
+        if (last > n_ || first > last) return error_ = "elements asked for are outside the chunk";
+        if (first < asked_) return error_ = "elements asked for out of order";
+        if (first == last) return nullptr;
+        asked_ = last;  // [first, done_) lies in the last block decoded, for the range before
+        auto* out = static_cast<unsigned char*>(out_v);
+        const std::size_t blocks = full_blocks_ + (last_block_ > 0 ? 1 : 0);
+        while (block_ < blocks && done_ < last) {
+            const std::size_t elems = block_ < full_blocks_ ? block_elems_ : last_block_;
+            if (size_ - pos_ < 4) return error_ = "chunk ends inside a block header";
+            const std::uint32_t c = detail::get_be32(in_ + pos_);
+            pos_ += 4;
+            if (c > size_ - pos_ || c > static_cast<std::uint32_t>(INT32_MAX))
+                return error_ = "block runs past the end of the chunk";
+            if (done_ + elems > first) {
+                const std::size_t b = elems * es_;
+                try {
+                    if (scratch.block.size() < b) scratch.block.resize(b);
+                } catch (...) {
+                    return error_ = "out of memory";
+                }
+                const int d = LZ4_decompress_safe(reinterpret_cast<const char*>(in_ + pos_),
+                                                  reinterpret_cast<char*>(scratch.block.data()), static_cast<int>(c),
+                                                  static_cast<int>(b));
+                if (d < 0 || static_cast<std::size_t>(d) != b) return error_ = "LZ4 block is damaged";
+                detail::unshuffle_block(scratch.block.data(), out + done_ * es_, elems, es_);
+            }
+            pos_ += c;
+            done_ += elems;
+            ++block_;
+        }
+        if (block_ == blocks && last > done_) {  // the last n % 8 elements, stored as they are
+            if (const char* e = check_tail()) return e;
+            std::memcpy(out + done_ * es_, in_ + pos_, (n_ - done_) * es_);
+        }
+        return nullptr;
+    }
+
+    // Walks the remaining block headers: the chunk's length must add up.
+    const char* finish() noexcept {
+        if (error_ != nullptr) return error_;
+        const std::size_t blocks = full_blocks_ + (last_block_ > 0 ? 1 : 0);
+        for (; block_ < blocks; ++block_) {
+            if (size_ - pos_ < 4) return error_ = "chunk ends inside a block header";
+            const std::uint32_t c = detail::get_be32(in_ + pos_);
+            pos_ += 4;
+            if (c > size_ - pos_) return error_ = "block runs past the end of the chunk";
+            pos_ += c;
+            done_ += block_ < full_blocks_ ? block_elems_ : last_block_;
+        }
+        return check_tail();
+    }
+
+private:
+    const char* check_tail() noexcept {
+        if (size_ - pos_ != (n_ - done_) * es_) return error_ = "chunk length does not match its blocks";
+        return nullptr;
+    }
+
+    const unsigned char* in_;
+    std::size_t size_;
+    std::size_t es_;
+    const char* error_ = nullptr;
+    std::uint64_t total_ = 0;
+    std::size_t block_elems_ = 0, n_ = 0, full_blocks_ = 0, last_block_ = 0;
+    std::size_t pos_ = 0, done_ = 0, block_ = 0, asked_ = 0;
+};
 
 // Convenience for tools and tests.
 inline std::vector<unsigned char> bslz4_compress(const void* in, std::size_t bytes, std::size_t elem_size) {
