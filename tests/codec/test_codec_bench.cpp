@@ -1,6 +1,7 @@
 // daq-codec-bench (tools/bench/codec_bench.cpp) as a subprocess, briefly: it
-// exits 0 and reports every kind, as a table and as JSON; an unknown kind is
-// a usage error. The figures themselves are not checked (a shared machine).
+// exits 0 and reports every kind, as a table and as JSON (with the codec
+// called both ways, so both round trips are checked by the tool); an unknown
+// kind is a usage error. The figures are not checked (a shared machine).
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
@@ -48,11 +49,12 @@ TEST_CASE("daq-codec-bench: a short run prints a table row and a partial-chunk r
     }
 }
 
-TEST_CASE("daq-codec-bench --json: every kind with its figures", "[codec][bench]") {
-    const auto r = run_bench("--seconds 0.05 --chunks 4 --json");
+TEST_CASE("daq-codec-bench --json --specialised: every kind with its figures", "[codec][bench]") {
+    const auto r = run_bench("--seconds 0.05 --chunks 4 --json --specialised");
     INFO(r.out);
     REQUIRE(r.exit_code == 0);
     const auto j = nlohmann::json::parse(r.out);
+    CHECK(j["codec_call"] == "specialised");
     REQUIRE(j["kinds"].size() == kinds.size());
     for (std::size_t i = 0; i < kinds.size(); ++i) {
         const auto& k = j["kinds"][i];

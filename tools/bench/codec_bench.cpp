@@ -19,6 +19,13 @@
 //   timestamp_ns     10 kHz with Gaussian jitter (sigma 1 us)
 //   missing_packets  per packet of the frame a loss with probability 1e-4
 //
+// The codec is called as a function (not inlined into the loop), with the
+// element size as an argument: what a caller in another file typically
+// gets from the header. --specialised inlines it whole into a caller with
+// the element size a compile-time constant ([[gnu::flatten]]), so that the
+// compiler specialises the transpose for that size: what a codec
+// specialised per element size would give.
+//
 // Per kind, rounds of: memcpy of every chunk to a copy area, compression of
 // every chunk, memcpy again, decompression of every chunk (into an area
 // poisoned beforehand, outside the timing), then a byte-for-byte check of
@@ -59,8 +66,8 @@ namespace daq1 = daqd::acquisition::daq1;
 
 namespace {
 
-constexpr const char* usage_text = R"(usage: daq-codec-bench [--seconds S] [--channels N] [--chunk-bytes SIZE] [--kinds LIST]
-                        [--chunks N] [--partial F] [--json]
+constexpr const char* usage_text = R"(usage: daq-codec-bench [--seconds S] [--channels N] [--chunk-bytes SIZE]
+                        [--kinds LIST] [--chunks N] [--partial F] [--specialised] [--json]
 bitshuffle + LZ4 (HDF5 filter 32008) compression of the data daqd stores, one
 thread, against memcpy of the same bytes in the same run.
 
@@ -72,6 +79,8 @@ thread, against memcpy of the same bytes in the same run.
                      calibrated-beam, frame_number, timestamp_ns, missing_packets
   --chunks N         distinct chunks per kind, the working set (default 32)
   --partial F        fill of the partial last chunk, 0 < F < 1 (default 0.5)
+  --specialised      the codec inlined whole with the element size a compile-time
+                     constant (default: called as a function, the size an argument)
   --json             one JSON object on stdout instead of the table
   -h, --help         this text
 )";
@@ -109,6 +118,7 @@ struct options {
     std::vector<const kind_info*> kinds;
     std::size_t chunks = 32;
     double partial = 0.5;
+    bool specialised = false;
     bool json = false;
 };
 
@@ -149,6 +159,8 @@ options parse(int argc, char** argv) {
                 if (std::find(o.kinds.begin(), o.kinds.end(), k) == o.kinds.end()) o.kinds.push_back(k);
                 p = q + 1;
             }
+        } else if (a == "--specialised") {
+            o.specialised = true;
         } else if (a == "--json") {
             o.json = true;
         } else if (a == "-h" || a == "--help") {
@@ -305,7 +317,8 @@ void generate(const kind_info& k, const layout& l, const area& src) {
                    static_cast<std::uint64_t>(std::llround(static_cast<double>(f) * timestamp_period_ns + jitter(rng)));
     } else if (name == "missing_packets") {
         auto* p = src.as<std::uint16_t>();
-        const auto packets = daq1::frame_layout::for_datagram(l.channels * 2u, daq1::standard_datagram_bytes).packet_count;
+        const auto packets =
+            daq1::frame_layout::for_datagram(l.channels * 2u, daq1::standard_datagram_bytes).packet_count;
         std::mt19937_64 rng(1);
         std::binomial_distribution<int> lost(packets, packet_loss);
         for (std::size_t f = 0; f < frames; ++f) p[f] = static_cast<std::uint16_t>(lost(rng));
@@ -324,6 +337,44 @@ std::size_t chunk_bytes_of(const kind_info& k, const layout& l) {
 }
 
 // ---------------------------------------------------------------- measure
+
+// The codec's two calls: as functions, the element size an argument (not
+// inlined here, so it stays a run-time value), or inlined whole with the
+// element size a constant (--specialised).
+struct codec_calls {
+    std::size_t (*compress)(const void* in, std::size_t bytes, std::size_t es, void* out, codec::bslz4_scratch& s);
+    codec::bslz4_result (*decompress)(const void* in, std::size_t size, std::size_t es, void* out, std::size_t cap,
+                                      codec::bslz4_scratch& s);
+};
+
+template <std::size_t ES>
+[[gnu::flatten]] std::size_t compress_fixed(const void* in, std::size_t bytes, std::size_t, void* out,
+                                            codec::bslz4_scratch& s) {
+    return codec::bslz4_compress(in, bytes, ES, out, s);
+}
+template <std::size_t ES>
+[[gnu::flatten]] codec::bslz4_result decompress_fixed(const void* in, std::size_t size, std::size_t, void* out,
+                                                      std::size_t cap, codec::bslz4_scratch& s) {
+    return codec::bslz4_decompress(in, size, ES, out, cap, s);
+}
+[[gnu::noinline]] std::size_t compress_runtime(const void* in, std::size_t bytes, std::size_t es, void* out,
+                                               codec::bslz4_scratch& s) {
+    return codec::bslz4_compress(in, bytes, es, out, s);
+}
+[[gnu::noinline]] codec::bslz4_result decompress_runtime(const void* in, std::size_t size, std::size_t es, void* out,
+                                                         std::size_t cap, codec::bslz4_scratch& s) {
+    return codec::bslz4_decompress(in, size, es, out, cap, s);
+}
+
+codec_calls calls_for(std::size_t es, bool specialised) {
+    if (specialised) switch (es) {
+            case 2: return {compress_fixed<2>, decompress_fixed<2>};
+            case 4: return {compress_fixed<4>, decompress_fixed<4>};
+            case 8: return {compress_fixed<8>, decompress_fixed<8>};
+            default: break;
+        }
+    return {compress_runtime, decompress_runtime};
+}
 
 struct result {
     const kind_info* kind = nullptr;
@@ -366,6 +417,7 @@ result measure(const kind_info& k, const layout& l, const options& o) {
     area src(n * cb), copy(n * cb), dst(n * cb), comp(n * bound);
     generate(k, l, src);
     codec::bslz4_scratch scratch;
+    const codec_calls call = calls_for(es, o.specialised);
     std::vector<std::size_t> csize(n);
     auto in = [&](std::size_t i) { return src.data() + i * cb; };
     auto out = [&](std::size_t i) { return dst.data() + i * cb; };
@@ -373,8 +425,8 @@ result measure(const kind_info& k, const layout& l, const options& o) {
 
     // Every chunk once: the sizes, and the round trip (also the warm-up).
     for (std::size_t i = 0; i < n; ++i) {
-        csize[i] = codec::bslz4_compress(in(i), cb, es, packed(i), scratch);
-        const auto d = codec::bslz4_decompress(packed(i), csize[i], es, out(i), cb, scratch);
+        csize[i] = call.compress(in(i), cb, es, packed(i), scratch);
+        const auto d = call.decompress(packed(i), csize[i], es, out(i), cb, scratch);
         if (d.error != nullptr) fail(std::string(k.name) + ": chunk " + std::to_string(i) + ": " + d.error);
         if (d.bytes != cb) fail(std::string(k.name) + ": chunk " + std::to_string(i) + ": wrong decompressed size");
         check_same(k, i, in(i), out(i), cb, "the first decompression");
@@ -394,12 +446,12 @@ result measure(const kind_info& k, const layout& l, const options& o) {
     bool size_changed = false;
     auto compress_pass = [&] {
         for (std::size_t i = 0; i < n; ++i)
-            size_changed |= codec::bslz4_compress(in(i), cb, es, packed(i), scratch) != csize[i];
+            size_changed |= call.compress(in(i), cb, es, packed(i), scratch) != csize[i];
     };
     const char* error = nullptr;
     auto decompress_pass = [&] {
         for (std::size_t i = 0; i < n; ++i) {
-            const auto d = codec::bslz4_decompress(packed(i), csize[i], es, out(i), cb, scratch);
+            const auto d = call.decompress(packed(i), csize[i], es, out(i), cb, scratch);
             if (d.error != nullptr || d.bytes != cb) error = d.error != nullptr ? d.error : "wrong decompressed size";
         }
     };
@@ -430,8 +482,8 @@ result measure(const kind_info& k, const layout& l, const options& o) {
     std::uint64_t pstored = 0;
     for (std::size_t i = 0; i < pn; ++i) {
         std::memcpy(part.data() + i * cb, in(i), filled);
-        const std::size_t c = codec::bslz4_compress(part.data() + i * cb, cb, es, pcomp.data() + i * bound, scratch);
-        const auto d = codec::bslz4_decompress(pcomp.data() + i * bound, c, es, out(i), cb, scratch);
+        const std::size_t c = call.compress(part.data() + i * cb, cb, es, pcomp.data() + i * bound, scratch);
+        const auto d = call.decompress(pcomp.data() + i * bound, c, es, out(i), cb, scratch);
         if (d.error != nullptr || d.bytes != cb) fail(std::string(k.name) + ": partial chunk does not decompress");
         check_same(k, i, part.data() + i * cb, out(i), cb, "the partial chunk");
         pstored += c;
@@ -442,7 +494,7 @@ result measure(const kind_info& k, const layout& l, const options& o) {
     while (pt < o.seconds / 2) {
         for (std::size_t i = 0; i < pn; ++i) {
             const double t = timed([&] {
-                codec::bslz4_compress(part.data() + i * cb, cb, es, pcomp.data() + i * bound, scratch);
+                call.compress(part.data() + i * cb, cb, es, pcomp.data() + i * bound, scratch);
             });
             pt += t;
             r.partial_max_ms = std::max(r.partial_max_ms, t * 1e3);
@@ -481,9 +533,11 @@ int main(int argc, char** argv) {
     const std::string cpu = cpu_model();
     if (!o.json) {
         std::printf("daq-codec-bench: bitshuffle + LZ4 (HDF5 filter 32008), one thread; %u channels, raw chunk %u rows "
-                    "= %zu bytes (--chunk-bytes %llu); %zu chunks per kind; %.2f s per figure\n",
+                    "= %zu bytes (--chunk-bytes %llu); %zu chunks per kind; %.2f s per figure; codec %s\n",
                     l.channels, l.rows, std::size_t{l.rows} * l.channels * 2,
-                    static_cast<unsigned long long>(o.chunk_bytes), l.chunks, o.seconds);
+                    static_cast<unsigned long long>(o.chunk_bytes), l.chunks, o.seconds,
+                    o.specialised ? "inlined with the element size a constant (--specialised)"
+                                  : "called as a function, the element size an argument");
         std::printf("cpu: %s; load average before: %.2f %.2f %.2f\n\n", cpu.c_str(), load_before.at(0),
                     load_before.at(1), load_before.at(2));
         std::printf("%-16s %-5s %11s %7s %11s %13s %15s %11s %15s %17s\n", "kind", "dtype", "chunk bytes", "ratio",
@@ -514,6 +568,7 @@ int main(int argc, char** argv) {
         j["chunks"] = l.chunks;
         j["seconds"] = o.seconds;
         j["partial"] = o.partial;
+        j["codec_call"] = o.specialised ? "specialised" : "function";
         j["load_before"] = load_before;
         j["load_after"] = load_after;
         auto& ks = j["kinds"] = nlohmann::ordered_json::array();
@@ -549,8 +604,8 @@ int main(int argc, char** argv) {
     std::printf("\npartial last chunk (the writer recompresses it at each flush): %u of %u rows filled, the rest "
                 "zero as the writer pads it, the whole chunk compressed\n",
                 results.empty() ? 0 : results.front().partial_rows, l.rows);
-    std::printf("%-16s %11s %15s %15s %13s %13s\n", "kind", "chunk bytes", "partial ms", "(slowest ms)", "full chunk ms",
-                "partial ratio");
+    std::printf("%-16s %11s %15s %15s %13s %13s\n", "kind", "chunk bytes", "partial ms", "(slowest ms)",
+                "full chunk ms", "partial ratio");
     for (const result& r : results)
         std::printf("%-16s %11zu %15.4f %15.4f %13.4f %13.4f\n", r.kind->name, r.chunk_bytes, r.partial_ms,
                     r.partial_max_ms, r.full_ms(), r.partial_ratio);
