@@ -43,7 +43,7 @@ EOT
         for _ in $(seq 50); do curl -sf http://127.0.0.1:47880/metrics > /dev/null && break; sleep 0.2; done
         curl -sf http://127.0.0.1:47880/metrics > "$T/m0.txt" || { echo "daqd did not start: $T/daqd.log" >&2; exit 1; }
         build/release/tools/sim/daq-sim --target 127.0.0.1:47860 --target 127.0.0.1:47861 --units 4 --channels 4096 \
-            --detector --beam --duration "$SECONDS_RUN" --rate "$rate" --json "$T/sim.json" --quiet > "$T/sim.log" 2>&1 &
+            --detector --beam --detector-cycle 64 --duration "$SECONDS_RUN" --rate "$rate" --json "$T/sim.json" --quiet > "$T/sim.log" 2>&1 &
         sim_pid=$!
         while kill -0 "$sim_pid" 2> /dev/null; do
             ls -t "$T"/out/*.h5 2>/dev/null | tail -n +3 | xargs -r rm -f

@@ -85,8 +85,27 @@ public:
         }
     }
 
-    // Fills one frame of unit number k (position in --units order).
+    // Fills one frame of unit number k (position in --units order). With
+    // --detector-cycle N the first N frames of each unit are made and kept,
+    // later ones are copies of them in turn.
     void frame(std::size_t k, std::uint16_t* out) {
+        if (o_.detector_cycle > 0) {
+            if (cycle_.size() <= k) cycle_.resize(units_.size());
+            auto& c = cycle_[k];
+            if (c.frames.size() < std::size_t{o_.detector_cycle} * channels_) {
+                make(k, out);
+                c.frames.insert(c.frames.end(), out, out + channels_);
+                return;
+            }
+            std::memcpy(out, c.frames.data() + std::size_t{c.next} * channels_, std::size_t{channels_} * 2u);
+            c.next = (c.next + 1) % o_.detector_cycle;
+            return;
+        }
+        make(k, out);
+    }
+
+private:
+    void make(std::size_t k, std::uint16_t* out) {
         const unit_truth& t = units_[k];
         std::uint32_t c = 0;
         while (c < channels_) {
@@ -108,6 +127,7 @@ public:
             out[i] = static_cast<std::uint16_t>(std::clamp(std::lround(values_[i]), 0l, 65535l));
     }
 
+public:
     json summary() const {
         json d;
         d["detector_seed"] = o_.detector_seed;
@@ -156,6 +176,11 @@ private:
     std::mt19937_64 rng_;
     std::vector<unit_truth> units_;
     std::vector<double> normals_;
+    struct cycle_state {
+        std::vector<std::uint16_t> frames;
+        std::uint32_t next = 0;
+    };
+    std::vector<cycle_state> cycle_;  // per unit, with --detector-cycle
     std::vector<double> values_;
     std::vector<std::uint32_t> beam_channels_;
     std::vector<double> beam_exp_neg_lambda_;

@@ -44,6 +44,9 @@ Detector mode (payload is detector data, TEST_PATTERN cleared):
   --detector-seed N      seed of the pedestals and noise levels (default 7)
   --pedestal-mean ADC    (default 1000)   --pedestal-spread ADC (default 50)
   --noise-min ADC        (default 3)      --noise-max ADC      (default 8)
+  --detector-cycle N     make N frames per unit up front and send them in turn
+                         (benchmarks: detector data at the rate of the test
+                         pattern; every frame still has its own frame_number)
   --beam                 add a beam: hits in a Gaussian spot on the grid of
                          channels (width ceil(sqrt(channels)), channel c at
                          x = c % width, y = c / width)
@@ -92,6 +95,7 @@ struct options {
     double beam_x = -1, beam_y = -1;  // -1: the grid centre
     double beam_sigma = 3, beam_intensity = 0.5, beam_amplitude = 100;
     std::string truth_path;
+    std::uint32_t detector_cycle = 0;  // >0: that many frames per unit made up front, sent in turn
 };
 
 inline std::uint64_t parse_uint(std::string_view opt, std::string_view s, std::uint64_t lo, std::uint64_t hi) {
@@ -119,7 +123,7 @@ inline options parse_options(int argc, char** argv) {
         o_datagram, o_first_frame, o_seq_start, o_no_pattern, o_no_eos, o_loss, o_reorder, o_duplicate,
         o_malformed, o_seed, o_mode, o_json, o_quiet, o_detector, o_detector_seed, o_pedestal_mean,
         o_pedestal_spread, o_noise_min, o_noise_max, o_beam, o_beam_x, o_beam_y, o_beam_sigma, o_beam_intensity,
-        o_beam_amplitude, o_truth,
+        o_beam_amplitude, o_truth, o_detector_cycle,
     };
     static const option longopts[] = {
         {"target", required_argument, nullptr, o_target},
@@ -156,6 +160,7 @@ inline options parse_options(int argc, char** argv) {
         {"beam-intensity", required_argument, nullptr, o_beam_intensity},
         {"beam-amplitude", required_argument, nullptr, o_beam_amplitude},
         {"truth", required_argument, nullptr, o_truth},
+        {"detector-cycle", required_argument, nullptr, o_detector_cycle},
         {"help", no_argument, nullptr, 'h'},
         {nullptr, 0, nullptr, 0},
     };
@@ -220,6 +225,9 @@ inline options parse_options(int argc, char** argv) {
             case o_beam_intensity: o.beam_intensity = parse_double("beam-intensity", a, 0, 1000); break;
             case o_beam_amplitude: o.beam_amplitude = parse_double("beam-amplitude", a, 0, 65535); break;
             case o_truth: o.truth_path = a; break;
+            case o_detector_cycle:
+                o.detector_cycle = static_cast<std::uint32_t>(parse_uint("detector-cycle", a, 1, 4096));
+                break;
             case 'h': std::fputs(usage_text, stdout); std::exit(0);
             case ':': die_usage(fmt::format("option '{}' needs a value", argv[optind - 1]));
             default: die_usage(fmt::format("unknown option '{}'", argv[optind - 1]));
