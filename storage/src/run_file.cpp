@@ -556,18 +556,10 @@ struct run_file::impl {
         // copied first: the assembler is still filling the block's later rows.
         const bool from_block = u.direct.pool != nullptr && r == n;
         if (u.direct.pool != nullptr && !from_block) copy_direct_rows(u);
-        if (compressed() && r < n) zero_padding(u);
+        if (r < n) zero_padding(u);
         if (compressed()) {
             submit_chunk(u, start, from_block);
             return;
-        }
-        if (r < n) {
-            std::fill(u.raw.begin() + static_cast<std::ptrdiff_t>(r * u.channels), u.raw.end(), std::uint16_t{0});
-            std::fill(u.frame_number.begin() + static_cast<std::ptrdiff_t>(r), u.frame_number.end(), 0);
-            std::fill(u.timestamp_ns.begin() + static_cast<std::ptrdiff_t>(r), u.timestamp_ns.end(), 0);
-            std::fill(u.missing_packets.begin() + static_cast<std::ptrdiff_t>(r), u.missing_packets.end(), 0);
-            if (!u.calibrated.empty())
-                std::fill(u.calibrated.begin() + static_cast<std::ptrdiff_t>(r * u.channels), u.calibrated.end(), 0.0f);
         }
         ensure_space(u.raw.size() * 2u + u.chunk_rows * (8u + 8u + 2u) + u.calibrated.size() * sizeof(float));
         if (const auto delay = fault_slow_write(); delay.count() > 0) std::this_thread::sleep_for(delay);
