@@ -2,6 +2,7 @@
 #include "pipeline.hpp"
 #include "reload.hpp"
 #include "serving.hpp"
+#include "service_notify.hpp"
 #include "web_glue.hpp"
 
 #include "daqd/config/config.hpp"
@@ -418,6 +419,8 @@ int main(int argc, char** argv) {
     auto host_checks = daqd::check_host_at_start(cfg);
     daqd::serving serving;  // stops in the order it is built (serving.hpp)
     auto& p = serving.data_path;
+    // After serving: its watchdog thread reads the pipeline, so it goes first.
+    daqd::service_notifier notifier;
     try {
         p = std::make_unique<daqd::pipeline>(cfg, o.pedestal_run ? o.pedestal_frames : 0);
         p->start();
@@ -433,6 +436,15 @@ int main(int argc, char** argv) {
         serving.catalog = std::make_unique<daqd::storage::run_catalog>(cfg.storage.output_dir);
         serving.web = daqd::start_web(cfg, *p, *serving.catalog, std::move(host_checks));
     }
+
+    // Start-up is done: sockets bound, rings mapped, threads started, the run
+    // (--run) open, the HTTP server bound. systemd may start what waits for us.
+    std::string listening;
+    for (const auto& l : cfg.acquisition.listen) listening += (listening.empty() ? "" : " ") + l.to_string();
+    const std::string ready_status =
+        fmt::format("receiving on {}{}", listening, o.run ? "; recording run " + *o.run : std::string());
+    notifier.ready(ready_status);
+    notifier.start_watchdog([&p] { return p->thread_status(); });
 
     const auto started = std::chrono::steady_clock::now();
     // A pedestal run ends when every unit seen (at least one, and every
@@ -465,7 +477,9 @@ int main(int argc, char** argv) {
         timespec ts{0, 100'000'000};
         const int sig = sigtimedwait(&signals, nullptr, &ts);
         if (sig == SIGHUP) {
+            notifier.reloading();
             reload_config(o, running);
+            notifier.reloaded(ready_status);
             continue;
         }
         if (sig > 0) {
@@ -477,6 +491,9 @@ int main(int argc, char** argv) {
             break;
     }
     if (got) spdlog::info("{}: stopping (draining rings and queues)", strsignal(got));
+    // No ping while draining: systemd's stop timeout bounds it from here.
+    notifier.stop_watchdog();
+    notifier.stopping("draining rings and queues, closing the run file");
     serving.stop();
     const auto s = p->snapshot();
     if (!s.run_name.empty()) {
