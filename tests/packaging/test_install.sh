@@ -28,7 +28,8 @@ printed=$("$stage/bin/daqd" --config "$config" --print-config) || fail "daqd --p
 grep -q '^output_dir = "/data/daqd/runs"' <<<"$printed" || fail "--print-config does not show the installed configuration"
 # What it prints is itself a valid configuration.
 "$stage/bin/daqd" --check-config <(printf '%s\n' "$printed") >/dev/null || fail "--print-config output does not check"
-"$stage/bin/daqd" --version | grep -q '^daqd ' || fail "daqd --version"
+version=$("$stage/bin/daqd" --version) || fail "daqd --version"
+[[ "$version" == "daqd "* ]] || fail "daqd --version: $version"
 
 unit="$stage/lib/systemd/system/daqd.service"
 grep -qx "ExecStart=$stage/bin/daqd --config $config" "$unit" || fail "ExecStart does not name the installed files: $(grep ExecStart= "$unit")"
