@@ -50,7 +50,7 @@ struct notify_socket {
 
 }  // namespace
 
-TEST_CASE("liveness: alive while every thread runs and moves; a stuck, ended or failed thread is named",
+TEST_CASE("liveness: alive while every thread runs and moves, a stuck, ended or failed thread is named",
           "[daqd][service]") {
     daqd::liveness_monitor m;
     std::vector<worker_status> t{{"daqd-receive", true, "", 10}, {"daqd-write", true, "", 5}};
@@ -94,7 +94,7 @@ TEST_CASE("sd_notify: nothing is sent, and no watchdog runs, without NOTIFY_SOCK
     ::unsetenv("WATCHDOG_USEC");
 }
 
-TEST_CASE("sd_notify: READY, RELOADING, STOPPING with their status; WATCHDOG pings while the probe's threads move, "
+TEST_CASE("sd_notify: READY, RELOADING, STOPPING with their status, WATCHDOG pings while the probe's threads move, "
           "none while one is stuck",
           "[daqd][service]") {
     notify_socket sock;

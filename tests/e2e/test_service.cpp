@@ -43,7 +43,7 @@ std::string replaced(std::string s, const std::string& what, const std::string& 
 
 }  // namespace
 
-TEST_CASE("SIGHUP mid-run re-reads the configuration: log.level applied, other keys named, no frame lost; "
+TEST_CASE("SIGHUP mid-run re-reads the configuration: log.level applied, other keys named, no frame lost, "
           "a broken file changes nothing",
           "[e2e][service]") {
     scratch_dir dir("reload");
