@@ -75,7 +75,9 @@ On SIGINT/SIGTERM daqd stops receiving, drains every ring and queue, closes
 the run files, prints a one-line summary and exits 0. On SIGHUP it re-reads
 the --config file and applies log.level; other changed keys are logged as
 needing a restart. A file with mistakes is logged and the running
-configuration stays.
+configuration stays. Under systemd (Type=notify) daqd sends READY=1 once
+serving, WATCHDOG=1 while its data-path threads make progress, and
+STOPPING=1 when draining starts (docs/OPERATIONS.md).
 
 At start daqd locks its output directory (<output>/.daqd.lock: one server per
 directory) and mends the run files a crash of daqd left open there, as its
