@@ -107,6 +107,7 @@ void worker::start_pumped() {
 
 bool worker::pump() {
     assert(pumped() && "pump() drives a worker started with start_pumped()");
+    _passes.store(_passes.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     return _body.pass();
 }
 
@@ -137,6 +138,8 @@ std::string worker::failure() const {
     return _failure;
 }
 
+worker_status worker::status() const { return {_name, running(), failure(), passes()}; }
+
 void worker::fail(std::exception_ptr e) noexcept {
     std::string what = "unknown exception";
     try {
@@ -157,6 +160,7 @@ void worker::run() noexcept {
     try {
         std::uint64_t idle_since = 0;  // 0: the last pass found work
         while (!_stop.load(std::memory_order_acquire)) {
+            _passes.store(_passes.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
             if (_body.pass()) {
                 idle_since = 0;
                 continue;

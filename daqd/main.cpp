@@ -1,6 +1,8 @@
 // daqd: the data-acquisition server. See README.md and `daqd --help`.
 #include "pipeline.hpp"
+#include "reload.hpp"
 #include "serving.hpp"
+#include "service_notify.hpp"
 #include "web_glue.hpp"
 
 #include "daqd/config/config.hpp"
@@ -70,7 +72,12 @@ options:
   --pedestal-frames N   frames per unit of a pedestal run (default 1000)
 
 On SIGINT/SIGTERM daqd stops receiving, drains every ring and queue, closes
-the run files, prints a one-line summary and exits 0.
+the run files, prints a one-line summary and exits 0. On SIGHUP it re-reads
+the --config file and applies log.level; other changed keys are logged as
+needing a restart. A file with mistakes is logged and the running
+configuration stays. Under systemd (Type=notify) daqd sends READY=1 once
+serving, WATCHDOG=1 while its data-path threads make progress, and
+STOPPING=1 when draining starts (docs/OPERATIONS.md).
 
 At start daqd locks its output directory (<output>/.daqd.lock: one server per
 directory) and mends the run files a crash of daqd left open there, as its
@@ -276,6 +283,26 @@ std::string lock_output_dir(const std::filesystem::path& dir) {
     return {};  // fd stays open (and locked) until the process ends
 }
 
+// SIGHUP: re-reads the --config file, with the command line's options over
+// it as at start, and applies what may change while daqd runs (reload.hpp).
+// `running` is what daqd runs with. A file with mistakes changes nothing.
+void reload_config(const options& o, daqd::config::config& running) {
+    if (!o.config_file) {
+        spdlog::info("SIGHUP: no configuration file to re-read (daqd runs on the embedded default and its command "
+                     "line; give --config FILE to reload one): nothing changed");
+        return;
+    }
+    daqd::config::config fresh;
+    try {
+        fresh = effective_config(o);
+    } catch (const std::exception& e) {
+        spdlog::error("SIGHUP: {} not reloaded, daqd carries on with the configuration it runs: {}", *o.config_file,
+                      daqd::one_line(e.what()));
+        return;
+    }
+    daqd::apply_reload(daqd::plan_reload(running, fresh), running, *o.config_file);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -341,9 +368,10 @@ int main(int argc, char** argv) {
 
     // Every thread inherits blocked SIGINT/SIGTERM/SIGQUIT/SIGHUP; main waits
     // for them. SIGINT, SIGTERM and SIGQUIT stop daqd cleanly (files closed,
-    // ring unlinked). SIGHUP (a closed terminal or SSH session) never ends a
-    // run: it is logged and daqd carries on. A peer closing a socket is an
-    // error on that socket, never SIGPIPE.
+    // ring unlinked). SIGHUP (systemctl reload, or a closed terminal or SSH
+    // session) never ends a run: main re-reads the configuration file and
+    // daqd carries on. A peer closing a socket is an error on that socket,
+    // never SIGPIPE.
     ::signal(SIGPIPE, SIG_IGN);
     sigset_t signals;
     sigemptyset(&signals);
@@ -393,6 +421,8 @@ int main(int argc, char** argv) {
     auto host_checks = daqd::check_host_at_start(cfg);
     daqd::serving serving;  // stops in the order it is built (serving.hpp)
     auto& p = serving.data_path;
+    // After serving: its watchdog thread reads the pipeline, so it goes first.
+    daqd::service_notifier notifier;
     try {
         p = std::make_unique<daqd::pipeline>(cfg, o.pedestal_run ? o.pedestal_frames : 0);
         p->start();
@@ -408,6 +438,15 @@ int main(int argc, char** argv) {
         serving.catalog = std::make_unique<daqd::storage::run_catalog>(cfg.storage.output_dir);
         serving.web = daqd::start_web(cfg, *p, *serving.catalog, std::move(host_checks));
     }
+
+    // Start-up is done: sockets bound, rings mapped, threads started, the run
+    // (--run) open, the HTTP server bound. systemd may start what waits for us.
+    std::string listening;
+    for (const auto& l : cfg.acquisition.listen) listening += (listening.empty() ? "" : " ") + l.to_string();
+    const std::string ready_status =
+        fmt::format("receiving on {}{}", listening, o.run ? "; recording run " + *o.run : std::string());
+    notifier.ready(ready_status);
+    notifier.start_watchdog([&p] { return p->thread_status(); });
 
     const auto started = std::chrono::steady_clock::now();
     // A pedestal run ends when every unit seen (at least one, and every
@@ -431,14 +470,18 @@ int main(int argc, char** argv) {
     if (o.pedestal_run)
         spdlog::info("pedestal run {}: waiting for {} complete frames per unit (no beam, please)", *o.pedestal_run,
                      o.pedestal_frames);
+    // What a reload compares a freshly read file with (main thread only; cfg
+    // itself stays as it was: the pipeline and the web side read it).
+    daqd::config::config running = cfg;
     int got = 0;
     for (;;) {
         if (o.pedestal_run && pedestal_done()) break;
         timespec ts{0, 100'000'000};
         const int sig = sigtimedwait(&signals, nullptr, &ts);
         if (sig == SIGHUP) {
-            spdlog::warn("SIGHUP: ignored, daqd carries on{} (stop it with SIGTERM or SIGINT)",
-                         p->current_run() ? " recording" : "");
+            notifier.reloading();
+            reload_config(o, running);
+            notifier.reloaded(ready_status);
             continue;
         }
         if (sig > 0) {
@@ -450,6 +493,9 @@ int main(int argc, char** argv) {
             break;
     }
     if (got) spdlog::info("{}: stopping (draining rings and queues)", strsignal(got));
+    // No ping while draining: systemd's stop timeout bounds it from here.
+    notifier.stop_watchdog();
+    notifier.stopping("draining rings and queues, closing the run file");
     serving.stop();
     const auto s = p->snapshot();
     if (!s.run_name.empty()) {

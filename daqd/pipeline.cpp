@@ -352,6 +352,13 @@ std::optional<pipeline::active_run> pipeline::current_run() const {
     return a;
 }
 
+std::vector<common::worker_status> pipeline::thread_status() const {
+    std::vector<common::worker_status> out;
+    out.reserve(_stages.size());
+    for (const auto* w : _stages) out.push_back(w->status());
+    return out;
+}
+
 std::string pipeline::processing_backend() const {
     if (_processor == nullptr || !_processor->calibrates()) return "none";
     return std::string(_processor->backend_name());

@@ -154,6 +154,10 @@ public:
     // A pedestal run's result, after stop(): pedestal, noise (gain 1) per unit.
     [[nodiscard]] processing::calibration_set pedestal_result() const;
 
+    // Every data-path thread (each stage's worker, upstream first) as a
+    // watchdog sees it; any thread, while the pipeline exists.
+    [[nodiscard]] std::vector<common::worker_status> thread_status() const;
+
     // The run being recorded, if any (any thread).
     using active_run = common::run_info;
     [[nodiscard]] std::optional<active_run> current_run() const;

@@ -1,5 +1,5 @@
 // common::worker: the stop protocol (idle wake-up, drain, idempotence), a
-// body that throws, the thread's name and CPUs, driving a body without a
+// body that throws, the passes a watchdog sees, the thread's name and CPUs, driving a body without a
 // thread, and combined_worker (two bodies on one thread).
 #include "daqd/common/spsc_queue.hpp"
 #include "daqd/common/worker.hpp"
@@ -177,6 +177,37 @@ TEST_CASE("worker: an exception in the body is reported, the thread ends, the pr
     w.stop();
     CHECK_FALSE(body.drained);  // a body that threw is not asked to drain
     CHECK(w.failure() == "the body broke");
+}
+
+TEST_CASE("worker: passes() moves while the thread runs, idle or busy, and status() says what a watchdog needs",
+          "[common][worker]") {
+    spsc_queue<int> q(1024);
+    wake_event ready;
+    counting_body body(q);
+    worker w("test-passes", ready, body);
+    CHECK(w.passes() == 0);
+    w.start();
+    // Idle: it sleeps at most idle_policy::longest_sleep between passes.
+    REQUIRE(wait_until([&] { return body.sleeps.load() > 0; }, 10s));
+    const auto idle = w.passes();
+    REQUIRE(wait_until([&] { return w.passes() > idle + 2; }, 10s));
+    produce(q, ready, 0, 500);
+    REQUIRE(wait_until([&] { return body.taken.load() == 500; }, 10s));
+    const auto s = w.status();
+    CHECK(s.name == "test-passes");
+    CHECK(s.running);
+    CHECK(s.failure.empty());
+    CHECK(s.passes > idle);
+    w.stop();
+    CHECK_FALSE(w.status().running);
+
+    throwing_body broken;
+    worker t("test-broken", ready, broken);
+    t.start();
+    REQUIRE(wait_until([&] { return broken.ended.load(); }, 10s));
+    CHECK(t.status().failure == "the body broke");
+    CHECK(t.status().passes == 3);
+    t.stop();
 }
 
 namespace {

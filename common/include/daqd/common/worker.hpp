@@ -67,6 +67,16 @@ void name_and_pin_this_thread(const std::string& name, const std::vector<unsigne
 // "0,2-3": sorted CPU numbers as taskset and threads.*_cpus write them.
 std::string cpu_list_text(const std::vector<unsigned>& cpus);
 
+// A look at a worker from any thread: what a watchdog needs
+// (daqd/service_notify.hpp) to tell a data path that moves from one that is
+// stuck or has lost a thread.
+struct worker_status {
+    std::string name;
+    bool running = false;      // running()
+    std::string failure;       // failure()
+    std::uint64_t passes = 0;  // passes()
+};
+
 // What a worker runs. Implemented by the component that owns the worker;
 // every call is made on the worker's thread (or the pumping thread).
 class worker_body {
@@ -124,6 +134,11 @@ public:
     [[nodiscard]] bool pumped() const noexcept { return _state.load(std::memory_order_acquire) == state::pumped; }
     // What the body threw, or empty.
     [[nodiscard]] std::string failure() const;
+    // Passes made so far (by its thread, or pumped). A thread that runs and
+    // is healthy makes one at least every idle_policy::longest_sleep, idle
+    // or not; one stuck in a call, or inside one long pass, makes none.
+    [[nodiscard]] std::uint64_t passes() const noexcept { return _passes.load(std::memory_order_relaxed); }
+    [[nodiscard]] worker_status status() const;
     [[nodiscard]] const std::string& name() const noexcept { return _name; }
     // Any thread: CPU seconds its thread has used (its last thread's, once
     // that ended; 0 when it never had one). What ran out when frames are
@@ -156,6 +171,9 @@ private:
     std::atomic<bool> _clock_ready{false};
     clockid_t _clock{};
     std::atomic<std::uint64_t> _cpu_ns_final{0};
+    // Written by the thread that makes the passes only (a relaxed store, no
+    // locked instruction); read now and then by a watchdog.
+    std::atomic<std::uint64_t> _passes{0};
     std::thread _thread;
 };
 
