@@ -108,22 +108,8 @@ inline void unshuffle_scalar(const unsigned char* in, unsigned char* out, std::s
 }
 
 #if defined(__SSE2__)
-// Splits es vectors holding 16 elements of es bytes (es = 2, 4, 8) into es
-// vectors of one byte position each: v[j] = byte j of the 16 elements.
-inline void split_bytes(__m128i* v, std::size_t es) noexcept {
-    const __m128i low = _mm_set1_epi16(0x00FF);
-    __m128i t[8];
-    for (std::size_t round = 1; round < es; round *= 2) {
-        for (std::size_t m = 0; m < es / 2; ++m) {
-            const __m128i a = v[2 * m], b = v[2 * m + 1];
-            t[m] = _mm_packus_epi16(_mm_and_si128(a, low), _mm_and_si128(b, low));
-            t[es / 2 + m] = _mm_packus_epi16(_mm_srli_epi16(a, 8), _mm_srli_epi16(b, 8));
-        }
-        for (std::size_t m = 0; m < es; ++m) v[m] = t[m];
-    }
-}
-
-// The inverse of split_bytes.
+// Joins es vectors of one byte position each (v[j] = byte j of 16 elements)
+// into the 16 elements of es bytes: the inverse of shuffle_tiles' byte split.
 inline void join_bytes(__m128i* v, std::size_t es) noexcept {
     __m128i t[8];
     for (std::size_t round = 1; round < es; round *= 2) {
