@@ -65,7 +65,11 @@ options:
   --summary-json FILE   also write the final summary as JSON to FILE
   --log-level LEVEL     trace, debug, info, warn, error
   --http HOST:PORT|off  status page, /metrics and control API (http.listen, default 127.0.0.1:8080)
-  --calibration FILE    calibration constants for the calibrate stage (processing.calibration_file)
+  --stream ENDPOINT     stream every stored chunk over ZeroMQ PUSH at ENDPOINT ("tcp://127.0.0.1:5555";
+                        run messages and previews on PUB at port + 1; repeat for several; stream.listen,
+                        docs/STREAM.md)
+  --calibration FILE    calibrate with the constants of FILE: sets processing.calibration_file and
+                        adds "calibrate" to processing.stages (other stages as configured)
   --pedestal-run NAME   take --pedestal-frames complete frames per unit (no beam), write the
                         per-channel pedestal (mean) and noise (standard deviation) to
                         <output>/NAME.calib.h5, print where it is and exit (docs/CALIBRATION.md)
@@ -73,8 +77,10 @@ options:
 
 On SIGINT/SIGTERM daqd stops receiving, drains every ring and queue, closes
 the run files, prints a one-line summary and exits 0. On SIGHUP it re-reads
-the --config file and applies log.level; other changed keys are logged as
-needing a restart. A file with mistakes is logged and the running
+the --config file and applies log.level, stream.preview_rate,
+processing.threshold and threshold_mode (from the next run's start while a
+run records), and the web side's http.token, http.token_file (read again)
+and http.allowed_hosts; other changed keys are logged as needing a restart. A file with mistakes is logged and the running
 configuration stays. Under systemd (Type=notify) daqd sends READY=1 once
 serving, WATCHDOG=1 while its data-path threads make progress, and
 STOPPING=1 when draining starts (docs/OPERATIONS.md).
@@ -102,6 +108,7 @@ struct options {
     bool recover = false;
     std::optional<std::string> recover_file;  // --recover FILE
     std::optional<std::string> http;
+    std::vector<std::string> stream;
     std::optional<std::string> calibration;
     std::optional<std::string> pedestal_run;
     std::uint64_t pedestal_frames = 1000;
@@ -188,6 +195,8 @@ options parse(int argc, char** argv) {
             if (i + 1 < argc && argv[i + 1][0] != '-') o.recover_file = argv[++i];
         } else if (a == "--http") {
             o.http = value(i, a);
+        } else if (a == "--stream") {
+            o.stream.push_back(value(i, a));
         } else {
             usage_error("unknown option '" + a + "'");
         }
@@ -227,6 +236,21 @@ daqd::config::config effective_config(const options& o) {
     set(o.log_level, "log.level", "--log-level");
     if (o.http) set(*o.http == "off" ? std::string() : *o.http, "http.listen", "--http");
     set(o.calibration, "processing.calibration_file", "--calibration");
+    if (!o.stream.empty()) {
+        for (const auto& e : o.stream) {
+            try {
+                (void)check_stream_endpoint(e, "--stream");
+            } catch (const config_error& err) {
+                usage_error(err.what());
+            }
+        }
+        c.stream.listen = o.stream;
+        changed = true;
+    }
+    // --calibration FILE means "calibrate with FILE": the stage comes with it
+    // (first, as the stages' order wants), whatever the file's stages say.
+    if (o.calibration && !c.processing.has("calibrate"))
+        c.processing.stages.insert(c.processing.stages.begin(), "calibrate");
     if (changed) {
         // Re-validate and re-render so the stored configuration is what runs.
         const std::string source = c.source;
@@ -286,11 +310,12 @@ std::string lock_output_dir(const std::filesystem::path& dir) {
 // SIGHUP: re-reads the --config file, with the command line's options over
 // it as at start, and applies what may change while daqd runs (reload.hpp).
 // `running` is what daqd runs with. A file with mistakes changes nothing.
-void reload_config(const options& o, daqd::config::config& running) {
+// Returns false when nothing could be read (no file, or one with mistakes).
+bool reload_config(const options& o, daqd::config::config& running, daqd::web::service* web) {
     if (!o.config_file) {
         spdlog::info("SIGHUP: no configuration file to re-read (daqd runs on the embedded default and its command "
                      "line; give --config FILE to reload one): nothing changed");
-        return;
+        return false;
     }
     daqd::config::config fresh;
     try {
@@ -298,9 +323,34 @@ void reload_config(const options& o, daqd::config::config& running) {
     } catch (const std::exception& e) {
         spdlog::error("SIGHUP: {} not reloaded, daqd carries on with the configuration it runs: {}", *o.config_file,
                       daqd::one_line(e.what()));
-        return;
+        return false;
     }
-    daqd::apply_reload(daqd::plan_reload(running, fresh), running, *o.config_file);
+    auto plan = daqd::plan_reload(running, fresh);
+    // The web side's access (token, allowed hosts) goes to the web side first;
+    // if it cannot take it (token file unreadable, no web side), those keys
+    // keep what daqd runs with.
+    const auto http = std::find_if(plan.applied.begin(), plan.applied.end(),
+                                   [](const auto& c) { return c.key.rfind("http.", 0) == 0; });
+    if (http != plan.applied.end()) {
+        std::string why;
+        if (web == nullptr) {
+            why = "daqd runs without its web side";
+        } else {
+            try {
+                web->reload_access(fresh);
+            } catch (const std::exception& e) {
+                why = e.what();
+            }
+        }
+        if (!why.empty()) {
+            spdlog::error("SIGHUP: http.token, http.token_file, http.allowed_hosts not reloaded ({}); the web side "
+                          "keeps its token and host names",
+                          why);
+            std::erase_if(plan.applied, [](const auto& c) { return c.key.rfind("http.", 0) == 0; });
+        }
+    }
+    daqd::apply_reload(plan, running, fresh, *o.config_file);
+    return true;
 }
 
 }  // namespace
@@ -319,6 +369,12 @@ int main(int argc, char** argv) {
     if (o.check_config) {
         try {
             auto c = daqd::config::load_file(*o.check_config);
+            // The files it names that daqd reads at start (a token file, a
+            // calibration file): a configuration daqd would not start with
+            // does not pass.
+            const auto missing = daqd::check_config_files(c, *o.check_config);
+            for (const auto& m : missing) std::cerr << m << "\n";
+            if (!missing.empty()) return 1;
             std::cout << *o.check_config << ": configuration is valid\n";
             return 0;
         } catch (const std::exception& e) {
@@ -340,6 +396,18 @@ int main(int argc, char** argv) {
     }
     if (o.check_host) return daqd::check_host_command(cfg);
     spdlog::set_level(spdlog::level::from_str(cfg.log.level));
+    // A token file that cannot be read would leave daqd running without its
+    // web side; a missing calibration file would fail later, less clearly.
+    if (!o.recover && !o.recover_file) {
+        auto missing = daqd::check_config_files(cfg, o.config_file.value_or(""));
+        if (o.pedestal_run)  // no web side, no calibrate stage in a pedestal run
+            missing.clear();
+        if (!missing.empty()) {
+            for (const auto& m : missing) std::cerr << "daqd: " << m << "\n";
+            std::cerr << "daqd: not starting\n";
+            return 2;
+        }
+    }
     if (o.run) {
         if (auto err = daqd::check_run_name(*o.run); !err.empty()) {
             std::cerr << "daqd: --run: " << err << "\n";
@@ -480,7 +548,15 @@ int main(int argc, char** argv) {
         const int sig = sigtimedwait(&signals, nullptr, &ts);
         if (sig == SIGHUP) {
             notifier.reloading();
-            reload_config(o, running);
+            p->count_reload(reload_config(o, running, serving.web.get()));
+            if (auto* stream = p->stream()) stream->set_preview_rate(running.stream.preview_rate);
+            const daqd::processing::threshold_policy threshold{
+                running.processing.threshold_mode == "absolute" ? daqd::processing::threshold_mode::absolute
+                                                                : daqd::processing::threshold_mode::noise,
+                static_cast<float>(running.processing.threshold)};
+            if (const auto how = p->set_threshold(threshold); how != "unchanged")
+                spdlog::info("SIGHUP: processing.threshold {} {}: {}", daqd::processing::name(threshold.mode),
+                             threshold.value, how);
             notifier.reloaded(ready_status);
             continue;
         }
@@ -488,6 +564,7 @@ int main(int argc, char** argv) {
             got = sig;
             break;
         }
+        p->expire_prepared();  // a two-phase start whose commit never came
         if (o.duration &&
             std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count() >= *o.duration)
             break;
@@ -498,12 +575,23 @@ int main(int argc, char** argv) {
     notifier.stopping("draining rings and queues, closing the run file");
     serving.stop();
     const auto s = p->snapshot();
-    if (!s.run_name.empty()) {
+    if (s.last_run) {
+        // The last run, whichever kind (a pedestal run's file is its calibration file).
+        const auto& r = *s.last_run;
+        std::string files;
+        for (const auto& f : r.files) files += (files.empty() ? "" : " ") + f.string();
+        std::cout << "daqd: run " << r.run_name << (r.kind == "pedestal" ? " (pedestal)" : "")
+                  << (r.failed ? " FAILED" : "") << " -> " << (files.empty() ? "(no file)" : files) << "\n";
+        if (r.failed) std::cout << "daqd: run error: " << r.error << "\n";
+    } else if (!s.run_name.empty()) {
         std::string files;
         for (const auto& f : s.files) files += (files.empty() ? "" : " ") + f;
         std::cout << "daqd: run " << s.run_name << (s.run_failed ? " FAILED" : "") << " -> " << files << "\n";
         if (s.run_failed) std::cout << "daqd: run error: " << s.run_error << "\n";
     }
+    // The last run's own counts, then daqd's since it started: after several
+    // runs (over the API) the two differ, and each line says which it is.
+    if (const auto line = s.run_line(); !line.empty()) std::cout << "daqd: " << line << "\n";
     std::cout << "daqd: " << s.one_line() << std::endl;
     int pedestal_status = 0;
     if (o.pedestal_run) {

@@ -45,7 +45,9 @@
 #include "daqd/processing/live_view.hpp"
 #include "daqd/processing/processor.hpp"
 #include "daqd/storage/run_writer.hpp"
+#include "daqd/stream/sender.hpp"
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <map>
@@ -58,12 +60,15 @@
 
 namespace daqd {
 
+class pedestal_run;
+
 // What a person wants to know after a run (or at any moment).
 struct summary {
     std::string run_name;
     std::vector<std::string> files;
     std::string receiver_backend;
-    double seconds = 0;
+    double seconds = 0;                   // since daqd started
+    std::uint64_t runs = 0;               // runs started since then
     std::uint64_t packets_received = 0;   // valid DAQ1 packets taken into the ring
     std::uint64_t bytes_received = 0;     // UDP payload bytes seen
     std::uint64_t packets_lost = 0;       // packet_seq gaps
@@ -94,8 +99,33 @@ struct summary {
     };
     std::vector<unit> units;
 
+    // The last run's own counts (from its start to its stop), when one ran.
+    std::optional<common::run_result> last_run;
+
+    // The lifetime counts above, labelled "lifetime (… since daqd started, N runs)".
     [[nodiscard]] std::string one_line() const;
+    // The last run's counts, labelled "run NAME (… s, this run only)"; "" when no run ran.
+    [[nodiscard]] std::string run_line() const;
     [[nodiscard]] std::string to_json() const;
+};
+
+// What a run start asks for (pipeline::start_run).
+struct run_request {
+    std::string name;  // the run's name (on every host of a several-host run)
+    std::optional<storage::compression_kind> compression;  // this run's, instead of storage.compression
+    std::string started_by = "command line";               // what the run's metadata says of it
+    bool name_generated = false;
+    // A host tag: this daqd's files are <name>_<host>.h5 (several hosts
+    // write one run into one directory); "" : <name>.h5.
+    std::string host;
+    // Whoever started it says (the API's "meta"): stored in every file.
+    std::vector<storage::run_options::meta_item> metadata;
+    std::string metadata_json = "{}";
+    // Two-phase start (daqctl): the name and the disk are checked and the
+    // file is created, but nothing is recorded until commit_run(); without a
+    // commit within prepare_timeout the run is aborted (expire_prepared()).
+    bool prepare = false;
+    std::chrono::seconds prepare_timeout{30};
 };
 
 class pipeline {
@@ -120,8 +150,47 @@ public:
     void stop();
 
     // `compression`: this run's, instead of storage.compression.
-    void start_run(const std::string& name, std::optional<storage::compression_kind> compression = std::nullopt);  // throws std::runtime_error (bad name, file exists, …)
-    std::optional<storage::run_stats> stop_run();
+    // `started_by`, `name_generated`: what the run's metadata says of it.
+    // Throws std::runtime_error (bad name, file exists, …).
+    void start_run(const std::string& name, std::optional<storage::compression_kind> compression = std::nullopt,
+                   std::string started_by = "command line", bool name_generated = false);
+    void start_run(run_request request);
+    // A prepared run (run_request::prepare) starts recording now; `name` is
+    // its run name or its files' stem. Throws std::runtime_error when no
+    // such run is prepared.
+    void commit_run(const std::string& name);
+    // A prepared or recording run (by run name or stem) is stopped and its
+    // files deleted; returns their names. Throws when no such run is active.
+    std::vector<std::string> abort_run(const std::string& name);
+    // Control thread, now and then (main's loop): aborts a prepared run
+    // whose prepare_timeout has passed; true when it did.
+    bool expire_prepared();
+    // processing.threshold / threshold_mode changed (SIGHUP): with no run
+    // recording, the processor takes it at its next batch; during a run, at
+    // the next run's start, so that a run file's calibrated rows all agree
+    // with the threshold its calibration group records. Returns what the
+    // log says of it. Control thread.
+    std::string set_threshold(const processing::threshold_policy& policy);
+    // A SIGHUP reload happened (any thread): daq_config_reloads_total{result}.
+    void count_reload(bool applied) noexcept;
+    // The files' stem of a run on a host: <run>_<host>, or <run>.
+    [[nodiscard]] static std::string file_stem(const std::string& run, const std::string& host) {
+        return host.empty() ? run : run + "_" + host;
+    }
+    // A pedestal run while serving (pedestal_run.hpp): the writer thread
+    // hands `frames` complete frames per unit to it; it writes
+    // <output_dir>/NAME.calib.h5 when every unit has them, or at stop_run().
+    // Throws std::runtime_error (a run active, the file exists, bad name).
+    void start_pedestal(const std::string& name, std::uint64_t frames, std::string started_by = "api",
+                        bool name_generated = false);
+    // The name of the next run started without one: storage.run_name_pattern
+    // with one above the highest number a run or calibration file in
+    // output_dir has, and above the last name given out (control thread).
+    std::string next_run_name();
+    // Whether `name` is the last one next_run_name() gave out.
+    [[nodiscard]] bool name_was_generated(const std::string& name) const { return name == _generated_name; }
+    // The run (or pedestal run) as it ended, with its own counts (nullopt: none was active).
+    std::optional<common::run_result> stop_run();
 
     // Every module's counters now (any thread): what /metrics, the status
     // page, the exit summary and --summary-json all render.
@@ -145,6 +214,9 @@ public:
     static constexpr std::string_view combined_thread_name = "daqd-recv+asm";
     [[nodiscard]] storage::writer& writer() noexcept { return *_writer; }
     [[nodiscard]] const processing::live_tap& live_tap() const noexcept { return *_tap; }
+    // The live stream's sender (null without stream.listen).
+    [[nodiscard]] stream::sender* stream() noexcept { return _stream.get(); }
+    [[nodiscard]] const stream::sender* stream() const noexcept { return _stream.get(); }
     // The processing thread (null without stages) and the live view its
     // `live` stage feeds (null without it; live_tap() reads through it).
     [[nodiscard]] const processing::processor* processor() const noexcept { return _processor.get(); }
@@ -194,14 +266,41 @@ private:
     std::unique_ptr<processing::live_view> _live;
     std::unique_ptr<processing::processor> _processor;
     std::unique_ptr<processing::live_tap> _tap;  // before _writer: it outlives the writer thread
+    std::unique_ptr<stream::sender> _stream;     // stream.listen; before _writer: the writer's sink
     std::unique_ptr<storage::writer> _writer;
     std::vector<common::worker*> _stages;  // every stage's worker, upstream first
     std::uint64_t _started_ns = 0;
     std::uint64_t _run_started_ns = 0;
+    std::uint64_t _generated_number = 0;  // the last number next_run_name() gave out
+    std::string _generated_name;
     std::optional<storage::run_stats> _last_run;
+    mutable std::optional<common::run_result> _last_result;  // _last_run with its counts and times
+    // A pedestal run over the API (guarded by _active_mutex); the last one
+    // that ended stays alive until the next starts (the writer thread may
+    // still be returning from it).
+    mutable std::shared_ptr<pedestal_run> _pedestal;
+    mutable std::shared_ptr<pedestal_run> _pedestal_last;
+    common::run_result pedestal_ended(const active_run& a, const pedestal_run& p) const;
+    std::atomic<std::uint64_t> _runs_started{0};  // read by telemetry() from any thread
+    std::atomic<std::uint64_t> _reloads_applied{0}, _reloads_refused{0};
+    std::atomic<double> _last_reload_s{0.0};
+    // Records a run that ended (its stats): _last_run, _last_result.
+    common::run_result run_ended(const storage::run_stats& stats);
     bool _running = false;
     mutable std::mutex _active_mutex;
-    std::optional<active_run> _active;  // guarded by _active_mutex
+    // Run control (start, commit, abort, stop, expiry) one at a time: the web
+    // worker and main's expiry of prepared runs both call in.
+    std::recursive_mutex _control_mutex;
+    mutable std::optional<active_run> _active;  // guarded by _active_mutex
+    std::optional<summary> _counts_at_start;     // guarded by _active_mutex: the run's accounting starts here
+    // The threshold runs start with (set_threshold), and its epoch
+    // (frame::threshold_epoch); control thread.
+    processing::threshold_policy _threshold;
+    std::uint8_t _threshold_epoch = 0;
+    mutable std::optional<common::run_counts> _counts_at_close;  // guarded by _active_mutex: … and ends here
+    // The run's own counts and each unit's (since _counts_at_start), for its
+    // last file (storage::run_accounting).
+    storage::run_accounting accounting() const;
 };
 
 // The frame buffer's size (docs/CONFIG.md, assembly.buffer_seconds): blocks
@@ -213,7 +312,8 @@ struct buffer_plan {
     std::size_t queue_frames = 0;
     std::uint64_t rate_mbps = 0;     // expected payload rate, all links
     std::string rate_source;         // where that rate came from
-    double seconds = 0;              // what the buffer holds at that rate
+    double seconds = 0;                   // since daqd started
+    std::uint64_t runs = 0;               // runs started since then              // what the buffer holds at that rate
     bool capped = false;             // buffer_max_bytes cut it short of buffer_seconds
     std::uint64_t memory_bytes = 0;  // at most (calibrated area included)
     [[nodiscard]] std::string describe() const;  // the start-up log line
@@ -238,6 +338,8 @@ struct telemetry_sources {
     std::optional<common::run_info> current_run;
     std::uint64_t started_ns = 0;    // monotonic; 0: not started
     std::string version;             // daq_build_info
+    std::uint64_t runs_started = 0;  // daq_runs_started_total
+    const stream::sender* stream = nullptr;  // null without the live stream
 };
 telemetry::snapshot collect_telemetry(const telemetry_sources& in);
 

@@ -9,7 +9,12 @@ namespace daqd {
 
 namespace {
 
-constexpr std::array<std::string_view, 1> live_keys{"log.level"};
+constexpr std::array<std::string_view, 7> live_keys{"log.level",          "stream.preview_rate",
+                                                    "http.token",         "http.token_file",
+                                                    "http.allowed_hosts", "processing.threshold",
+                                                    "processing.threshold_mode"};
+// Keys whose values a log line never shows.
+bool secret(std::string_view key) noexcept { return key == "http.token"; }
 
 }  // namespace
 
@@ -26,7 +31,8 @@ reload_plan plan_reload(const config::config& running, const config::config& fre
         const std::string now = config::value_toml(fresh, k.name);
         if (was == now) continue;
         if (reloadable(k.name))
-            p.applied.push_back({std::string(k.name), was, now});
+            p.applied.push_back({std::string(k.name), secret(k.name) ? "(hidden)" : was,
+                                 secret(k.name) ? "(hidden)" : now});
         else
             p.restart.emplace_back(k.name);
     }
@@ -52,7 +58,8 @@ std::string reload_plan::describe() const {
     return out;
 }
 
-std::string apply_reload(const reload_plan& plan, config::config& running, const std::string& file) {
+std::string apply_reload(const reload_plan& plan, config::config& running, const config::config& fresh,
+                         const std::string& file) {
     const std::string line = fmt::format("SIGHUP: reloaded {}: {}", file, plan.describe());
     const auto old_level = spdlog::get_level();
     auto new_level = old_level;
@@ -63,6 +70,19 @@ std::string apply_reload(const reload_plan& plan, config::config& running, const
             if (level.size() >= 2 && level.front() == '"') level = level.substr(1, level.size() - 2);
             running.log.level = level;
             new_level = spdlog::level::from_str(level);
+        } else if (c.key == "stream.preview_rate") {
+            // Read by the stream's preview on the writer thread (an atomic; main applies it).
+            running.stream.preview_rate = fresh.stream.preview_rate;
+        } else if (c.key == "http.token") {  // the web side takes them (main: web::service::reload_access)
+            running.http.token = fresh.http.token;
+        } else if (c.key == "http.token_file") {
+            running.http.token_file = fresh.http.token_file;
+        } else if (c.key == "http.allowed_hosts") {
+            running.http.allowed_hosts = fresh.http.allowed_hosts;
+        } else if (c.key == "processing.threshold") {  // the pipeline takes it (main: pipeline::set_threshold)
+            running.processing.threshold = fresh.processing.threshold;
+        } else if (c.key == "processing.threshold_mode") {
+            running.processing.threshold_mode = fresh.processing.threshold_mode;
         }
     }
     // Logged while the more verbose of the two levels is in effect.

@@ -5,7 +5,11 @@
 // next start.
 //
 // Only what can change without losing a packet is applied: today that is
-// log.level (spdlog's level is one atomic). Everything else sizes or wires
+// log.level (spdlog's level is one atomic), stream.preview_rate (one
+// atomic the stream's preview reads; main hands it to the sender) and the
+// web side's access: http.token, http.token_file (read again),
+// http.allowed_hosts (main hands them to web::service::reload_access, which
+// swaps them under a lock between requests). Everything else sizes or wires
 // the data path (sockets, rings, buffers, threads), is held by a thread that
 // reads it without a lock (the web side's http.*, the writer's storage.*),
 // or names what daqd locked at start (storage.output_dir).
@@ -44,7 +48,8 @@ struct reload_plan {
 // `running`, which stays what daqd runs with. Returns the log line (as
 // describe()); logged at info while the more verbose of the old and the new
 // level is in effect, so that it shows whenever either level shows info.
-std::string apply_reload(const reload_plan& plan, config::config& running, const std::string& file);
+std::string apply_reload(const reload_plan& plan, config::config& running, const config::config& fresh,
+                         const std::string& file);
 
 // A configuration error's message (one mistake per line) on one line.
 [[nodiscard]] std::string one_line(std::string_view message);

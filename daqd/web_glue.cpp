@@ -1,11 +1,68 @@
 #include "web_glue.hpp"
 
+#include "daqd/storage/calibration_file.hpp"
+#include "daqd/web/token.hpp"
+
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 
 namespace daqd {
+
+namespace {
+
+// "FILE:LINE: " of `section.key` in a TOML file, or "" when the key is not
+// written there (it came from the command line, or the file is gone).
+std::string where_is(const std::string& config_file, std::string_view dotted) {
+    if (config_file.empty()) return {};
+    const auto dot = dotted.find('.');
+    const std::string section(dotted.substr(0, dot)), key(dotted.substr(dot + 1));
+    std::ifstream in(config_file);
+    std::string line, current;
+    for (int n = 1; std::getline(in, line); ++n) {
+        const auto first = line.find_first_not_of(" \t");
+        if (first == std::string::npos) continue;
+        if (line[first] == '[') {
+            const auto end = line.find(']', first);
+            current = line.substr(first + 1, end == std::string::npos ? std::string::npos : end - first - 1);
+            continue;
+        }
+        if (current != section || line.compare(first, key.size(), key) != 0) continue;
+        const auto eq = line.find_first_not_of(" \t", first + key.size());
+        if (eq != std::string::npos && line[eq] == '=') return fmt::format("{}:{}: ", config_file, n);
+    }
+    return {};
+}
+
+}  // namespace
+
+std::vector<std::string> check_config_files(const config::config& cfg, const std::string& config_file) {
+    std::vector<std::string> errors;
+    if (cfg.http.enabled() && cfg.http.token.empty() && !cfg.http.token_file.empty()) {
+        try {
+            (void)web::read_token_file(cfg.http.token_file);
+        } catch (const std::exception& e) {
+            errors.push_back(fmt::format("{}{} (daqd reads the token there at start for its status page, /metrics "
+                                         "and control API: fix the file, or set http.listen = \"\" for no HTTP "
+                                         "server)",
+                                         where_is(config_file, "http.token_file"), e.what()));
+        }
+    }
+    if (cfg.processing.has("calibrate") && !cfg.processing.calibration_file.empty()) {
+        std::error_code ec;
+        if (!std::filesystem::is_regular_file(cfg.processing.calibration_file, ec))
+            errors.push_back(fmt::format("{}processing.calibration_file = \"{}\": {}",
+                                         where_is(config_file, "processing.calibration_file"),
+                                         cfg.processing.calibration_file.string(),
+                                         std::filesystem::exists(cfg.processing.calibration_file, ec)
+                                             ? "not a regular file"
+                                             : "no such file (a pedestal run makes one: daqd --pedestal-run NAME)"));
+    }
+    return errors;
+}
 
 std::vector<common::host_check> check_host_at_start(const config::config& cfg) {
     // daqd writes there (runs, the token file): make it now, so that the
@@ -42,18 +99,27 @@ web::daq_view web_view(const config::config& cfg, const pipeline& p) {
 web::run_controls web_controls(pipeline& p, storage::run_catalog& catalog) {
     web::run_controls controls;
     controls.check_name = [](const std::string& name) { return check_run_name(name); };
-    controls.start = [&p](const std::string& name, const std::string& compression) {
-        std::optional<storage::compression_kind> c;
-        if (compression == "bslz4") c = storage::compression_kind::bslz4;
-        if (compression == "none") c = storage::compression_kind::none;
-        p.start_run(name, c);
+    controls.start = [&p](const web::run_start& s) {
+        run_request r;
+        r.name = s.name;
+        if (s.compression == "bslz4") r.compression = storage::compression_kind::bslz4;
+        if (s.compression == "none") r.compression = storage::compression_kind::none;
+        r.started_by = "api";
+        r.name_generated = p.name_was_generated(s.name);
+        r.host = s.host;
+        for (const auto& [k, v] : s.meta) r.metadata.push_back({k, v});
+        r.metadata_json = s.meta_json;
+        r.prepare = s.prepare;
+        r.prepare_timeout = std::chrono::seconds(s.prepare_timeout_s);
+        p.start_run(std::move(r));
     };
-    controls.stop = [&p]() -> std::optional<web::run_result> {
-        auto s = p.stop_run();
-        if (!s) return std::nullopt;
-        return web::run_result{s->run_name,      s->files,  s->frames_written, s->bytes_written,
-                               s->frames_rejected, s->failed, s->error};
+    controls.commit = [&p](const std::string& name) { p.commit_run(name); };
+    controls.abort = [&p](const std::string& name) { return p.abort_run(name); };
+    controls.start_pedestal = [&p](const std::string& name, std::uint64_t frames) {
+        p.start_pedestal(name, frames, "api", p.name_was_generated(name));
     };
+    controls.next_name = [&p] { return p.next_run_name(); };
+    controls.stop = [&p]() -> std::optional<web::run_result> { return p.stop_run(); };
     controls.current = [&p] { return p.current_run(); };
     // Never on the writer thread, never in this process: a damaged file can
     // hang HDF5 (one global lock in the thread-safe build), so each file is

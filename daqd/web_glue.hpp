@@ -14,6 +14,13 @@
 
 namespace daqd {
 
+// The files the configuration names and daqd reads at start: http.token_file
+// (with the HTTP server on) and processing.calibration_file (with the
+// calibrate stage). One message per file daqd could not use, naming the key
+// (and its line in `config_file`, when it is there); empty when all are good.
+// `daqd --check-config` fails on them, and daqd refuses to start.
+std::vector<std::string> check_config_files(const config::config& cfg, const std::string& config_file = {});
+
 // Runs the host checks for cfg and logs each one that is not ok (with its fix).
 std::vector<common::host_check> check_host_at_start(const config::config& cfg);
 // `daqd --check-host`: prints every result; 0 when none fails, 1 otherwise.

@@ -5,6 +5,7 @@ set -euo pipefail
 packages=(
   cmake ninja-build g++ pkg-config
   libboost-dev libboost-program-options-dev liburing-dev libhdf5-dev hdf5-tools
+  cppzmq-dev libzmq3-dev python3-zmq  # the live stream (stream/, docs/STREAM.md) and its Python consumer
   liblz4-dev libsystemd-dev libspdlog-dev libfmt-dev libtomlplusplus-dev nlohmann-json3-dev prometheus-cpp-dev catch2
   python3-h5py python3-hdf5plugin bitshuffle python3-numpy python3-torch python3-pytest python3-pip python3-setuptools
   python3-dev pybind11-dev python3-pybind11  # daqload._native (tools/daqload/setup.py): the compressed-run fast path

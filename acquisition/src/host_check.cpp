@@ -10,6 +10,7 @@
 #include <pwd.h>
 #include <sched.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -161,8 +162,28 @@ host_check check_output_dir(const fs::path& dir) {
     std::error_code ec;
     const auto st = fs::status(dir, ec);
     if (!fs::exists(st)) {
-        c.detail = fmt::format("output directory {} does not exist", d);
-        c.fix = fmt::format("mkdir -p {}", shell_quote(d));
+        // daqd creates it at start (create_directories): what counts is
+        // whether it can, in the nearest directory that exists.
+        const fs::path parent = nearest_existing(dir);
+        const std::string pd = parent.string();
+        if (!fs::is_directory(parent, ec)) {
+            c.detail = fmt::format("output directory {} does not exist, and daqd cannot create it: {} is not a "
+                                   "directory", d, pd);
+            c.fix = fmt::format("set storage.output_dir to a path under a directory (or remove {})", shell_quote(pd));
+            return c;
+        }
+        const fs::path probe = parent / fmt::format(".daqd-mkdir-test-{}", ::getpid());
+        if (::mkdir(probe.c_str(), 0700) != 0) {
+            const int err = errno;
+            c.detail = fmt::format("output directory {} does not exist, and daqd cannot create it in {}: {}", d, pd,
+                                   std::strerror(err));
+            c.fix = fmt::format("mkdir -p {0} && chown {1} {0}", shell_quote(d), shell_quote(user_name()));
+            return c;
+        }
+        ::rmdir(probe.c_str());
+        c.status = check_status::ok;
+        c.detail = fmt::format("output directory {} does not exist yet: daqd will create it at start ({} is "
+                               "writable)", d, pd);
         return c;
     }
     if (!fs::is_directory(st)) {

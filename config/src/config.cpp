@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <toml++/toml.h>
 
 #include <algorithm>
@@ -535,11 +536,29 @@ std::string render_listen(const config& c) {
     return toml_strings(texts);
 }
 
-const std::vector<std::string_view> unit_keys{"id", "channels"};
+const std::vector<std::string_view> unit_keys{"id", "channels", "shape"};
 void check_unknown_keys(diagnostics& d, const toml::table& table, std::string_view section,
                         const std::vector<std::string_view>& known);
 
-// units.list: { id = N, channels = N } tables.
+// units.list[i].shape: [extent, ...], 1 to 3 positive integers.
+void read_unit_shape(const toml::node& n, const std::string& path, unit_config& unit, diagnostics& d) {
+    const auto* array = n.as_array();
+    if (array == nullptr || array->empty() || array->size() > 3) {
+        d.error(line_of(n), fmt::format("{} must be an array of 1 to 3 extents, e.g. [64, 64]", path));
+        return;
+    }
+    for (std::size_t i = 0; i < array->size(); ++i) {
+        const auto v = read_int(d, *array->get(i), fmt::format("{}[{}]", path, i));
+        if (!v) return;
+        if (*v < 1 || *v > channels_max) {
+            d.error(line_of(n), fmt::format("{}[{}] must be 1..{}, got {}", path, i, channels_max, *v));
+            return;
+        }
+        unit.shape.push_back(static_cast<std::uint32_t>(*v));
+    }
+}
+
+// units.list: { id = N, channels = N } tables (shape = [...] optional).
 void read_units(const toml::node& n, config& c, diagnostics& d) {
     const auto* array = n.as_array();
     if (array == nullptr) {
@@ -562,6 +581,10 @@ void read_units(const toml::node& n, config& c, diagnostics& d) {
         unit_config unit;
         for (std::string_view key : unit_keys) {
             const toml::node* v = table->get(key);
+            if (key == "shape") {
+                if (v != nullptr) read_unit_shape(*v, join(path, key), unit, d);
+                continue;
+            }
             if (v == nullptr) {
                 d.error(line_of(element), fmt::format("{} needs '{}'", path, key));
                 continue;
@@ -588,6 +611,14 @@ void check_units(const config& c, diagnostics& d) {
         const std::string path = fmt::format("units.list[{}]", i);
         const unit_config& unit = c.units.units[i];
         check_int(d, d.line_of(path + ".channels"), path + ".channels", {1, channels_max}, unit.channels);
+        if (!unit.shape.empty()) {
+            std::uint64_t product = 1;
+            for (auto e : unit.shape) product *= e;
+            if (product != unit.channels)
+                d.error({path + ".shape", path},
+                        fmt::format("{}.shape [{}] holds {} channels, the unit has {}", path,
+                                    fmt::join(unit.shape, ", "), product, unit.channels));
+        }
         const auto [it, fresh] = seen.emplace(unit.id, i);
         if (!fresh)
             d.error({path + ".id", path},
@@ -598,7 +629,13 @@ void check_units(const config& c, diagnostics& d) {
 std::string render_units(const config& c) {
     if (c.units.units.empty()) return "[]";
     std::string list = "[\n";
-    for (const auto& u : c.units.units) list += fmt::format("  {{ id = {}, channels = {} }},\n", u.id, u.channels);
+    for (const auto& u : c.units.units) {
+        if (u.shape.empty())
+            list += fmt::format("  {{ id = {}, channels = {} }},\n", u.id, u.channels);
+        else
+            list += fmt::format("  {{ id = {}, channels = {}, shape = [{}] }},\n", u.id, u.channels,
+                                fmt::join(u.shape, ", "));
+    }
     return list + "]";
 }
 
@@ -625,6 +662,13 @@ void check_ring_name(const config& c, diagnostics& d) {
                 fmt::format("acquisition.ring_name must be 1..200 characters of A-Z a-z 0-9 . _ - and '{{pid}}', "
                             "not starting with '.', got '{}'",
                             c.acquisition.ring_name));
+}
+
+void check_run_name_pattern(const config& c, diagnostics& d) {
+    std::string why;
+    if (!parse_run_name_pattern(c.storage.run_name_pattern, &why))
+        d.error({"storage.run_name_pattern"},
+                fmt::format("storage.run_name_pattern = '{}': {}", c.storage.run_name_pattern, why));
 }
 
 void check_output_dir(const config& c, diagnostics& d) {
@@ -657,6 +701,41 @@ void check_http_listen(const config& c, diagnostics& d) {
     } catch (const config_error& e) {
         d.error({"http.listen"}, e.what());
     }
+}
+
+// stream.listen: one endpoint as a string, or a list of them.
+void read_stream_listen(const toml::node& n, config& c, diagnostics& d) {
+    if (n.is_string()) {
+        if (auto v = read_string(d, n, "stream.listen")) c.stream.listen = {*v};
+        return;
+    }
+    if (auto v = read_strings(d, n, "stream.listen", "endpoints")) c.stream.listen = std::move(*v);
+}
+
+void check_stream_endpoints(diagnostics& d, const std::vector<std::string>& list, const char* key) {
+    for (std::size_t i = 0; i < list.size(); ++i) {
+        const std::string path = fmt::format("{}[{}]", key, i);
+        try {
+            (void)check_stream_endpoint(list[i], path);
+        } catch (const config_error& e) {
+            d.error({path, key}, e.what());
+        }
+    }
+}
+
+void check_stream_listen(const config& c, diagnostics& d) {
+    check_stream_endpoints(d, c.stream.listen, "stream.listen");
+}
+
+void check_stream_publish(const config& c, diagnostics& d) {
+    check_stream_endpoints(d, c.stream.publish, "stream.publish");
+}
+
+void check_preview_rate(const config& c, diagnostics& d) {
+    const double r = c.stream.preview_rate;
+    if (!std::isfinite(r) || r < 0 || r > 1000)
+        d.error({"stream.preview_rate"},
+                fmt::format("stream.preview_rate must be between 0 and 1000 frames per second, got {}", r));
 }
 
 void check_token(const config& c, diagnostics& d) {
@@ -793,10 +872,12 @@ const std::vector<key>& keys_table() {
             "Units that are always accepted, with a fixed frame size (2 bytes per\n"
             "channel). With learn = false only these are accepted. Example:\n"
             "list = [\n"
-            "  { id = 3, channels = 4096 },\n"
+            "  { id = 3, channels = 4096, shape = [64, 64] },\n"
             "  { id = 4, channels = 1024 },\n"
-            "]",
-            "unit ids unique", true, false, read_units, check_units, render_units},
+            "]\n"
+            "shape (optional): the frame's geometry, 1 to 3 extents whose product\n"
+            "is channels; stored as the unit group's shape attribute.",
+            "unit ids unique; shape: 1 to 3 extents whose product is channels", true, false, read_units, check_units, render_units},
         integer("units.max_learned", DAQD_FIELD(units.max_learned), {0, 65536},
                 "Learned (unlisted) units held at once; packets of more unit ids are\n"
                 "dropped (reason unit_limit). Listed units are always accepted."),
@@ -859,6 +940,14 @@ const std::vector<key>& keys_table() {
         integer("storage.compress_threads", DAQD_FIELD(storage.compress_threads), {1, 64, int_rule::zero_or_range},
                 "Threads compressing chunks (with compression = \"bslz4\"); 0: half the\n"
                 "CPUs daqd may use, at least 1, at most 8."),
+        text("storage.run_name_pattern", DAQD_FIELD(storage.run_name_pattern),
+             "run-name characters (`A-Z a-z 0-9 . _ -`, not starting with `.`) around one `{}` or `{:0Nd}` "
+             "(N = 1..20)",
+             check_run_name_pattern,
+             "Name of a run started without one (POST /api/v1/runs with no name, the\n"
+             "page): the pattern with the next number, one above the highest a run\n"
+             "or calibration file in output_dir has (1 in an empty directory).\n"
+             "\"{}\" is the number, \"{:05d}\" padded to 5 digits."),
 
         text_list("processing.stages", DAQD_FIELD(processing.stages), "stage names",
                   "each of `\"calibrate\"`, `\"dose\"`, `\"live\"` at most once, in that order; `\"dose\"` needs "
@@ -876,9 +965,10 @@ const std::vector<key>& keys_table() {
              "daqd --pedestal-run NAME). \"\": none (pedestal 0, gain 1)."),
         number("processing.threshold", DAQD_FIELD(processing.threshold), "finite, -1e9..1e9", check_threshold,
                "Values below the threshold become 0: an absolute value, or k in k x noise\n"
-               "(then >= 0)."),
+               "(then >= 0). Reloaded on SIGHUP, from the next run's start."),
         one_of("processing.threshold_mode", DAQD_FIELD(processing.threshold_mode), threshold_modes,
-               "How threshold is meant: the same for every channel, or k x its noise."),
+               "How threshold is meant: the same for every channel, or k x its noise.\n"
+               "Reloaded on SIGHUP, from the next run's start."),
         integer("processing.batch_frames", DAQD_FIELD(processing.batch_frames), {1, 4096},
                 "Most frames per processing batch."),
         integer("processing.live_interval_ms", DAQD_FIELD(processing.live_interval), {10, 60000},
@@ -909,6 +999,41 @@ const std::vector<key>& keys_table() {
                   "besides those always accepted: localhost, 127.0.0.1, ::1, the listen\n"
                   "address and, off loopback, this machine's name (or, listening on 0.0.0.0\n"
                   "or ::, its addresses). Others are answered 403 (DNS rebinding)."),
+
+        key{"stream.listen",
+            "Where the live stream's PUSH socket listens (docs/STREAM.md): every stored\n"
+            "chunk goes to one of the consumers connected. \"tcp://HOST:PORT\" (numeric\n"
+            "host) or \"ipc://PATH\", or a list of them; [] = no stream. Off loopback it\n"
+            "needs curve_secret_key_file. Also --stream ENDPOINT.",
+            "`\"tcp://HOST:PORT\"`, `\"ipc://PATH\"` or a list of them",
+            true,
+            false,
+            read_stream_listen,
+            check_stream_listen,
+            [](const config& c) { return toml_strings(c.stream.listen); }},
+        text_list("stream.publish", DAQD_FIELD(stream.publish), "endpoints", "endpoints as `stream.listen`",
+                  check_stream_publish,
+                  "Where the PUB socket (run start/end messages, previews) listens; [] =\n"
+                  "each listen endpoint with port + 1 (ipc: PATH.pub)."),
+        integer("stream.send_hwm", DAQD_FIELD(stream.send_hwm), {1, 100000},
+                "Chunk messages ZeroMQ holds for each consumer before it counts as full\n"
+                "(memory: about send_hwm x chunk size per consumer)."),
+        integer("stream.queue_chunks", DAQD_FIELD(stream.queue_chunks), {1, 65536},
+                "Chunk messages waiting for the stream's thread; more are dropped\n"
+                "(reason queue), never waited for."),
+        number("stream.preview_rate", DAQD_FIELD(stream.preview_rate), "0..1000", check_preview_rate,
+               "Preview frames per second per unit on the PUB socket (the latest\n"
+               "frame, uncompressed); 0: none. Reloaded on SIGHUP."),
+        text("stream.curve_secret_key_file", DAQD_FIELD(stream.curve_secret_key_file), "", nullptr,
+             "A file whose first line is this server's CURVE secret key (Z85, 40\n"
+             "characters): the stream's sockets are then CURVE servers (encrypted,\n"
+             "consumers need the public key daqd logs). \"\": none (loopback only)."),
+        text("stream.curve_client_keys_file", DAQD_FIELD(stream.curve_client_keys_file), "", nullptr,
+             "A file of consumers' CURVE public keys (Z85), one per line ('#'\n"
+             "comments): only those are admitted. \"\": any consumer that knows\n"
+             "the server's public key."),
+        integer("stream.linger_ms", DAQD_FIELD(stream.linger_ms), {0, 60000},
+                "At shutdown, how long messages still queued may go out."),
 
         cpu_list("threads.receiver_cpus", DAQD_FIELD(threads.receiver_cpus),
                  "CPUs the receiver thread is pinned to (also the thread that receives and\n"
@@ -1060,6 +1185,43 @@ const std::vector<rule>& rules() {
                          fmt::format("processing.threshold must be >= 0 with threshold_mode = \"noise\" (k in k x "
                                      "noise), got {}",
                                      c.processing.threshold));
+         }},
+        {{"stream.listen", "stream.curve_secret_key_file"},
+         [](const config& c, diagnostics& d) {
+             if (!c.stream.curve_secret_key_file.empty()) return;
+             auto off_host = [](const std::vector<std::string>& list) -> std::string {
+                 for (const auto& e : list) {
+                     try {
+                         if (check_stream_endpoint(e, "stream")) return e;
+                     } catch (const config_error&) {
+                     }
+                 }
+                 return {};
+             };
+             std::string e = off_host(c.stream.listen);
+             if (e.empty()) e = off_host(c.stream.publish);
+             if (!e.empty())
+                 d.error({"stream.listen", "stream.curve_secret_key_file"},
+                         fmt::format("stream endpoint '{}' is not on loopback: set stream.curve_secret_key_file "
+                                     "(ZeroMQ CURVE: anyone who can reach the port would take the detector's data)",
+                                     e));
+         }},
+        {{"stream.curve_client_keys_file", "stream.curve_secret_key_file"},
+         [](const config& c, diagnostics& d) {
+             if (!c.stream.curve_client_keys_file.empty() && c.stream.curve_secret_key_file.empty())
+                 d.error({"stream.curve_client_keys_file", "stream.curve_secret_key_file"},
+                         "stream.curve_client_keys_file needs stream.curve_secret_key_file (keys are checked only "
+                         "with CURVE)");
+         }},
+        {{"stream.listen", "stream.publish"},
+         [](const config& c, diagnostics& d) {
+             if (c.stream.listen.empty() && !c.stream.publish.empty())
+                 d.error({"stream.publish", "stream.listen"}, "stream.publish needs stream.listen (no stream without it)");
+             for (const auto& p : c.stream.publish)
+                 for (const auto& l : c.stream.listen)
+                     if (p == l)
+                         d.error({"stream.publish", "stream.listen"},
+                                 fmt::format("'{}' is in both stream.listen and stream.publish", p));
          }},
         {{"http.token", "http.token_file"},
          [](const config& c, diagnostics& d) {
@@ -1256,6 +1418,18 @@ endpoint endpoint::parse(const std::string& text, const std::string& what) {
     return endpoint{canonical, static_cast<std::uint16_t>(port)};
 }
 
+bool check_stream_endpoint(const std::string& text, const std::string& what) {
+    if (text.rfind("ipc://", 0) == 0) {
+        if (text.size() <= 6 || text.size() > 100)
+            throw config_error(fmt::format("{}: '{}' needs a path of 1..94 characters after ipc://", what, text));
+        return false;
+    }
+    if (text.rfind("tcp://", 0) != 0)
+        throw config_error(fmt::format("{}: '{}' must be \"tcp://HOST:PORT\" or \"ipc://PATH\"", what, text));
+    const endpoint e = endpoint::parse(text.substr(6), what);
+    return !is_loopback(e.host);
+}
+
 bool is_loopback(const std::string& host) {
     if (host == "::1") return true;
     in_addr a{};
@@ -1267,6 +1441,60 @@ std::string_view name(receiver_backend b) {
     for (const auto& [text, value] : receiver_backends)
         if (value == b) return text;
     return "unknown";
+}
+
+std::optional<run_name_pattern> parse_run_name_pattern(std::string_view text, std::string* error) {
+    auto fail = [&](std::string why) -> std::optional<run_name_pattern> {
+        if (error != nullptr) *error = std::move(why);
+        return std::nullopt;
+    };
+    const auto open = text.find('{');
+    if (open == std::string_view::npos) return fail("no number placeholder: put {} or {:05d} where the number goes");
+    const auto close = text.find('}', open);
+    if (close == std::string_view::npos) return fail("'{' without '}'");
+    if (text.find('{', open + 1) != std::string_view::npos || text.find('}', close + 1) != std::string_view::npos)
+        return fail("more than one placeholder: one {} or {:0Nd} only");
+    run_name_pattern p;
+    const std::string_view spec = text.substr(open + 1, close - open - 1);
+    if (!spec.empty()) {
+        // ":0Nd" or ":d"
+        if (spec.size() < 2 || spec.front() != ':' || spec.back() != 'd')
+            return fail(fmt::format("placeholder '{{{}}}' is not {{}} or {{:0Nd}}", spec));
+        const std::string_view digits = spec.substr(1, spec.size() - 2);
+        if (!digits.empty()) {
+            if (digits.size() < 2 || digits.front() != '0' ||
+                !std::all_of(digits.begin() + 1, digits.end(), [](char ch) { return ch >= '0' && ch <= '9'; }))
+                return fail(fmt::format("placeholder '{{{}}}' is not {{}} or {{:0Nd}}", spec));
+            p.width = static_cast<unsigned>(std::stoul(std::string(digits.substr(1))));
+            if (p.width < 1 || p.width > 20) return fail("the number's width must be 1..20 digits");
+        }
+    }
+    p.prefix = std::string(text.substr(0, open));
+    p.suffix = std::string(text.substr(close + 1));
+    for (const std::string& part : {p.prefix, p.suffix})
+        for (char ch : part)
+            if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' ||
+                  ch == '_' || ch == '-'))
+                return fail(fmt::format("'{}' is not a run-name character (A-Z a-z 0-9 . _ -)", ch));
+    if (!p.prefix.empty() && p.prefix.front() == '.') return fail("a run name must not start with '.'");
+    if (p.prefix.size() + p.suffix.size() + std::max(20u, p.width) > 100)
+        return fail("names would be longer than 100 characters");
+    return p;
+}
+
+std::string run_name_pattern::name(std::uint64_t number) const {
+    if (width == 0) return fmt::format("{}{}{}", prefix, number, suffix);
+    return fmt::format("{}{:0{}}{}", prefix, number, width, suffix);
+}
+
+std::optional<std::uint64_t> run_name_pattern::number_of(std::string_view name) const {
+    if (name.size() <= prefix.size() + suffix.size() || !name.starts_with(prefix) || !name.ends_with(suffix))
+        return std::nullopt;
+    const std::string_view digits = name.substr(prefix.size(), name.size() - prefix.size() - suffix.size());
+    if (digits.size() > 19 || !std::all_of(digits.begin(), digits.end(), [](char ch) { return ch >= '0' && ch <= '9'; }))
+        return std::nullopt;
+    if (width > 0 ? digits.size() < width : (digits.size() > 1 && digits.front() == '0')) return std::nullopt;
+    return std::stoull(std::string(digits));
 }
 
 std::string stage_order_error(const std::vector<std::string>& stages) {

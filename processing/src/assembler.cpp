@@ -32,6 +32,7 @@ struct assembler::open_frame {
     std::uint16_t packet_count;
     std::uint16_t received;
     bool eos;
+    bool test_pattern;  // every packet so far carried TEST_PATTERN
 };
 
 struct assembler::unit_state {
@@ -300,14 +301,21 @@ assembler::unit_state* assembler::learn(const daq1::header& h, bool configured) 
         c = std::make_unique<unit_counters>();
         c->unit_id = id;
     }
+    const bool resized = returning && c->channels != h.frame_bytes / 2;
     c->channels = h.frame_bytes / 2;
     c->retired.set(0);
     u->counters = c.get();
     if (returning && c->frames_complete.get() + c->frames_incomplete.get() > 0) {
-        // It may go on from where it was, or start again lower (then: next stream).
-        u->ended = true;
-        u->prev_last = c->last_frame_number.get();
         u->stream = static_cast<std::uint32_t>(c->stream.get());
+        if (resized) {
+            // Rows of another width: a new stream (the writer's next file),
+            // numbered from wherever it starts.
+            next_stream(*u, true);
+        } else {
+            // It may go on from where it was, or start again lower (then: next stream).
+            u->ended = true;
+            u->prev_last = c->last_frame_number.get();
+        }
     }
     auto* raw = u.get();
     _units[id] = std::move(u);
@@ -492,7 +500,7 @@ assembler::open_frame* assembler::find_or_open(unit_state& u, const daq1::header
     u.free_bitmaps.pop_back();
     std::uint64_t* bits = u.bits.data() + static_cast<std::size_t>(bm) * u.bitmap_words;
     std::memset(bits, 0, u.bitmap_words * sizeof(std::uint64_t));
-    open_frame f{fnum, h.timestamp_ns, now_ns, block, row, rows, u.taken - 1, 0, bm, h.packet_count, 0, false};
+    open_frame f{fnum, h.timestamp_ns, now_ns, block, row, rows, u.taken - 1, 0, bm, h.packet_count, 0, false, true};
     auto pos = std::upper_bound(u.window.begin(), u.window.end(), fnum,
                                 [](std::uint64_t n, const open_frame& o) { return n < o.frame_number; });
     return &*u.window.insert(pos, f);
@@ -654,6 +662,7 @@ void assembler::take_packet(unit_state& u, const daq1::header& h, const std::byt
             f->slice = h.payload_offset / h.packet_index;
     }
     f->eos |= (h.flags & daq1::flag_end_of_stream) != 0;
+    f->test_pattern &= (h.flags & daq1::flag_test_pattern) != 0;
     // The one copy after the socket: into the frame's row of its block,
     // which is the row of the chunk the writer stores.
     std::memcpy(_pool.data(f->block) + std::size_t{f->row} * u.frame_bytes + h.payload_offset,
@@ -716,6 +725,7 @@ void assembler::close_front(unit_state& u, std::uint64_t now_ns) {
     out.unit_id = u.id;
     out.missing_packets = missing;
     out.packet_count = f.packet_count;
+    out.test_pattern = f.test_pattern;
     out.channels = u.frame_bytes / 2;
     out.stream = u.stream;
     out.frame_number = f.frame_number;

@@ -84,6 +84,12 @@ public:
         _units[c.unit_id] = std::move(u);
     }
 
+    void update_unit(const unit_constants& c) override {
+        unit* u = _units[c.unit_id].get();
+        if (u == nullptr || u->constants.channels != c.channels) return add_unit(c);
+        u->constants = c;
+    }
+
     // Frame by frame, each row in blocks (a block-major order over the batch
     // keeps the dose in L1 but measured slower: the streamed rows interleave).
     void calibrate(std::span<frame> frames, bool dose) override {
@@ -136,6 +142,11 @@ public:
     void add_unit(const unit_constants& c) override {
         _handles[c.unit_id] = _engine.add_unit(c.channels, c.pedestal.data(), c.gain.data(), c.threshold.data());
         _channels[c.unit_id] = c.channels;
+    }
+
+    void update_unit(const unit_constants& c) override {
+        if (_handles[c.unit_id] == no_unit || _channels[c.unit_id] != c.channels) return add_unit(c);
+        _engine.update_unit(_handles[c.unit_id], c.pedestal.data(), c.gain.data(), c.threshold.data());
     }
 
     void calibrate(std::span<frame> frames, bool dose) override {

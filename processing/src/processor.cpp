@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <stdexcept>
+#include <utility>
 
 namespace daqd::processing {
 
@@ -29,6 +30,11 @@ public:
     void add_unit(const unit_constants& c) override {
         _constants.push_back(c);
         guarded([&] { _current->add_unit(c); });
+    }
+    void update_unit(const unit_constants& c) override {
+        for (auto& k : _constants)
+            if (k.unit_id == c.unit_id) k = c;
+        guarded([&] { _current->update_unit(c); });
     }
     void calibrate(std::span<frame> frames, bool dose) override {
         guarded([&] { _current->calibrate(frames, dose); });
@@ -97,7 +103,9 @@ processor::processor(const processor_options& o, common::queue_set<frame> in,
         if (b->name() == "cuda") b = std::make_unique<failover_backend>(std::move(b));
         spdlog::info("processing: backend {} ({})", b->description(), why);
         _backend = std::move(b);
-        _stages.push_back(std::make_unique<calibrate_stage>(*_backend, dose, o.threshold, o.calibration));
+        auto c = std::make_unique<calibrate_stage>(*_backend, dose, o.threshold, o.calibration);
+        _calibrate = c.get();
+        _stages.push_back(std::move(c));
         _stage_names.emplace_back("calibrate");
         if (dose) {
             _stages.push_back(std::make_unique<dose_stage>());
@@ -167,6 +175,11 @@ std::size_t processor::run_batch(std::size_t n) {
         }
         return _passing.size();
     }
+    if (_threshold_pending.load(std::memory_order_acquire)) apply_threshold();
+    if (_calibrate != nullptr) {
+        const std::uint8_t epoch = _epoch.load(std::memory_order_relaxed);
+        for (frame& f : _batch) f.threshold_epoch = epoch;
+    }
     const std::uint64_t reset = _dose_reset.load(std::memory_order_acquire);
     if (reset != _dose_reset_seen) {
         _dose_reset_seen = reset;
@@ -197,6 +210,35 @@ std::size_t processor::run_batch(std::size_t n) {
     _counters.frames.add(_batch.size() + _passing.size());
     _counters.batches.add();
     return _batch.size() + _passing.size();
+}
+
+void processor::request_threshold(const threshold_policy& policy, std::uint8_t epoch) {
+    std::lock_guard lock(_threshold_mutex);
+    _threshold_wanted = std::make_pair(policy, epoch);
+    _threshold_pending.store(true, std::memory_order_release);
+}
+
+// Processing thread, between two batches: frames of the batches before keep
+// the threshold they were calibrated with, and their epoch.
+void processor::apply_threshold() {
+    std::optional<std::pair<threshold_policy, std::uint8_t>> wanted;
+    {
+        std::lock_guard lock(_threshold_mutex);
+        wanted = std::exchange(_threshold_wanted, std::nullopt);
+        _threshold_pending.store(false, std::memory_order_release);
+    }
+    if (!wanted || _calibrate == nullptr) return;
+    const auto before = _calibrate->policy();
+    try {
+        _calibrate->set_policy(wanted->first, _active);
+    } catch (const std::exception& e) {
+        spdlog::error("processing: the new threshold could not be applied ({}); frames pass on uncalibrated", e.what());
+        _failed = true;
+    }
+    _epoch.store(wanted->second, std::memory_order_release);
+    if (before.mode != wanted->first.mode || before.value != wanted->first.value)
+        spdlog::info("processing: threshold now {} {} (was {} {}) for {} unit(s)", name(wanted->first.mode),
+                     wanted->first.value, name(before.mode), before.value, _active.size());
 }
 
 std::size_t processor::poll() {

@@ -30,6 +30,14 @@ void calibrate_stage::add_unit(unit_context& u) {
 
 void calibrate_stage::run(frame_batch& batch) { _backend.calibrate(batch.frames, _with_dose); }
 
+void calibrate_stage::set_policy(const threshold_policy& policy, std::span<unit_context* const> units) {
+    _policy = policy;
+    for (unit_context* u : units) {
+        u->constants = _calibration->resolve(u->unit_id, u->channels, _policy);
+        _backend.update_unit(u->constants);
+    }
+}
+
 // ---------------------------------------------------------------- dose
 
 void dose_stage::run(frame_batch& batch) {

@@ -219,17 +219,30 @@ recovery_result recover_run_file(const fs::path& path) {
             auto fapl = file_access(false, where);
             const hid_t id = H5Fopen(hdf5_path.c_str(), H5F_ACC_RDONLY, fapl.get());
             if (id >= 0) {
+                // Closed, but is it whole? A close can go through after a
+                // write error (disk full: the metadata fitted, a chunk did
+                // not), leaving a unit's datasets of different lengths or
+                // rows that were never stored. Such a file is mended too; a
+                // file daqd closed properly always passes.
                 h5::file f(id);
+                const auto fixes = plan(f.get(), where);
                 f.reset();
-                ::close(fd);
-                return r;  // closed properly (or never left open): nothing to do
+                const bool whole = std::all_of(fixes.begin(), fixes.end(), [](const unit_fix& u) {
+                    return u.keep == u.extent;
+                });
+                if (whole) {
+                    ::close(fd);
+                    return r;  // closed properly (or never left open): nothing to do
+                }
+                r.closed_inconsistent = true;
+            } else {
+                H5Eclear2(H5E_DEFAULT);
+                r.was_open = true;
             }
-            H5Eclear2(H5E_DEFAULT);
         }
         auto fapl = file_access(true, where);
         h5::file f(h5::check_id(H5Fopen(hdf5_path.c_str(), H5F_ACC_RDWR, fapl.get()), "H5Fopen (clearing status flags)",
                                 where));
-        r.was_open = true;
         const hid_t fid = f.get();
         const std::vector<unit_fix> fixes = plan(fid, where);
         for (const auto& u : fixes) {
@@ -322,16 +335,17 @@ std::vector<recovery_result> recover_run_files(const fs::path& dir) {
         }
         auto r = recover_run_file(f);
         if (r.recovered)
-            spdlog::warn("recovered {}: it was left open for write (daqd stopped without closing it); kept {} frames "
-                         "up to its last flush{}",
-                         f.string(), r.frames_kept,
+            spdlog::warn("recovered {}: {}; kept {} frames up to its last flush{}", f.string(),
+                         r.was_open ? "it was left open for write (daqd stopped without closing it)"
+                                    : "it was closed after a write error with rows some of its datasets lack",
+                         r.frames_kept,
                          r.rows_trimmed ? fmt::format(", dropped {} rows past it", r.rows_trimmed) : std::string());
         else if (!r.error.empty())
             spdlog::error("cannot recover {}: {}", f.string(), r.error);
         // Mended or closed after all: done with it. A failure keeps the entry
         // (a process that has the file open may let go of it by the next start).
         if (r.error.empty()) journal::remove(dir, f);
-        if (r.was_open || !r.error.empty()) out.push_back(std::move(r));
+        if (r.recovered || !r.error.empty()) out.push_back(std::move(r));
     }
     return out;
 }

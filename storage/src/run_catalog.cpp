@@ -119,6 +119,9 @@ run_file_entry run_catalog::read_file(const fs::path& path) {
     e.run_name = read_string_attr(f.get(), "run_name");
     e.started_at = read_string_attr(f.get(), "started_at");
     e.stopped_at = read_string_attr(f.get(), "stopped_at");
+    e.data_source = read_string_attr(f.get(), "data_source");
+    e.compression = read_string_attr(f.get(), "compression");
+    e.server_version = read_string_attr(f.get(), "server_version");
     if (H5Lexists(f.get(), "units", H5P_DEFAULT) > 0) {
         h5::group g(H5Gopen2(f.get(), "units", H5P_DEFAULT));
         H5G_info_t gi{};
@@ -247,7 +250,8 @@ int run_catalog::helper_main(const char* path) {
     const auto e = read_file(path);
     nlohmann::json j{{"read", e.read},     {"error", e.error},           {"format", e.format},
                      {"run_name", e.run_name}, {"frames", e.frames},     {"started_at", e.started_at},
-                     {"stopped_at", e.stopped_at}};
+                     {"stopped_at", e.stopped_at}, {"data_source", e.data_source}, {"compression", e.compression},
+                     {"server_version", e.server_version}};
     std::cout << j.dump() << std::endl;
     return 0;
 }
@@ -348,6 +352,9 @@ run_catalog::file_reader run_catalog::helper_reader(fs::path exe, std::chrono::m
                 e.frames = v.at("frames").get<std::uint64_t>();
                 e.started_at = v.at("started_at").get<std::string>();
                 e.stopped_at = v.at("stopped_at").get<std::string>();
+                e.data_source = v.value("data_source", "");
+                e.compression = v.value("compression", "");
+                e.server_version = v.value("server_version", "");
             } catch (const std::exception&) {
                 e.read = false;
                 e.error = WIFSIGNALED(st) ? fmt::format("unreadable: the reader died of signal {} ({})", WTERMSIG(st),

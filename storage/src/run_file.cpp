@@ -5,6 +5,7 @@
 #include "daqd/storage/journal.hpp"
 #include "daqd/storage/recovery.hpp"
 #include "daqd/storage/run_writer.hpp"
+#include "daqd/kernels/cpu.hpp"
 #include "writeback.hpp"
 
 #include <fmt/format.h>
@@ -19,6 +20,8 @@
 #include <ctime>
 #include <cstdlib>
 #include <deque>
+#include <optional>
+#include <variant>
 #include <thread>
 
 #include <sys/stat.h>
@@ -104,6 +107,11 @@ struct run_file::impl {
         std::uint32_t channels = 0;
         std::uint32_t stream = 0;  // the stream (frame::stream) whose rows this file holds
         bool in_file = false;      // its group and datasets exist in the current file
+        // What its frames held (DAQ1's TEST_PATTERN flag): the last frame
+        // appended, and the rows of this file with and without the flag.
+        bool test_pattern = false;
+        std::uint64_t pattern_rows = 0;
+        std::uint64_t detector_rows = 0;
         hsize_t chunk_rows = 0;
         std::string group_path;  // "/units/u3"
         // The open chunk's samples: rows 0..rows_in_chunk-1 of a block of
@@ -168,6 +176,8 @@ struct run_file::impl {
     std::uint64_t file_bytes = 0;  // row payload in the current file
     std::size_t pending_units = 0;  // units appended to whose objects are not in the file yet
     bool closed = false;
+    bool closing = false;  // finalize_file() of the run's last file (close())
+    std::optional<run_accounting> accounting;  // written by that finalize_file()
     // Disk space: bytes that may still be written before free space must be
     // read again (statvfs), and whether the reserve is being spent on closing.
     std::uint64_t space_budget = 0;
@@ -187,6 +197,7 @@ struct run_file::impl {
         bool full = false;
         processing::block_pool* pool = nullptr;  // the block `job` reads, if any
         std::uint32_t block = 0;
+        hsize_t skip = 0;  // leading rows written (and handed on) by an earlier partial write
     };
     std::deque<pending_chunk> pending;
     std::vector<std::shared_ptr<chunk_job>> spare_jobs;
@@ -291,6 +302,60 @@ struct run_file::impl {
         a.close("H5Aclose", w);
     }
 
+    void write_u64_attr(hid_t loc, const char* name, std::uint64_t value, const std::string& loc_name) {
+        const std::string w = fmt::format("attribute {} of {} in {}", name, loc_name, where);
+        h5::dataspace s(h5::check_id(H5Screate(H5S_SCALAR), "H5Screate", w));
+        h5::attribute a(h5::check_id(H5Acreate2(loc, name, H5T_STD_U64LE, s.get(), H5P_DEFAULT, H5P_DEFAULT),
+                                     "H5Acreate2", w));
+        h5::check(H5Awrite(a.get(), H5T_NATIVE_UINT64, &value), "H5Awrite", w);
+        a.close("H5Aclose", w);
+    }
+
+    // A 1-D int64 array attribute (a unit's `shape`), or a scalar int64
+    // (metadata) when `scalar`.
+    void write_i64_attr(hid_t loc, const char* name, const std::vector<std::int64_t>& values, bool scalar,
+                        const std::string& loc_name) {
+        const std::string w = fmt::format("attribute {} of {} in {}", name, loc_name, where);
+        const hsize_t dims[1] = {values.size()};
+        h5::dataspace s(h5::check_id(scalar ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, dims, nullptr),
+                                     "H5Screate", w));
+        h5::attribute a(h5::check_id(H5Acreate2(loc, name, H5T_STD_I64LE, s.get(), H5P_DEFAULT, H5P_DEFAULT),
+                                     "H5Acreate2", w));
+        h5::check(H5Awrite(a.get(), H5T_NATIVE_INT64, values.data()), "H5Awrite", w);
+        a.close("H5Aclose", w);
+    }
+
+    // A boolean attribute as h5py writes one (enum FALSE = 0, TRUE = 1 over
+    // int8): h5py reads it back as numpy.bool_.
+    void write_bool_attr(hid_t loc, const char* name, bool value, const std::string& loc_name) {
+        const std::string w = fmt::format("attribute {} of {} in {}", name, loc_name, where);
+        h5::datatype t(h5::check_id(H5Tenum_create(H5T_NATIVE_INT8), "H5Tenum_create", w));
+        const std::int8_t f = 0, tr = 1;
+        h5::check(H5Tenum_insert(t.get(), "FALSE", &f), "H5Tenum_insert", w);
+        h5::check(H5Tenum_insert(t.get(), "TRUE", &tr), "H5Tenum_insert", w);
+        h5::dataspace s(h5::check_id(H5Screate(H5S_SCALAR), "H5Screate", w));
+        h5::attribute a(h5::check_id(H5Acreate2(loc, name, t.get(), s.get(), H5P_DEFAULT, H5P_DEFAULT), "H5Acreate2", w));
+        const std::int8_t v = value ? 1 : 0;
+        h5::check(H5Awrite(a.get(), t.get(), &v), "H5Awrite", w);
+        a.close("H5Aclose", w);
+    }
+
+    // A dataset's `units` and `description` (docs/DATASET.md).
+    void describe(hid_t loc, const char* name, const char* units, const char* description, const std::string& parent) {
+        const std::string w = parent + "/" + name;
+        h5::dataset d(h5::check_id(H5Dopen2(loc, name, H5P_DEFAULT), "H5Dopen2", w + " in " + where));
+        write_string_attr(d.get(), "units", units, w);
+        write_string_attr(d.get(), "description", description, w);
+        d.close("H5Dclose", w + " in " + where);
+    }
+
+    hid_t make_group(hid_t loc, const char* name, const char* nx_class, const std::string& path) {
+        const hid_t g = h5::check_id(H5Gcreate2(loc, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "H5Gcreate2",
+                                     path + " in " + where);
+        if (nx_class != nullptr) write_string_attr(g, "NX_class", nx_class, path);
+        return g;
+    }
+
     // ---- file lifecycle ----------------------------------------------------
 
     void set_path(std::uint32_t index) {
@@ -326,14 +391,29 @@ struct run_file::impl {
         write_string_attr(f, "server_version", opt.server_version, "/");
         write_string_attr(f, "config", opt.config_text, "/");
         if (compressed()) write_string_attr(f, "compression", "bslz4", "/");
+        write_string_attr(f, "run", opt.run.empty() ? opt.run_name : opt.run, "/");
+        if (!opt.host.empty()) write_string_attr(f, "host", opt.host, "/");
+        // NeXus (docs/DATASET.md "NeXus"): the file an NXroot, /entry the
+        // NXentry whose NXinstrument holds each unit's group (a hard link to
+        // /units/u<id>, an NXdetector) — the /units layout stays as it was.
+        write_string_attr(f, "NX_class", "NXroot", "/");
+        write_string_attr(f, "default", "entry", "/");
         {
-            h5::group g(h5::check_id(H5Gcreate2(f, "units", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "H5Gcreate2",
-                                     "/units in " + where));
+            h5::group entry(make_group(f, "entry", "NXentry", "/entry"));
+            write_string_attr(entry.get(), "title", opt.run.empty() ? opt.run_name : opt.run, "/entry");
+            h5::group inst(make_group(entry.get(), "instrument", "NXinstrument", "/entry/instrument"));
+            inst.close("H5Gclose", "/entry/instrument in " + where);
+            entry.close("H5Gclose", "/entry in " + where);
+            h5::group g(make_group(f, "units", "NXcollection", "/units"));
             g.close("H5Gclose", "/units in " + where);
+            h5::group m(make_group(f, "metadata", "NXcollection", "/metadata"));
+            write_metadata(m.get());
+            m.close("H5Gclose", "/metadata in " + where);
         }
         for (auto& [id, u] : units) {
             drop_direct(u);
             u.file_rows = u.rows_in_chunk = u.rows_flushed = u.extent = u.rows_stored = u.rows_durable = 0;
+            u.pattern_rows = u.detector_rows = 0;
             // The dose is per file: a new file of the series starts from 0.
             std::fill(u.dose.begin(), u.dose.end(), 0.0);
             u.dose_dirty = false;
@@ -341,7 +421,44 @@ struct run_file::impl {
             u.in_file = true;
         }
         pending_units = 0;
+        write_data_source();
         start_swmr();
+    }
+
+    // /metadata: one attribute per key given at run start, and "json".
+    void write_metadata(hid_t m) {
+        write_string_attr(m, "json", opt.metadata_json.empty() ? "{}" : opt.metadata_json, "/metadata");
+        for (const auto& item : opt.metadata) {
+            const char* k = item.key.c_str();
+            if (const auto* sv = std::get_if<std::string>(&item.value))
+                write_string_attr(m, k, *sv, "/metadata");
+            else if (const auto* iv = std::get_if<std::int64_t>(&item.value))
+                write_i64_attr(m, k, {*iv}, true, "/metadata");
+            else if (const auto* dv = std::get_if<double>(&item.value))
+                write_double_attr(m, k, *dv, "/metadata");
+            else
+                write_bool_attr(m, k, std::get<bool>(item.value), "/metadata");
+        }
+    }
+
+    // /accounting (the run's last file, at close): the run's counts and each unit's.
+    void write_accounting() {
+        if (!accounting) return;
+        const hid_t f = file.get();
+        if (H5Lexists(f, "accounting", H5P_DEFAULT) > 0) return;
+        h5::group a(make_group(f, "accounting", "NXcollection", "/accounting"));
+        write_string_attr(a.get(), "description",
+                          "the run's own counts, from its start to its stop, over all its files", "/accounting");
+        for (const auto& [k, v] : accounting->totals) write_u64_attr(a.get(), k.c_str(), v, "/accounting");
+        for (const auto& [id, fields] : accounting->units) {
+            const std::string name = fmt::format("u{}", id);
+            const std::string path = "/accounting/" + name;
+            h5::group ug(make_group(a.get(), name.c_str(), nullptr, path));
+            write_int_attr(ug.get(), "unit_id", id, path);
+            for (const auto& [k, v] : fields) write_u64_attr(ug.get(), k.c_str(), v, path);
+            ug.close("H5Gclose", path + " in " + where);
+        }
+        a.close("H5Gclose", "/accounting in " + where);
     }
 
     void start_swmr() {
@@ -357,6 +474,15 @@ struct run_file::impl {
         write_int_attr(g.get(), "unit_id", u.unit_id, u.group_path);
         write_int_attr(g.get(), "channels", u.channels, u.group_path);
         write_int_attr(g.get(), "stream", u.stream, u.group_path);
+        write_string_attr(g.get(), "data_source", u.test_pattern ? "test_pattern" : "detector", u.group_path);
+        write_string_attr(g.get(), "NX_class", "NXdetector", u.group_path);
+        if (auto it = opt.unit_shapes.find(u.unit_id); it != opt.unit_shapes.end() && !it->second.empty()) {
+            std::uint64_t product = 1;
+            for (auto e : it->second) product *= e;
+            if (product == u.channels)  // a learned unit of another size has no geometry
+                write_i64_attr(g.get(), "shape", std::vector<std::int64_t>(it->second.begin(), it->second.end()), false,
+                               u.group_path);
+        }
         const std::array<hid_t, ds_count> types{H5T_STD_U16LE, H5T_STD_U64LE, H5T_STD_U64LE, H5T_STD_U16LE};
         for (std::size_t i = 0; i < ds_count; ++i) {
             const std::string w = u.group_path + "/" + ds_names[i] + " in " + where;
@@ -373,8 +499,16 @@ struct run_file::impl {
                 H5Dcreate2(g.get(), ds_names[i], types[i], s.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT), "H5Dcreate2", w));
             d.close("H5Dclose", w);
         }
+        describe(g.get(), "raw", "counts", "ADC samples, one row per frame (channels in readout order; `shape` of the group gives the geometry)", u.group_path);
+        describe(g.get(), "frame_number", "1", "the hardware unit's frame counter (DAQ1 frame_number)", u.group_path);
+        describe(g.get(), "timestamp_ns", "ns", "the unit's timestamp of the frame (DAQ1 timestamp_ns)", u.group_path);
+        describe(g.get(), "missing_packets", "1", "packets of the frame that never came (0: complete; missing samples are 0)", u.group_path);
         if (opt.processing.calibrated) create_processing_objects(u, g.get());
         g.close("H5Gclose", gw);
+        // The unit as the NeXus view sees it (the same group, not a copy).
+        const std::string link = fmt::format("/entry/instrument/u{}", u.unit_id);
+        h5::check(H5Lcreate_hard(file.get(), u.group_path.c_str(), file.get(), link.c_str(), H5P_DEFAULT, H5P_DEFAULT),
+                  "H5Lcreate_hard", link + " in " + where);
     }
 
     // /units/u<id>/calibrated, /dose, /calibration/{pedestal,noise,gain,threshold}.
@@ -393,6 +527,7 @@ struct run_file::impl {
                 H5Dcreate2(g, "calibrated", H5T_IEEE_F32LE, s.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT), "H5Dcreate2",
                 w));
             d.close("H5Dclose", w);
+            describe(g, "calibrated", "calibrated units", "(raw - pedestal) x gain, 0 below the channel's threshold", u.group_path);
         }
         if (opt.processing.dose) {
             // One chunk holding the whole array, rewritten with H5Dwrite_chunk.
@@ -405,6 +540,7 @@ struct run_file::impl {
             h5::dataset d(h5::check_id(
                 H5Dcreate2(g, "dose", H5T_IEEE_F64LE, s.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT), "H5Dcreate2", w));
             d.close("H5Dclose", w);
+            describe(g, "dose", "calibrated units", "per channel, the sum of the calibrated rows of this file", u.group_path);
         }
         const std::string cpath = u.group_path + "/calibration";
         const std::string cw = cpath + " in " + where;
@@ -427,6 +563,10 @@ struct run_file::impl {
             h5::check(H5Dwrite(d.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, values->data()), "H5Dwrite", w);
             d.close("H5Dclose", w);
         }
+        describe(cg.get(), "pedestal", "counts", "per channel, the mean of the raw samples without signal", cpath);
+        describe(cg.get(), "noise", "counts", "per channel, the standard deviation of the raw samples without signal", cpath);
+        describe(cg.get(), "gain", "calibrated units per count", "per channel, the gain applied after the pedestal", cpath);
+        describe(cg.get(), "threshold", "calibrated units", "per channel, calibrated values below it are stored as 0", cpath);
         cg.close("H5Gclose", cw);
     }
 
@@ -583,6 +723,21 @@ struct run_file::impl {
         u.rows_stored = u.file_rows;
         stats.write_ns += common::monotonic_ns() - t0;
         pacer->note();
+        if (opt.sink != nullptr && r > u.rows_flushed) {
+            // The new rows only: rows of a chunk written partially before were handed on then.
+            const hsize_t skip = u.rows_flushed;
+            const auto frames = static_cast<std::uint32_t>(r - skip);
+            sunk_chunk sc = sunk_frames(u, start + skip, frames, u.frame_number.data() + skip,
+                                        u.timestamp_ns.data() + skip, u.missing_packets.data() + skip);
+            const std::size_t row_raw = std::size_t{u.channels} * sizeof(std::uint16_t);
+            sc.arrays[sc.array_count++] = {"raw", "<u2", (from_block ? u.direct.raw : u.raw.data()) + skip * u.channels,
+                                           frames * row_raw, 2, frames, 0};
+            if (u.cal_ds)
+                sc.arrays[sc.array_count++] = {"calibrated", "<f4",
+                                               (from_block ? u.direct.calibrated : u.calibrated.data()) + skip * u.channels,
+                                               frames * std::size_t{u.channels} * sizeof(float), 4, frames, 0};
+            opt.sink->chunk_written(sc);
+        }
         if (r == n) {
             ++(from_block ? stats.chunks_direct : stats.chunks_compacted);
             drop_direct(u);
@@ -639,7 +794,7 @@ struct run_file::impl {
         if (u.cal_ds)
             add(from_block ? u.direct.calibrated : u.calibrated.data(), u.calibrated.size() * sizeof(float),
                 calibrated_elem_size, !from_block);
-        pending_chunk c{job, &u, start, u.file_rows, u.rows_in_chunk == u.chunk_rows, nullptr, 0};
+        pending_chunk c{job, &u, start, u.file_rows, u.rows_in_chunk == u.chunk_rows, nullptr, 0, u.rows_flushed};
         if (c.full) {
             ++(from_block ? stats.chunks_direct : stats.chunks_compacted);
             if (from_block) {
@@ -736,6 +891,38 @@ struct run_file::impl {
             file_stored += stored;
         }
         pacer->note();
+        if (opt.sink != nullptr && c.end - c.start > c.skip) {
+            // As stored (compressed, the whole chunk); its new rows begin at skip.
+            const auto frames = static_cast<std::uint32_t>(c.end - c.start - c.skip);
+            const auto* fn = reinterpret_cast<const std::uint64_t*>(job.parts[ds_frame_number].owned.data());
+            const auto* ts = reinterpret_cast<const std::uint64_t*>(job.parts[ds_timestamp_ns].owned.data());
+            const auto* mp = reinterpret_cast<const std::uint16_t*>(job.parts[ds_missing_packets].owned.data());
+            sunk_chunk sc = sunk_frames(u, c.start + c.skip, frames, fn + c.skip, ts + c.skip, mp + c.skip);
+            const auto rows = static_cast<std::uint32_t>(u.chunk_rows);
+            const auto skip = static_cast<std::uint32_t>(c.skip);
+            sc.arrays[sc.array_count++] = {"raw", "<u2", job.parts[ds_raw].out.data(), job.parts[ds_raw].out_bytes, 2,
+                                           rows, skip};
+            if (job.count > ds_count)
+                sc.arrays[sc.array_count++] = {"calibrated", "<f4", job.parts[ds_count].out.data(),
+                                               job.parts[ds_count].out_bytes, 4, rows, skip};
+            opt.sink->chunk_written(sc);
+        }
+    }
+
+    // A chunk for the sink (chunk_sink.hpp): `frames` rows of u from row `row` of the current file.
+    sunk_chunk sunk_frames(const unit_state& u, hsize_t row, std::uint32_t frames, const std::uint64_t* fn,
+                           const std::uint64_t* ts, const std::uint16_t* mp) const {
+        sunk_chunk sc;
+        sc.unit_id = u.unit_id;
+        sc.channels = u.channels;
+        sc.file_index = file_index;
+        sc.file_row = row;
+        sc.frames = frames;
+        sc.frame_number = fn;
+        sc.timestamp_ns = ts;
+        sc.missing_packets = mp;
+        sc.compression = opt.compression;
+        return sc;
     }
 
     // ---- rows in blocks (one copy: processing/README.md) --------------------
@@ -866,6 +1053,7 @@ struct run_file::impl {
             if (n++ < 8) ids += fmt::format("{}u{}", ids.empty() ? "" : ", ", id);
         }
         pending_units = 0;
+        write_data_source();
         start_swmr();
         if (n > 8) ids += fmt::format(" and {} more", n - 8);
         if (file_bytes > 0)
@@ -916,9 +1104,39 @@ struct run_file::impl {
                      f.unit_id, f.stream, f.frame_number, where);
     }
 
+    // The root attribute data_source: what the rows of this file hold, as
+    // far as the file goes now ("none" before any row). Written whenever the
+    // file is open for write outside SWMR (a unit added, the file closed).
+    void write_data_source() {
+        std::uint64_t pattern = 0, detector = 0;
+        bool any_unit = false;
+        for (const auto& [id, u] : units) {
+            if (!u.in_file) continue;
+            any_unit = true;
+            pattern += u.pattern_rows;
+            detector += u.detector_rows;
+        }
+        std::string source = "none";
+        if (pattern > 0 && detector > 0)
+            source = "mixed";
+        else if (pattern > 0)
+            source = "test_pattern";
+        else if (detector > 0)
+            source = "detector";
+        else if (any_unit) {
+            // Units in the file and no row flushed yet: what their frames said.
+            bool p = false, d = false;
+            for (const auto& [id, u] : units)
+                if (u.in_file) (u.test_pattern ? p : d) = true;
+            source = p && d ? "mixed" : p ? "test_pattern" : "detector";
+        }
+        h5::replace_string_attr(file.get(), "data_source", source, fmt::format("attribute data_source of / in {}", where));
+    }
+
     unit_state& add_unit(const processing::frame& f) {
         unit_state u;
         u.unit_id = f.unit_id;
+        u.test_pattern = f.test_pattern;
         u.stream = f.stream;
         u.group_path = fmt::format("/units/u{}", f.unit_id);
         size_unit(u, f.channels);
@@ -937,7 +1155,9 @@ struct run_file::impl {
         for (auto& [id, u] : units) u.rows_durable = u.file_rows;
         check_file_present();
         reopen_rdwr();
+        write_data_source();
         write_string_attr(file.get(), "stopped_at", h5::iso8601_utc_now(), "/");
+        if (closing) write_accounting();
         file.close("H5Fclose", where);
         pacer->detach(true);
         auto& rec = records.back();
@@ -1086,8 +1306,18 @@ struct run_file::impl {
         }
         if (u == nullptr) u = &add_unit(f);
         last_unit = u;
+        if (f.calibrated != nullptr && opt.processing.calibrated && f.threshold_epoch != opt.processing.threshold_epoch) {
+            // Calibrated before the run's threshold was taken up: the same
+            // arithmetic as the backends (bit-identical), the run's constants.
+            const auto& k = u->constants;
+            kernels::calibrate_row(f.samples, k.pedestal.data(), k.gain.data(), k.threshold.data(), f.calibrated,
+                                   f.channels);
+            ++stats.frames_recalibrated;
+        }
 
         take_row(*u, f);
+        u->test_pattern = f.test_pattern;
+        ++(f.test_pattern ? u->pattern_rows : u->detector_rows);
         u->frame_number[u->rows_in_chunk] = f.frame_number;
         u->timestamp_ns[u->rows_in_chunk] = f.timestamp_ns;
         u->missing_packets[u->rows_in_chunk] = f.missing_packets;
@@ -1137,6 +1367,7 @@ struct run_file::impl {
             release_handles();
             return;
         }
+        closing = true;
         finalize_file();
     }
 
@@ -1210,6 +1441,8 @@ void run_file::poll() {
 bool run_file::chunks_ready() const noexcept {
     return !_impl->pending.empty() && _impl->pending.front().job->done.load(std::memory_order_acquire);
 }
+
+void run_file::set_accounting(run_accounting accounting) { _impl->accounting = std::move(accounting); }
 
 void run_file::close() {
     if (_impl->closed) return;

@@ -26,6 +26,7 @@ struct writer::command {
     kind what = kind::start_run;
     run_options options;
     std::function<void()> fn;  // kind::call
+    bool held = false;         // kind::start_run: a prepared run (start_run's `held`)
     std::promise<std::optional<run_stats>> result;
 };
 
@@ -65,14 +66,17 @@ std::optional<run_stats> writer::post(std::shared_ptr<command> cmd) {
     return done.get();  // rethrows what the writer thread set (storage_error)
 }
 
-void writer::start_run(const run_options& options) {
+void writer::start_run(const run_options& options, bool held) {
     std::lock_guard control(_control_mutex);
     if (!_worker.running()) throw storage_error("cannot start run '" + options.run_name + "': the writer thread is not running");
     auto cmd = std::make_shared<command>();
     cmd->what = command::kind::start_run;
     cmd->options = options;
+    cmd->held = held;
     post(std::move(cmd));
 }
+
+void writer::commit_run() noexcept { _held.store(false, std::memory_order_release); }
 
 std::optional<run_stats> writer::stop_run() {
     std::lock_guard control(_control_mutex);
@@ -157,8 +161,10 @@ void writer::account_copies() {
 void writer::handle_frame(const processing::frame& f) {
     bool written = false;
     bool appended = false;
-    const bool observed = _run && !_run_failed;  // shown to the observer inside
-    if (_run && !_run_failed) {
+    // A prepared run (start_run(…, held)) records nothing until commit_run().
+    const bool held = _run && _held.load(std::memory_order_acquire);
+    const bool observed = _run && !_run_failed && !held;  // shown to the observer inside
+    if (observed) {
         const auto& s = _run->stats();
         const std::uint64_t frames_before = s.frames_written;
         const std::uint64_t bytes_before = s.bytes_written;
@@ -181,12 +187,14 @@ void writer::handle_frame(const processing::frame& f) {
         if (_observer) _observer->on_frame(f, appended);
         account(frames_before, bytes_before);
         if (!written && _run_failed) _counters.frames_failed.add();
-    } else if (_run) {
+    } else if (_run && !held) {
         _counters.frames_failed.add();
     } else {
+        if (_sink != nullptr && !_sink->take(f)) _sink = nullptr;
         _counters.frames_unrecorded.add();
     }
     if (_observer && !observed) _observer->on_frame(f, false);
+    if (_chunk_sink != nullptr) _chunk_sink->frame_seen(f);
     f.release();  // the run file holds its own reference while it still needs the row
 }
 
@@ -219,6 +227,13 @@ void writer::drain_snapshot() {
 }
 
 run_stats writer::finish_run() {
+    if (_accounting && !_run_failed) {
+        try {
+            _run->set_accounting(_accounting());
+        } catch (const std::exception& e) {
+            spdlog::error("run '{}': its accounting is not in the file: {}", _run->stats().run_name, e.what());
+        }
+    }
     const std::uint64_t frames_before = _run->stats().frames_written;
     const std::uint64_t bytes_before = _run->stats().bytes_written;
     try {
@@ -229,6 +244,8 @@ run_stats writer::finish_run() {
     account(frames_before, bytes_before);
     run_stats s = _run->stats();
     _run.reset();
+    _held.store(false, std::memory_order_release);
+    if (_chunk_sink != nullptr) _chunk_sink->run_ended(s);
     _run_failed = false;
     {
         std::lock_guard lock(_error_mutex);
@@ -272,13 +289,18 @@ void writer::execute(command& cmd) {
                 }
                 options.compress = _compressor.get();
             }
+            options.sink = _chunk_sink;
             _run = std::make_unique<run_file>(options, *_pacer);
+            // Set here, on the writer thread, with the run: frames of a run
+            // already active are never held by a start that is refused.
+            _held.store(cmd.held, std::memory_order_release);
             _run_failed = false;
             _unwritten_reported.clear();
             _copies_seen = {};
             _flush_interval = std::max(cmd.options.flush_interval, std::chrono::milliseconds(1));
             _next_flush = std::chrono::steady_clock::now() + _flush_interval;
             _run_active.store(true, std::memory_order_release);
+            if (_chunk_sink != nullptr) _chunk_sink->run_started(options);
             spdlog::info("run '{}' started: {}", cmd.options.run_name, _run->stats().files.front().string());
             cmd.result.set_value(std::nullopt);
         } catch (...) {
@@ -328,6 +350,7 @@ bool writer::pass() {
         if (!f) break;
         handle_frame(*f);
     }
+    if (n == 0 && _sink != nullptr && !_run && !_sink->idle()) _sink = nullptr;
     if (_run && !_run_failed && _run->chunks_ready()) {
         poll_run();
         ++n;

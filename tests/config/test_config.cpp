@@ -518,6 +518,7 @@ config every_key_changed(int variant) {
     c.storage.writeback = "kernel";
     c.storage.compression = "bslz4";
     c.storage.compress_threads = 3;
+    c.storage.run_name_pattern = "beam-{}.x";
     c.processing.stages = {"calibrate", "dose", "live"};
     c.processing.backend = "cpu";
     c.processing.calibration_file = "/data/ped 1.calib.h5";
@@ -526,6 +527,14 @@ config every_key_changed(int variant) {
     c.processing.batch_frames = 4096;
     c.processing.live_interval = std::chrono::milliseconds(60000);
     c.http.listen = "[::]:9443";
+    c.stream.listen = {"tcp://0.0.0.0:5555", "ipc:///run/daqd/stream"};
+    c.stream.publish = {"tcp://[::]:5600"};
+    c.stream.send_hwm = 100000;
+    c.stream.queue_chunks = 1;
+    c.stream.preview_rate = 0.5;
+    c.stream.curve_secret_key_file = "/etc/daqd/stream.key";
+    c.stream.curve_client_keys_file = "/etc/daqd/consumers";
+    c.stream.linger_ms = 0;
     // CPU 0 is on every machine.
     c.threads.receiver_cpus = "0";
     c.threads.assembler_cpus = "0-0";
@@ -577,6 +586,33 @@ TEST_CASE("the key table: every key, set away from its default, round-trips thro
         INFO(k.name);
         CHECK(changed.contains(k.name));
     }
+}
+
+TEST_CASE("storage.run_name_pattern: names with an increasing number, and the patterns refused", "[config]") {
+    const auto p = parse_run_name_pattern("run_{:05d}");
+    REQUIRE(p);
+    CHECK(p->name(7) == "run_00007");
+    CHECK(p->name(123456) == "run_123456");
+    CHECK(p->number_of("run_00007") == 7u);
+    CHECK(p->number_of("run_123456") == 123456u);
+    CHECK_FALSE(p->number_of("run_7"));         // not what the pattern makes
+    CHECK_FALSE(p->number_of("run_0000x"));
+    CHECK_FALSE(p->number_of("beam01"));
+    const auto q = parse_run_name_pattern("beam-{}.x");
+    REQUIRE(q);
+    CHECK(q->name(12) == "beam-12.x");
+    CHECK(q->number_of("beam-12.x") == 12u);
+    CHECK_FALSE(q->number_of("beam-012.x"));
+    for (const char* bad : {"run", "run_{", "run_{}_{}", "run_{:5d}", "run_{:x}", "run {}", ".run{}", "r/{}",
+                            "run_{:021d}"}) {
+        INFO(bad);
+        std::string why;
+        CHECK_FALSE(parse_run_name_pattern(bad, &why));
+        CHECK_FALSE(why.empty());
+    }
+    CHECK_THAT(error_of("[storage]\nrun_name_pattern = \"run\"\n"),
+               Contains("2: storage.run_name_pattern = 'run': no number placeholder"));
+    CHECK(load_default().storage.run_name_pattern == "run_{:05d}");
 }
 
 TEST_CASE("the key table: each key's comment and rule are above it in the rendered file", "[config]") {
@@ -792,4 +828,36 @@ TEST_CASE("choose_combine: on and off as set, auto by the CPUs daqd may use", "[
     t.combine_receive_assembly = "off";
     CHECK_FALSE(choose_combine(t, 1).combined);
     CHECK(choose_combine(t, 1).why == "threads.combine_receive_assembly = \"off\"");
+}
+
+TEST_CASE("stream: endpoints, loopback without keys, CURVE off loopback", "[config][stream]") {
+    SECTION("off by default; one endpoint as a string or a list") {
+        CHECK_FALSE(config{}.stream.enabled());
+        const auto one = load_string("[stream]\nlisten = \"tcp://127.0.0.1:5555\"\n", "a.toml");
+        CHECK(one.stream.listen == std::vector<std::string>{"tcp://127.0.0.1:5555"});
+        const auto two = load_string("[stream]\nlisten = [\"tcp://127.0.0.1:5555\", \"ipc:///tmp/d\"]\n", "a.toml");
+        CHECK(two.stream.listen.size() == 2);
+        CHECK(two.stream.enabled());
+    }
+    SECTION("off loopback needs a CURVE key") {
+        const auto e = error_of("[stream]\nlisten = \"tcp://0.0.0.0:5555\"\n");
+        CHECK(e.find("stream.curve_secret_key_file") != std::string::npos);
+        CHECK(e.find("not on loopback") != std::string::npos);
+        CHECK_NOTHROW(load_string("[stream]\nlisten = \"tcp://0.0.0.0:5555\"\ncurve_secret_key_file = \"/k\"\n",
+                                  "a.toml"));
+        // A publish endpoint off loopback too.
+        CHECK(error_of("[stream]\nlisten = \"tcp://127.0.0.1:5555\"\npublish = [\"tcp://10.0.0.1:5556\"]\n")
+                  .find("10.0.0.1") != std::string::npos);
+    }
+    SECTION("bad endpoints and combinations") {
+        CHECK(error_of("[stream]\nlisten = \"udp://127.0.0.1:5555\"\n").find("tcp://HOST:PORT") != std::string::npos);
+        CHECK(error_of("[stream]\nlisten = \"tcp://localhost:5555\"\n").find("stream.listen[0]") != std::string::npos);
+        CHECK(error_of("[stream]\nlisten = \"tcp://127.0.0.1:99999\"\n").find("port") != std::string::npos);
+        CHECK(error_of("[stream]\npublish = [\"tcp://127.0.0.1:5556\"]\n").find("needs stream.listen") !=
+              std::string::npos);
+        CHECK(error_of("[stream]\nlisten = \"tcp://127.0.0.1:5555\"\ncurve_client_keys_file = \"/c\"\n")
+                  .find("needs stream.curve_secret_key_file") != std::string::npos);
+        CHECK(error_of("[stream]\nlisten = \"tcp://127.0.0.1:5555\"\npreview_rate = -1.0\n")
+                  .find("stream.preview_rate") != std::string::npos);
+    }
 }

@@ -33,12 +33,12 @@ TEST_CASE("reload: nothing changed, a log level applied, other keys named as nee
         fresh.http.token = "s3cret-token";
         fresh.log.level = "warn";
         const auto plan = daqd::plan_reload(running, fresh);
-        REQUIRE(plan.applied.size() == 1);
-        CHECK(plan.restart == std::vector<std::string>{"acquisition.batch", "storage.flush_interval_ms", "http.token"});
+        REQUIRE(plan.applied.size() == 2);
+        CHECK(plan.restart == std::vector<std::string>{"acquisition.batch", "storage.flush_interval_ms"});
         const auto line = plan.describe();
         CHECK(line ==
-              "applied log.level = \"warn\" (was \"info\"); 3 keys changed but take effect only at the next start "
-              "(restart daqd): acquisition.batch, storage.flush_interval_ms, http.token");
+              "applied log.level = \"warn\" (was \"info\"), http.token = (hidden) (was (hidden)); 2 keys changed but "
+              "take effect only at the next start (restart daqd): acquisition.batch, storage.flush_interval_ms");
         CHECK(line.find("s3cret") == std::string::npos);
     }
     SECTION("one key needing a restart, nothing applied") {
@@ -56,13 +56,27 @@ TEST_CASE("reload: applying sets the process's log level and what daqd runs with
     const auto before = spdlog::get_level();
     auto fresh = running;
     fresh.log.level = "error";
-    const auto line = daqd::apply_reload(daqd::plan_reload(running, fresh), running, "daqd.toml");
+    const auto line = daqd::apply_reload(daqd::plan_reload(running, fresh), running, fresh, "daqd.toml");
     CHECK(line == "SIGHUP: reloaded daqd.toml: applied log.level = \"error\" (was \"info\")");
     CHECK(spdlog::get_level() == spdlog::level::err);
     CHECK(running.log.level == "error");
     // Reloading the same file again: nothing left to apply.
     CHECK(daqd::plan_reload(running, fresh).empty());
     spdlog::set_level(before);
+}
+
+TEST_CASE("reload: the stream's preview rate is applied, its endpoints need a restart", "[daqd][reload]") {
+    auto running = cfg::load_string("[stream]\nlisten = \"tcp://127.0.0.1:5555\"\n", "a.toml");
+    auto fresh = running;
+    fresh.stream.preview_rate = 10.0;
+    fresh.stream.listen = {"tcp://127.0.0.1:5600"};
+    const auto plan = daqd::plan_reload(running, fresh);
+    REQUIRE(plan.applied.size() == 1);
+    CHECK(plan.applied[0].key == "stream.preview_rate");
+    CHECK(plan.restart == std::vector<std::string>{"stream.listen"});
+    (void)daqd::apply_reload(plan, running, fresh, "a.toml");
+    CHECK(running.stream.preview_rate == 10.0);
+    CHECK(running.stream.listen == std::vector<std::string>{"tcp://127.0.0.1:5555"});
 }
 
 TEST_CASE("reload: a configuration error's lines become one log line", "[daqd][reload]") {

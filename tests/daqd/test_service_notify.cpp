@@ -2,6 +2,7 @@
 // successive looks at the data-path threads, and what the notifier sends to
 // a NOTIFY_SOCKET (an AF_UNIX datagram socket of the test's own), or not.
 #include "service_notify.hpp"
+#include "notify_socket.hpp"
 
 #include <catch2/catch.hpp>
 #include <poll.h>
@@ -16,37 +17,12 @@
 #include <string>
 
 using daqd::common::worker_status;
+using daqd_test::notify_socket;
 using namespace std::chrono_literals;
 
 namespace {
 
 constexpr std::uint64_t ms = 1'000'000;
-
-// A datagram socket at a fresh path, standing in for systemd's.
-struct notify_socket {
-    std::string path;
-    int fd = -1;
-    notify_socket() {
-        path = (std::filesystem::temp_directory_path() / ("daqd-notify-" + std::to_string(::getpid()))).string();
-        fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        sockaddr_un a{};
-        a.sun_family = AF_UNIX;
-        std::memcpy(a.sun_path, path.c_str(), path.size() + 1);
-        ::unlink(path.c_str());
-        REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-    }
-    ~notify_socket() {
-        ::close(fd);
-        ::unlink(path.c_str());
-    }
-    std::string next(std::chrono::milliseconds deadline) {
-        pollfd p{fd, POLLIN, 0};
-        if (::poll(&p, 1, static_cast<int>(deadline.count())) <= 0) return {};
-        char buf[4096];
-        const auto n = ::recv(fd, buf, sizeof buf, 0);
-        return n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : std::string();
-    }
-};
 
 }  // namespace
 
@@ -97,7 +73,7 @@ TEST_CASE("sd_notify: nothing is sent, and no watchdog runs, without NOTIFY_SOCK
 TEST_CASE("sd_notify: READY, RELOADING, STOPPING with their status, WATCHDOG pings while the probe's threads move, "
           "none while one is stuck",
           "[daqd][service]") {
-    notify_socket sock;
+    notify_socket sock((std::filesystem::temp_directory_path() / ("daqd-notify-" + std::to_string(::getpid()))).string());
     ::setenv("NOTIFY_SOCKET", sock.path.c_str(), 1);
     ::setenv("WATCHDOG_USEC", "400000", 1);  // a look every 0.2 s
     daqd::service_notifier n;  // libsystemd reads NOTIFY_SOCKET at each call: kept to the end

@@ -243,7 +243,8 @@ TEST_CASE("SIGTERM in the middle of a stream: every frame taken is in the file",
     auto [vrc, vout] = inspect(dir, {"--verify", s["files"][0].get<std::string>()});
     INFO(vout);
     CHECK(vrc == 0);
-    CHECK(d.out().find("daqd: packets received=") != std::string::npos);
+    CHECK(d.out().find("daqd: lifetime (") != std::string::npos);
+    CHECK(d.out().find("daqd: run cut (") != std::string::npos);
 }
 
 TEST_CASE("rotation by size: a run split over numbered files verifies as one", "[e2e]") {
@@ -336,6 +337,10 @@ TEST_CASE("command line: --check-config names every mistake, and --print-config 
     CHECK(out == expected);
 
     // Every key away from its default (http.token is not printed; token_file stands in).
+    // The files it names exist: --check-config reads the token file and looks
+    // for the calibration file, as daqd does at start.
+    std::ofstream(dir / "token") << "0123456789abcdef-token\n";
+    std::ofstream(dir / "ped.calib.h5") << "";
     {
         std::ofstream cfg(dir / "changed.toml");
         cfg << R"([acquisition]
@@ -373,7 +378,7 @@ reserve_bytes = 0
 [processing]
 stages = ["calibrate", "dose", "live"]
 backend = "cpu"
-calibration_file = "/data/ped.calib.h5"
+calibration_file = ")" << dir / "ped.calib.h5" << R"("
 threshold = -0.25
 threshold_mode = "absolute"
 batch_frames = 4096
@@ -382,7 +387,7 @@ live_interval_ms = 60000
 level = "trace"
 [http]
 listen = "[::]:9443"
-token_file = "/etc/daqd/token"
+token_file = ")" << dir / "token" << R"("
 allowed_hosts = ["daq01.lab.example", "*"]
 )";
     }

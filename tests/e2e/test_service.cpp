@@ -5,6 +5,7 @@
 // own in order, and the watchdog pings stop while a data-path thread is
 // stuck (docs/OPERATIONS.md "Running as a systemd service").
 #include "daqd_fixture.hpp"
+#include "notify_socket.hpp"
 
 #include <catch2/catch.hpp>
 #include <netinet/in.h>
@@ -29,6 +30,7 @@ using daqd::test::eventually;
 using daqd::test::read_json;
 using daqd::test::scratch_dir;
 using daqd::test::slurp;
+using daqd_test::notify_socket;
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
@@ -109,36 +111,6 @@ TEST_CASE("SIGHUP mid-run re-reads the configuration: log.level applied, other k
 
 namespace {
 
-// An AF_UNIX datagram socket standing in for systemd's NOTIFY_SOCKET.
-struct notify_socket {
-    std::string path;
-    int fd = -1;
-    explicit notify_socket(std::string p) : path(std::move(p)) {
-        fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        REQUIRE(fd >= 0);
-        sockaddr_un a{};
-        a.sun_family = AF_UNIX;
-        REQUIRE(path.size() < sizeof a.sun_path);
-        std::memcpy(a.sun_path, path.c_str(), path.size() + 1);
-        ::unlink(path.c_str());
-        REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-    }
-    ~notify_socket() {
-        ::close(fd);
-        ::unlink(path.c_str());
-    }
-    notify_socket(const notify_socket&) = delete;
-    notify_socket& operator=(const notify_socket&) = delete;
-    // The next message, or "" when none came within `deadline`.
-    std::string next(std::chrono::milliseconds deadline) {
-        pollfd p{fd, POLLIN, 0};
-        if (::poll(&p, 1, static_cast<int>(deadline.count())) <= 0) return {};
-        char buf[4096];
-        const auto n = ::recv(fd, buf, sizeof buf, 0);
-        return n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : std::string();
-    }
-};
-
 // Environment variables for the processes started during its life (this
 // test process's own environment; the tests run on one thread).
 struct scoped_env {
@@ -171,6 +143,57 @@ bool udp_port_taken(std::uint16_t port) {
 }
 
 }  // namespace
+
+TEST_CASE("SIGHUP takes a new token and allowed host names for the next request, a token file daqd cannot read "
+          "changes nothing",
+          "[e2e][service]") {
+    scratch_dir dir("reload-access");
+    const std::string runs = dir / "runs";
+    const std::string token_file = dir / "token";
+    const std::string cfg_file = dir / "access.toml";
+    const std::uint16_t udp = daqd::test::free_port(SOCK_DGRAM), port = daqd::test::free_port(SOCK_STREAM);
+    auto write_config = [&](const std::string& token_path, const std::string& hosts) {
+        std::ofstream(cfg_file) << "[acquisition]\nlisten = [\"127.0.0.1:" << udp << "\"]\n[storage]\noutput_dir = \""
+                                << runs << "\"\n[http]\nlisten = \"127.0.0.1:" << port << "\"\ntoken_file = \""
+                                << token_path << "\"\nallowed_hosts = [" << hosts << "]\n";
+    };
+    std::ofstream(token_file) << "first-token-0123456789\n";
+    write_config(token_file, "");
+    child d({DAQD_BIN, "--config", cfg_file, "--run", "access"}, dir / "access.out", dir / "access.err");
+    REQUIRE(d.wait_for_log("http: status page", 20s));
+    auto with_host = [&](const std::string& host) {
+        return web_test::parse_reply(web_test::exchange_raw(
+                                         port, "GET /api/v1/status HTTP/1.1\r\nHost: " + host + "\r\nConnection: close\r\n\r\n"))
+            .status;
+    };
+    auto stop_with = [&](const std::string& token) {
+        return web_test::http(port, "POST", "/api/v1/runs/stop", "", token).status;
+    };
+    CHECK(with_host("daq01.lab.example") == 403);
+    CHECK(stop_with("second-token-0123456789") == 401);
+
+    // A new token in the file, and a new host name: both hold from the next request on.
+    std::ofstream(token_file) << "second-token-0123456789\n";
+    write_config(token_file, "\"daq01.lab.example\"");
+    d.signal(SIGHUP);
+    REQUIRE(d.wait_for_log("SIGHUP: reloaded", 5s));
+    const std::string log = d.err();
+    INFO(log);
+    CHECK(log.find("applied http.allowed_hosts = [\"daq01.lab.example\"] (was [])") != std::string::npos);
+    CHECK(log.find("second-token") == std::string::npos);
+    CHECK(with_host("daq01.lab.example") == 200);
+    CHECK(stop_with("first-token-0123456789") == 401);  // the old token no longer stops runs
+
+    // A token file daqd cannot read: an error, and the token stays.
+    write_config(dir / "missing-token", "");
+    d.signal(SIGHUP);
+    REQUIRE(d.wait_for_log("not reloaded (", 5s));
+    CHECK(with_host("daq01.lab.example") == 200);
+    CHECK(stop_with("second-token-0123456789") == 200);  // the run recorded since start stops with the new token
+    CHECK(web_test::http(port, "GET", "/api/v1/status").status == 200);
+    d.signal(SIGTERM);
+    CHECK(d.wait(30s) == 0);
+}
 
 TEST_CASE("sd_notify: READY once the sockets are bound and the ring mapped, WATCHDOG pings while the data path "
           "runs, STOPPING when draining starts",

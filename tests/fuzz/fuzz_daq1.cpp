@@ -20,6 +20,8 @@
 //   byte 1   bits 0-3 assembly.reorder_timeout_ms = 1 + 7 x value
 //            bits 4-5 assembly.max_frame_bytes = 1000, 4096, 65536, 262144
 //            bit 6    the writer reports frames as written (live_tap)
+//            bit 7    units.max_learned = 2 and units.learned_idle_s = 1: learned
+//                     units give their slots up and come back
 //   records, until the input ends:
 //     u16 length, u8 control, [u16 GRO segment size if GRO and control bit 7], length bytes
 //     (a short last record takes what is left)
@@ -208,6 +210,10 @@ struct harness {
         cfg.storage.chunk_bytes = 4096;  // blocks of several rows for small frames, one for large ones
         cfg.assembly.reorder_timeout = std::chrono::milliseconds(1 + 7 * (k1 & 0x0f));
         cfg.assembly.max_frame_bytes = max_frame_sizes[(k1 >> 4) & 0x03u];
+        if (k1 & 0x80) {
+            cfg.units.max_learned = 2;
+            cfg.units.learned_idle_s = 1;
+        }
         cfg.acquisition.gro = gro;
         cfg.acquisition.max_datagram_bytes = gro ? 65535 : 9000;
         cfg.validate();  // the harness only builds configurations daqd would accept
@@ -265,9 +271,13 @@ struct harness {
         while (auto f = out->try_pop()) {
             const unit_counters* uc = counters_of(f->unit_id);
             FUZZ_CHECK(uc != nullptr, "a frame of unit " + str(f->unit_id) + ", which the assembler does not list");
-            FUZZ_CHECK(f->channels == uc->channels,
-                       "unit " + str(f->unit_id) + ": frame of " + str(f->channels) + " channels, unit has " +
-                           str(uc->channels));
+            // The unit's channel count is its current stream's: a frame still
+            // queued from an earlier stream (a learned unit relearned with
+            // another frame size) has that stream's count, checked below
+            // against the stream's other frames.
+            FUZZ_CHECK(f->stream < uc->stream.get() || f->channels == uc->channels,
+                       "unit " + str(f->unit_id) + ": frame of " + str(f->channels) + " channels in stream " +
+                           str(f->stream) + ", unit has " + str(uc->channels) + " in stream " + str(uc->stream.get()));
             FUZZ_CHECK(f->pool == pool.get() && f->block < pool->blocks(), "block " + str(f->block));
             FUZZ_CHECK(f->row < f->block_rows, "row " + str(f->row) + " of " + str(f->block_rows));
             FUZZ_CHECK(f->channels >= 1 && std::size_t{f->block_rows} * f->channels * 2 <= pool->block_bytes(),

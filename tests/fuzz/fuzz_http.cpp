@@ -95,7 +95,8 @@ struct fake_runs {
                     return "run name '" + n + "' may only hold letters, digits, '.', '_' and '-'";
             return {};
         };
-        c.start = [this](const std::string& n, const std::string&) {
+        c.start = [this](const daqd::web::run_start& s) {
+            const std::string& n = s.name;
             ++starts;
             if (n.find("exists") != std::string::npos) throw std::runtime_error("run '" + n + "' already exists");
             if (n.find("fail") != std::string::npos) throw std::runtime_error("cannot create the run file");
@@ -291,11 +292,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             FUZZ_CHECK(has_token(r.authorization),
                        r.method + " " + r.target + " changed the run without the token (Authorization: '" +
                            r.authorization + "')");
-            FUZZ_CHECK(!r.host || w.api->hosts().allows(*r.host),
+            FUZZ_CHECK(!r.host || w.api->host_allowed(*r.host),
                        r.method + " " + r.target + " changed the run with Host '" + *r.host + "', not allowed");
         }
         // DNS rebinding: a Host daqd does not answer to gets 403, whatever the request.
-        if (r.host && !w.api->hosts().allows(*r.host))
+        if (r.host && !w.api->host_allowed(*r.host))
             FUZZ_CHECK(res.status == 403, "Host '" + *r.host + "' not allowed, answered " + std::to_string(res.status));
         check_response(res, &r);
         w.api->count(res.status);

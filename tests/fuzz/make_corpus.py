@@ -64,10 +64,11 @@ class unit_stream:
         return [self.packet(frame, i, flags) for i in range(self.count)]
 
 
-def knobs(learn=True, listed=False, reorder=4, pool=0, gro=False, timeout=2, max_frame=2, written=True):
+def knobs(learn=True, listed=False, reorder=4, pool=0, gro=False, timeout=2, max_frame=2, written=True,
+          few_learned=False):
     """The two configuration bytes of fuzz_daq1.cpp."""
     k0 = (1 if learn else 0) | (2 if listed else 0) | ((reorder - 1) & 7) << 2 | (pool & 3) << 5 | (0x80 if gro else 0)
-    k1 = (timeout & 15) | (max_frame & 3) << 4 | (0x40 if written else 0)
+    k1 = (timeout & 15) | (max_frame & 3) << 4 | (0x40 if written else 0) | (0x80 if few_learned else 0)
     return bytes([k0, k1])
 
 
@@ -158,6 +159,16 @@ def daq1_seeds():
     struct.pack_into("<H", p, 14, 7)  # packet_count disagrees with the open frame's
     seeds["layout_mismatch_and_big_unit"] = knobs(max_frame=0) + record(u.packet(0, 0)) + record(bytes(p)) + \
         record(unit_stream(12, 4000, 1472).packet(0, 0))
+
+    # Two learned slots: unit 13 goes quiet, 15 takes its slot, 13 comes back
+    # with half its channels (a new stream), then 14 and 15 quiet, 13 again.
+    a, b, c = unit_stream(13, 400), unit_stream(14, 64), unit_stream(15, 64)
+    half = unit_stream(13, 200, seq=a.seq + 100)
+    seq = [record(p, step=1) for f in range(2) for p in a.frame(f)] + [record(p) for p in b.frame(0)]
+    seq += [record(p, step=15) for p in c.frame(0)]  # 1.6 s later: 13 idle, its slot goes to 15
+    seq += [record(p, step=15, drain=False) for p in half.frame(5)]  # 14 idle: 13 comes back, resized
+    seq += [record(p, step=1) for p in half.frame(6)]
+    seeds["learned_slots_reclaimed"] = knobs(few_learned=True) + b"".join(seq)
     return {f"{k}.bin": v for k, v in seeds.items()}
 
 # ---------------------------------------------------------------- config

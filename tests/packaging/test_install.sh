@@ -17,9 +17,14 @@ for f in bin/daqd bin/daq-sim bin/daq-inspect bin/daq-ringwatch; do
   [ -x "$stage/$f" ] || fail "$f is not installed (or not executable)"
 done
 for f in etc/daqd/daqd.toml share/daqd/dashboards/grafana-daqd.json share/daqd/dashboards/prometheus.yml \
-         share/daqd/dashboards/daqd-alerts.yml lib/systemd/system/daqd.service lib/sysusers.d/daqd.conf; do
+         share/daqd/dashboards/daqd-alerts.yml share/daqd/dashboards/daqd-alerts.test.yml lib/systemd/system/daqd.service lib/sysusers.d/daqd.conf; do
   [ -f "$stage/$f" ] || fail "$f is not installed"
 done
+# The installed alert rules pass their installed unit tests.
+if [ -x /usr/bin/promtool ]; then
+  (cd "$stage/share/daqd/dashboards" && /usr/bin/promtool test rules daqd-alerts.test.yml) >/dev/null 2>&1 \
+    || fail "promtool test rules fails on the installed share/daqd/dashboards/daqd-alerts.test.yml"
+fi
 
 config="$stage/etc/daqd/daqd.toml"
 out=$("$stage/bin/daqd" --check-config "$config") || fail "daqd --check-config $config: $out"

@@ -1109,12 +1109,15 @@ TEST_CASE("assembler: learned units are bounded by units.max_learned, listed uni
     CHECK(s.all_buffers_back());
 }
 
+// One learned unit at a time, given up after 1 s of silence.
+static void one_learned_slot(config::config& c) {
+    c.units.max_learned = 1;
+    c.units.learned_idle_s = 1;
+}
+
 TEST_CASE("assembler: a learned unit silent for units.learned_idle_s gives its slot up, and may come back",
           "[processing][assembler][hostile]") {
-    asm_setup s([](config::config& c) {
-        c.units.max_learned = 1;
-        c.units.learned_idle_s = 1;
-    });
+    asm_setup s(one_learned_slot);
     unit_stream one;
     one.unit = 1;
     unit_stream two;
@@ -1136,6 +1139,38 @@ TEST_CASE("assembler: a learned unit silent for units.learned_idle_s gives its s
     CHECK(s.u(1).frames_complete.get() == 3);
     CHECK(s.u(2).retired.get() == 1);
     CHECK(s.a->unit_count() == 2);
+    CHECK(s.all_buffers_back());
+}
+
+TEST_CASE("assembler: a learned unit that comes back with another frame size starts a new stream",
+          "[processing][assembler][hostile]") {
+    asm_setup s(one_learned_slot);
+    unit_stream one;
+    one.unit = 1;
+    unit_stream two;
+    two.unit = 2;
+    s.feed(one.frames(0, 2), t0);
+    s.feed(two.frames(0), t0 + 1600 * ms);  // unit 1 idle: unit 2 takes its slot
+    REQUIRE(s.u(1).retired.get() == 1);
+    unit_stream small;  // unit 1 again, half the channels, numbering going on
+    small.unit = 1;
+    small.channels = one.channels / 2;
+    small.next_seq = one.next_seq;
+    s.feed(small.frames(5, 2), t0 + 3000 * ms);
+    const auto got = s.finish();
+    REQUIRE(got.size() == 5);
+    for (std::size_t i = 0; i < 2; ++i) {
+        CHECK(got[i].channels == one.channels);
+        CHECK(got[i].stream == 0u);
+    }
+    for (std::size_t i = 3; i < 5; ++i) {
+        CHECK(got[i].unit_id == 1);
+        CHECK(got[i].frame_number == 5 + (i - 3));
+        CHECK(got[i].channels == small.channels);
+        CHECK(got[i].stream == 1u);  // rows of another width: the writer's next file
+    }
+    CHECK(s.u(1).channels == small.channels);
+    CHECK(s.u(1).stream.get() == 1);
     CHECK(s.all_buffers_back());
 }
 

@@ -16,6 +16,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 using nlohmann::json;
 using daqd::test::read_json;
@@ -167,6 +168,73 @@ TEST_CASE("pedestal run -> calibration file -> beam run: pedestals, noise and th
         }
         CHECK(far / double(far_n) < 0.01 * dose[max_at]);
     }
+}
+
+TEST_CASE("daqd --calibration FILE alone calibrates: the option turns the calibrate stage on", "[e2e][processing]") {
+    scratch_dir dir("proc-calibration-option");
+    constexpr std::uint32_t ch = 64;
+    daqd::processing::calibration_set set;
+    daqd::processing::unit_constants u;
+    u.unit_id = 0;
+    u.channels = ch;
+    u.pedestal.assign(ch, 100.0f);
+    u.noise.assign(ch, 1.0f);
+    u.gain.assign(ch, 2.0f);
+    u.frames = 10;
+    set.units.emplace(0, u);
+    const std::string calib = dir / "c.calib.h5";
+    daqd::storage::write_calibration_file(calib, set, "test constants");
+
+    // --print-config shows what the option means.
+    auto [prc, pout] = daqd::test::run({DAQD_BIN, "--calibration", calib, "--print-config"}, dir / "print");
+    REQUIRE(prc == 0);
+    CHECK_THAT(pout, Catch::Contains("stages = [\"calibrate\"]"));
+    CHECK_THAT(pout, Catch::Contains("calibration_file = \"" + calib + "\""));
+
+    const auto port = daqd::test::free_port();
+    child d({DAQD_BIN, "--listen", "127.0.0.1:" + std::to_string(port), "--output", dir / "runs", "--calibration",
+             calib, "--run", "cal", "--summary-json", dir / "cal.json", "--http", "off"},
+            dir / "cal.daqd.out", dir / "cal.daqd.err");
+    REQUIRE(d.wait_for_log("run cal started", 20s));
+    auto [sim_rc, sim_out] = daqd::test::run({DAQ_SIM_BIN, "--target", "127.0.0.1:" + std::to_string(port), "--units",
+                                              "1", "--channels", std::to_string(ch), "--frames", "40", "--rate",
+                                              "200", "--quiet"},
+                                             dir / "cal.sim");
+    REQUIRE(sim_rc == 0);
+    std::this_thread::sleep_for(300ms);
+    d.signal(SIGTERM);
+    auto rc = d.wait(60s);
+    INFO(d.err());
+    REQUIRE(rc == 0);
+    CHECK_THAT(d.err(), Catch::Contains("calibration constants of 1 unit(s) from " + calib));
+    CHECK_THAT(d.err(), !Catch::Contains("is not used"));
+    const auto s = read_json(dir / "cal.json");
+    CHECK(s["frames_written"] == 40);
+    CHECK(s["frames_processed"] == 40);
+    h5::init_library();
+    const std::string file = s["files"][0];
+    h5::file f(H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT));
+    REQUIRE(f);
+    const auto raw = read_dataset<std::uint16_t>(f.get(), "/units/u0/raw", H5T_NATIVE_UINT16);
+    const auto cal = read_dataset<float>(f.get(), "/units/u0/calibrated", H5T_NATIVE_FLOAT);
+    REQUIRE(cal.size() == raw.size());
+    REQUIRE(raw.size() == 40u * ch);
+    CHECK(read_dataset<float>(f.get(), "/units/u0/calibration/pedestal", H5T_NATIVE_FLOAT) == u.pedestal);
+    // (raw - 100) x 2, values below 5 x noise (5) cut to 0.
+    std::size_t bad = 0;
+    for (std::size_t i = 0; i < raw.size(); ++i) {
+        const float want = (float(raw[i]) - 100.0f) * 2.0f;
+        const float expect = want < 5.0f ? 0.0f : want;
+        if (cal[i] != expect && ++bad <= 5) FAIL_CHECK("sample " << i << ": raw " << raw[i] << ", calibrated " << cal[i]);
+    }
+    CHECK(bad == 0);
+
+    // A calibration file that is not there: refused at start, naming the key.
+    auto [mrc, mout] = daqd::test::run({DAQD_BIN, "--calibration", dir / "none.calib.h5", "--output", dir / "runs",
+                                        "--http", "off", "--duration", "1"},
+                                       dir / "missing");
+    CHECK(mrc == 2);
+    CHECK_THAT(mout, Catch::Contains("processing.calibration_file = \"" + dir / "none.calib.h5" + "\": no such file"));
 }
 
 TEST_CASE("pedestal run: command line refusals", "[e2e][processing]") {

@@ -212,6 +212,48 @@ TEST_CASE("run_file with processing: calibrated, dose and the constants read bac
     CHECK_THAT(read_string_attr(g2.get(), "source"), Catch::Contains("identity"));
 }
 
+TEST_CASE("run_file with processing: rows calibrated under an earlier threshold are calibrated again with the run's",
+          "[processing][storage]") {
+    temp_dir dir;
+    auto set = std::make_shared<calibration_set>();
+    set->units.emplace(1, constants(1, 300, 12));
+    const threshold_policy old_policy{threshold_mode::noise, 1.0f}, run_policy{threshold_mode::noise, 8.0f};
+    const auto k_old = set->resolve(1, 300, old_policy);
+    const auto k_run = set->resolve(1, 300, run_policy);
+    REQUIRE(k_old.threshold != k_run.threshold);
+    auto o = processing_options(dir.path(), "thr", set, run_policy);
+    o.processing.threshold_epoch = 3;
+    std::mt19937_64 rng(5);
+    std::vector<float> want;
+    std::vector<double> want_dose(300, 0.0);
+    std::string path;
+    std::uint64_t recalibrated = 0;
+    {
+        run_file rf(o);
+        for (std::uint64_t i = 0; i < 12; ++i) {
+            // The first 4 were queued before the run's threshold was taken up (epoch 2).
+            auto x = make_frame(1, i, i < 4 ? k_old : k_run, rng);
+            x.f.threshold_epoch = i < 4 ? 2 : 3;
+            std::vector<float> expect(300);
+            daqd::kernels::calibrate_row(x.raw.data(), k_run.pedestal.data(), k_run.gain.data(), k_run.threshold.data(),
+                                         expect.data(), 300);
+            if (i < 4) CHECK(expect != x.cal);  // the old threshold kept some values the run's zeroes
+            rf.append(x.f);
+            want.insert(want.end(), expect.begin(), expect.end());
+            for (std::size_t c = 0; c < 300; ++c) want_dose[c] += expect[c];
+        }
+        rf.close();
+        recalibrated = rf.stats().frames_recalibrated;
+        path = rf.stats().files.front().string();
+    }
+    CHECK(recalibrated == 4);
+    auto f = open_read(path);
+    CHECK(read_floats(f.get(), "/units/u1/calibrated") == want);
+    CHECK(read_floats(f.get(), "/units/u1/calibration/threshold") == k_run.threshold);
+    const auto dose = read_doubles(f.get(), "/units/u1/dose");
+    for (std::size_t c = 0; c < 300; ++c) CHECK(dose[c] == Approx(want_dose[c]).epsilon(1e-12));
+}
+
 TEST_CASE("run_file with processing: under rotation the dose of each file sums that file's rows",
           "[processing][storage]") {
     temp_dir dir;

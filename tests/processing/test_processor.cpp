@@ -89,6 +89,44 @@ TEST_CASE("processor: frames pass in batches, calibrated into the pool's calibra
     f->release();
 }
 
+TEST_CASE("processor: a new threshold applies from the next batch, frames stamped with its epoch", "[processing]") {
+    rig r(true);
+    processor_options o;
+    o.stages = {"calibrate", "dose"};
+    o.backend = "cpu";
+    o.batch_frames = 4;
+    o.threshold = {threshold_mode::absolute, 5.0f};
+    processor p(o, r.in, r.in_ready, r.out, r.out_ready, nullptr);
+    CHECK(p.threshold_epoch() == 0);
+    auto fill = [](std::uint32_t c) { return static_cast<std::uint16_t>(c % 10); };  // 0..9, identity constants
+    auto check_batch = [&](std::size_t n, float threshold, std::uint8_t epoch) {
+        for (std::size_t i = 0; i < n; ++i) {
+            auto f = r.out.try_pop();
+            REQUIRE(f.has_value());
+            CHECK(f->threshold_epoch == epoch);
+            for (std::uint32_t c = 0; c < 20; ++c) {
+                const float raw = static_cast<float>(c % 10);
+                CHECK(f->calibrated[c] == (raw < threshold ? 0.0f : raw));
+            }
+            f->release();
+        }
+    };
+    for (std::uint64_t i = 0; i < 3; ++i) r.push(1, 64, i, fill);
+    CHECK(p.poll() == 3);
+    check_batch(3, 5.0f, 0);
+    // Asked for from another thread; nothing changes until the next batch.
+    p.request_threshold({threshold_mode::absolute, 2.0f}, 1);
+    CHECK(p.threshold_epoch() == 0);
+    for (std::uint64_t i = 3; i < 6; ++i) r.push(1, 64, i, fill);
+    CHECK(p.poll() == 3);
+    CHECK(p.threshold_epoch() == 1);
+    check_batch(3, 2.0f, 1);
+    // A unit first seen after the change gets the new threshold too.
+    r.push(2, 64, 0, fill);
+    CHECK(p.poll() == 1);
+    check_batch(1, 2.0f, 1);
+}
+
 TEST_CASE("processor: a unit whose frame size changed (relearned) passes on unprocessed, in order", "[processing]") {
     // The stages hold per-channel state of a unit's first size (constants,
     // dose); a frame of another size must not reach them (a larger one would

@@ -94,3 +94,31 @@ def test_stream_of_a_closed_file_reads_it_and_ends(tmp_path):
     assert s.ended_by == "stopped_at"
     got = sorted((int(i["unit"]), int(i["frame_number"])) for i in items)
     assert got == sorted([(0, 10 + k) for k in range(50)] + [(2, 10 + k) for k in range(30)])
+
+
+def test_a_directory_of_runs_skips_the_calibration_file_beside_them(tmp_path, caplog):
+    """daqd writes a pedestal run's calibration file into the same directory
+    as the runs (runs/ped.calib.h5): open_run("runs/") reads the runs and
+    says which files it skipped and why."""
+    run = write_run_file(tmp_path / "beam01.h5", run_name="beam01")
+    with h5py.File(tmp_path / "ped.calib.h5", "w") as f:
+        f.attrs["format"] = "daq1-calibration"
+        f.attrs["format_version"] = 1
+    with h5py.File(tmp_path / "notes.h5", "w") as f:
+        f["x"] = np.arange(3)
+    with caplog.at_level("INFO", logger="daqload"):
+        r = daqload.open_run(tmp_path)
+    assert r.files == [str(run)]
+    assert r.skipped == [
+        (str(tmp_path / "notes.h5"), "an HDF5 file without a 'format' attribute, not a daq1 run file"),
+        (str(tmp_path / "ped.calib.h5"), "a calibration file (daqd --pedestal-run), not a run file"),
+    ]
+    assert "ped.calib.h5: skipped: a calibration file" in caplog.text
+    # Named on its own, a calibration file is still refused, with the reason.
+    with pytest.raises(daqload.RunFormatError, match="not a daq1 run file: root attribute format = 'daq1-calibration'"):
+        daqload.open_run(tmp_path / "ped.calib.h5")
+    # A directory with nothing but such files: not found, and why.
+    (tmp_path / "beam01.h5").unlink()
+    with pytest.raises(daqload.RunNotFoundError, match=r"holds no .h5 run files \(skipped 2 that are not run files: "
+                                                      r"notes.h5: .*; ped.calib.h5: a calibration file"):
+        daqload.open_run(tmp_path)

@@ -5,6 +5,7 @@
 #include "daqd/acquisition/daq1.hpp"
 #include "daqd/processing/frame.hpp"
 #include "daqd/storage/h5.hpp"
+#include "temp_dir.hpp"
 
 #include <catch2/catch.hpp>
 #include <hdf5.h>
@@ -26,24 +27,8 @@ namespace fs = std::filesystem;
 namespace h5 = daqd::storage::h5;
 
 // A fresh directory under the system temp dir, removed at scope exit.
-class temp_dir {
-public:
-    temp_dir() {
-        std::string tmpl = (fs::temp_directory_path() / "daqd_storage_test_XXXXXX").string();
-        if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-        _path = tmpl;
-    }
-    ~temp_dir() {
-        std::error_code ec;
-        fs::permissions(_path, fs::perms::owner_all, fs::perm_options::add, ec);
-        fs::remove_all(_path, ec);
-    }
-    temp_dir(const temp_dir&) = delete;
-    temp_dir& operator=(const temp_dir&) = delete;
-    [[nodiscard]] const fs::path& path() const noexcept { return _path; }
-
-private:
-    fs::path _path;
+struct temp_dir : daqd_test::temp_dir {
+    temp_dir() : daqd_test::temp_dir("daqd_storage_test") {}
 };
 
 inline std::uint16_t pattern(std::uint64_t frame, std::uint16_t unit, std::uint32_t channel) {
@@ -64,6 +49,7 @@ struct owned_frame {
         f.unit_id = unit;
         f.missing_packets = missing;
         f.packet_count = 4;
+        f.test_pattern = true;  // the samples are the test pattern, as daq-sim sends it
         f.channels = channels;
         f.frame_number = frame_number;
         f.timestamp_ns = 1'000'000'000ull + frame_number * 1'000'000ull;  // 1 kHz

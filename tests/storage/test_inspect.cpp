@@ -151,6 +151,95 @@ TEST_CASE("daq-inspect --verify passes a good run and names a corrupted sample",
     }
 }
 
+TEST_CASE("the run file says what it holds (data_source), and --verify checks the pattern only where one was sent",
+          "[storage]") {
+    temp_dir dir;
+    // Detector-like frames (no TEST_PATTERN flag): samples nothing like the pattern.
+    auto detector_frame = [](owned_frame& of) {
+        for (std::size_t c = 0; c < of.samples.size(); ++c)
+            of.samples[c] = static_cast<std::uint16_t>(1000 + (c * 7919 + of.f.frame_number * 104729) % 97);
+        of.f.test_pattern = false;
+    };
+    run_options o;
+    o.output_dir = dir.path();
+    o.chunk_bytes = 2000;
+    o.config_text = "cfg";
+    o.server_version = "9.9.9";
+    SECTION("detector data: the layout is checked, the samples are not, and the output says so") {
+        o.run_name = "det";
+        {
+            run_file rf(o);
+            for (std::uint64_t i = 0; i < 50; ++i) {
+                owned_frame of(4, 100, i);
+                detector_frame(of);
+                rf.append(of.f);
+            }
+            rf.close();
+        }
+        const auto file = dir.path() / "det.h5";
+        {
+            auto f = open_read(file);
+            CHECK(read_string_attr(f.get(), "data_source") == "detector");
+            h5::group g(H5Gopen2(f.get(), "/units/u4", H5P_DEFAULT));
+            CHECK(read_string_attr(g.get(), "data_source") == "detector");
+        }
+        auto r = run_command(inspect + " --verify " + shell_quote(file.string()));
+        INFO(r.output);
+        CHECK(r.exit_code == 0);
+        CHECK(r.output.find("data source    detector") != std::string::npos);
+        CHECK(r.output.find("verify         OK (50 frames, layout checked, 0 samples checked against the test "
+                            "pattern; 5000 samples of u4 not checked: detector data (no TEST_PATTERN flag)") !=
+              std::string::npos);
+        CHECK(r.output.find("expected") == std::string::npos);
+        auto j = nlohmann::json::parse(run_command(inspect + " --verify --json " + shell_quote(file.string())).output);
+        CHECK(j["data_source"] == "detector");
+        CHECK(j["units"][0]["data_source"] == "detector");
+        CHECK(j["verify"]["ok"] == true);
+        CHECK(j["verify"]["pattern_checked"] == false);
+        CHECK(j["verify"]["samples_not_checked"] == 5000);
+        // A broken layout is still found.
+        poke(file, 4, 0, 0, 0);  // any value is fine in detector data
+        CHECK(run_command(inspect + " --verify " + shell_quote(file.string())).exit_code == 0);
+    }
+    SECTION("test pattern: every sample checked; mixed units: each as its own data says") {
+        o.run_name = "mix";
+        {
+            run_file rf(o);
+            for (std::uint64_t i = 0; i < 20; ++i) {
+                owned_frame p(2, 10, i);
+                rf.append(p.f);
+                owned_frame d(3, 10, i);
+                detector_frame(d);
+                rf.append(d.f);
+            }
+            rf.close();
+        }
+        const auto file = dir.path() / "mix.h5";
+        {
+            auto f = open_read(file);
+            CHECK(read_string_attr(f.get(), "data_source") == "mixed");
+            h5::group g2(H5Gopen2(f.get(), "/units/u2", H5P_DEFAULT));
+            CHECK(read_string_attr(g2.get(), "data_source") == "test_pattern");
+            h5::group g3(H5Gopen2(f.get(), "/units/u3", H5P_DEFAULT));
+            CHECK(read_string_attr(g3.get(), "data_source") == "detector");
+        }
+        auto r = run_command(inspect + " --verify " + shell_quote(file.string()));
+        INFO(r.output);
+        CHECK(r.exit_code == 0);
+        CHECK(r.output.find("200 samples checked against the test pattern; 200 samples of u3 not checked") !=
+              std::string::npos);
+        poke(file, 2, 5, 1, 0xffff);  // the pattern unit is checked
+        auto bad = run_command(inspect + " --verify " + shell_quote(file.string()));
+        CHECK(bad.exit_code == 1);
+        CHECK(bad.output.find("unit 2 frame_number 5 channel 1") != std::string::npos);
+    }
+    SECTION("a pattern run says test_pattern") {
+        const auto file = make_good_run(dir.path(), "pat");
+        auto f = open_read(file);
+        CHECK(read_string_attr(f.get(), "data_source") == "test_pattern");
+    }
+}
+
 TEST_CASE("daq-inspect --verify checks the layout", "[storage]") {
     temp_dir dir;
     const auto file = make_good_run(dir.path(), "layout");

@@ -56,8 +56,9 @@ std::vector<std::uint64_t> iota(std::uint64_t first, std::size_t n) {
 
 crash_state::ds_state all(hsize_t extent, std::vector<hsize_t> chunks) { return {extent, std::move(chunks)}; }
 
-// In a child process: builds `path` as `s` says and dies without closing it.
-void write_crashed_file(const fs::path& path, const crash_state& s) {
+// In a child process: builds `path` as `s` says and dies without closing it
+// (or, `closed`, closes it: a close that went through after a write error).
+void write_crashed_file(const fs::path& path, const crash_state& s, bool closed = false) {
     const pid_t pid = ::fork();
     REQUIRE(pid >= 0);
     if (pid == 0) {
@@ -125,12 +126,26 @@ void write_crashed_file(const fs::path& path, const crash_state& s) {
             H5Dclose(d);
         }
         if (H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) die(17);
-        die(0);  // the crash: the file is never closed
+        if (closed && H5Fclose(f) < 0) die(19);
+        die(0);  // the crash: the file is never closed (unless `closed`)
     }
     int st = 0;
     REQUIRE(::waitpid(pid, &st, 0) == pid);
     REQUIRE(WIFEXITED(st));
     REQUIRE(WEXITSTATUS(st) == 0);
+}
+
+// 10 frames in chunks of 4: frame_number, timestamp_ns, missing_packets
+// reached chunk 2, raw only chunk 1 (a crash, or a disk-full write, came
+// between the writes).
+crash_state raw_lacks_last_chunk() {
+    crash_state s;
+    s.rows = iota(100, 10);
+    s.ds["frame_number"] = all(10, {0, 1, 2});
+    s.ds["timestamp_ns"] = all(10, {0, 1, 2});
+    s.ds["missing_packets"] = all(10, {0, 1, 2});
+    s.ds["raw"] = all(10, {0, 1});
+    return s;
 }
 
 // The rows recovery must keep: the first `n` of s.rows, every column.
@@ -196,14 +211,7 @@ std::string bytes_of(const fs::path& p) {
 
 TEST_CASE("recovery: raw's last chunk never written while frame_number's is: the rows of that chunk go",
           "[storage][recovery]") {
-    // 10 frames in chunks of 4: frame_number, timestamp_ns, missing_packets
-    // reached chunk 2, raw only chunk 1 (the crash came between the writes).
-    crash_state s;
-    s.rows = iota(100, 10);
-    s.ds["frame_number"] = all(10, {0, 1, 2});
-    s.ds["timestamp_ns"] = all(10, {0, 1, 2});
-    s.ds["missing_packets"] = all(10, {0, 1, 2});
-    s.ds["raw"] = all(10, {0, 1});
+    const crash_state s = raw_lacks_last_chunk();
     check_recovery(s, 8, 2);
 }
 
@@ -259,6 +267,37 @@ TEST_CASE("recovery: a missing raw chunk and zero padding together: both rules a
     s.ds["missing_packets"] = all(12, {0, 1, 2});
     s.ds["raw"] = all(12, {0, 1});
     check_recovery(s, 6, 6);
+}
+
+TEST_CASE("recovery: a file closed with a chunk raw lacks (disk full, the close went through) is mended too",
+          "[storage][recovery]") {
+    temp_dir dir;
+    const fs::path file = dir.path() / "closed-short.h5";
+    const crash_state s = raw_lacks_last_chunk();
+    write_crashed_file(file, s, true);
+    REQUIRE(opens_plainly(file));
+    storage::journal::add(dir.path(), file);  // daqd created it and did not finish it
+    const auto results = storage::recover_run_files(dir.path());
+    REQUIRE(results.size() == 1);
+    const auto& r = results[0];
+    INFO(r.error);
+    REQUIRE(r.error.empty());
+    CHECK_FALSE(r.was_open);
+    CHECK(r.closed_inconsistent);
+    CHECK(r.recovered);
+    CHECK(r.frames_kept == 8);
+    CHECK(r.rows_trimmed == 2);
+    auto f = open_read(file);
+    check_unit(f.get(), unit, first_rows(s, 8));
+    CHECK(recovered_frames_attr(f.get()) == 8);
+    CHECK(storage::journal::list(dir.path()).empty());
+    f.reset();
+    // Whole now: a second pass leaves it as it is.
+    const auto before = bytes_of(file);
+    const auto again = storage::recover_run_file(file);
+    CHECK(again.error.empty());
+    CHECK_FALSE(again.recovered);
+    CHECK(bytes_of(file) == before);
 }
 
 TEST_CASE("recovery: a file closed properly is left as it is", "[storage][recovery]") {

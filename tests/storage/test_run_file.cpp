@@ -69,9 +69,14 @@ print('OK')
 TEST_CASE("run_file writes the documented layout and attributes", "[storage]") {
     temp_dir dir;
     auto opt = options_for(dir.path(), "layout_run");
+    opt.unit_shapes[3] = {2, 2};  // a geometry for unit 3 (units.list[].shape)
+    opt.unit_shapes[7] = {4, 4};  // not unit 7's 6 channels: no shape attribute
+    opt.metadata = {{"sample", std::string("Si")}, {"energy_keV", 12.4}, {"shots", std::int64_t{3}}, {"beam", true}};
+    opt.metadata_json = R"({"sample":"Si","energy_keV":12.4,"shots":3,"beam":true})";
     std::map<std::uint16_t, expected_rows> want;
     {
         run_file rf(opt);
+        rf.set_accounting({{{"packets_received", 99}, {"frames_lost", 2}}, {{3, {{"frames_complete", 21}}}}});
         // unit 3: 4 channels -> 8-row chunks; unit 7: 6 channels -> 5-row chunks.
         // 21 and 13 rows: partial last chunks in both.
         for (std::uint64_t i = 0; i < 21; ++i) {
@@ -108,8 +113,34 @@ TEST_CASE("run_file writes the documented layout and attributes", "[storage]") {
     h5::file f = open_read(path);
     auto root_attrs = attr_names(f.get());
     std::sort(root_attrs.begin(), root_attrs.end());
-    CHECK(root_attrs == std::vector<std::string>{"config", "format", "format_version", "run_name", "server_version",
-                                                 "started_at", "stopped_at"});
+    CHECK(root_attrs == std::vector<std::string>{"NX_class", "config", "data_source", "default", "format",
+                                                 "format_version", "run", "run_name", "server_version", "started_at",
+                                                 "stopped_at"});
+    CHECK(read_string_attr(f.get(), "run") == "layout_run");  // no host tag: the run_name
+    CHECK(read_string_attr(f.get(), "NX_class") == "NXroot");
+    CHECK(link_names(f.get()) == std::vector<std::string>{"accounting", "entry", "metadata", "units"});
+    {
+        h5::group entry(H5Gopen2(f.get(), "/entry", H5P_DEFAULT));
+        CHECK(read_string_attr(entry.get(), "NX_class") == "NXentry");
+        h5::group inst(H5Gopen2(f.get(), "/entry/instrument", H5P_DEFAULT));
+        CHECK(read_string_attr(inst.get(), "NX_class") == "NXinstrument");
+        CHECK(link_names(inst.get()) == std::vector<std::string>{"u3", "u7"});
+        // The same object as /units/u3, not a copy.
+        H5O_info_t a{}, b{};
+        REQUIRE(H5Oget_info_by_name(f.get(), "/entry/instrument/u3", &a, H5P_DEFAULT) >= 0);
+        REQUIRE(H5Oget_info_by_name(f.get(), "/units/u3", &b, H5P_DEFAULT) >= 0);
+        CHECK(a.addr == b.addr);
+        h5::group m(H5Gopen2(f.get(), "/metadata", H5P_DEFAULT));
+        CHECK(read_string_attr(m.get(), "sample") == "Si");
+        CHECK(read_string_attr(m.get(), "json") == opt.metadata_json);
+        CHECK(read_int_attr(m.get(), "shots") == 3);
+        h5::group acc(H5Gopen2(f.get(), "/accounting", H5P_DEFAULT));
+        CHECK(read_int_attr(acc.get(), "packets_received") == 99);
+        CHECK(read_int_attr(acc.get(), "frames_lost") == 2);
+        h5::group acc3(H5Gopen2(f.get(), "/accounting/u3", H5P_DEFAULT));
+        CHECK(read_int_attr(acc3.get(), "frames_complete") == 21);
+    }
+    CHECK(read_string_attr(f.get(), "data_source") == "test_pattern");  // owned_frame: the pattern, flagged
     bool utf8 = false;
     CHECK(read_string_attr(f.get(), "format", &utf8) == "daq1-run");
     CHECK(utf8);
@@ -132,7 +163,12 @@ TEST_CASE("run_file writes the documented layout and attributes", "[storage]") {
         h5::group grp(H5Gopen2(f.get(), g.c_str(), H5P_DEFAULT));
         auto gattrs = attr_names(grp.get());
         std::sort(gattrs.begin(), gattrs.end());
-        CHECK(gattrs == std::vector<std::string>{"channels", "stream", "unit_id"});
+        if (unit == 3)
+            CHECK(gattrs == std::vector<std::string>{"NX_class", "channels", "data_source", "shape", "stream", "unit_id"});
+        else
+            CHECK(gattrs == std::vector<std::string>{"NX_class", "channels", "data_source", "stream", "unit_id"});
+        CHECK(read_string_attr(grp.get(), "NX_class") == "NXdetector");
+        CHECK(read_string_attr(grp.get(), "data_source") == "test_pattern");
         CHECK(link_names(grp.get()) == std::vector<std::string>{"frame_number", "missing_packets", "raw", "timestamp_ns"});
         const std::map<std::string, hid_t> types{{"raw", H5T_STD_U16LE},
                                                  {"frame_number", H5T_STD_U64LE},
@@ -144,6 +180,8 @@ TEST_CASE("run_file writes the documented layout and attributes", "[storage]") {
             REQUIRE(ds);
             h5::datatype t(H5Dget_type(ds.get()));
             CHECK(H5Tequal(t.get(), type) > 0);
+            CHECK(read_string_attr(ds.get(), "units") == (name == "raw" ? "counts" : name == "timestamp_ns" ? "ns" : "1"));
+            CHECK_FALSE(read_string_attr(ds.get(), "description").empty());
             std::vector<hsize_t> maxdims;
             const auto d = dims_of(ds.get(), &maxdims);
             REQUIRE(!maxdims.empty());

@@ -81,13 +81,13 @@ try {
 
   // Traffic for the whole test: 3 units of 4096 channels, ~12 s.
   sim = spawn(args.sim, ['--target', `127.0.0.1:${udpPort}`, '--units', '3', '--channels', '4096',
-    '--duration', '12', '--rate', '30', '--quiet'], { stdio: 'ignore' });
+    '--duration', '25', '--rate', '30', '--quiet'], { stdio: 'ignore' });
 
   // A fresh profile (--user-data-dir) per run: playwright takes it as launchPersistentContext's directory.
   browser = await chromium.launchPersistentContext(path.join(scratch, 'chromium-profile'), {
     executablePath: CHROMIUM,
     headless: true,
-    viewport: { width: 1360, height: 900 },
+    viewport: { width: 1400, height: 900 },
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   });
@@ -95,7 +95,10 @@ try {
   const consoleErrors = [];
   page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
   page.on('pageerror', (e) => consoleErrors.push(String(e)));
-  page.on('requestfailed', (r) => consoleErrors.push(`request failed: ${r.url()}`));
+  // A request the page itself gave up on (a reload cancels the polls in flight) is not an error.
+  page.on('requestfailed', (r) => {
+    if (!/ERR_ABORTED/.test(r.failure()?.errorText || '')) consoleErrors.push(`request failed: ${r.url()} ${r.failure()?.errorText}`);
+  });
 
   await page.goto(base + '/', { waitUntil: 'load' });
   await page.waitForFunction(() => document.getElementById('conn').textContent === 'live', null, { timeout: 15000 });
@@ -109,6 +112,17 @@ try {
   check(first > 0 && second > first, `packet total grows while daq-sim sends (${first} then ${second})`);
   const pps = await page.$eval('#total-pps', (e) => e.textContent);
   check(pps !== '–' && pps !== '0', `packets/s shown (${pps})`);
+  // Round axis ticks: equal steps of 1, 2, 2.5 or 5 × 10^k, from 0.
+  for (const which of ['ticks0', 'ticks1']) {
+    const ticks = await page.$eval('#rates-chart', (c, w) => c.dataset[w] || '', which);
+    const mult = { k: 1e3, M: 1e6, G: 1e9, T: 1e12 };
+    const vals = ticks.split('|').map((t) => { const [n, p] = t.trim().split(' '); return Number(n) * (p ? mult[p] : 1); });
+    const step = vals[1] - vals[0];
+    const mant = step / 10 ** Math.floor(Math.log10(step));
+    const even = vals.every((v, i) => Math.abs(v - i * step) <= step * 1e-6);
+    const round = vals[0] === 0 && vals.length >= 3 && even && [1, 2, 2.5, 5].some((m) => Math.abs(mant - m) < 1e-6);
+    check(round, `round axis ticks on the rates chart (${ticks})`);
+  }
   const linkRows = await page.$$eval('#links-table tbody tr', (rows) => rows.length);
   check(linkRows === 1, `one link row (${linkRows})`);
 
@@ -129,6 +143,19 @@ try {
   check(frame.fraction > 0.9 && frame.colours > 8, `frame heatmap drawn (${(frame.fraction * 100).toFixed(0)} % of pixels, ${frame.colours}+ colours)`);
   check(dose.fraction > 0.9 && dose.colours > 8, `dose heatmap drawn (${(dose.fraction * 100).toFixed(0)} % of pixels, ${dose.colours}+ colours)`);
 
+  // Heatmaps: a value under the mouse, pixel axes, a colour bar with its unit, a log scale, a dose rate.
+  await page.hover('#heat-frame');  // scrolled into view, the mouse on its middle
+  const hover = await page.$eval('#frame-hover', (e) => e.textContent);
+  check(/^row \d+, column \d+ \(channel \d+\): \d+ ADC counts$/.test(hover), `the value under the mouse (${hover})`);
+  const axes = await page.$eval('#frame-axes', (e) => e.textContent);
+  check(/column 0…63/.test(axes) && /row 0…63/.test(axes), `pixel axes named (${axes})`);
+  check((await page.$eval('#frame-unit', (e) => e.textContent)) === 'ADC counts', 'the colour bar says its unit');
+  await page.check('#heat-log');
+  check(/log scale/.test(await page.$eval('#frame-unit', (e) => e.textContent)), 'log colour scale on');
+  await page.uncheck('#heat-log');
+  await page.waitForFunction(() => /\/s/.test(document.getElementById('dose-rate').textContent), null, { timeout: 8000 });
+  check(true, `dose rate shown (${await page.$eval('#dose-rate', (e) => e.textContent)})`);
+
   // A second unit can be chosen.
   await page.selectOption('#unit-select', '1');
   await page.waitForFunction(() => document.querySelector('#units-table tr.selected')?.dataset.unit === '1', null, { timeout: 5000 });
@@ -146,7 +173,14 @@ try {
   await page.click('#run-start');
   await page.waitForFunction(() => document.getElementById('run-badge').textContent.includes('page01'), null, { timeout: 8000 });
   check(true, 'run page01 started from the page');
-  await sleep(1500);
+  await sleep(2500);
+  // Live storage figures: free space now, MB/s written while the run records, the writer's backlog.
+  const disk = await page.$eval('#disk-free', (e) => e.textContent);
+  const written = await page.$eval('#written-mbps', (e) => Number(e.textContent));
+  const backlog = await page.$eval('#writer-backlog', (e) => e.textContent);
+  check(/iB/.test(disk), `disk free shown (${disk})`);
+  check(written > 0, `MB/s written shown while recording (${written})`);
+  check(/^\d+ \/ \d+/.test(backlog), `writer backlog shown (${backlog})`);
 
   await page.evaluate(() => window.scrollTo(0, 0));  // the sticky header belongs at the top
   await sleep(300);
@@ -157,6 +191,59 @@ try {
   await page.click('#run-stop');
   await page.waitForFunction(() => /stopped/.test(document.getElementById('run-message').textContent), null, { timeout: 15000 });
   check(true, 'run stopped from the page');
+
+  // The token is kept in this tab's session storage: a reload keeps it.
+  await page.reload({ waitUntil: 'load' });
+  await page.waitForFunction(() => document.getElementById('conn').textContent === 'live', null, { timeout: 15000 });
+  const kept = await page.$eval('#run-token', (e) => e.value);
+  check(kept === token, 'the token survives a reload (sessionStorage)');
+  // The charts start from daqd's own history, not an empty browser memory.
+  const seeded = await page.$eval('#rates-chart', (c) => Number(c.dataset.seeded || 0));
+  check(seeded >= 5, `after a reload the rates chart starts with ${seeded} s of daqd's history`);
+
+  // A pedestal run from the page, no name typed: daqd names it, it ends by itself.
+  await page.fill('#run-name', '');
+  await page.fill('#pedestal-frames', '5');
+  await page.click('#pedestal-start');
+  await page.waitForFunction(() => /Pedestal run run_00001 started/.test(document.getElementById('run-message').textContent),
+    null, { timeout: 8000 });
+  check(true, 'pedestal run run_00001 started from the page (named by the pattern)');
+  let calib = false;
+  for (let i = 0; i < 100 && !calib; i++) {
+    calib = fs.existsSync(path.join(scratch, 'runs', 'run_00001.calib.h5'));
+    if (!calib) await sleep(100);
+  }
+  check(calib, 'the pedestal run wrote runs/run_00001.calib.h5 by itself');
+  await page.waitForFunction(() => document.getElementById('run-badge').textContent === 'idle', null, { timeout: 8000 });
+  // A data run with no name: the next number.
+  await page.click('#run-start');
+  await page.waitForFunction(() => document.getElementById('run-badge').textContent.includes('run_00002'), null, { timeout: 8000 });
+  const runCounts = await page.$eval('#run-counts', (e) => e.textContent);
+  check(/this run: /.test(runCounts) && /since daqd started/.test(runCounts), `per-run and lifetime counts labelled (${runCounts})`);
+  await page.click('#run-stop');
+  await page.waitForFunction(() => /run_00002 stopped/.test(document.getElementById('run-message').textContent), null, { timeout: 15000 });
+  check(true, 'run run_00002 started and stopped from the page');
+
+  // A phone's width: nothing wider than the screen, and a screenshot.
+  await page.setViewportSize({ width: 390, height: 844 });
+  await sleep(500);
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  const wide = await page.evaluate(() => [...document.querySelectorAll('body *')]
+    .filter((e) => e.getBoundingClientRect().right > window.innerWidth + 1)
+    .filter((e) => !e.parentElement || e.parentElement.getBoundingClientRect().right <= window.innerWidth + 1)
+    .slice(0, 6).map((e) => `${e.tagName.toLowerCase()}${e.id ? '#' + e.id : ''}.${e.className}:${Math.round(e.getBoundingClientRect().right)}`).join(' '));
+  const phone = path.join(args.out, 'web-page-phone.png');
+  await page.screenshot({ path: phone, fullPage: true });
+  check(fs.statSync(phone).size > 10000, `phone-width screenshot saved: ${phone}`);
+  check(overflow <= 0, `nothing wider than a 390 px screen (${overflow} px over${wide ? ': ' + wide : ''})`);
+  // The runs table: each column's cells line up with their header (started/stopped under their names).
+  const aligned = await page.$eval('#runs-table', (t) => {
+    const ths = [...t.tHead.rows[0].cells], row = t.tBodies[0].rows[0];
+    if (!row) return 'no row';
+    return ths.every((th, i) => getComputedStyle(th).textAlign === getComputedStyle(row.cells[i]).textAlign) ? 'ok'
+      : ths.map((th, i) => `${th.textContent}:${getComputedStyle(th).textAlign}/${getComputedStyle(row.cells[i]).textAlign}`).join(' ');
+  });
+  check(aligned === 'ok', `runs table: headers aligned with their columns (${aligned})`);
 
   const unexpected = consoleErrors.filter((e) => !/401 \(Unauthorized\)/.test(e));
   check(unexpected.length === 0, `no console errors${unexpected.length ? ': ' + unexpected.join(' | ') : ''}`);

@@ -5,9 +5,11 @@
 #include "web_test_util.hpp"
 
 #include <catch2/catch.hpp>
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include <fstream>
+#include <map>
 
 using namespace daqd::web;
 using Catch::Matchers::Contains;
@@ -24,8 +26,13 @@ struct fake_runs {
     std::optional<run_info> active;
     std::vector<std::string> started;
     std::vector<std::string> compressions;  // as handed to start ("" = the config's)
+    std::vector<run_start> requests;        // every start as handed on
+    std::vector<std::string> commits, aborts;
     int stops = 0;
     std::string fail_with;
+    bool naming = false;  // offer next_name (storage.run_name_pattern)
+    int named = 0;
+    std::vector<std::pair<std::string, std::uint64_t>> pedestals;
 
     run_controls controls() {
         run_controls c;
@@ -35,11 +42,18 @@ struct fake_runs {
                     return "run name '" + n + "' may only hold letters, digits, '.', '_' and '-'";
             return n.empty() ? "run name is empty" : "";
         };
-        c.start = [this](const std::string& n, const std::string& compression) {
+        c.start = [this](const daqd::web::run_start& s) {
+            const std::string n = s.host.empty() ? s.name : s.name + "_" + s.host;
+            const std::string& compression = s.compression;
+            requests.push_back(s);
             if (!fail_with.empty()) throw std::runtime_error(fail_with);
             started.push_back(n);
             compressions.push_back(compression);
             active = run_info{n, std::chrono::system_clock::now(), 0, 0};
+            active->run = s.name;
+            active->host = s.host;
+            active->metadata_json = s.meta_json;
+            if (s.prepare) active->state = "prepared";
         };
         c.stop = [this]() -> std::optional<daqd::web::run_result> {
             ++stops;
@@ -51,7 +65,27 @@ struct fake_runs {
             active.reset();
             return s;
         };
+        c.commit = [this](const std::string& n) {
+            if (!active || active->state != "prepared" || (active->name != n && active->run != n))
+                throw std::runtime_error("no run '" + n + "' is prepared");
+            commits.push_back(n);
+            active->state = "recording";
+        };
+        c.abort = [this](const std::string& n) {
+            if (!active || (active->name != n && active->run != n))
+                throw std::runtime_error("no run '" + n + "' is prepared or recording");
+            aborts.push_back(n);
+            std::vector<std::string> removed{active->name + ".h5"};
+            active.reset();
+            return removed;
+        };
         c.current = [this] { return active; };
+        if (naming) c.next_name = [this] { return fmt::format("run_{:05d}", ++named); };
+        c.start_pedestal = [this](const std::string& n, std::uint64_t frames) {
+            pedestals.emplace_back(n, frames);
+            active = run_info{n, std::chrono::system_clock::now(), 0, 0};
+            active->kind = "pedestal";
+        };
         return c;
     }
 };
@@ -186,6 +220,149 @@ TEST_CASE("starting a run: token, JSON, name, conflicts", "[web]") {
     }
 }
 
+TEST_CASE("several hosts: host tag, metadata, prepare, commit, abort", "[web]") {
+    temp_dir dir("api-hosts");
+    rig r(dir.path);
+    fake_runs runs;
+    api a(r.view(), r.controls(runs.controls()), token, {});
+    CHECK(a.is_blocking(req("POST", "/api/v1/runs/commit")));
+
+    SECTION("prepared with a host tag and metadata, then committed") {
+        const auto res = a.handle(req("POST", "/api/v1/runs",
+                                      R"({"name":"r7","host":"hostA","prepare":true,"prepare_timeout_s":5,)"
+                                      R"("meta":{"sample":"Si","energy_keV":12.4,"shots":3,"beam":true}})",
+                                      bearer()));
+        REQUIRE(res.status == 201);
+        const auto j = body_of(res);
+        CHECK(j["state"] == "prepared");
+        CHECK(j["host"] == "hostA");
+        CHECK(j["file_stem"] == "r7_hostA");
+        CHECK(j["prepare_timeout_s"] == 5);
+        REQUIRE(runs.requests.size() == 1);
+        const auto& q = runs.requests.front();
+        CHECK(q.prepare);
+        CHECK(q.prepare_timeout_s == 5);
+        REQUIRE(q.meta.size() == 4);
+        std::map<std::string, run_start::meta_value> m(q.meta.begin(), q.meta.end());
+        CHECK(std::get<std::string>(m.at("sample")) == "Si");
+        CHECK(std::get<double>(m.at("energy_keV")) == 12.4);
+        CHECK(std::get<std::int64_t>(m.at("shots")) == 3);
+        CHECK(std::get<bool>(m.at("beam")));
+        CHECK(json::parse(q.meta_json)["sample"] == "Si");
+        // Status says prepared, with the run's name across hosts and the metadata.
+        const auto st = body_of(a.handle(req("GET", "/api/v1/status")));
+        CHECK(st["run"]["state"] == "prepared");
+        CHECK(st["run"]["run"] == "r7");
+        CHECK(st["run"]["host"] == "hostA");
+        CHECK(st["run"]["meta"]["energy_keV"] == 12.4);
+
+        CHECK(a.handle(req("POST", "/api/v1/runs/commit", R"({"name":"other"})", bearer())).status == 409);
+        CHECK(a.handle(req("POST", "/api/v1/runs/commit", R"({"name":"r7"})", "")).status == 401);
+        CHECK(a.handle(req("POST", "/api/v1/runs/commit", "not json", bearer())).status == 400);
+        const auto c = a.handle(req("POST", "/api/v1/runs/commit", R"({"name":"r7"})", bearer()));
+        REQUIRE(c.status == 200);
+        CHECK(body_of(c)["state"] == "recording");
+        CHECK(body_of(c)["run"] == "r7");
+        CHECK(body_of(c)["started_unix_ns"].get<std::int64_t>() > 1'600'000'000'000'000'000);
+        CHECK(runs.commits == std::vector<std::string>{"r7"});
+        // A second commit: the run is not prepared any more.
+        CHECK(a.handle(req("POST", "/api/v1/runs/commit", R"({"name":"r7"})", bearer())).status == 409);
+    }
+    SECTION("aborted: its files named, nothing active after") {
+        REQUIRE(a.handle(req("POST", "/api/v1/runs", R"({"name":"r8","host":"b","prepare":true})", bearer())).status ==
+                201);
+        CHECK(a.handle(req("POST", "/api/v1/runs/abort", R"({"name":"nope"})", bearer())).status == 409);
+        const auto ab = a.handle(req("POST", "/api/v1/runs/abort", R"({"name":"r8"})", bearer()));
+        REQUIRE(ab.status == 200);
+        CHECK(body_of(ab)["state"] == "aborted");
+        CHECK(body_of(ab)["removed"] == json::array({"r8_b.h5"}));
+        CHECK_FALSE(runs.active);
+        CHECK(a.handle(req("GET", "/api/v1/runs/abort")).status == 405);
+    }
+    SECTION("a file of the run on this host exists: 409 naming it; other hosts' files do not count") {
+        std::ofstream(dir / "r9_hostA.h5") << "x";
+        const auto res = a.handle(req("POST", "/api/v1/runs", R"({"name":"r9","host":"hostA","prepare":true})", bearer()));
+        CHECK(res.status == 409);
+        CHECK_THAT(body_of(res)["error"].get<std::string>(), Contains("r9_hostA"));
+        CHECK(a.handle(req("POST", "/api/v1/runs", R"({"name":"r9","host":"hostB","prepare":true})", bearer())).status ==
+              201);
+    }
+    SECTION("the pipeline finds too little disk: 507") {
+        runs.fail_with = "/data has 10 bytes free, not more than storage.reserve_bytes (1000) and two chunks";
+        CHECK(a.handle(req("POST", "/api/v1/runs", R"({"name":"r10","prepare":true})", bearer())).status == 507);
+    }
+    SECTION("bad host tags, metadata and prepare fields: 400, nothing started") {
+        for (const std::string body :
+             {R"({"name":"x","host":""})", R"({"name":"x","host":7})", R"({"name":"x","host":"a/b"})",
+              R"({"name":"x","host":"has space"})", R"({"name":"x","meta":[1]})", R"({"name":"x","meta":{"a":[1]}})",
+              R"({"name":"x","meta":{"a":{"b":1}}})", R"({"name":"x","meta":{"a":null}})",
+              R"({"name":"x","meta":{"bad key":1}})", R"({"name":"x","meta":{"json":1}})",
+              R"({"name":"x","meta":{"a":18446744073709551615}})", R"({"name":"x","prepare":"yes"})",
+              R"({"name":"x","prepare_timeout_s":5})", R"({"name":"x","prepare":true,"prepare_timeout_s":0})",
+              R"({"name":"x","prepare":true,"prepare_timeout_s":1.5})", R"({"kind":"pedestal","host":"a"})",
+              R"({"kind":"pedestal","prepare":true})"}) {
+            INFO(body);
+            const auto res = a.handle(req("POST", "/api/v1/runs", body, bearer()));
+            CHECK(res.status == 400);
+            CHECK(body_of(res).contains("error"));
+        }
+        CHECK(runs.started.empty());
+        CHECK(runs.pedestals.empty());
+    }
+}
+
+TEST_CASE("starting a run without a name, and pedestal runs", "[web]") {
+    temp_dir dir("api");
+    rig r(dir.path);
+    fake_runs runs;
+    runs.naming = true;
+    api a(r.view(), r.controls(runs.controls()), token, {});
+    SECTION("no name (an empty body, {}, \"\"): the pattern's next name, said so") {
+        for (const std::string body : {"", "{}", R"({"name":""})"}) {
+            INFO(body);
+            const auto ok = a.handle(req("POST", "/api/v1/runs", body, bearer()));
+            REQUIRE(ok.status == 201);
+            CHECK(body_of(ok)["run"] == fmt::format("run_{:05d}", runs.named));
+            CHECK(body_of(ok)["name_generated"] == true);
+            CHECK(body_of(ok)["kind"] == "data");
+            CHECK(a.handle(req("POST", "/api/v1/runs/stop", "", bearer())).status == 200);
+        }
+        CHECK(runs.started == std::vector<std::string>{"run_00001", "run_00002", "run_00003"});
+        const auto named = a.handle(req("POST", "/api/v1/runs", R"({"name":"beam9"})", bearer()));
+        CHECK(body_of(named)["name_generated"] == false);
+    }
+    SECTION("a pedestal run: its frames, its calibration file; refused while it runs") {
+        const auto ok = a.handle(req("POST", "/api/v1/runs", R"({"kind":"pedestal","frames":500,"name":"ped1"})", bearer()));
+        REQUIRE(ok.status == 201);
+        CHECK(body_of(ok)["kind"] == "pedestal");
+        CHECK(body_of(ok)["frames"] == 500);
+        CHECK(body_of(ok)["files"] == json::array({"ped1.calib.h5"}));
+        REQUIRE(runs.pedestals.size() == 1);
+        CHECK(runs.pedestals[0] == std::pair<std::string, std::uint64_t>{"ped1", 500});
+        const auto busy = a.handle(req("POST", "/api/v1/runs", R"({"name":"beam"})", bearer()));
+        CHECK(busy.status == 409);
+        CHECK_THAT(body_of(busy)["error"].get<std::string>(), Contains("pedestal run 'ped1' is active"));
+        CHECK(a.handle(req("POST", "/api/v1/runs/stop", "", bearer())).status == 200);
+        // Without a name or frames: the pattern's name, 1000 frames per unit.
+        const auto dflt = a.handle(req("POST", "/api/v1/runs", R"({"kind":"pedestal"})", bearer()));
+        REQUIRE(dflt.status == 201);
+        CHECK(runs.pedestals.back() == std::pair<std::string, std::uint64_t>{"run_00001", 1000});
+    }
+    SECTION("bad pedestal requests: 400") {
+        for (const std::string body : {R"({"kind":"beam"})", R"({"kind":7})", R"({"kind":"pedestal","frames":1})",
+                                       R"({"kind":"pedestal","frames":"many"})", R"({"frames":100})",
+                                       R"({"kind":"pedestal","compression":"bslz4"})",
+                                       R"({"kind":"pedestal","frames":100000001})"}) {
+            INFO(body);
+            const auto res = a.handle(req("POST", "/api/v1/runs", body, bearer()));
+            CHECK(res.status == 400);
+            CHECK(body_of(res).contains("error"));
+        }
+        CHECK(runs.pedestals.empty());
+        CHECK(runs.started.empty());
+    }
+}
+
 TEST_CASE("status: links, units, rates, run, host checks", "[web]") {
     temp_dir dir("api");
     rig r(dir.path);
@@ -220,6 +397,38 @@ TEST_CASE("status: links, units, rates, run, host checks", "[web]") {
     s = body_of(a.handle(req("GET", "/api/v1/status")));
     CHECK(s["run"]["name"] == "beam07");
     CHECK(s["run"]["started"].get<std::string>().back() == 'Z');
+}
+
+TEST_CASE("history: daqd keeps the last minutes of rates for the page's charts", "[web]") {
+    temp_dir dir("api");
+    rig r(dir.path);
+    fake_runs runs;
+    api a(r.view(), r.controls(runs.controls()), token, {});
+    auto h = body_of(a.handle(req("GET", "/api/v1/history")));
+    CHECK(h["samples"].empty());
+    CHECK(h["interval_s"] == 1);
+    const auto t0 = std::chrono::steady_clock::now();
+    a.sample(t0);  // the first sample has nothing to take a rate from
+    for (int s = 1; s <= 3; ++s) {
+        for (std::uint32_t f = 0; f < 10; ++f) r.feed(web_test::packet(3, 100 * s + f, 100 * s + f));
+        a.sample(t0 + std::chrono::seconds(s));
+    }
+    h = body_of(a.handle(req("GET", "/api/v1/history")));
+    REQUIRE(h["samples"].size() == 3);
+    for (const auto& s : h["samples"]) {
+        REQUIRE(s["links"].size() == 1);
+        // The rig feeds the assembler, not the sockets, and writes no file: the
+        // rates are 0 here (the page test sees real ones after a reload).
+        CHECK(s["links"][0]["packets_per_s"].is_number());
+        CHECK(s["links"][0]["bytes_per_s"].is_number());
+        CHECK(s["written_bytes_per_s"].is_number());
+        CHECK(s["ring_fill"].is_number());
+        CHECK(s["t_ms"].get<std::int64_t>() > 0);
+    }
+    CHECK(a.handle(req("POST", "/api/v1/history")).status == 405);
+    // At most history_seconds samples are kept.
+    for (std::size_t s = 4; s < api::history_seconds + 20; ++s) a.sample(t0 + std::chrono::seconds(s));
+    CHECK(body_of(a.handle(req("GET", "/api/v1/history")))["samples"].size() == api::history_seconds);
 }
 
 TEST_CASE("live: the latest frame and the dose of a unit", "[web]") {

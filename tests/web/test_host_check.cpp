@@ -66,10 +66,32 @@ TEST_CASE("fewer cores than busy threads fails", "[web]") {
 
 TEST_CASE("output directory: missing, not a directory, unwritable, fine", "[web]") {
     temp_dir dir("out");
-    SECTION("missing: mkdir -p") {
+    SECTION("missing, its parent writable: ok, daqd creates it (and the check leaves nothing behind)") {
         const auto c = check_output_dir(dir / "runs/deeper");
+        CHECK(c.status == check_status::ok);
+        CHECK_THAT(c.detail, Contains("does not exist yet: daqd will create it at start"));
+        CHECK_THAT(c.detail, Contains(dir.path.string() + " is writable"));
+        CHECK(fs::is_empty(dir.path));
+    }
+    SECTION("missing, under a directory daqd cannot write: mkdir -p and chown") {
+        fs::path parent;
+        if (::geteuid() == 0) {
+            parent = "/proc/self";
+        } else {
+            parent = dir / "ro";
+            fs::create_directories(parent);
+            fs::permissions(parent, fs::perms::owner_read | fs::perms::owner_exec);
+        }
+        const auto c = check_output_dir(parent / "runs");
         CHECK(c.status == check_status::failing);
-        CHECK(c.fix == "mkdir -p " + (dir / "runs/deeper").string());
+        CHECK_THAT(c.detail, Contains("daqd cannot create it in " + parent.string()));
+        CHECK_THAT(c.fix, Contains("mkdir -p " + (parent / "runs").string()));
+    }
+    SECTION("missing, under a regular file") {
+        put(dir / "file", "x");
+        const auto c = check_output_dir(dir / "file/runs");
+        CHECK(c.status == check_status::failing);
+        CHECK_THAT(c.detail, Contains("is not a directory"));
     }
     SECTION("a regular file") {
         put(dir / "file", "x");

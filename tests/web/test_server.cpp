@@ -26,7 +26,8 @@ TEST_CASE("the HTTP server answers, rejects bad requests with 4xx and keeps serv
         std::lock_guard lock(mutex);
         return active;
     };
-    controls.start = [&](const std::string& n, const std::string&) {
+    controls.start = [&](const daqd::web::run_start& s) {
+        const std::string& n = s.name;
         std::this_thread::sleep_for(std::chrono::milliseconds(200));  // as if the writer were busy
         ++starts;
         std::lock_guard lock(mutex);

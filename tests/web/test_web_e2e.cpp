@@ -4,15 +4,20 @@
 #include "process.hpp"
 #include "http_client.hpp"
 
+#include "daqd/storage/calibration_file.hpp"
+
 #include <catch2/catch.hpp>
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include <sys/resource.h>
 
 #include <atomic>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <thread>
 
 using daqd::test::eventually;
@@ -52,6 +57,37 @@ json sim(const scratch_dir& dir, const std::string& target, std::vector<std::str
     return json::parse(in);
 }
 
+// A real Prometheus on a free loopback port with `config` (a file in dir), once it answers /-/ready.
+struct prometheus_process {
+    std::uint16_t port = daqd::test::free_port(SOCK_STREAM);
+    std::unique_ptr<child> proc;
+    prometheus_process(const scratch_dir& dir, const std::string& config) {
+        proc = std::make_unique<child>(
+            std::vector<std::string>{PROMETHEUS_BIN, "--config.file=" + config, "--storage.tsdb.path=" + dir / "tsdb",
+                                     "--web.listen-address=127.0.0.1:" + std::to_string(port), "--log.level=warn"},
+            dir / "prom.out", dir / "prom.err");
+        REQUIRE(eventually(
+            [&] {
+                try {
+                    return web_test::http(port, "GET", "/-/ready").status == 200;
+                } catch (const std::exception&) {
+                    return false;
+                }
+            },
+            30s));
+    }
+};
+
+// A PromQL query as a URL query value.
+std::string url_encode(const std::string& q) {
+    std::string out;
+    for (unsigned char c : q) {
+        if (std::isalnum(c) || c == '_' || c == '.' || c == '-' || c == '~') out += static_cast<char>(c);
+        else out += fmt::format("%{:02X}", c);
+    }
+    return out;
+}
+
 json get_json(std::uint16_t port, const std::string& target) {
     auto r = web_test::http(port, "GET", target);
     INFO(target << " -> " << r.status << " " << r.body);
@@ -73,8 +109,11 @@ TEST_CASE("a real Prometheus scrapes daqd while daq-sim sends, and the alert rul
         INFO(out);
         CHECK(rc == 0);
     }
-    daqd_process d(dir, "daqd");
-    const std::uint16_t prom_port = daqd::test::free_port(SOCK_STREAM);
+    // A processing stage, the live stream and a run: every family a panel of the board shows is exported.
+    const std::uint16_t push_port = daqd::test::free_port(SOCK_STREAM), pub_port = daqd::test::free_port(SOCK_STREAM);
+    std::ofstream(dir / "live.toml") << "[processing]\nstages = [\"live\"]\n[stream]\nlisten = \"tcp://127.0.0.1:"
+                                     << push_port << "\"\npublish = [\"tcp://127.0.0.1:" << pub_port << "\"]\n";
+    daqd_process d(dir, "daqd", {"--config", dir / "live.toml", "--run", "prom01"});
     {
         std::ofstream cfg(dir / "prometheus.yml");
         cfg << "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
@@ -82,18 +121,9 @@ TEST_CASE("a real Prometheus scrapes daqd while daq-sim sends, and the alert rul
             << "scrape_configs:\n  - job_name: daqd\n    static_configs:\n      - targets: ['127.0.0.1:" << d.http
             << "']\n";
     }
-    child prom({PROMETHEUS_BIN, "--config.file=" + dir / "prometheus.yml", "--storage.tsdb.path=" + dir / "tsdb",
-                "--web.listen-address=127.0.0.1:" + std::to_string(prom_port), "--log.level=warn"},
-               dir / "prom.out", dir / "prom.err");
-    REQUIRE(eventually(
-        [&] {
-            try {
-                return web_test::http(prom_port, "GET", "/-/ready").status == 200;
-            } catch (const std::exception&) {
-                return false;
-            }
-        },
-        30s));
+    prometheus_process prometheus(dir, dir / "prometheus.yml");
+    child& prom = *prometheus.proc;
+    const std::uint16_t prom_port = prometheus.port;
 
     const auto s = sim(dir, d.target(), {"--units", "3", "--channels", "1024", "--frames", "400", "--rate", "40"}, "sim");
     const std::uint64_t sent = s["packets_sent"];
@@ -132,6 +162,60 @@ TEST_CASE("a real Prometheus scrapes daqd while daq-sim sends, and the alert rul
     query_until("count%28daq_host_check%29", 8.0);  // numa too
     query_until("sum%28daq_packets_lost_total%29", 0.0);
 
+    // Every query of every panel of the Grafana board, as Grafana sends it
+    // (its variables replaced): Prometheus accepts it and answers with data,
+    // and every daq_ family it names is one daqd exports.
+    {
+        std::ifstream board_in(DAQD_DASHBOARDS "/grafana-daqd.json");
+        const json board = json::parse(board_in);
+        const std::string scraped = web_test::http(d.http, "GET", "/metrics").body;
+        auto replace_all = [](std::string s, const std::string& from, const std::string& to) {
+            for (std::size_t at = 0; (at = s.find(from, at)) != std::string::npos; at += to.size()) s.replace(at, from.size(), to);
+            return s;
+        };
+        std::size_t queries = 0;
+        for (const auto& panel : board["panels"]) {
+            if (!panel.contains("targets")) continue;
+            for (const auto& target : panel["targets"]) {
+                std::string q = target["expr"];
+                q = replace_all(q, "$__rate_interval", "1m");
+                q = replace_all(q, "$__range", "5m");
+                q = replace_all(q, "$__interval", "15s");
+                q = replace_all(q, "$instance", ".*");
+                INFO("panel '" << panel["title"].get<std::string>() << "': " << q);
+                ++queries;
+                // The families it names, each exported by daqd.
+                for (std::size_t at = 0; (at = q.find("daq_", at)) != std::string::npos;) {
+                    std::size_t end = at;
+                    while (end < q.size() && (std::islower(static_cast<unsigned char>(q[end])) || q[end] == '_')) ++end;
+                    std::string family = q.substr(at, end - at);
+                    for (const char* suffix : {"_bucket", "_sum", "_count"})
+                        if (family.ends_with(suffix) &&
+                            scraped.find("# TYPE " + family.substr(0, family.size() - std::strlen(suffix)) + " histogram") !=
+                                std::string::npos)
+                            family.resize(family.size() - std::strlen(suffix));
+                    CHECK(scraped.find("# TYPE " + family + " ") != std::string::npos);
+                    at = end;
+                }
+                std::string reply;
+                const bool answered = eventually(
+                    [&] {
+                        const auto r = web_test::http(prom_port, "GET", "/api/v1/query?query=" + url_encode(q));
+                        reply = std::to_string(r.status) + " " + r.body;
+                        if (r.status != 200) return false;
+                        const json j = json::parse(r.body, nullptr, false);
+                        if (j.is_discarded() || j.value("status", "") != "success") return false;
+                        // A filter ("> 0") may rightly leave nothing; everything else shows data.
+                        return q.find("> 0") != std::string::npos || !j["data"]["result"].empty();
+                    },
+                    10s);
+                INFO(reply);
+                CHECK(answered);
+            }
+        }
+        CHECK(queries >= 45);
+    }
+
     // The exposition passes Prometheus's own linter.
     if (fs::exists(PROMTOOL_BIN)) {
         std::ofstream(dir / "scrape.txt") << web_test::http(d.http, "GET", "/metrics").body;
@@ -144,6 +228,116 @@ TEST_CASE("a real Prometheus scrapes daqd while daq-sim sends, and the alert rul
     CHECK(prom.wait(20s).has_value());
     d.proc->signal(SIGTERM);
     CHECK(d.proc->wait(30s) == 0);
+}
+
+TEST_CASE("a real Prometheus finds three daqd through file-based discovery: one series per host, the Hosts row "
+          "splits and sums, a host that stops alerts alone",
+          "[web][e2e]") {
+    if (!fs::exists(PROMETHEUS_BIN)) {
+        WARN("SKIPPED: " PROMETHEUS_BIN " is not installed (Debian package 'prometheus')");
+        return;
+    }
+    scratch_dir dir("web-prometheus-hosts");
+    std::vector<std::unique_ptr<scratch_dir>> host_dirs;
+    std::vector<std::unique_ptr<daqd_process>> hosts;
+    for (int i = 0; i < 3; ++i) {
+        host_dirs.push_back(std::make_unique<scratch_dir>("web-prometheus-host" + std::to_string(i)));
+        hosts.push_back(std::make_unique<daqd_process>(*host_dirs.back(), "daqd", std::vector<std::string>{"--run", "multi"}));
+    }
+    // The shipped configuration, its targets file written for these hosts.
+    std::string config;
+    {
+        std::ifstream in(DAQD_DASHBOARDS "/prometheus-hosts.yml");
+        config.assign(std::istreambuf_iterator<char>(in), {});
+        // Paths in it are relative to its directory: the rules stay in the checkout.
+        const std::string rules = "- daqd-alerts.yml";
+        REQUIRE(config.find(rules) != std::string::npos);
+        config.replace(config.find(rules), rules.size(), "- " DAQD_DASHBOARDS "/daqd-alerts.yml");
+        for (std::size_t at; (at = config.find("scrape_interval: 5s")) != std::string::npos;) config.replace(at, 19, "scrape_interval: 1s");
+        for (std::size_t at; (at = config.find("evaluation_interval: 5s")) != std::string::npos;)
+            config.replace(at, 23, "evaluation_interval: 1s");
+        for (std::size_t at; (at = config.find("refresh_interval: 30s")) != std::string::npos;) config.replace(at, 21, "refresh_interval: 1s");
+        std::ofstream(dir / "prometheus-hosts.yml") << config;
+        json targets = json::array({{{"targets", json::array()}, {"labels", {{"detector", "test"}}}}});
+        for (const auto& h : hosts) targets[0]["targets"].push_back("127.0.0.1:" + std::to_string(h->http));
+        std::ofstream(dir / "daqd-hosts.json") << targets.dump(2);
+    }
+    REQUIRE(config.find("file_sd_configs") != std::string::npos);
+    prometheus_process prometheus(dir, dir / "prometheus-hosts.yml");
+    child& prom = *prometheus.proc;
+    const std::uint16_t prom_port = prometheus.port;
+    // Each host gets its own units and amount: a different count per host.
+    std::map<std::string, double> sent;  // instance -> packets
+    for (std::size_t i = 0; i < hosts.size(); ++i) {
+        const auto s = sim(*host_dirs[i], hosts[i]->target(),
+                           {"--units", std::to_string(i + 1), "--first-unit", std::to_string(10 * i), "--channels", "1024",
+                            "--frames", std::to_string(100 * (i + 1)), "--rate", "40"},
+                           "sim");
+        sent["127.0.0.1:" + std::to_string(hosts[i]->http)] = s["packets_sent"].get<double>();
+    }
+    std::string last;
+    // instance -> value of a query's result vector.
+    auto by_instance = [&](const std::string& q) {
+        std::map<std::string, double> out;
+        const auto r = web_test::http(prom_port, "GET", "/api/v1/query?query=" + url_encode(q));
+        last = q + " -> " + std::to_string(r.status) + " " + r.body;
+        if (r.status != 200) return out;
+        const json j = json::parse(r.body, nullptr, false);
+        if (j.is_discarded() || j.value("status", "") != "success") return out;
+        for (const auto& x : j["data"]["result"])
+            out[x["metric"].value("instance", "")] = std::stod(x["value"][1].get<std::string>());
+        return out;
+    };
+    auto until = [&](const std::string& q, const std::map<std::string, double>& want) {
+        std::map<std::string, double> got;
+        const bool ok = eventually([&] { return (got = by_instance(q)) == want; }, 20s);
+        INFO(last);
+        CHECK(ok);
+    };
+    std::map<std::string, double> ones, total;
+    for (const auto& [inst, n] : sent) ones[inst] = 1.0;
+    until("up{job=\"daqd\"}", ones);
+    // One series per host, each with its own host's count.
+    until("sum by (instance) (daq_packets_received_total)", sent);
+    double all = 0;
+    for (const auto& [inst, n] : sent) all += n;
+    until("sum(daq_packets_received_total)", {{"", all}});
+    // The board's Hosts row: a line per host.
+    {
+        std::ifstream board_in(DAQD_DASHBOARDS "/grafana-daqd.json");
+        const json board = json::parse(board_in);
+        int host_panels = 0;
+        for (const auto& panel : board["panels"]) {
+            if (!panel.contains("targets") || panel["gridPos"]["y"].get<int>() < 69) continue;
+            ++host_panels;
+            for (const auto& target : panel["targets"]) {
+                std::string q = target["expr"];
+                if (q.find("by (instance)") == std::string::npos) continue;
+                for (std::size_t at; (at = q.find("$__rate_interval")) != std::string::npos;) q.replace(at, 16, "1m");
+                for (std::size_t at; (at = q.find("$instance")) != std::string::npos;) q.replace(at, 9, ".*");
+                std::map<std::string, double> got;
+                const bool split = eventually([&] { return (got = by_instance(q)).size() == hosts.size(); }, 20s);
+                INFO("panel '" << panel["title"].get<std::string>() << "': " << last);
+                CHECK(split);
+            }
+        }
+        CHECK(host_panels == 4);
+    }
+    // One host stops: DaqdDown is pending for it, and only for it.
+    const std::string gone = "127.0.0.1:" + std::to_string(hosts[1]->http);
+    hosts[1]->proc->signal(SIGTERM);
+    REQUIRE(hosts[1]->proc->wait(30s) == 0);
+    std::map<std::string, double> up_after = ones;
+    up_after[gone] = 0.0;
+    until("up{job=\"daqd\"}", up_after);
+    until("ALERTS{alertname=\"DaqdDown\"}", {{gone, 1.0}});
+    prom.signal(SIGTERM);
+    CHECK(prom.wait(20s).has_value());
+    for (std::size_t i = 0; i < hosts.size(); ++i) {
+        if (i == 1) continue;
+        hosts[i]->proc->signal(SIGTERM);
+        CHECK(hosts[i]->proc->wait(30s) == 0);
+    }
 }
 
 TEST_CASE("control API: runs started, stopped and listed over HTTP, errors change nothing", "[web][e2e]") {
@@ -221,28 +415,199 @@ TEST_CASE("control API: runs started, stopped and listed over HTTP, errors chang
     CHECK(runs[0]["started_at"].is_string());
     CHECK(runs[0]["stopped_at"].is_string());
     CHECK(runs[0]["files"][0]["file"] == "api01.h5");
+    // One run's metadata: what its files say of it.
+    {
+        const auto one = get_json(port, "/api/v1/runs/api01");
+        CHECK(one["name"] == "api01");
+        CHECK(one["frames"] == frames);
+        CHECK(one["data_source"] == "test_pattern");  // daq-sim sends the test pattern, flagged
+        CHECK(one["compression"] == "none");
+        CHECK(one["kind"] == "data");
+        CHECK(one["server_version"].is_string());
+        CHECK(one["files"][0]["data_source"] == "test_pattern");
+        CHECK(one["files"][0]["stopped_at"].is_string());
+        CHECK(web_test::http(port, "GET", "/api/v1/runs/nope").status == 404);
+        CHECK(web_test::http(port, "GET", "/api/v1/runs/..").status == 404);
+    }
     // The same name again is taken.
     CHECK(web_test::http(port, "POST", "/api/v1/runs", R"({"name":"api01"})", token).status == 409);
+
+    // A second run: its own counts, and the lifetime ones, each labelled.
+    REQUIRE(web_test::http(port, "POST", "/api/v1/runs", R"({"name":"api02"})", token).status == 201);
+    {
+        const auto st = get_json(port, "/api/v1/status");
+        CHECK(st["run"]["counts"]["scope"] == "run");
+        CHECK(st["run"]["counts"]["frames_written"] == 0);
+        CHECK(st["run"]["counts"]["packets_received"] == 0);
+        CHECK(st["run"]["started_by"] == "api");
+        CHECK(st["run"]["kind"] == "data");
+        CHECK(st["lifetime"]["scope"] == "lifetime");
+        CHECK(st["lifetime"]["packets_received"] == packets);
+        CHECK(st["lifetime"]["runs"] == 2);
+        CHECK(st["totals"]["scope"] == "lifetime");
+    }
+    const auto s3 = sim(dir, d.target(),
+                        {"--units", "2", "--channels", "1024", "--frames", "100", "--first-frame", "500", "--rate", "20"},
+                        "sim3");
+    const std::uint64_t frames3 = s3["frames_sent"], packets3 = s3["packets_sent"];
+    CHECK(eventually([&] { return get_json(port, "/api/v1/status")["run"]["counts"]["frames_written"] == frames3; }, 20s));
+    {
+        const auto st = get_json(port, "/api/v1/status");
+        CHECK(st["run"]["counts"]["packets_received"] == packets3);
+        CHECK(st["run"]["counts"]["frames_complete"] == frames3);
+        CHECK(st["lifetime"]["packets_received"] == packets + packets3);
+        CHECK(st["lifetime"]["frames_written"] == frames + frames3);
+    }
+    auto stopped2 = web_test::http(port, "POST", "/api/v1/runs/stop", "", token);
+    INFO(stopped2.body);
+    REQUIRE(stopped2.status == 200);
+    const auto j2 = json::parse(stopped2.body);
+    CHECK(j2["frames_written"] == frames3);
+    CHECK(j2["counts"]["frames_written"] == frames3);
+    CHECK(j2["counts"]["packets_received"] == packets3);
+    CHECK(j2["counts"]["scope"] == "run");
+    CHECK(j2["seconds"].get<double>() > 0);
 
     d.proc->signal(SIGTERM);
     CHECK(d.proc->wait(30s) == 0);
     CHECK_FALSE(fs::exists(token_file));  // a generated token goes with daqd
     std::ifstream in(dir / "daqd.json");
     const auto summary = json::parse(in);
-    CHECK(summary["packets_received"] == packets);
-    CHECK(summary["frames_written"] == frames);
+    // Lifetime at the top, labelled; the last run's own under "run".
+    CHECK(summary["scope"] == "lifetime");
+    CHECK(summary["runs"] == 2);
+    CHECK(summary["packets_received"] == packets + packets3);
+    CHECK(summary["frames_written"] == frames + frames3);
+    CHECK(summary["run"]["name"] == "api02");
+    CHECK(summary["run"]["scope"] == "run");
+    CHECK(summary["run"]["frames_written"] == frames3);
+    CHECK(summary["run"]["packets_received"] == packets3);
+    // The text summary: one line per scope, each saying which it is.
+    const std::string out = d.proc->out();
+    INFO(out);
+    CHECK(out.find("daqd: run api02 (") != std::string::npos);
+    CHECK(out.find("this run only): packets received=" + std::to_string(packets3) + " ") != std::string::npos);
+    CHECK(out.find("written=" + std::to_string(frames3) + " |") != std::string::npos);
+    CHECK(out.find("since daqd started, 2 runs): packets received=" + std::to_string(packets + packets3) + " ") !=
+          std::string::npos);
+}
+
+TEST_CASE("run control over HTTP: a pedestal run while serving, then runs named by the pattern", "[web][e2e]") {
+    scratch_dir dir("web-pedestal");
+    // No processing stages configured: the pedestal run needs none, and no restart.
+    daqd_process d(dir, "daqd");
+    std::string token;
+    std::ifstream(dir / "runs/.daqd-token") >> token;
+    REQUIRE(token.size() == 32);
+    const auto port = d.http;
+
+    auto ped = web_test::http(port, "POST", "/api/v1/runs", R"({"kind":"pedestal","frames":200,"name":"ped"})", token);
+    INFO(ped.body);
+    REQUIRE(ped.status == 201);
+    {
+        const auto st = get_json(port, "/api/v1/status");
+        CHECK(st["run"]["name"] == "ped");
+        CHECK(st["run"]["kind"] == "pedestal");
+        CHECK(st["run"]["pedestal"]["frames_per_unit"] == 200);
+        CHECK(st["run"]["files"] == json::array({"ped.calib.h5"}));
+    }
+    // A data run cannot start meanwhile.
+    CHECK(web_test::http(port, "POST", "/api/v1/runs", R"({"name":"beam"})", token).status == 409);
+    // Detector frames, no beam: 2 units, more than 200 complete frames each.
+    sim(dir, d.target(), {"--units", "2", "--channels", "256", "--frames", "340", "--rate", "5", "--detector"}, "ped-sim");
+    // It ends by itself once every unit has its frames: the file is there and the run is no longer current.
+    CHECK(eventually([&] { return get_json(port, "/api/v1/status")["run"].is_null(); }, 20s));
+    REQUIRE(fs::exists(dir / "runs/ped.calib.h5"));
+    const auto set = daqd::storage::read_calibration_file(dir / "runs/ped.calib.h5");
+    REQUIRE(set.units.size() == 2);
+    for (const auto& [id, u] : set.units) {
+        CHECK(u.frames == 200);
+        CHECK(u.channels == 256);
+    }
+    CHECK(d.proc->err().find("pedestal run ped -> " + dir / "runs/ped.calib.h5") != std::string::npos);
+    // The same name again: the file exists.
+    CHECK(web_test::http(port, "POST", "/api/v1/runs", R"({"kind":"pedestal","name":"ped"})", token).status == 409);
+
+    // Runs without a name: storage.run_name_pattern's next number.
+    auto r1 = web_test::http(port, "POST", "/api/v1/runs", "", token);
+    INFO(r1.body);
+    REQUIRE(r1.status == 201);
+    CHECK(json::parse(r1.body)["run"] == "run_00001");
+    CHECK(json::parse(r1.body)["name_generated"] == true);
+    CHECK(get_json(port, "/api/v1/status")["run"]["name_generated"] == true);
+    REQUIRE(web_test::http(port, "POST", "/api/v1/runs/stop", "", token).status == 200);
+    auto r2 = web_test::http(port, "POST", "/api/v1/runs", "{}", token);
+    REQUIRE(r2.status == 201);
+    CHECK(json::parse(r2.body)["run"] == "run_00002");
+    REQUIRE(web_test::http(port, "POST", "/api/v1/runs/stop", "", token).status == 200);
+    // A pedestal run stopped before it has its frames: what it has (here nothing) is said.
+    auto p2 = web_test::http(port, "POST", "/api/v1/runs", R"({"kind":"pedestal"})", token);
+    REQUIRE(p2.status == 201);
+    CHECK(json::parse(p2.body)["run"] == "run_00003");
+    auto stop = web_test::http(port, "POST", "/api/v1/runs/stop", "", token);
+    INFO(stop.body);
+    REQUIRE(stop.status == 200);
+    CHECK(json::parse(stop.body)["kind"] == "pedestal");
+    CHECK(json::parse(stop.body)["failed"] == true);
+    CHECK_THAT(json::parse(stop.body)["error"].get<std::string>(), Catch::Contains("no unit sent 2 complete frames"));
+
+    // daqd restarted on the same directory goes on numbering from what is there.
+    d.proc->signal(SIGTERM);
+    REQUIRE(d.proc->wait(30s) == 0);
+    CHECK(d.proc->out().find("daqd: run run_00003 (pedestal)") != std::string::npos);
+    daqd_process d2(dir, "daqd2");
+    std::ifstream(dir / "runs/.daqd-token") >> token;
+    auto r4 = web_test::http(d2.http, "POST", "/api/v1/runs", "", token);
+    REQUIRE(r4.status == 201);
+    CHECK(json::parse(r4.body)["run"] == "run_00003");  // run_00003 left no file: its number is free
+    d2.proc->signal(SIGTERM);
+    CHECK(d2.proc->wait(30s) == 0);
 }
 
 TEST_CASE("daqd --check-host and the HTTP options on the command line", "[web][e2e]") {
     scratch_dir dir("web-cli");
-    SECTION("--check-host: every check, exit 1 with the fix for a missing output directory") {
+    SECTION("--check-host: every check; a missing output directory daqd can create passes, saying so") {
         auto [rc, out] = daqd::test::run({DAQD_BIN, "--check-host", "--output", dir / "not/there"}, dir / "check");
         INFO(out);
-        CHECK(rc == 1);
         for (const char* check :
              {"rmem_max", "netdev_max_backlog", "cores", "output_dir", "free_space", "cpu_governor", "numa"})
             CHECK(out.find(check) != std::string::npos);
-        CHECK(out.find("fix: mkdir -p " + dir / "not/there") != std::string::npos);
+        CHECK(out.find("output directory " + dir / "not/there" + " does not exist yet: daqd will create it at start (" +
+                       dir.path.string() + " is writable)") != std::string::npos);
+        CHECK(out.find("fix: mkdir -p") == std::string::npos);
+        CHECK_FALSE(fs::exists(dir / "not"));  // the check creates nothing
+    }
+    SECTION("--check-host: an output directory daqd cannot create fails with the fix") {
+        auto [rc, out] = daqd::test::run({DAQD_BIN, "--check-host", "--output", "/proc/self/runs"}, dir / "check");
+        INFO(out);
+        CHECK(rc == 1);
+        CHECK(out.find("daqd cannot create it in /proc/self") != std::string::npos);
+        CHECK(out.find("fix: mkdir -p /proc/self/runs && chown") != std::string::npos);
+    }
+    SECTION("a missing http.token_file: --check-config fails naming the key and line, daqd refuses to start") {
+        std::ofstream(dir / "tok.toml") << "[http]\nlisten = \"127.0.0.1:" << daqd::test::free_port(SOCK_STREAM)
+                                        << "\"\ntoken_file = \"" << dir / "no-such-token" << "\"\n";
+        auto [rc, out] = daqd::test::run({DAQD_BIN, "--check-config", dir / "tok.toml"}, dir / "tok-check");
+        INFO(out);
+        CHECK(rc == 1);
+        CHECK(out.find(dir / "tok.toml" + ":3: cannot read http.token_file " + dir / "no-such-token") !=
+              std::string::npos);
+        CHECK(out.find("configuration is valid") == std::string::npos);
+        auto [rc2, out2] = daqd::test::run({DAQD_BIN, "--config", dir / "tok.toml", "--output", dir / "runs", "--listen",
+                                            "127.0.0.1:" + std::to_string(daqd::test::free_port(SOCK_DGRAM)),
+                                            "--duration", "5"},
+                                           dir / "tok-start", 20s);
+        INFO(out2);
+        CHECK(rc2 == 2);
+        CHECK(out2.find("cannot read http.token_file") != std::string::npos);
+        CHECK(out2.find("daqd: not starting") != std::string::npos);
+        CHECK(out2.find("packets received=") == std::string::npos);  // it never ran
+        // With the file there, both pass.
+        std::ofstream(dir / "no-such-token") << "0123456789abcdef0123\n";
+        fs::permissions(dir / "no-such-token", fs::perms::owner_read | fs::perms::owner_write);
+        auto [rc3, out3] = daqd::test::run({DAQD_BIN, "--check-config", dir / "tok.toml"}, dir / "tok-check2");
+        INFO(out3);
+        CHECK(rc3 == 0);
     }
     SECTION("--check-host names the NUMA node of each pinned CPU set") {
         std::ofstream(dir / "pinned.toml") << "[threads]\nreceiver_cpus = \"0\"\nwriter_cpus = \"0\"\n";

@@ -66,6 +66,11 @@ struct unit_summary {
     std::uint64_t first_timestamp_ns = 0;
     std::uint64_t last_timestamp_ns = 0;
     std::uint64_t samples_checked = 0;
+    std::uint64_t samples_not_checked = 0;  // detector data: no pattern to check them against
+    // What its rows hold (the unit group's data_source, else the file's):
+    // "test_pattern", "detector", or "unknown" (a file older than the
+    // attribute: checked against the pattern, as then).
+    std::string data_source = "unknown";
     std::uint32_t streams = 1;  // streams seen (docs/DATASET.md "Streams")
     std::int64_t stream = -1;   // the stream of the last file read
 };
@@ -85,6 +90,9 @@ struct run_summary {
     // absent), and per dataset name the bytes its rows hold and the bytes
     // its chunks take in the files.
     std::string compression = "none";
+    // The root attribute data_source of each file, combined: "test_pattern",
+    // "detector", "mixed", "none" (no rows), or "unknown" (no attribute).
+    std::string data_source;
     struct stored {
         std::uint64_t bytes = 0;
         std::uint64_t stored_bytes = 0;
@@ -157,6 +165,7 @@ const char* kind_name(attr_kind k) {
 
 struct inspector {
     bool verify = false;
+    std::string file_source = "unknown";  // the root data_source of the file being read
     problem_list problems;
     run_summary run;
     std::map<std::uint16_t, bool> unit_has_last;  // per unit: a previous row exists (across files)
@@ -188,8 +197,12 @@ struct inspector {
 
     void check_root(hid_t f, const std::string& path, std::size_t index) {
         const std::string w = "/ in " + path;
-        // Types first (layout), then values.
+        // Types first (layout), then values. A master file of several hosts
+        // (daqctl; docs/DATASET.md "Master file") keeps each host's
+        // configuration under /hosts/<tag>, not as the root's `config`.
+        const bool master = attribute_kind(f, "master_version", w) == attr_kind::integer;
         for (const char* name : {"format", "run_name", "started_at", "server_version", "config"}) {
+            if (master && std::string_view(name) == "config") continue;
             const attr_kind k = attribute_kind(f, name, w);
             if (k != attr_kind::string)
                 problems.add(fmt::format("{}: root attribute '{}' is {}, expected a string", path, name, kind_name(k)));
@@ -203,6 +216,15 @@ struct inspector {
         if (stopped != attr_kind::missing && stopped != attr_kind::string)
             problems.add(fmt::format("{}: root attribute 'stopped_at' is {}, expected a string", path, kind_name(stopped)));
 
+        file_source = read_string_attr(f, "data_source", w).value_or("unknown");
+        if (file_source != "unknown" && file_source != "test_pattern" && file_source != "detector" &&
+            file_source != "mixed" && file_source != "none")
+            problems.add(fmt::format("{}: root attribute 'data_source' is '{}', expected 'test_pattern', 'detector', "
+                                     "'mixed' or 'none'", path, file_source));
+        if (run.data_source.empty() || run.data_source == "none")
+            run.data_source = file_source;
+        else if (file_source != "none" && file_source != run.data_source)
+            run.data_source = run.data_source == "unknown" || file_source == "unknown" ? "unknown" : "mixed";
         if (const auto c = read_string_attr(f, "compression", w)) {
             run.compression = *c;
             if (*c != "none" && *c != "bslz4")
@@ -371,6 +393,19 @@ struct inspector {
         }
         u.unit = unit_from_name;
         u.channels = channels;
+        // Check the samples against the test pattern only where one was sent
+        // (docs/DATASET.md "data_source"): the unit's attribute, else the file's.
+        {
+            std::string source = read_string_attr(g.get(), "data_source", gw).value_or(file_source);
+            if (source == "mixed" || source == "none") source = "unknown";
+            if (source != "unknown" && source != "test_pattern" && source != "detector") {
+                problems.add(fmt::format("{}: {}: attribute 'data_source' is '{}', expected 'test_pattern' or "
+                                         "'detector'", path, gpath, source));
+                source = "unknown";
+            }
+            if (u.data_source == "unknown" || u.data_source == source) u.data_source = source;
+            else if (source != "unknown") u.data_source = "mixed";
+        }
         if (!layout_ok) return;
 
         // Rows, a block of whole chunks at a time.
@@ -387,7 +422,9 @@ struct inspector {
         }
         std::vector<std::uint64_t> fn(block), ts(block);
         std::vector<std::uint16_t> mp(block);
-        std::vector<std::uint16_t> raw(verify ? block * channels : 0);
+        // Detector data (no TEST_PATTERN flag) has no expected value per sample.
+        const bool check_pattern = verify && u.data_source != "detector" && u.data_source != "mixed";
+        std::vector<std::uint16_t> raw(check_pattern ? block * channels : 0);
         const std::string wraw = gpath + "/raw in " + path;
         bool& has_last = unit_has_last[unit_from_name];
         for (hsize_t start = 0; start < rows; start += block) {
@@ -395,7 +432,7 @@ struct inspector {
             read_rows(dsets[1].get(), H5T_NATIVE_UINT64, start, n, 0, fn.data(), gpath + "/frame_number in " + path);
             read_rows(dsets[2].get(), H5T_NATIVE_UINT64, start, n, 0, ts.data(), gpath + "/timestamp_ns in " + path);
             read_rows(dsets[3].get(), H5T_NATIVE_UINT16, start, n, 0, mp.data(), gpath + "/missing_packets in " + path);
-            if (verify) read_rows(dsets[0].get(), H5T_NATIVE_UINT16, start, n, channels, raw.data(), wraw);
+            if (check_pattern) read_rows(dsets[0].get(), H5T_NATIVE_UINT16, start, n, channels, raw.data(), wraw);
             for (hsize_t r = 0; r < n; ++r) {
                 const std::uint64_t frame = fn[r];
                 if (!has_last) {
@@ -415,10 +452,12 @@ struct inspector {
                     ++u.incomplete_frames;
                     u.missing_packets += mp[r];
                 }
-                if (verify) check_samples(path, unit_from_name, frame, mp[r] > 0, raw.data() + r * channels, channels);
+                if (check_pattern)
+                    check_samples(path, unit_from_name, frame, mp[r] > 0, raw.data() + r * channels, channels);
             }
         }
-        if (verify) u.samples_checked += rows * channels;
+        if (check_pattern) u.samples_checked += rows * channels;
+        else if (verify) u.samples_not_checked += rows * channels;
         fsum.frames += rows;
     }
 
@@ -492,6 +531,16 @@ std::string human_bytes(double b) {
     return i == 0 ? fmt::format("{:.0f} {}", b, units[i]) : fmt::format("{:.1f} {}", b, units[i]);
 }
 
+// The root attribute data_source in words.
+std::string source_text(const std::string& s) {
+    if (s == "test_pattern") return "test_pattern (every frame carried DAQ1's TEST_PATTERN flag)";
+    if (s == "detector") return "detector (no frame carried TEST_PATTERN: --verify checks the layout, not the samples)";
+    if (s == "mixed") return "mixed (some units or frames carried TEST_PATTERN, others not; see each unit)";
+    if (s == "none") return "none (no frames)";
+    return "unknown (no data_source attribute: a file of an older daqd; --verify checks the samples against the test "
+           "pattern)";
+}
+
 double span_s(const unit_summary& u) {
     return u.frames > 1 ? static_cast<double>(u.last_timestamp_ns - u.first_timestamp_ns) * 1e-9 : 0.0;
 }
@@ -508,6 +557,7 @@ void print_text(const inspector& in) {
     fmt::print("server         {}\n", r.server_version.value_or("(missing)"));
     fmt::print("started        {}\n", r.started_at.value_or("(missing)"));
     fmt::print("stopped        {}\n", r.stopped_at.value_or("(not set: still being written, or the writer died)"));
+    fmt::print("data source    {}\n", source_text(r.data_source));
     fmt::print("files          {}\n", r.files.size());
     for (const auto& f : r.files)
         fmt::print("  {}  {} rows, {}{}\n", f.path, f.frames, human_bytes(static_cast<double>(f.size_bytes)),
@@ -515,6 +565,7 @@ void print_text(const inspector& in) {
     for (const auto& [id, u] : r.units) {
         fmt::print("unit {}\n", id);
         fmt::print("  channels     {}\n", u.channels);
+        fmt::print("  data source  {}\n", u.data_source);
         fmt::print("  frames       {}", u.frames);
         if (u.frames > 0) fmt::print("  (frame_number {} .. {})", u.first_frame, u.last_frame);
         fmt::print("\n");
@@ -548,6 +599,7 @@ nlohmann::ordered_json to_json(const inspector& in) {
     j["server_version"] = opt(r.server_version);
     j["started_at"] = opt(r.started_at);
     j["stopped_at"] = opt(r.stopped_at);
+    j["data_source"] = r.data_source.empty() ? "unknown" : r.data_source;
     j["files"] = nlohmann::ordered_json::array();
     for (const auto& f : r.files)
         j["files"].push_back({{"path", f.path}, {"frames", f.frames}, {"size_bytes", f.size_bytes},
@@ -557,6 +609,7 @@ nlohmann::ordered_json to_json(const inspector& in) {
         nlohmann::ordered_json ju;
         ju["unit"] = u.unit;
         ju["channels"] = u.channels;
+        ju["data_source"] = u.data_source;
         ju["streams"] = u.streams;
         ju["frames"] = u.frames;
         ju["first_frame"] = u.frames > 0 ? nlohmann::ordered_json(u.first_frame) : nullptr;
@@ -587,7 +640,8 @@ void usage(std::FILE* to) {
                "usage: daq-inspect [--json] [--verify] FILE...\n"
                "  Summarises one run: one file, or the files of a rotated series in order.\n"
                "  --json    print the summary as one JSON object\n"
-               "  --verify  check the layout and every sample against the DAQ1 test pattern\n"
+               "  --verify  check the layout, and every sample against the DAQ1 test pattern where the\n"
+               "            file says one was sent (data_source; detector data: the layout only)\n"
                "exit status: 0 ok, 1 verification problems, 2 unreadable input or usage error\n");
 }
 
@@ -631,14 +685,27 @@ int main(int argc, char** argv) {
         return exit_unreadable;
     }
 
-    std::uint64_t samples = 0;
-    for (const auto& [id, u] : in.run.units) samples += u.samples_checked;
+    std::uint64_t samples = 0, not_checked = 0;
+    std::string detector_units;
+    for (const auto& [id, u] : in.run.units) {
+        samples += u.samples_checked;
+        not_checked += u.samples_not_checked;
+        if (u.samples_not_checked > 0) detector_units += fmt::format("{}u{}", detector_units.empty() ? "" : ", ", id);
+    }
+    // What --verify did not check, and why, in words.
+    const std::string not_checked_text =
+        not_checked == 0 ? std::string()
+                         : fmt::format("; {} samples of {} not checked: detector data (no TEST_PATTERN flag), no "
+                                       "pattern to compare with",
+                                       not_checked, detector_units);
     if (json) {
         auto j = to_json(in);
         if (verify)
             j["verify"] = {{"ok", in.problems.count == 0},
                            {"problems", in.problems.count},
                            {"samples_checked", samples},
+                           {"samples_not_checked", not_checked},
+                           {"pattern_checked", samples > 0},
                            {"first_problems", in.problems.shown}};
         fmt::print("{}\n", j.dump(2));
     } else {
@@ -654,7 +721,9 @@ int main(int argc, char** argv) {
     }
     if (verify) {
         if (in.problems.count == 0) {
-            if (!json) fmt::print("verify         OK ({} frames, {} samples checked)\n", in.run.total_frames, samples);
+            if (!json)
+                fmt::print("verify         OK ({} frames, layout checked, {} samples checked against the test pattern{})\n",
+                           in.run.total_frames, samples, not_checked_text);
             return exit_ok;
         }
         if (!json) fmt::print("verify         FAILED: {} problem(s)\n", in.problems.count);

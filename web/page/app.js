@@ -118,6 +118,17 @@ function render(s) {
   setText('total-drops', `${count(t.kernel_drops)} / ${count(t.ring_dropped)}`);
   $('total-drops').classList.toggle('bad', t.kernel_drops + t.ring_dropped > 0);
 
+  if (s.storage) {
+    const st = s.storage;
+    setText('disk-free', st.free_bytes === null ? '–' : bytes(st.free_bytes) +
+      (st.size_bytes ? ` (${(100 * st.free_bytes / st.size_bytes).toFixed(0)} %)` : ''));
+    $('disk-free').classList.toggle('bad', st.free_bytes !== null && st.free_bytes < 20e9);
+    setText('written-mbps', mbps(st.bytes_written_per_s).toFixed(1));
+    setText('writer-backlog', `${count(st.writer_backlog_blocks)} / ${count(st.frame_buffer_blocks)}` +
+      (st.processing_backlog_peak !== null ? ` · proc. peak ${count(st.processing_backlog_peak)}` : ''));
+    $('writer-backlog').classList.toggle('bad', st.frame_buffer_blocks > 0 && st.frame_buffer_blocks_free === 0);
+  }
+
   const fill = Math.max(0, Math.min(1, s.ring_fill));
   const bar = $('ring-fill-bar');
   bar.style.width = (fill * 100).toFixed(1) + '%';
@@ -127,6 +138,7 @@ function render(s) {
   renderLinks(s.links);
   renderUnits(s.units);
   renderRun(s);
+  renderStream(s.stream);
   renderChecks(s.host_checks);
   setText('output-dir', s.output_dir);
 
@@ -208,8 +220,34 @@ function renderRun(s) {
   const el = $('run-current');
   const badge = $('run-badge');
   state.runActive = !!s.run;
-  if (s.run) {
-    el.textContent = `Recording run ${s.run.name} since ${shortTime(s.run.started)} (${duration(s.run.seconds)}): ` +
+  const counts = $('run-counts');
+  if (s.run && s.run.counts) {
+    const c = s.run.counts;
+    counts.textContent = `this run: ${count(c.packets_received)} packets, ${count(c.packets_lost)} lost, ` +
+      `${count(c.frames_complete)} complete / ${count(c.frames_incomplete)} incomplete frames, ` +
+      `${count(c.frames_written)} written` +
+      (s.lifetime ? ` — since daqd started: ${count(s.lifetime.packets_received)} packets, ${count(s.lifetime.runs)} run(s)` : '');
+  } else {
+    counts.textContent = s.lifetime ? `since daqd started: ${count(s.lifetime.packets_received)} packets, ` +
+      `${count(s.lifetime.frames_written)} frames written in ${count(s.lifetime.runs)} run(s)` : '';
+  }
+  if (s.run && s.run.kind === 'pedestal') {
+    const p = s.run.pedestal || {};
+    el.textContent = `Pedestal run ${s.run.name} since ${shortTime(s.run.started)} (${duration(s.run.seconds)}): ` +
+      `${count(p.units_complete)} of ${count(p.units_seen)} unit(s) have their ${count(p.frames_per_unit)} frames ` +
+      `-> ${s.run.files.join(', ')} (no beam, please)`;
+    el.className = 'run-current rec';
+    badge.textContent = `● PEDESTAL ${s.run.name}`;
+    badge.className = 'badge rec';
+  } else if (s.run && s.run.state === 'prepared') {
+    // A two-phase start (daqctl, several hosts): the file exists, recording starts at the commit.
+    el.textContent = `Run ${s.run.name} prepared${s.run.host ? ` (host ${s.run.host} of run ${s.run.run})` : ''}: ` +
+      `${s.run.files.join(', ') || '…'} created, recording starts when every host is ready (commit)`;
+    el.className = 'run-current';
+    badge.textContent = `◌ PREPARED ${s.run.name}`;
+    badge.className = 'badge';
+  } else if (s.run) {
+    el.textContent = `Recording run ${s.run.name}${s.run.host ? ` (host ${s.run.host} of run ${s.run.run})` : ''} since ${shortTime(s.run.started)} (${duration(s.run.seconds)}): ` +
       `${count(s.run.frames_written)} frames, ${bytes(s.run.bytes_written)} in ${s.run.files.join(', ') || '…'}` +
       (s.run.compression === 'bslz4'
         ? `; compressed bslz4${s.run.compression_ratio > 0 ? ` ×${s.run.compression_ratio.toFixed(1)}` : ''}` +
@@ -225,7 +263,27 @@ function renderRun(s) {
     badge.className = 'badge idle';
   }
   $('run-start').disabled = !!s.run;
+  $('pedestal-start').disabled = !!s.run;
   $('run-stop').disabled = !s.run;
+}
+
+// The live stream (docs/STREAM.md): where it is, who takes it, what it sent
+// and what it dropped (by reason).
+function renderStream(st) {
+  const el = $('stream-line');
+  if (!st) {
+    el.hidden = true;
+    return;
+  }
+  el.hidden = false;
+  const d = st.frames_dropped;
+  const dropped = d.queue + d.no_peer + d.hwm;
+  el.textContent = `Stream ${st.push.join(', ')} (run messages and previews ${st.publish.join(', ')}` +
+    `${st.curve ? ', CURVE' : ''}): ${st.peers} consumer(s), ${count(st.frames_sent)} frames / ` +
+    `${bytes(st.bytes_sent)} sent` +
+    (dropped > 0 ? `; ${count(dropped)} frames dropped (no consumer ${count(d.no_peer)}, consumers full ` +
+      `${count(d.hwm)}, sender behind ${count(d.queue)})` : '; none dropped');
+  el.className = dropped > 0 ? 'run-current warn' : 'run-current';
 }
 
 function renderChecks(checks) {
@@ -251,6 +309,27 @@ function renderChecks(checks) {
 }
 
 // ---- rate chart ----
+// Round axis ticks: a step of 1, 2, 2.5 or 5 × 10^k giving at most `n`
+// intervals up to `max`, and the top tick (a multiple of it).
+function niceTicks(max, n = 4) {
+  if (!(max > 0)) return { step: 0.25, top: 1 };
+  const raw = max / n;
+  const p = Math.pow(10, Math.floor(Math.log10(raw)));
+  const step = [1, 2, 2.5, 5, 10].map((m) => m * p).find((s) => s >= raw * (1 - 1e-9));
+  return { step, top: Math.ceil(max / step - 1e-9) * step };
+}
+// A tick's label with SI prefix and no false precision (2.5 k, 10 k, 0.25):
+// as many decimals as the step needs.
+function decimalsOf(x) {
+  for (let d = 0; d < 4; d++) if (Math.abs(Math.round(x * 10 ** d) - x * 10 ** d) < 1e-6) return d;
+  return 3;
+}
+function tickLabel(v, step) {
+  const prefixes = [[1e12, ' T'], [1e9, ' G'], [1e6, ' M'], [1e3, ' k']];
+  for (const [f, pre] of prefixes) if (step >= f / 10 && Math.abs(v) >= f) return (v / f).toFixed(decimalsOf(step / f)) + pre;
+  return v.toFixed(decimalsOf(step));
+}
+
 function drawChart(links) {
   const canvas = $('rates-chart');
   const dpr = window.devicePixelRatio || 1;
@@ -264,8 +343,8 @@ function drawChart(links) {
   ctx.clearRect(0, 0, w, h);
   const now = Date.now();
   const panels = [
-    { title: 'packets / s', get: (p) => p.pps, fmt: (v) => si(v) },
-    { title: 'MB / s', get: (p) => p.bps / 1e6, fmt: (v) => v.toFixed(v >= 10 ? 0 : 1) },
+    { title: 'packets / s', get: (p) => p.pps },
+    { title: 'MB / s', get: (p) => p.bps / 1e6 },
   ];
   const left = 56, right = 12, gap = 26, top = 18;
   const ph = (h - top - gap - 20) / 2;
@@ -273,20 +352,25 @@ function drawChart(links) {
     const y0 = top + pi * (ph + gap);
     let max = 0;
     for (const s of state.history) for (const l of s.links) max = Math.max(max, panel.get(l));
-    max = max > 0 ? max * 1.15 : 1;
+    const ticks = niceTicks(max * 1.05);
+    max = ticks.top;
     ctx.strokeStyle = '#e1e6ee';
     ctx.fillStyle = '#6b7685';
     ctx.font = '11px system-ui, sans-serif';
     ctx.lineWidth = 1;
-    for (let g = 0; g <= 4; g++) {
-      const y = y0 + ph - (g / 4) * ph;
+    const labels = [];
+    for (let v = 0; v <= max + ticks.step * 1e-6; v += ticks.step) {
+      const y = y0 + ph - (v / max) * ph;
       ctx.beginPath();
       ctx.moveTo(left, Math.round(y) + 0.5);
       ctx.lineTo(w - right, Math.round(y) + 0.5);
       ctx.stroke();
       ctx.textAlign = 'right';
-      ctx.fillText(panel.fmt((g / 4) * max), left - 6, y + 4);
+      const label = tickLabel(v, ticks.step);
+      labels.push(label);
+      ctx.fillText(label, left - 6, y + 4);
     }
+    canvas.dataset['ticks' + pi] = labels.join('|');
     ctx.textAlign = 'left';
     ctx.fillStyle = '#1d2430';
     ctx.font = '600 12px system-ui, sans-serif';
@@ -347,7 +431,13 @@ async function pollLive() {
   }
 }
 
-function drawLive(l) {
+// What each heatmap shows, for the hover read-out and the dose rate.
+const heat = { frame: null, dose: null };
+let lastLive = null;
+let doseRatePrev = null;  // {unit, kind, t, sum, frames}
+
+function drawLive(l, redraw = false) {
+  lastLive = l;
   setText('live-info', `${count(l.channels)} channels as ${l.grid.rows} × ${l.grid.cols}`);
   const calibrated = l.calibrated && l.calibrated.length === l.channels;
   setText('frame-caption', `frame ${count(l.frame_number)}${calibrated ? ', calibrated' : ''}` +
@@ -360,21 +450,57 @@ function drawLive(l) {
   setText('dose-caption', doseText[l.dose_kind] || '');
   // With calibration the calibrated frame is the more useful picture.
   const frame = calibrated ? l.calibrated : l.samples;
-  drawHeat($('heat-frame'), frame, l.grid, 'frame');
-  if (l.dose && l.dose.length === l.channels) drawHeat($('heat-dose'), l.dose, l.grid, 'dose');
+  drawHeat($('heat-frame'), frame, l.grid, 'frame', calibrated ? 'calibrated units' : 'ADC counts');
+  const doseUnit = l.dose_kind === 'calibrated' ? 'calibrated units, summed' : 'ADC counts, summed';
+  if (l.dose && l.dose.length === l.channels) drawHeat($('heat-dose'), l.dose, l.grid, 'dose', doseUnit);
   else clearHeat($('heat-dose'), 'dose');
+  // Dose rate: what the dose over all channels gained per second since the last refresh.
+  if (redraw) return;  // the same data again (log scale toggled): the rate stays
+  if (l.dose && l.dose.length) {
+    let sum = 0;
+    for (const v of l.dose) sum += v;
+    const now = Date.now();
+    const p = doseRatePrev;
+    if (p && p.unit === l.unit && p.kind === l.dose_kind && sum >= p.sum && now > p.t) {
+      const perS = (sum - p.sum) / ((now - p.t) / 1000);
+      const framesPerS = (l.dose_frames - p.frames) / ((now - p.t) / 1000);
+      setText('dose-rate', `${si(perS)} /s (all channels, ${doseUnit.split(',')[0]}; ${framesPerS.toFixed(1)} frames/s)`);
+    } else if (!p || p.unit !== l.unit) {
+      setText('dose-rate', '…');
+    }
+    doseRatePrev = { unit: l.unit, kind: l.dose_kind, t: now, sum, frames: l.dose_frames };
+  } else {
+    setText('dose-rate', '–');
+  }
 }
 
-function drawHeat(canvas, values, grid, which) {
+function hoverHeat(ev, which) {
+  const h = heat[which];
+  const el = $(`${which}-hover`);
+  if (!h) { el.textContent = 'hover a pixel for its value'; return; }
+  const c = ev.target;
+  const r = c.getBoundingClientRect();
+  const px = ((ev.clientX - r.left) / r.width) * c.width, py = ((ev.clientY - r.top) / r.height) * c.height;
+  const col = Math.floor((px - h.ox) / h.scale), row = Math.floor((py - h.oy) / h.scale);
+  const ch = row * h.cols + col;
+  if (col < 0 || row < 0 || col >= h.cols || row >= h.rows || ch >= h.values.length) { el.textContent = '–'; return; }
+  const v = h.values[ch];
+  el.textContent = `row ${row}, column ${col} (channel ${ch}): ${Number.isInteger(v) ? v : v.toFixed(2)} ${h.unit}`;
+}
+
+function drawHeat(canvas, values, grid, which, unit) {
   const { rows, cols } = grid;
   let min = Infinity, max = -Infinity;
   for (const v of values) { if (v < min) min = v; if (v > max) max = v; }
   const img = new ImageData(cols, rows);
-  const span = max > min ? max - min : 1;
+  // Log scale: log10(1 + v - min), so the minimum maps to 0 whatever its sign.
+  const log = $('heat-log').checked;
+  const tf = log ? (v) => Math.log10(1 + Math.max(0, v - min)) : (v) => v - min;
+  const span = max > min ? tf(max) : 1;
   for (let i = 0; i < rows * cols; i++) {
     const o = i * 4;
     if (i >= values.length) { img.data[o] = img.data[o + 1] = img.data[o + 2] = 225; img.data[o + 3] = 255; continue; }
-    const k = Math.max(0, Math.min(255, Math.round(((values[i] - min) / span) * 255))) * 3;
+    const k = Math.max(0, Math.min(255, Math.round((tf(values[i]) / span) * 255))) * 3;
     img.data[o] = LUT[k]; img.data[o + 1] = LUT[k + 1]; img.data[o + 2] = LUT[k + 2]; img.data[o + 3] = 255;
   }
   const off = document.createElement('canvas');
@@ -387,11 +513,15 @@ function drawHeat(canvas, values, grid, which) {
   const scale = Math.min(canvas.width / cols, canvas.height / rows);
   const dw = cols * scale, dh = rows * scale;
   ctx.drawImage(off, (canvas.width - dw) / 2, (canvas.height - dh) / 2, dw, dh);
+  heat[which] = { values, rows, cols, scale, ox: (canvas.width - dw) / 2, oy: (canvas.height - dh) / 2, unit };
   setText(`${which}-min`, isFinite(min) ? si(min) : '–');
   setText(`${which}-max`, isFinite(max) ? si(max) : '–');
+  setText(`${which}-unit`, `${unit}${log ? ', log scale' : ''}`);
+  setText(`${which}-axes`, `pixels: column 0…${cols - 1} left to right, row 0…${rows - 1} top to bottom; channel = row × ${cols} + column`);
 }
 
 function clearHeat(canvas, which) {
+  heat[which] = null;
   canvas.getContext('2d').clearRect(0, 0, canvas.width, canvas.height);
   setText(`${which}-min`, '–');
   setText(`${which}-max`, '–');
@@ -441,18 +571,20 @@ function authHeaders() {
   return token ? { Authorization: `Bearer ${token}` } : {};
 }
 
-async function startRun(ev) {
-  ev.preventDefault();
-  const name = $('run-name').value.trim();
-  if (!name) { message('Enter a run name.', false); return; }
-  $('run-start').disabled = true;
+// The token lives in this tab's session storage: typed once, kept across
+// reloads, gone with the tab (never in local storage, never in a cookie).
+function rememberToken() {
+  try { sessionStorage.setItem('daqd-token', $('run-token').value.trim()); } catch (e) { /* storage off */ }
+}
+
+async function postRun(request, what) {
   try {
     const r = await api('/api/v1/runs', {
       method: 'POST',
       headers: { 'Content-Type': 'application/json', ...authHeaders() },
-      body: JSON.stringify($('run-compression').value ? { name, compression: $('run-compression').value } : { name }),
+      body: JSON.stringify(request),
     });
-    if (r.ok) message(`Run ${r.body.run} started.`, true);
+    if (r.ok) message(`${what} ${r.body.run} started${r.body.name_generated ? ' (named by storage.run_name_pattern)' : ''}.`, true);
     else message(`Could not start: ${r.body && r.body.error ? r.body.error : 'HTTP ' + r.status}`, false);
   } catch (e) {
     message('daqd not reachable.', false);
@@ -460,11 +592,34 @@ async function startRun(ev) {
   refreshRuns();
 }
 
+async function startRun(ev) {
+  ev.preventDefault();
+  const name = $('run-name').value.trim();  // empty: daqd names it
+  const request = {};
+  if (name) request.name = name;
+  if ($('run-compression').value) request.compression = $('run-compression').value;
+  $('run-start').disabled = true;
+  await postRun(request, 'Run');
+}
+
+async function startPedestal() {
+  const name = $('run-name').value.trim();
+  const frames = Number($('pedestal-frames').value);
+  if (!Number.isInteger(frames) || frames < 2) { message('A pedestal run needs at least 2 frames per unit.', false); return; }
+  const request = { kind: 'pedestal', frames };
+  if (name) request.name = name;
+  $('pedestal-start').disabled = true;
+  await postRun(request, 'Pedestal run');
+}
+
 async function stopRun() {
   $('run-stop').disabled = true;
   try {
     const r = await api('/api/v1/runs/stop', { method: 'POST', headers: authHeaders() });
-    if (r.ok) message(`Run ${r.body.run} stopped: ${count(r.body.frames_written)} frames in ${r.body.files.join(', ')}.`, true);
+    if (r.ok && r.body.kind === 'pedestal')
+      message(r.body.failed ? `Pedestal run ${r.body.run} stopped: ${r.body.error}` :
+        `Pedestal run ${r.body.run} stopped: constants in ${r.body.files.join(', ')}.`, !r.body.failed);
+    else if (r.ok) message(`Run ${r.body.run} stopped: ${count(r.body.frames_written)} frames in ${r.body.files.join(', ')}.`, true);
     else message(`Could not stop: ${r.body && r.body.error ? r.body.error : 'HTTP ' + r.status}`, false);
   } catch (e) {
     message('daqd not reachable.', false);
@@ -472,13 +627,38 @@ async function stopRun() {
   refreshRuns();
 }
 
+// The charts' history is kept by daqd (GET /api/v1/history, one sample a
+// second): a reload or a second browser starts with the same five minutes.
+async function loadHistory() {
+  try {
+    const r = await api('/api/v1/history');
+    if (!r.ok || !r.body.samples.length) return;
+    const samples = r.body.samples;
+    const last = samples[samples.length - 1].t_ms;
+    const now = Date.now();  // daqd's clock and this browser's may differ: keep the spacing
+    const seeded = samples.map((h) => ({
+      t: now - (last - h.t_ms),
+      links: h.links.map((l) => ({ pps: l.packets_per_s, bps: l.bytes_per_s })),
+    }));
+    state.history = seeded.concat(state.history.filter((s) => s.t > now));
+    $('rates-chart').dataset.seeded = String(seeded.length);
+  } catch (e) {
+    /* the status poll shows daqd unreachable */
+  }
+}
+
 function init() {
   drawScale('scale-frame');
   drawScale('scale-dose');
   $('run-form').addEventListener('submit', startRun);
   $('run-stop').addEventListener('click', stopRun);
+  $('pedestal-start').addEventListener('click', startPedestal);
+  for (const which of ['frame', 'dose']) $(`heat-${which}`).addEventListener('mousemove', (e) => hoverHeat(e, which));
+  $('heat-log').addEventListener('change', () => { if (lastLive) drawLive(lastLive, true); });
+  try { $('run-token').value = sessionStorage.getItem('daqd-token') || ''; } catch (e) { /* storage off */ }
+  $('run-token').addEventListener('input', rememberToken);
   $('unit-select').addEventListener('change', (e) => selectUnit(Number(e.target.value)));
-  pollStatus();
+  loadHistory().finally(pollStatus);
   pollLive();
   refreshRuns();
   setInterval(refreshRuns, 5000);

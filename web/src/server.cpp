@@ -538,10 +538,27 @@ service::service(const config::config& cfg, daq_view view, run_controls controls
                  _token.file.empty() ? std::string("from http.token") : "in " + _token.file.string());
     const auto& lim = _server->limits();
     spdlog::info("http: at most {} connections, request headers within {} ms; Host names answered: {}",
-                 _server->max_connections(), lim.header_timeout.count(), fmt::join(_api->hosts().names(), ", "));
+                 _server->max_connections(), lim.header_timeout.count(), fmt::join(_api->host_names(), ", "));
 }
 
 service::~service() { stop(); }
+
+void service::reload_access(const config::config& fresh) {
+    token_setup t;
+    if (fresh.http.token.empty() && fresh.http.token_file.empty() && _token.generated)
+        t = _token;  // the token generated at start stays
+    else
+        t = setup_token(fresh);
+    _api->reload_access(t.token, fresh.http);
+    if (_token.generated && !t.generated) {
+        std::error_code ec;
+        std::filesystem::remove(_token.file, ec);
+    }
+    _token = std::move(t);
+    spdlog::info("http: token {}; Host names answered: {}",
+                 _token.file.empty() ? std::string("from http.token") : "in " + _token.file.string(),
+                 fmt::join(_api->host_names(), ", "));
+}
 
 void service::stop() {
     if (_stopped) return;

@@ -74,7 +74,7 @@ std::string read_token_file(const fs::path& path) {
     const auto last = line.find_last_not_of(" \t\r\n");
     if (first == std::string::npos) throw std::runtime_error(fmt::format("http.token_file {} is empty", path.string()));
     std::string t = line.substr(first, last - first + 1);
-    if (t.size() < 16) throw std::runtime_error(fmt::format("the token in {} is shorter than 16 characters", path.string()));
+    if (t.size() < 16) throw std::runtime_error(fmt::format("the token in http.token_file {} is shorter than 16 characters", path.string()));
     struct stat st{};
     if (::stat(path.c_str(), &st) == 0 && (st.st_mode & 077) != 0)
         spdlog::warn("http.token_file {} can be read by others (mode {:o}): chmod 600 {}", path.string(),

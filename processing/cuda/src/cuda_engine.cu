@@ -215,6 +215,17 @@ struct cuda_engine::impl {
         return static_cast<std::uint32_t>(units.size() - 1);
     }
 
+    void update_unit(std::uint32_t handle, const float* pedestal, const float* gain, const float* threshold) {
+        if (handle >= units.size()) throw std::runtime_error("cuda_engine::update_unit: no unit " + std::to_string(handle));
+        const unit& u = units[handle];
+        const std::size_t fb = std::size_t{u.channels} * sizeof(float);
+        // Nothing in flight reads the old constants any more.
+        check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+        check(cudaMemcpy(u.pedestal, pedestal, fb, cudaMemcpyHostToDevice), "cudaMemcpy (pedestal)");
+        check(cudaMemcpy(u.gain, gain, fb, cudaMemcpyHostToDevice), "cudaMemcpy (gain)");
+        check(cudaMemcpy(u.threshold, threshold, fb, cudaMemcpyHostToDevice), "cudaMemcpy (threshold)");
+    }
+
     // Waits for a slot's chunk and hands its calibrated rows to the callers.
     void finish(slot& s) {
         if (!s.busy) return;
@@ -342,6 +353,10 @@ cuda_engine::~cuda_engine() = default;
 std::uint32_t cuda_engine::add_unit(std::uint32_t channels, const float* pedestal, const float* gain,
                                     const float* threshold) {
     return _impl->add_unit(channels, pedestal, gain, threshold);
+}
+
+void cuda_engine::update_unit(std::uint32_t unit, const float* pedestal, const float* gain, const float* threshold) {
+    _impl->update_unit(unit, pedestal, gain, threshold);
 }
 
 void cuda_engine::process(const cuda_frame* frames, std::size_t n, bool dose) { _impl->process(frames, n, dose); }

@@ -111,6 +111,33 @@ void convert_row(const unsigned char* src, unsigned char* dst, std::size_t elems
     }
 }
 
+// convert_row with non-temporal stores (dst 16-byte aligned): the batch is
+// written to memory without first reading its cache lines in (a batch of
+// int32 rows is several MiB, far out of cache by the time the trainer reads
+// it), which halves the memory traffic of the widening. The caller issues
+// _mm_sfence() before it hands the batch over.
+void convert_row_nt(const unsigned char* src, unsigned char* dst, std::size_t elems, Convert c) noexcept {
+#if defined(__SSE2__)
+    if ((reinterpret_cast<std::uintptr_t>(dst) & 15) == 0 && c != Convert::copy) {
+        const __m128i zero = _mm_setzero_si128();
+        std::size_t i = 0;
+        for (; i + 8 <= elems; i += 8) {
+            const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2 * i));
+            __m128i lo = _mm_unpacklo_epi16(v, zero), hi = _mm_unpackhi_epi16(v, zero);
+            if (c == Convert::u16_to_f32) {
+                lo = _mm_castps_si128(_mm_cvtepi32_ps(lo));
+                hi = _mm_castps_si128(_mm_cvtepi32_ps(hi));
+            }
+            _mm_stream_si128(reinterpret_cast<__m128i*>(dst + 4 * i), lo);
+            _mm_stream_si128(reinterpret_cast<__m128i*>(dst + 4 * i + 16), hi);
+        }
+        if (i < elems) convert_row(src + 2 * i, dst + 4 * i, elems - i, c);
+        return;
+    }
+#endif
+    convert_row(src, dst, elems, c);
+}
+
 struct Job {
     const std::int64_t* fds;
     const std::int64_t* offsets;
@@ -285,6 +312,228 @@ py::object gather(const i64_array& fds, const i64_array& offsets, const i64_arra
     return py::make_tuple(f.task, f.kind, f.message, f.err);
 }
 
+// Uncompressed chunks (daqload.Loader): the rows a task wants are read with
+// pread, a run of nearby rows (gaps up to max_gap_rows, at most max_run_rows)
+// in one call, into the per-thread scratch buffer and copied (or widened) into
+// their rows of dest while still in cache; a run wanted whole, in order, into
+// consecutive rows of dest of the stored type is read straight into place.
+struct PlainJob {
+    const std::int64_t* fds;
+    const std::int64_t* offsets;
+    const std::int64_t* row_start;
+    const std::int64_t* src_rows;
+    const std::int64_t* dst_rows;
+    std::size_t row_bytes;
+    std::size_t row_elems;
+    std::size_t dest_row_bytes;
+    unsigned char* dest;
+    Convert convert;
+    std::int64_t max_gap_rows;
+    std::int64_t max_run_rows;
+};
+
+bool plain_chunk(const PlainJob& j, py::ssize_t k, ThreadScratch& s, Failure& f) {
+    const std::int64_t r0 = j.row_start[k], r1 = j.row_start[k + 1];
+    if (r1 == r0) return true;
+    if (j.offsets[k] < 0) {  // no stored chunk: HDF5 reads the fill value, 0
+        for (std::int64_t r = r0; r < r1; ++r)
+            std::memset(j.dest + static_cast<std::size_t>(j.dst_rows[r]) * j.dest_row_bytes, 0, j.dest_row_bytes);
+        return true;
+    }
+    const int fd = static_cast<int>(j.fds[k]);
+    std::int64_t r = r0;
+    while (r < r1) {
+        const std::int64_t a = j.src_rows[r];
+        std::int64_t b = a + 1, e = r + 1;
+        while (e < r1 && j.src_rows[e] <= b + j.max_gap_rows && j.src_rows[e] + 1 - a <= j.max_run_rows)
+            b = std::max(b, j.src_rows[e++] + 1);
+        const std::size_t bytes = static_cast<std::size_t>(b - a) * j.row_bytes;
+        const std::int64_t off = j.offsets[k] + a * static_cast<std::int64_t>(j.row_bytes);
+        bool direct = j.convert == Convert::copy && e - r == b - a;
+        for (std::int64_t x = r; direct && x < e; ++x)
+            direct = j.src_rows[x] == a + (x - r) && j.dst_rows[x] == j.dst_rows[r] + (x - r);
+        int err = 0;
+        if (direct) {
+            if (std::string m = pread_all(fd, j.dest + static_cast<std::size_t>(j.dst_rows[r]) * j.dest_row_bytes, bytes,
+                                          off, err);
+                !m.empty()) {
+                f.task = k, f.kind = err ? "io" : "short", f.message = std::move(m), f.err = err;
+                return false;
+            }
+        } else {
+            try {
+                if (s.packed.size() < bytes) s.packed.resize(bytes);
+            } catch (const std::bad_alloc&) {
+                f.task = k, f.kind = "io", f.message = "out of memory for " + std::to_string(bytes) + " bytes", f.err = ENOMEM;
+                return false;
+            }
+            if (std::string m = pread_all(fd, s.packed.data(), bytes, off, err); !m.empty()) {
+                f.task = k, f.kind = err ? "io" : "short", f.message = std::move(m), f.err = err;
+                return false;
+            }
+            for (std::int64_t x = r; x < e; ++x) {
+                const unsigned char* src = s.packed.data() + static_cast<std::size_t>(j.src_rows[x] - a) * j.row_bytes;
+                unsigned char* dst = j.dest + static_cast<std::size_t>(j.dst_rows[x]) * j.dest_row_bytes;
+                if (j.convert == Convert::copy)
+                    std::memcpy(dst, src, j.row_bytes);
+                else
+                    convert_row_nt(src, dst, j.row_elems, j.convert);
+            }
+        }
+        r = e;
+    }
+    return true;
+}
+
+py::object gather_rows(const i64_array& fds, const i64_array& offsets, const i64_array& chunk_rows,
+                       const i64_array& row_start, const i64_array& src_rows, const i64_array& dst_rows,
+                       std::size_t elem_size, std::size_t row_elems, py::array dest, const std::string& convert,
+                       py::ssize_t lo, py::ssize_t hi, std::int64_t max_gap_rows, std::int64_t max_run_rows) {
+    const py::ssize_t k = fds.ndim() == 1 ? fds.shape(0) : -1;
+    if (k < 0) throw py::value_error("gather_rows: fds must be 1-D");
+    if (lo < 0 || hi < lo || hi > k) throw py::value_error("gather_rows: task range [lo, hi) outside the task list");
+    if (elem_size == 0 || elem_size > 16 || row_elems == 0)
+        throw py::value_error("gather_rows: bad element size or row length");
+    if (max_gap_rows < 0 || max_run_rows < 1) throw py::value_error("gather_rows: bad max_gap_rows or max_run_rows");
+    PlainJob j{};
+    j.fds = checked(fds, k, "fds");
+    j.offsets = checked(offsets, k, "offsets");
+    const std::int64_t* crows = checked(chunk_rows, k, "chunk_rows");
+    j.row_start = checked(row_start, k + 1, "row_start");
+    const std::int64_t m = j.row_start[k];
+    if (j.row_start[0] != 0 || m < 0) throw py::value_error("gather_rows: row_start must run from 0 to the row count");
+    j.src_rows = checked(src_rows, m, "src_rows");
+    j.dst_rows = checked(dst_rows, m, "dst_rows");
+    j.row_elems = row_elems;
+    j.row_bytes = elem_size * row_elems;
+    j.max_gap_rows = max_gap_rows;
+    j.max_run_rows = max_run_rows;
+    if (convert == "copy") {
+        j.convert = Convert::copy;
+        j.dest_row_bytes = j.row_bytes;
+    } else if (convert == "u16>i32" || convert == "u16>f32") {
+        if (elem_size != 2) throw py::value_error("gather_rows: " + convert + " needs 2-byte stored elements");
+        const char want = convert == "u16>i32" ? 'i' : 'f';
+        if (dest.dtype().kind() != want || dest.itemsize() != 4)
+            throw py::value_error("gather_rows: " + convert + " needs a " + (want == 'i' ? "int32" : "float32") +
+                                  " buffer");
+        j.convert = convert == "u16>i32" ? Convert::u16_to_i32 : Convert::u16_to_f32;
+        j.dest_row_bytes = 4 * row_elems;
+    } else {
+        throw py::value_error("gather_rows: convert must be 'copy', 'u16>i32' or 'u16>f32'");
+    }
+    if (!dest.writeable() || !(dest.flags() & py::array::c_style))
+        throw py::value_error("gather_rows: the destination must be a writable C-contiguous array");
+    const auto dest_bytes = static_cast<std::size_t>(dest.nbytes());
+    if (dest_bytes % j.dest_row_bytes != 0) throw py::value_error("gather_rows: the destination is not a whole number of rows");
+    const auto dest_rows = static_cast<std::int64_t>(dest_bytes / j.dest_row_bytes);
+    j.dest = static_cast<unsigned char*>(dest.mutable_data());
+    for (py::ssize_t t = lo; t < hi; ++t) {
+        const std::int64_t a = j.row_start[t], b = j.row_start[t + 1], cr = crows[t];
+        if (a < 0 || b < a || b > m) throw py::value_error("gather_rows: row_start is not non-decreasing");
+        if (cr <= 0) throw py::value_error("gather_rows: empty chunk");
+        for (std::int64_t r = a; r < b; ++r) {
+            if (j.src_rows[r] < 0 || j.src_rows[r] >= cr) throw py::index_error("gather_rows: source row outside its chunk");
+            if (r > a && j.src_rows[r] < j.src_rows[r - 1])
+                throw py::value_error("gather_rows: the source rows of a chunk must be in increasing order");
+            if (j.dst_rows[r] < 0 || j.dst_rows[r] >= dest_rows)
+                throw py::index_error("gather_rows: destination row outside the buffer");
+        }
+    }
+    Failure f;
+    {
+        py::gil_scoped_release release;
+        ThreadScratch& s = thread_scratch();
+        for (py::ssize_t t = lo; t < hi; ++t)
+            if (!plain_chunk(j, t, s, f)) break;
+#if defined(__SSE2__)
+        _mm_sfence();  // the non-temporal stores are visible before the batch is handed over
+#endif
+    }
+    if (f.task < 0) return py::none();
+    return py::make_tuple(f.task, f.kind, f.message, f.err);
+}
+
+// Uncompressed chunks from files mapped into memory (daqload.Loader, when the
+// run's files are mapped): the rows are copied or widened straight out of the
+// page cache into dest, one pass, no system call. base[k] is the address of
+// task k's file mapping, limit[k] its length; every row is checked against it.
+py::object gather_mapped(const i64_array& base, const i64_array& limit, const i64_array& offsets,
+                         const i64_array& chunk_rows, const i64_array& row_start, const i64_array& src_rows,
+                         const i64_array& dst_rows, std::size_t elem_size, std::size_t row_elems, py::array dest,
+                         const std::string& convert, py::ssize_t lo, py::ssize_t hi) {
+    const py::ssize_t k = base.ndim() == 1 ? base.shape(0) : -1;
+    if (k < 0) throw py::value_error("gather_mapped: base must be 1-D");
+    if (lo < 0 || hi < lo || hi > k) throw py::value_error("gather_mapped: task range [lo, hi) outside the task list");
+    if (elem_size == 0 || elem_size > 16 || row_elems == 0)
+        throw py::value_error("gather_mapped: bad element size or row length");
+    const std::int64_t* b = checked(base, k, "base");
+    const std::int64_t* lim = checked(limit, k, "limit");
+    const std::int64_t* off = checked(offsets, k, "offsets");
+    const std::int64_t* crows = checked(chunk_rows, k, "chunk_rows");
+    const std::int64_t* rs = checked(row_start, k + 1, "row_start");
+    const std::int64_t m = rs[k];
+    if (rs[0] != 0 || m < 0) throw py::value_error("gather_mapped: row_start must run from 0 to the row count");
+    const std::int64_t* src = checked(src_rows, m, "src_rows");
+    const std::int64_t* dst = checked(dst_rows, m, "dst_rows");
+    const std::size_t row_bytes = elem_size * row_elems;
+    Convert c;
+    std::size_t dest_row_bytes;
+    if (convert == "copy") {
+        c = Convert::copy;
+        dest_row_bytes = row_bytes;
+    } else if (convert == "u16>i32" || convert == "u16>f32") {
+        if (elem_size != 2) throw py::value_error("gather_mapped: " + convert + " needs 2-byte stored elements");
+        const char want = convert == "u16>i32" ? 'i' : 'f';
+        if (dest.dtype().kind() != want || dest.itemsize() != 4)
+            throw py::value_error("gather_mapped: " + convert + " needs a " + (want == 'i' ? "int32" : "float32") +
+                                  " buffer");
+        c = convert == "u16>i32" ? Convert::u16_to_i32 : Convert::u16_to_f32;
+        dest_row_bytes = 4 * row_elems;
+    } else {
+        throw py::value_error("gather_mapped: convert must be 'copy', 'u16>i32' or 'u16>f32'");
+    }
+    if (!dest.writeable() || !(dest.flags() & py::array::c_style))
+        throw py::value_error("gather_mapped: the destination must be a writable C-contiguous array");
+    const auto dest_bytes = static_cast<std::size_t>(dest.nbytes());
+    if (dest_bytes % dest_row_bytes != 0) throw py::value_error("gather_mapped: the destination is not a whole number of rows");
+    const auto dest_rows = static_cast<std::int64_t>(dest_bytes / dest_row_bytes);
+    auto* out = static_cast<unsigned char*>(dest.mutable_data());
+    for (py::ssize_t t = lo; t < hi; ++t) {
+        const std::int64_t a = rs[t], e = rs[t + 1], cr = crows[t];
+        if (a < 0 || e < a || e > m) throw py::value_error("gather_mapped: row_start is not non-decreasing");
+        if (cr <= 0) throw py::value_error("gather_mapped: empty chunk");
+        if (off[t] >= 0 && (b[t] == 0 || off[t] + cr * static_cast<std::int64_t>(row_bytes) > lim[t]))
+            throw py::index_error("gather_mapped: chunk " + std::to_string(t) + " ends beyond the mapped file");
+        for (std::int64_t r = a; r < e; ++r) {
+            if (src[r] < 0 || src[r] >= cr) throw py::index_error("gather_mapped: source row outside its chunk");
+            if (dst[r] < 0 || dst[r] >= dest_rows) throw py::index_error("gather_mapped: destination row outside the buffer");
+        }
+    }
+    {
+        py::gil_scoped_release release;
+        for (py::ssize_t t = lo; t < hi; ++t) {
+            for (std::int64_t r = rs[t]; r < rs[t + 1]; ++r) {
+                unsigned char* d = out + static_cast<std::size_t>(dst[r]) * dest_row_bytes;
+                if (off[t] < 0) {
+                    std::memset(d, 0, dest_row_bytes);
+                    continue;
+                }
+                const auto* s = reinterpret_cast<const unsigned char*>(b[t] + off[t]) +
+                                static_cast<std::size_t>(src[r]) * row_bytes;
+                if (c == Convert::copy)
+                    std::memcpy(d, s, row_bytes);
+                else
+                    convert_row_nt(s, d, row_elems, c);
+            }
+        }
+#if defined(__SSE2__)
+        _mm_sfence();
+#endif
+    }
+    return py::none();
+}
+
 // One chunk in memory (tests, tools): returns the decompressed bytes or raises ValueError.
 py::bytes decompress(const py::buffer& data, std::size_t elem_size, std::size_t max_bytes) {
     const py::buffer_info in = data.request();
@@ -341,6 +590,18 @@ PYBIND11_MODULE(_native, m) {
           "rows), 'u16>i32' or 'u16>f32' (uint16 samples widened into an int32/float32 dest).\n"
           "Returns None, or (task, kind, message, errno) for the first chunk that could not be read\n"
           "(kind 'damaged' or 'io').");
+    m.def("gather_rows", &gather_rows, py::arg("fds"), py::arg("offsets"), py::arg("chunk_rows"), py::arg("row_start"),
+          py::arg("src_rows"), py::arg("dst_rows"), py::arg("elem_size"), py::arg("row_elems"), py::arg("dest"),
+          py::arg("convert"), py::arg("lo"), py::arg("hi"), py::arg("max_gap_rows") = 4, py::arg("max_run_rows") = 32,
+          "As gather, for uncompressed chunks: task k's rows are read with pread from the chunk at offsets[k]\n"
+          "(-1: not stored, rows read as 0), nearby rows (gaps up to max_gap_rows, runs of at most\n"
+          "max_run_rows) in one call. GIL released. Returns None or (task, kind, message, errno),\n"
+          "kind 'io' or 'short' (the file ends early).");
+    m.def("gather_mapped", &gather_mapped, py::arg("base"), py::arg("limit"), py::arg("offsets"), py::arg("chunk_rows"),
+          py::arg("row_start"), py::arg("src_rows"), py::arg("dst_rows"), py::arg("elem_size"), py::arg("row_elems"),
+          py::arg("dest"), py::arg("convert"), py::arg("lo"), py::arg("hi"),
+          "As gather_rows, from files mapped into memory: base[k]/limit[k] are the address and length of\n"
+          "task k's file mapping. GIL released; every chunk is checked to lie inside its mapping.");
     m.def("decompress", &decompress, py::arg("data"), py::arg("elem_size"), py::arg("max_bytes") = std::size_t{1} << 30,
           "Decompresses one bitshuffle/LZ4 chunk (bytes as HDF5 stores them); ValueError when it is damaged.");
     m.def("compress", &compress, py::arg("data"), py::arg("elem_size"),

@@ -65,10 +65,35 @@ def _series_key(path: str):
     return (os.path.dirname(os.path.abspath(path)), base[:-3] if base.endswith(".h5") else base, -1, base)
 
 
-def resolve_paths(paths) -> list:
+def _not_a_run_file(path: str):
+    """Why a .h5 file found in a directory is not a run file daqload should
+    read (a calibration file from a pedestal run, any other HDF5 file), or
+    None for a run file (or a file whose trouble opening it will name)."""
+    if os.path.basename(path).endswith(".calib.h5"):
+        return "a calibration file (daqd --pedestal-run), not a run file"
+    try:
+        f, _ = _open_h5(path)
+    except Exception:  # noqa: BLE001 - not ours to judge here: opening it later says what is wrong
+        return None
+    with f:
+        fmt = _py(f.attrs.get("format", None))
+    if fmt is None:
+        return "an HDF5 file without a 'format' attribute, not a daq1 run file"
+    if fmt != FORMAT_NAME:
+        return f"format {fmt!r}, not a daq1 run file"
+    return None
+
+
+def resolve_paths(paths, skipped=None) -> list:
     """The run files named by a path, a directory, a glob pattern, a run name
     without suffix ("runs/beam01" for runs/beam01.h5 or runs/beam01_00000.h5 …)
-    or a list of those, sorted so that a rotated series is in number order."""
+    or a list of those, sorted so that a rotated series is in number order.
+
+    In a directory, .h5 files that are not run files (a pedestal run's
+    <name>.calib.h5 beside the runs, other HDF5 files) are skipped: each is
+    logged (logger "daqload") with the reason, and appended to `skipped` as
+    (path, reason) when a list is given. Files named one by one are never
+    skipped: they are read, and refused with the reason if they are not runs."""
     if isinstance(paths, (str, bytes, os.PathLike)):
         items = [paths]
     else:
@@ -80,9 +105,20 @@ def resolve_paths(paths) -> list:
         p = os.fsdecode(os.fspath(item))
         if os.path.isdir(p):
             files = sorted(glob.glob(os.path.join(glob.escape(p), "*.h5")))
-            if not files:
-                raise RunNotFoundError(f"{p}: directory holds no .h5 run files")
-            found += files
+            runs = []
+            for f in files:
+                why = _not_a_run_file(f)
+                if why is None:
+                    runs.append(f)
+                    continue
+                log.info("%s: skipped: %s", f, why)
+                if skipped is not None:
+                    skipped.append((f, why))
+            if not runs:
+                also = f" (skipped {len(files)} that are not run files: " + \
+                    "; ".join(f"{os.path.basename(f)}: {_not_a_run_file(f)}" for f in files) + ")" if files else ""
+                raise RunNotFoundError(f"{p}: directory holds no .h5 run files{also}")
+            found += runs
         elif os.path.exists(p):
             found.append(p)
         elif _has_glob(p):
@@ -230,10 +266,12 @@ class Run:
     is not built.
     """
 
-    def __init__(self, paths, *, fast_path=None, io_threads=None, native=None):
+    def __init__(self, paths, *, fast_path=None, io_threads=None, native=None, resolve_master=True):
         if isinstance(paths, Run):
             raise TypeError("already a Run")
-        self.files = resolve_paths(paths)
+        # Files of a directory that are not runs (a calibration file beside them): (path, reason).
+        self.skipped = []
+        self.files = resolve_paths(paths, self.skipped)
         self._fast_setting = _env_fast_path() if fast_path is None else bool(fast_path)
         self._native_setting = _compressed.native_setting_from_env() if native is None else (True if native else False)
         if self._native_setting is True:
@@ -242,30 +280,49 @@ class Run:
                 raise DaqloadError(f"native=True: {why}")
         self._io_threads_setting = io_threads
         self._reset_process_state()
-        infos = []
-        for i, path in enumerate(self.files):
-            f, swmr = _open_h5(path)
-            try:
-                attrs = check_root(path, f)
-                live = swmr or "stopped_at" not in attrs
-                units = scan_units(path, f, swmr)
-            except BaseException:
-                f.close()
-                raise
-            infos.append(_FileInfo(path, attrs, live, units))
-            self._h5[i] = f
+        # A master file of a multi-host run (daqctl): read its hosts' files
+        # directly when its mappings are plain concatenations of them, else
+        # the master's virtual datasets through h5py (master_read_path says which).
+        self.master, self.master_attrs, self.master_read_path = None, None, None
+        self.master_h5py_reason = None
+        self.files, master = _expand_masters(self.files)
+        if master is not None:
+            self.master, self.master_attrs, sources, why = master
+            if not resolve_master:
+                sources, why = None, "resolve_master=False"
+            if sources is not None:
+                infos = self._scan_files(sources, live_hint=False)
+                mismatch = _master_mismatch(self.master, infos)
+                if mismatch is None:
+                    self.files, self.master_read_path = list(sources), "sources"
+                else:
+                    self.close()
+                    self._reset_process_state()
+                    why = mismatch
+            if self.master_read_path is None:
+                self.files, self.master_read_path = [self.master], "h5py"
+                self.master_h5py_reason = why
+                log.info("master %s read through h5py (virtual datasets): %s", self.master, why)
+                infos = self._scan_files(self.files, live_hint=self.master_attrs.get("master_state") == "live")
+        else:
+            infos = self._scan_files(self.files, live_hint=False)
         self._infos = infos
         first = infos[0].attrs
-        for info in infos[1:]:
+        for info in infos[1:] if self.master is None else ():
             a = info.attrs
             if a.get("run_name") != first.get("run_name") or a.get("started_at") != first.get("started_at"):
                 raise RunFormatError(
                     f"{info.path} belongs to run {a.get('run_name')!r} started {a.get('started_at')}, but "
                     f"{infos[0].path} to run {first.get('run_name')!r} started {first.get('started_at')}: "
                     "pass the files of one run only")
+        if self.master is not None:
+            first = self.master_attrs
         self.attrs = dict(first)
         self.attrs.pop("stopped_at", None)
-        if "stopped_at" in infos[-1].attrs:
+        if self.master is not None:
+            if "stopped_at" in first:
+                self.attrs["stopped_at"] = first["stopped_at"]
+        elif "stopped_at" in infos[-1].attrs:
             self.attrs["stopped_at"] = infos[-1].attrs["stopped_at"]
         self.live = any(i.live for i in infos)
         self.units = tuple(sorted({u for i in infos for u in i.units}))
@@ -298,6 +355,21 @@ class Run:
         self._tables = {}
         self._meta = {}
         self._logged = set()
+
+    def _scan_files(self, files, live_hint):
+        infos = []
+        for i, path in enumerate(files):
+            f, swmr = _open_h5(path, live_hint=live_hint)
+            try:
+                attrs = check_root(path, f)
+                live = swmr or "stopped_at" not in attrs
+                units = scan_units(path, f, swmr)
+            except BaseException:
+                f.close()
+                raise
+            infos.append(_FileInfo(path, attrs, live, units))
+            self._h5[i] = f
+        return infos
 
     # ---- per-process state -------------------------------------------------
 
@@ -449,6 +521,15 @@ class Run:
                     raise MissingFieldError(f"field {fld!r} is not in run {self.run_name!r}: unit {u} in "
                                             f"{where[0]} has only {', '.join(self.fields(u))}{hint}")
         return fields
+
+    def detector(self) -> "DetectorView":
+        """The detector view of a master file (daqctl): all units of a frame
+        side by side. MissingFieldError when the run is not a master or its
+        master has none (written at stop)."""
+        if self.master is None:
+            raise MissingFieldError(f"run {self.run_name!r} ({self.files[0]}…) is not a master file: "
+                                    "no detector view")
+        return DetectorView(self)
 
     def __repr__(self):
         return (f"<daqload.Run {self.run_name!r}: {len(self.files)} file(s), units {list(self.units)}, "
@@ -810,6 +891,174 @@ class Run:
         raise MissingFieldError(f"field {field!r} is not in run {self.run_name!r}")
 
 
+def _is_master(attrs) -> bool:
+    return "master_version" in attrs
+
+
+def _expand_masters(files):
+    """(files without the master and the files it maps, master) where master is
+    None or (master path, its root attributes, its source files in order or
+    None, why they are not read directly). One master at most."""
+    masters = []
+    for p in files:
+        try:
+            f, _ = _open_h5(p)
+        except DaqloadError:
+            continue  # named properly when it is opened as a run file
+        with f:
+            attrs = {k: _py(v) for k, v in f.attrs.items()}
+            if not _is_master(attrs):
+                continue
+            check_root(p, f)
+            sources, why = _master_sources(p, f, attrs)
+        masters.append((p, attrs, sources, why))
+    if not masters:
+        return files, None
+    if len(masters) > 1:
+        raise RunFormatError(f"{masters[0][0]} and {masters[1][0]} are both master files: open one run at a time")
+    m = masters[0]
+    mapped = {os.path.realpath(x) for x in (m[2] or ())}
+    rest = [p for p in files if p != m[0] and os.path.realpath(p) not in mapped]
+    if rest:
+        raise RunFormatError(f"{m[0]} is a master file; {rest[0]} is not one of the files it maps: "
+                             "open the master on its own")
+    return [m[0]], m
+
+
+def _master_source_path(master: str, name: str) -> str:
+    """Where HDF5 finds a VDS source named `name` in master file `master`: an
+    absolute path as it is (else its file name beside the master), a relative
+    one relative to the master's directory."""
+    d = os.path.dirname(os.path.abspath(master))
+    if os.path.isabs(name):
+        return name if os.path.exists(name) else os.path.join(d, os.path.basename(name))
+    return os.path.normpath(os.path.join(d, name))
+
+
+def _master_sources(path, f, attrs):
+    """(source files in order, None) when every unit dataset of the master is
+    its source datasets one after the other, whole (written at stop); else
+    (None, why). RunNotFoundError when a mapped file is missing."""
+    if attrs.get("master_state") == "live":
+        return None, "the master is live (a host was recording when it was written): read as a SWMR reader"
+    order = []
+    for uname, g in f["units"].items():
+        if not isinstance(g, h5py.Group) or not _UNIT_RE.match(uname):
+            continue
+        for fld in ALL_FIELDS:
+            if fld not in g:
+                continue
+            ds = g[fld]
+            dcpl = ds.id.get_create_plist()
+            if dcpl.get_layout() != h5py.h5d.VIRTUAL:
+                return None, f"/units/{uname}/{fld} is not a virtual dataset"
+            expect = 0
+            try:
+                for i in range(dcpl.get_virtual_count()):
+                    vs, ss = dcpl.get_virtual_vspace(i), dcpl.get_virtual_srcspace(i)
+                    if not (vs.is_regular_hyperslab() and ss.is_regular_hyperslab()):
+                        return None, f"/units/{uname}/{fld}: a mapping is not a block of rows"
+                    vstart, _, vcount, vblock = vs.get_regular_hyperslab()
+                    sstart, _, scount, sblock = ss.get_regular_hyperslab()
+                    if vstart[0] != expect or sstart[0] != 0 or vcount[0] != 1 or vblock[0] != sblock[0]:
+                        return None, f"/units/{uname}/{fld}: mapping {i} is not the next source, whole, from row 0"
+                    expect += vblock[0]
+                    if dcpl.get_virtual_dsetname(i) != f"units/{uname}/{fld}":
+                        return None, f"/units/{uname}/{fld}: mapping {i} reads {dcpl.get_virtual_dsetname(i)}"
+                    src = _master_source_path(path, dcpl.get_virtual_filename(i))
+                    if not os.path.exists(src):
+                        raise RunNotFoundError(f"{path}: master file of run {attrs.get('run_name')!r} maps "
+                                               f"{dcpl.get_virtual_filename(i)!r}, which is missing ({src}): move "
+                                               "the hosts' files with the master, keeping their relative paths")
+                    if src not in order:
+                        order.append(src)
+            except RuntimeError as e:  # an unlimited selection has no bounds
+                return None, f"/units/{uname}/{fld}: {e}"
+            if expect != ds.shape[0]:
+                return None, f"/units/{uname}/{fld}: its mappings cover {expect} of {ds.shape[0]} rows"
+    if not order:
+        return None, "the master maps no file"
+    return order, None
+
+
+def _master_mismatch(master, infos):
+    """None when the source files hold, per unit, the rows the master maps; else why not."""
+    with h5py.File(master, "r") as f:
+        for uname, g in f["units"].items():
+            m = _UNIT_RE.match(uname)
+            if not m or "raw" not in g:
+                continue
+            u = int(m.group(1))
+            rows = sum(i.units[u]["rows"] for i in infos if u in i.units)
+            if rows != g["raw"].shape[0]:
+                return f"unit {u}: the sources hold {rows} rows, the master maps {g['raw'].shape[0]}"
+        for i in infos:
+            for u in i.units:
+                if f"u{u}" not in f["units"] and i.units[u]["rows"]:
+                    return f"unit {u} of {i.path} is not in the master"
+    return None
+
+
+class DetectorView:
+    """The ``/detector`` view of a master file: every unit of a frame side by
+    side, aligned by frame_number. ``frame_number`` [n_frames], ``present``
+    [n_frames, n_units] (bool), ``unit_ids``, ``shape`` (n_frames, n_units,
+    channels); ``read(start, stop, field)`` -> numpy [n, n_units, channels]
+    with ``fill`` where a unit has no row for a frame. Rows come through the
+    run's own read path (the hosts' files, pread where it can) when the run
+    reads them directly, else from the master's virtual dataset via h5py."""
+
+    def __init__(self, run):
+        self.run = run
+        with h5py.File(run.master, "r", libver="latest", swmr=run.master_attrs.get("master_state") == "live") as f:
+            if "detector" not in f:
+                raise MissingFieldError(f"{run.master}: no detector view (written by daqctl at stop, when all "
+                                        "units have the same channel count)")
+            g = f["detector"]
+            self.frame_number = g["frame_number"][:]
+            self.present = g["present"][:].astype(bool)
+            self.unit_ids = tuple(int(u) for u in g["unit_id"][:])
+            self.shape = tuple(g["data"].shape)
+            self.fields = tuple(x for x in ("raw", "calibrated") if ("data" if x == "raw" else x) in g)
+            self._fill = {x: g["data" if x == "raw" else x].fillvalue for x in self.fields}
+        self._rowpos = np.cumsum(self.present, axis=0) - 1  # row of unit k holding frame i (where present)
+        direct = run.master_read_path == "sources"
+        if direct:
+            for k, u in enumerate(self.unit_ids):
+                if run.frame_counts.get(u, 0) != int(self.present[:, k].sum()):
+                    direct = False
+        self.direct = direct
+
+    def __len__(self):
+        return self.shape[0]
+
+    def fill(self, field="raw"):
+        return self._fill[field]
+
+    def read(self, start=0, stop=None, field="raw") -> np.ndarray:
+        """Frames start..stop-1 of the view: [n, n_units, channels]."""
+        if field not in self.fields:
+            raise MissingFieldError(f"{self.run.master}: the detector view has no {field!r} (it has {self.fields})")
+        start, stop, _ = slice(start, stop).indices(self.shape[0])
+        stop = max(start, stop)
+        run = self.run
+        if not self.direct:
+            with h5py.File(run.master, "r") as f:
+                return f["detector/data" if field == "raw" else f"detector/{field}"][start:stop]
+        dtype = run.stored_dtype(field, self.unit_ids[0])
+        out = np.full((stop - start, self.shape[1], self.shape[2]), self._fill[field], dtype=dtype)
+        for k, u in enumerate(self.unit_ids):
+            sel = np.flatnonzero(self.present[start:stop, k])
+            if not len(sel):
+                continue
+            ui = run.units.index(u)
+            g = run._unit_base[ui] + self._rowpos[start + sel, k]
+            rows = np.empty((len(sel), self.shape[2]), dtype=dtype)
+            run._gather_rows(field, g.astype(np.int64), rows)
+            out[sel, k] = rows
+        return out
+
+
 def chunk_index(ds, n_rows: int, native=None):
     """((chunk_rows, byte offset per chunk or -1, stored bytes per chunk, codec), None)
     when a dataset can be read with pread: native little-endian, whole rows per
@@ -832,6 +1081,8 @@ def chunk_index(ds, n_rows: int, native=None):
         if off is None and ds.fillvalue != 0:
             return None, "unallocated dataset with a non-zero fill value"
         return (max(1, n_rows), arr, np.array([max(1, n_rows) * row_bytes], dtype=np.int64), None), None
+    if layout == h5py.h5d.VIRTUAL:
+        return None, "a virtual dataset (HDF5 VDS, a master file's)"
     if layout != h5py.h5d.CHUNKED:
         return None, "compact layout"
     codec = None
@@ -869,11 +1120,18 @@ def chunk_index(ds, n_rows: int, native=None):
     return (crows, arr, sizes, codec), None
 
 
-def open_run(paths, *, fast_path=None, io_threads=None, native=None) -> Run:
+def open_run(paths, *, fast_path=None, io_threads=None, native=None, resolve_master=True) -> Run:
     """Opens a run: a file, a rotated series (directory, glob, run name without
     suffix, or a list of files; series files are sorted by their number).
+
+    A master file of a run of several hosts (daqctl, ``<run>.h5`` with
+    virtual datasets over the hosts' files) opens as the whole run: its
+    hosts' files are read directly when its mappings are plain concatenations
+    of them (``run.master_read_path == "sources"``), else — a live master, or
+    ``resolve_master=False`` — its virtual datasets through h5py ("h5py").
+    ``run.detector()`` gives its detector view.
 
     Raises RunNotFoundError for missing paths, RunFormatError naming the file
     for a file that is not a daq1 run or has an unknown format_version.
     """
-    return Run(paths, fast_path=fast_path, io_threads=io_threads, native=native)
+    return Run(paths, fast_path=fast_path, io_threads=io_threads, native=native, resolve_master=resolve_master)

@@ -92,6 +92,22 @@ def free_udp_port() -> int:
     return free_ports(socket.SOCK_DGRAM, 1)[0]
 
 
+def free_stream_ports() -> tuple[int, int]:
+    """(p, h): loopback TCP ports with p and p + 1 free (daqd's stream and its default publish port, docs/STREAM.md)
+    and h a third one (HTTP)."""
+    for _ in range(100):
+        with socket.socket() as a, socket.socket() as b, socket.socket() as c:
+            a.bind(("127.0.0.1", 0))
+            p = a.getsockname()[1]
+            try:
+                b.bind(("127.0.0.1", p + 1))
+            except OSError:
+                continue
+            c.bind(("127.0.0.1", 0))
+            return p, c.getsockname()[1]
+    raise RuntimeError("no two consecutive free loopback TCP ports")
+
+
 def bound_udp_ports() -> set[int]:
     """Local UDP ports bound by any process (/proc/net/udp, udp6)."""
     ports = set()
@@ -210,8 +226,8 @@ class Children:
         self.die_with_parent = die_with_parent
         self.procs: list[subprocess.Popen] = []
 
-    def spawn(self, argv, *, stdout=None, stderr=None) -> subprocess.Popen:
-        p = popen([str(a) for a in argv], stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+    def spawn(self, argv, *, stdout=None, stderr=None, env=None) -> subprocess.Popen:
+        p = popen([str(a) for a in argv], stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, env=env,
                              start_new_session=self.own_session,
                              preexec_fn=_die_with_parent if self.die_with_parent else None)
         self.procs.append(p)

@@ -21,6 +21,11 @@ from .sampler import _dist_defaults
 log = logging.getLogger("daqload")
 
 
+class StreamInterrupted(Exception):
+    """Raised inside a RunStream's iteration when its ``_stop_event`` (set by
+    daqload.Loader to stop following) is set while it waits for new rows."""
+
+
 class _Target:
     """Which file(s) a stream follows: one file, or a rotated series."""
 
@@ -129,6 +134,20 @@ class RunStream(IterableDataset):
         self.read_path = "h5py (SWMR)"
         self.ended_by = None  # after iteration in this process: "stopped_at" or "idle_timeout"
 
+    _stop_event = None  # a threading.Event: set, the waits below raise StreamInterrupted (daqload.Loader)
+
+    def _sleep(self, seconds):
+        ev = self._stop_event
+        if ev is None:
+            time.sleep(seconds)
+        elif ev.wait(seconds):
+            raise StreamInterrupted()
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_stop_event", None)
+        return state
+
     def _shard(self):
         wi = get_worker_info()
         nw, wid = (wi.num_workers, wi.id) if wi is not None else (1, 0)
@@ -148,7 +167,7 @@ class RunStream(IterableDataset):
                 break
             if time.monotonic() - t0 > self.idle_timeout:
                 raise DaqloadError(f"{self.target.given}: no run file appeared within {self.idle_timeout:g} s")
-            time.sleep(self.poll_interval)
+            self._sleep(self.poll_interval)
         path, num = first
         log.info("following %s (shard %d of %d, %s)", path, shard, nshards, self.read_path)
         while True:
@@ -159,7 +178,7 @@ class RunStream(IterableDataset):
             nxt = self.target.series_path(num + 1)
             deadline = time.monotonic() + self.rotation_grace
             while not os.path.exists(nxt) and time.monotonic() < deadline:
-                time.sleep(min(0.05, self.poll_interval))
+                self._sleep(min(0.05, self.poll_interval))
             if not os.path.exists(nxt):
                 self.ended_by = ended
                 log.info("run ended (%s has stopped_at, no %s)", path, os.path.basename(nxt))
@@ -220,7 +239,7 @@ class RunStream(IterableDataset):
                         raise DaqloadError(f"{path}: reading failed for {self.idle_timeout:g} s: {e}") from e
                     log.debug("read from %s failed (%s): reopening", path, e)
                     f.close()
-                    time.sleep(min(0.05, self.poll_interval))
+                    self._sleep(min(0.05, self.poll_interval))
                     f = _open_swmr(path, time.monotonic() + self.idle_timeout)
                     last_reopen = time.monotonic()
                     final = "stopped_at" in f.attrs
@@ -243,7 +262,7 @@ class RunStream(IterableDataset):
                                 "(did the writer die?)", path, self.idle_timeout)
                     return "idle_timeout"
                 if not progressed:
-                    time.sleep(self.poll_interval)
+                    self._sleep(self.poll_interval)
         finally:
             f.close()
 

@@ -4,8 +4,9 @@
 The whole user story in one script, on the CPU, in about a minute:
 
 1. start ``daqd --run …`` and feed it with ``daq-sim`` (2 units × 4096 channels),
-2. open the run with daqload and load it through a DataLoader
-   (RunDataset + ChunkShuffleSampler, the zero-copy ``daqload.collate``),
+2. open the run with daqload and load it with ``daqload.Loader``
+   (RunDataset + ChunkShuffleSampler; ``--dataloader``: torch's DataLoader
+   with the zero-copy ``daqload.collate`` instead, the same batches),
 3. train a small convolutional model to find a beam spot, test it on the other unit.
 
 daq-sim's beam (``--beam``) sits still for a whole run, so to have a target
@@ -17,6 +18,8 @@ only the image and learns the position.
 
     /usr/bin/python3 tools/daqload/examples/train_on_run.py
     /usr/bin/python3 tools/daqload/examples/train_on_run.py --run runs/beam01.h5 --seconds 30
+    /usr/bin/python3 tools/daqload/examples/train_on_run.py --in-subprocess    # the Loader's threads in a child process
+    /usr/bin/python3 tools/daqload/examples/train_on_run.py --dataloader --workers 1
 
 Binaries default to build/release of this checkout (--build-dir).
 """
@@ -141,12 +144,16 @@ def main():
     ap.add_argument("--background", choices=("auto", "pattern", "detector"), default="auto",
                     help="what daq-sim sends under the painted spot: its test pattern, or detector-like data "
                          "(--detector: pedestals and noise; 'auto' uses it when daq-sim has it)")
-    ap.add_argument("--workers", type=int, default=1, help="DataLoader workers")
+    ap.add_argument("--threads", type=int, default=1, help="daqload.Loader reading threads")
+    ap.add_argument("--in-subprocess", action="store_true", help="run the Loader's threads in one child process")
+    ap.add_argument("--dataloader", action="store_true",
+                    help="load through torch's DataLoader (+ daqload.collate) instead of daqload.Loader")
+    ap.add_argument("--workers", type=int, default=1, help="DataLoader workers (with --dataloader)")
     ap.add_argument("--batch", type=int, default=64)
     a = ap.parse_args()
     torch.manual_seed(0)
-    # One compute thread: the model is tiny, and the loader worker needs the
-    # other core (OpenMP threads fighting for busy cores cost far more).
+    # One compute thread: the model is tiny, and the loader needs the other
+    # core (OpenMP threads fighting for busy cores cost far more).
     torch.set_num_threads(1)
 
     files = a.run or capture(a.build_dir, a.out or tempfile.mkdtemp(prefix="daqload-train-"), a.frames, a.rate,
@@ -160,11 +167,20 @@ def main():
     train = daqload.RunDataset(run, unit=train_unit, fields=fields, skip_incomplete=True)
     test = daqload.RunDataset(run, unit=test_unit, fields=fields, skip_incomplete=True)
     sampler = daqload.ChunkShuffleSampler(train, seed=0)
-    train_loader = DataLoader(train, batch_size=a.batch, sampler=sampler, collate_fn=daqload.collate,
-                              num_workers=a.workers, persistent_workers=a.workers > 0)
-    test_loader = DataLoader(torch.utils.data.Subset(test, range(0, len(test), 6)), batch_size=256)
+    every_6th = range(0, len(test), 6)
+    if a.dataloader:
+        train_loader = DataLoader(train, batch_size=a.batch, sampler=sampler, collate_fn=daqload.collate,
+                                  num_workers=a.workers, persistent_workers=a.workers > 0)
+        test_loader = DataLoader(torch.utils.data.Subset(test, every_6th), batch_size=256)
+        how = f"DataLoader with {a.workers} worker(s)"
+    else:
+        # The same batches (dicts of tensors, in the sampler's order), read by daqload's own threads.
+        train_loader = daqload.Loader(train, batch_size=a.batch, sampler=sampler, threads=a.threads,
+                                      in_subprocess=a.in_subprocess)
+        test_loader = daqload.Loader(test, batch_size=256, sampler=every_6th, threads=1)
+        how = f"daqload.Loader, {a.threads} thread(s){' in a subprocess' if a.in_subprocess else ''}"
     print(f"== training on unit {train_unit} ({len(train)} frames), testing on every 6th frame of unit {test_unit}, "
-          f"{a.workers} loader worker(s), {a.seconds:g} s budget")
+          f"{how}, {a.seconds:g} s budget")
 
     net = SpotNet()
     opt = torch.optim.AdamW(net.parameters(), lr=2e-3)
@@ -190,6 +206,9 @@ def main():
     err = evaluate(net, test_loader)
     print(f"== done: {step} steps in {time.monotonic() - t0:.0f} s; mean spot error on unit {test_unit}: {err:.2f} px "
           f"(image {SIDE}×{SIDE}, spot sigma 2 px)")
+    if not a.dataloader:
+        train_loader.close()
+        test_loader.close()
 
 
 if __name__ == "__main__":

@@ -37,6 +37,10 @@ enum class receiver_backend { automatic, io_uring, recvmmsg };
 struct unit_config {
     std::uint16_t id = 0;
     std::uint32_t channels = 0;
+    // Geometry of a frame (units.list[].shape): 1 to 3 extents, slowest
+    // first, whose product is `channels`; empty: none given. Stored as the
+    // unit group's `shape` attribute (raw stays [frames, channels]).
+    std::vector<std::uint32_t> shape;
     // Bytes of one frame of this unit: 16-bit samples, one per channel.
     [[nodiscard]] constexpr std::uint32_t frame_bytes() const noexcept { return 2u * channels; }
     bool operator==(const unit_config&) const = default;
@@ -89,6 +93,9 @@ struct storage_config {
     std::string writeback = "paced";         // one of the table's names: "paced", "kernel"
     std::string compression = "none";        // one of the table's names: "none", "bslz4"
     std::uint32_t compress_threads = 0;      // 0: half the CPUs, 1..8
+    // Names of runs started without one (API, page): the pattern with the
+    // next number (parse_run_name_pattern()).
+    std::string run_name_pattern = "run_{:05d}";
     bool operator==(const storage_config&) const = default;
 };
 
@@ -129,6 +136,21 @@ struct http_config {
     bool operator==(const http_config&) const = default;
 };
 
+// The live stream (docs/STREAM.md): ZeroMQ PUSH of every stored chunk, PUB
+// of run messages and previews. Off while listen is empty.
+struct stream_config {
+    std::vector<std::string> listen;   // PUSH endpoints: "tcp://HOST:PORT" (numeric host) or "ipc://PATH"
+    std::vector<std::string> publish;  // PUB endpoints; empty: each listen endpoint's port + 1 (ipc: PATH.pub)
+    std::uint32_t send_hwm = 32;       // chunk messages ZeroMQ buffers per consumer
+    std::uint32_t queue_chunks = 64;   // chunk messages waiting for the sender thread
+    double preview_rate = 2.0;         // preview frames per second per unit; 0: none
+    std::string curve_secret_key_file;   // Z85 secret key (first line); needed off loopback
+    std::string curve_client_keys_file;  // Z85 public keys admitted, one per line; "": any holder of ours
+    std::uint32_t linger_ms = 1000;      // at shutdown, how long queued messages may still go out
+    [[nodiscard]] bool enabled() const noexcept { return !listen.empty(); }
+    bool operator==(const stream_config&) const = default;
+};
+
 // Which CPUs the data-path threads run on, and whether receive and assembly
 // share one thread (docs/CONFIG.md "[threads]", issue 11). CPU lists are
 // kept as written ("2", "2-3", "0,4-5"; "" = not pinned): parse_cpu_list()
@@ -151,6 +173,7 @@ struct config {
     processing_config processing;
     log_config log;
     http_config http;
+    stream_config stream;
     threads_config threads;
     std::string source = "<embedded default>";  // where it came from
     std::string text;                           // the effective configuration as TOML text
@@ -175,6 +198,10 @@ config load_string(std::string_view toml, const std::string& source_name);
 std::string to_toml(const config& c, bool hide_secrets = false);
 // True for 127.0.0.0/8 and ::1 (numeric, as endpoint::parse leaves them).
 bool is_loopback(const std::string& host);
+// A stream endpoint: "tcp://HOST:PORT" (HOST numeric, as endpoint::parse) or
+// "ipc://PATH". Throws config_error naming `what`. Returns whether it may be
+// reached from off this machine (tcp, host not loopback).
+bool check_stream_endpoint(const std::string& text, const std::string& what);
 
 std::string_view name(receiver_backend b);
 
@@ -182,6 +209,18 @@ std::string_view name(receiver_backend b);
 // that order; dose needs calibrate): "" when `stages` keeps it, else the
 // message. The processor relies on it for stages it is given.
 std::string stage_order_error(const std::vector<std::string>& stages);
+
+// storage.run_name_pattern: run-name characters around one number
+// placeholder, "{}" (no padding) or "{:0Nd}" (N digits, 1..20). nullopt
+// with the reason in `error` when `text` is not such a pattern.
+struct run_name_pattern {
+    std::string prefix, suffix;
+    unsigned width = 0;  // digits the number is padded to with zeros; 0: none
+    [[nodiscard]] std::string name(std::uint64_t number) const;
+    // The number of a name made by this pattern, or nullopt.
+    [[nodiscard]] std::optional<std::uint64_t> number_of(std::string_view name) const;
+};
+std::optional<run_name_pattern> parse_run_name_pattern(std::string_view text, std::string* error = nullptr);
 
 // A CPU list as threads.*_cpus and taskset write it: comma-separated CPU
 // numbers and ranges ("2", "2-3", "0,4-5"); "" is the empty list (not

@@ -31,6 +31,10 @@ public:
     // Registers a unit's constants (threshold applied) and a zeroed running
     // dose, before the unit's first frame. Once per unit: may allocate.
     virtual void add_unit(const unit_constants& constants) = 0;
+    // Replaces a registered unit's constants (same channel count; its
+    // running dose kept): a new threshold (processor::request_threshold).
+    // Between two calibrate() calls.
+    virtual void update_unit(const unit_constants& constants) = 0;
 
     // Writes every frame's calibrated row (frame::calibrated must point at
     // frame::channels floats) and, when `dose`, adds it to the unit's running

@@ -41,6 +41,11 @@ struct frame {
     std::uint16_t unit_id = 0;
     std::uint16_t missing_packets = 0;  // 0 for a complete frame
     std::uint16_t packet_count = 0;
+    bool test_pattern = false;     // every packet of it carried DAQ1's TEST_PATTERN flag (docs/PROTOCOL.md)
+    // Which threshold the processor calibrated it with: the epoch of
+    // processor::request_threshold() (8 bits, wraps). The writer recalibrates
+    // a frame of another epoch than its run's (storage::run_processing).
+    std::uint8_t threshold_epoch = 0;
     std::uint32_t channels = 0;
     std::uint32_t stream = 0;      // the unit's stream: +1 each time its frame numbers go back or its
                                    // frame size changes (the writer starts the next file then)

@@ -30,6 +30,8 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -83,6 +85,11 @@ public:
 
     // Any thread: zero the running dose before the next batch (a run starts).
     void request_dose_reset() noexcept { _dose_reset.fetch_add(1, std::memory_order_release); }
+    // Any thread: calibrate with `policy` from the next batch on, frames
+    // stamped with `epoch` (frame::threshold_epoch). Logged once applied.
+    void request_threshold(const threshold_policy& policy, std::uint8_t epoch);
+    // The epoch of the threshold batches are calibrated with now.
+    [[nodiscard]] std::uint8_t threshold_epoch() const noexcept { return _epoch.load(std::memory_order_acquire); }
 
     [[nodiscard]] std::string_view backend_name() const noexcept;  // "cpu" or "cuda"
     // Any thread: the counters into `out` (descriptors in processor.cpp).
@@ -122,6 +129,13 @@ private:
     std::vector<unit_context*> _active;
     std::atomic<std::uint64_t> _dose_reset{0};
     std::uint64_t _dose_reset_seen = 0;
+    // A threshold asked for (request_threshold), taken before the next batch.
+    std::mutex _threshold_mutex;
+    std::optional<std::pair<threshold_policy, std::uint8_t>> _threshold_wanted;  // guarded by _threshold_mutex
+    std::atomic<bool> _threshold_pending{false};
+    std::atomic<std::uint8_t> _epoch{0};
+    calibrate_stage* _calibrate = nullptr;
+    void apply_threshold();
     bool _failed = false;
     processor_counters _counters;
     common::worker _worker{"daqd-process", _in_ready, *this};  // last: its thread ends before the rest goes

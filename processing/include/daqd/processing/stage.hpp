@@ -90,6 +90,10 @@ public:
     std::string_view name() const noexcept override { return "calibrate"; }
     void add_unit(unit_context& u) override;  // resolves and uploads the unit's constants (logs identity once)
     void run(frame_batch& batch) override;
+    // A new threshold for every unit from now on: each unit's constants
+    // resolved again and handed to the backend (between two batches).
+    void set_policy(const threshold_policy& policy, std::span<unit_context* const> units);
+    [[nodiscard]] const threshold_policy& policy() const noexcept { return _policy; }
 
 private:
     backend& _backend;

@@ -157,6 +157,14 @@ inline void write_string_attr(hid_t loc, const char* name, const std::string& va
     a.close("H5Aclose", where);
 }
 
+// Sets a string attribute that may exist already (it is replaced).
+inline void replace_string_attr(hid_t loc, const char* name, const std::string& value, const std::string& where) {
+    const htri_t exists = H5Aexists(loc, name);
+    check(exists, "H5Aexists", where);
+    if (exists > 0) check(H5Adelete(loc, name), "H5Adelete", where);
+    write_string_attr(loc, name, value, where);
+}
+
 // Now, as the ISO 8601 UTC text stored in run and calibration files.
 inline std::string iso8601_utc_now() {
     const auto now = std::chrono::system_clock::now();

@@ -33,13 +33,16 @@ namespace daqd::storage {
 struct recovery_result {
     std::filesystem::path file;
     bool was_open = false;         // the file had been left open for write
+    bool closed_inconsistent = false;  // closed, but its datasets disagree (a close that went through after
+                                       // a write error): trimmed like a file left open
     bool recovered = false;        // flags cleared, file readable now
     std::uint64_t frames_kept = 0;  // rows over all units after trimming
     std::uint64_t rows_trimmed = 0;  // rows dropped past the last consistent one
     std::string error;             // why it could not be recovered (recovered == false)
 };
 
-// Checks one file; mends it when it was left open. Refuses (error) a symlink,
+// Checks one file; mends it when it was left open, or closed with a unit's
+// datasets of different lengths or rows not stored. Refuses (error) a symlink,
 // a file that is not regular, a file open in another process. Never throws.
 recovery_result recover_run_file(const std::filesystem::path& file);
 
@@ -48,8 +51,8 @@ recovery_result recover_run_file(const std::filesystem::path& file);
 // what a reader finds after recovery. Throws storage_error.
 std::map<std::uint16_t, std::uint64_t> rows_kept(const std::filesystem::path& file);
 
-// The files of dir's journal: the results of those that had been left open
-// (or could not be mended). Logs one line per mended file and per file that
+// The files of dir's journal: the results of those mended (left open, or
+// closed inconsistent) or that could not be mended. Logs one line per mended file and per file that
 // cannot be mended; clears the journal entries of files mended or gone.
 std::vector<recovery_result> recover_run_files(const std::filesystem::path& dir);
 

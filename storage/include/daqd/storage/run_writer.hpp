@@ -21,6 +21,7 @@
 #include "daqd/processing/frame.hpp"
 #include "daqd/processing/frame_observer.hpp"
 #include "daqd/processing/block_pool.hpp"
+#include "daqd/storage/chunk_sink.hpp"
 #include "daqd/storage/compressor.hpp"
 #include "daqd/storage/error.hpp"
 
@@ -36,6 +37,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <variant>
 #include <vector>
 
 namespace daqd::storage {
@@ -52,6 +54,11 @@ struct run_processing {
     bool dose = false;
     std::shared_ptr<const processing::calibration_set> calibration;  // null: identity for every unit
     processing::threshold_policy threshold;
+    // The processor's epoch for `threshold` (frame::threshold_epoch): a
+    // frame calibrated under another threshold (queued before the run
+    // started with a new one) is calibrated again here with the run's
+    // constants, so every row of the file agrees with its calibration group.
+    std::uint8_t threshold_epoch = 0;
 };
 
 // Who writes the run file's dirty pages back to the disk (storage.writeback,
@@ -107,6 +114,38 @@ struct run_options {
     // The most chunks submitted and not yet written before the writer waits
     // for the oldest (0: four per compression thread, at least 4).
     std::uint32_t compress_in_flight = 0;
+    // The live stream (chunk_sink.hpp): every chunk written is handed on
+    // (set by the writer from set_sink(); null: none). stream_info: a JSON
+    // object of what the start-of-run message adds (units, calibration).
+    chunk_sink* sink = nullptr;
+    std::string stream_info;
+
+    // A run across several hosts (docs/DATASET.md "Several hosts"): `run` is
+    // the run's name on every host, `host` this host's tag, and run_name
+    // (the files' stem) is then <run>_<host>. Root attributes "run" (run_name
+    // when empty) and "host" (when set).
+    std::string run;
+    std::string host;
+    // What whoever started the run said of it (the API's "meta"): one
+    // attribute per key on group /metadata of every file, and the same as
+    // JSON text in its attribute "json".
+    struct meta_item {
+        std::string key;
+        std::variant<std::string, std::int64_t, double, bool> value;
+    };
+    std::vector<meta_item> metadata;
+    std::string metadata_json;
+    // Units' frame geometry (units.list[].shape): the `shape` attribute of
+    // the unit's group.
+    std::map<std::uint16_t, std::vector<std::uint32_t>> unit_shapes;
+};
+
+// The run's own accounting, written into its last file when it closes
+// (group /accounting; docs/DATASET.md): counts over the run, by name, and
+// per unit.
+struct run_accounting {
+    std::vector<std::pair<std::string, std::uint64_t>> totals;
+    std::map<std::uint16_t, std::vector<std::pair<std::string, std::uint64_t>>> units;
 };
 
 struct unit_stats {
@@ -142,6 +181,7 @@ struct run_stats {
     std::uint64_t write_ns = 0;  // in chunk writes (H5Dwrite_chunk: the page cache, the disk when it pushes back)
     std::uint64_t frames_unwritten = 0;  // appended, then found in no file when the run failed
                                          // (its file gone, or past what the disk took)
+    std::uint64_t frames_recalibrated = 0;  // calibrated again with the run's threshold (run_processing)
     std::uint64_t frames_rejected = 0;  // not written: frame_number not ascending within its
                                         // unit, or channel count differs from the unit's first frame
     bool failed = false;
@@ -174,6 +214,8 @@ public:
     [[nodiscard]] bool chunks_ready() const noexcept;
     // Flushes, writes stopped_at, closes every file. Idempotent.
     void close();
+    // What close() writes as the run's accounting (before close()).
+    void set_accounting(run_accounting accounting);
 
     [[nodiscard]] const run_stats& stats() const noexcept;
 
@@ -209,6 +251,19 @@ struct writer_counters {
     compressor_counters compress;
 };
 
+// Takes the frames the writer receives while no run file is open (a
+// pedestal run started over the API, daqd/pedestal_run.hpp). Writer thread
+// only; quick, never throws.
+class frame_sink {
+public:
+    virtual ~frame_sink() = default;
+    // false: done; the writer lets go of it and shows it no further frame.
+    virtual bool take(const processing::frame& f) noexcept = 0;
+    // A pass of the writer that took no frame (at least every 0.1 s while
+    // idle): false as take().
+    virtual bool idle() noexcept { return true; }
+};
+
 class writer final : private common::worker_body {
 public:
     // `in`: one queue, or one per receive shard (each queue's frames in order).
@@ -220,10 +275,19 @@ public:
     void start();  // starts the thread (worker().start_pumped(): none, the caller pumps)
     // Control thread: starts a run. Throws storage_error if the file cannot
     // be created (name taken, directory unwritable); the error is synchronous.
-    void start_run(const run_options& options);
+    // `held` (a prepared run, daqctl's two-phase start): the file is created
+    // but frames are taken as with no run (counted unrecorded) until
+    // commit_run().
+    void start_run(const run_options& options, bool held = false);
+    // Any thread: a held run records from the next frame taken on.
+    void commit_run() noexcept;
+    [[nodiscard]] bool run_held() const noexcept { return _held.load(std::memory_order_acquire); }
     // Control thread: writes every frame already queued, closes the run and
     // returns its stats. Returns nullopt when no run is active.
     std::optional<run_stats> stop_run();
+    // Before start(): what a run's last file stores as its accounting
+    // (called on the writer thread when a run closes, its frames written).
+    void set_accounting_source(std::function<run_accounting()> f) { _accounting = std::move(f); }
     // Control thread: stops the thread after draining the queue and closing
     // the active run (its stats: run_closed_by_stop()).
     void stop();
@@ -236,6 +300,13 @@ public:
     void run_on_writer_thread(std::function<void()> fn);
     // Before start(): every frame taken from the queue is shown to `o`.
     void set_observer(processing::frame_observer* o) noexcept { _observer = o; }
+    // Before start(): every chunk written, every run's start and end and every
+    // frame taken are handed to `s` (the live stream).
+    void set_chunk_sink(chunk_sink* s) noexcept { _chunk_sink = s; }
+    // Writer thread (run_on_writer_thread): frames taken while no run is
+    // active go to `s` (null: to nobody) before their row is given back;
+    // they are still counted as unrecorded (no run file holds them).
+    void set_sink(frame_sink* s) noexcept { _sink = s; }
 
     [[nodiscard]] bool run_active() const noexcept { return _run_active.load(std::memory_order_acquire); }
     // Any thread: the active run's error once it has failed (the writer then
@@ -271,6 +342,8 @@ private:
     common::wake_event& _in_ready;
     writer_counters _counters;
     std::atomic<bool> _run_active{false};
+    std::atomic<bool> _held{false};
+    std::function<run_accounting()> _accounting;
     mutable std::mutex _error_mutex;
     std::string _run_error;  // guarded by _error_mutex
     std::mutex _command_mutex;
@@ -278,6 +351,8 @@ private:
     std::atomic<bool> _command_pending{false};
     std::mutex _control_mutex;  // serialises start_run/stop_run/stop callers
     processing::frame_observer* _observer = nullptr;
+    chunk_sink* _chunk_sink = nullptr;  // the live stream; set before start
+    frame_sink* _sink = nullptr;  // writer thread only
     // Writer thread state.
     std::unique_ptr<writeback_pacer> _pacer;  // for every run (storage.writeback = "paced"); outlives _run
     std::unique_ptr<compressor> _compressor;  // storage.compression = "bslz4"; outlives _run

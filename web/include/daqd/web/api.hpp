@@ -7,7 +7,9 @@
 //   GET  /api/v1/runs               runs on disk                     (blocking)
 //   POST /api/v1/runs {"name": …}   start a run            (token)   (blocking)
 //   POST /api/v1/runs/stop          stop the active run    (token)   (blocking)
+//   GET  /api/v1/runs/<name>        one run's metadata                (blocking)
 //   GET  /api/v1/units/<id>/live    latest frame and dose of a unit
+//   GET  /api/v1/history            the last history_seconds of link rates and ring fill
 // HEAD is answered as GET (the server leaves the body out). A request whose
 // Host header names no allowed host (host_filter.hpp) is answered 403.
 // Errors are a 4xx/5xx with {"error": "…"}; nothing a request does can stop
@@ -27,7 +29,10 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <map>
+#include <mutex>
+#include <string_view>
 #include <optional>
 #include <string>
 #include <utility>
@@ -60,6 +65,9 @@ public:
     static constexpr std::size_t max_body_bytes = 64 * 1024;
     // Units with more channels have no live view (processing/live_view.hpp).
     static constexpr std::uint32_t max_live_channels = 1u << 18;
+    // How much of the rate history the page's charts show, kept by daqd (one
+    // sample a second): a reload or a second browser sees the same charts.
+    static constexpr std::size_t history_seconds = 300;
 
     api(daq_view view, run_controls controls, std::string token, std::vector<host_check> host_checks);
 
@@ -72,22 +80,33 @@ public:
     void count(unsigned status) { _metrics.count_request(status); }
     // io thread: the server's connection counters (daq_http_connections_*).
     [[nodiscard]] metrics& http_metrics() noexcept { return _metrics; }
-    [[nodiscard]] const host_filter& hosts() const noexcept { return _hosts; }
+    // The host names answered (the start-up log), and whether a Host header's is.
+    [[nodiscard]] std::vector<std::string> host_names() const;
+    [[nodiscard]] bool host_allowed(std::string_view host_header) const;
+    // Any thread (main, on SIGHUP): the bearer token and the Host names
+    // answered from the next request on (http.token/token_file,
+    // http.allowed_hosts).
+    void reload_access(std::string token, const config::http_config& http);
 
     static response error(unsigned status, const std::string& message);
+    static response unauthorized();
 
 private:
     response status_json() const;
     response live_json(std::uint16_t unit) const;
     response list_runs();
+    response run_json(const std::string& name);  // GET /api/v1/runs/<name>
     response start_run(const request& r);
     response stop_run(const request& r);
+    response commit_run(const request& r);
+    response abort_run(const request& r);
     [[nodiscard]] bool authorized(const request& r) const noexcept;
     response route(const request& r);
     response host_rejected(const std::string& host);
 
     daq_view _view;
     run_controls _controls;
+    mutable std::mutex _access_mutex;  // guards _token and _hosts (reloaded on SIGHUP)
     std::string _token;
     std::vector<host_check> _host_checks;
     host_filter _hosts;
@@ -98,12 +117,24 @@ private:
     struct counts {
         std::vector<std::uint64_t> link_packets, link_bytes;
         std::map<std::uint16_t, std::array<std::uint64_t, 3>> unit;  // packets, frames, bytes
+        std::uint64_t bytes_written = 0;
         std::chrono::steady_clock::time_point at{};
         bool valid = false;
     };
     counts _prev;
     std::vector<double> _link_pps, _link_bps;
     std::map<std::uint16_t, std::array<double, 3>> _unit_rates;  // packets/s, frames/s, bytes/s
+    // One sample a second of the link rates and ring fill (io thread only:
+    // sample() adds, GET /api/v1/history reads), at most history_seconds.
+    struct history_sample {
+        std::int64_t unix_ms = 0;
+        std::vector<double> pps, bps;
+        double ring_fill = 0;
+        double written_bps = 0;
+    };
+    std::deque<history_sample> _history;
+    response history_json() const;
+    double _written_bps = 0;  // bytes written to run files per second
 };
 
 }  // namespace daqd::web

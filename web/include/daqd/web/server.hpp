@@ -81,6 +81,11 @@ public:
     service& operator=(const service&) = delete;
 
     void stop();
+    // Main thread, on SIGHUP: the token (http.token, or http.token_file read
+    // again; with neither, the one generated at start stays) and
+    // http.allowed_hosts of `fresh`, from the next request on. Throws
+    // std::runtime_error (the token file unreadable): nothing changes then.
+    void reload_access(const config::config& fresh);
     [[nodiscard]] std::uint16_t port() const noexcept { return _server->port(); }
     [[nodiscard]] const token_setup& token() const noexcept { return _token; }
 

@@ -17,6 +17,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <variant>
 #include <vector>
 
 namespace daqd::web {
@@ -37,11 +38,32 @@ struct daq_view {
 // Blocking calls (they wait for the writer thread or read files): the web
 // server makes them from its worker thread, never from the thread serving
 // requests. `current` may be called from any thread.
+// A run start as the API asked for it (POST /api/v1/runs; docs/OPERATIONS.md).
+struct run_start {
+    std::string name;
+    std::string compression;  // "none", "bslz4", or "" for storage.compression
+    std::string host;         // host tag: files <name>_<host>.h5 ("" : <name>.h5)
+    using meta_value = std::variant<std::string, std::int64_t, double, bool>;
+    std::vector<std::pair<std::string, meta_value>> meta;  // "meta", key by key
+    std::string meta_json = "{}";                          // … and as JSON text
+    bool prepare = false;             // two-phase start: created, recording at commit
+    unsigned prepare_timeout_s = 30;  // aborted without a commit by then
+    bool name_generated = false;
+};
+
 struct run_controls {
     std::function<std::string(const std::string&)> check_name;  // error message, or "" when the name is fine
-    // Starts run `name`; `compression` "none" or "bslz4" for this run, "" for
-    // storage.compression. Throws std::exception on failure.
-    std::function<void(const std::string& name, const std::string& compression)> start;
+    // Starts (or prepares) a run. Throws std::exception on failure.
+    std::function<void(const run_start& request)> start;
+    // A prepared run (by run name or file stem) starts recording; throws when none is.
+    std::function<void(const std::string& name)> commit;
+    // A prepared or recording run is stopped and its files deleted (their names).
+    std::function<std::vector<std::string>(const std::string& name)> abort;
+    // Starts a pedestal run `name` of `frames` complete frames per unit (its
+    // calibration file <output_dir>/<name>.calib.h5). Throws std::exception.
+    std::function<void(const std::string& name, std::uint64_t frames)> start_pedestal;
+    // The name of a run started without one (storage.run_name_pattern).
+    std::function<std::string()> next_name;
     std::function<std::optional<run_result>()> stop;            // nullopt: no run was active
     std::function<std::optional<run_info>()> current;           // any thread
     // The run catalogue (storage/run_catalog.hpp): runs on disk newest

@@ -48,6 +48,9 @@ public:
     // float64 dose on the device (zeroed). Returns the unit's handle. Once per
     // unit, not per frame (synchronous).
     std::uint32_t add_unit(std::uint32_t channels, const float* pedestal, const float* gain, const float* threshold);
+    // Replaces a unit's constants (its channel count and dose kept), between
+    // two process() calls (synchronous).
+    void update_unit(std::uint32_t unit, const float* pedestal, const float* gain, const float* threshold);
 
     // Calibrates n frames (and adds them to their unit's dose when `dose`).
     // Returns when every `out` row is written. Internally pipelined in chunks
