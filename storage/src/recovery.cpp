@@ -28,7 +28,7 @@ namespace {
 namespace fs = std::filesystem;
 
 h5::plist file_access(bool clear_status_flags, const std::string& where) {
-    h5::plist fapl(h5::check_id(H5Pcreate(H5P_FILE_ACCESS), "H5Pcreate", where));
+    h5::plist fapl = h5::swmr_read_access(where);  // rows_kept() may open it as a SWMR reader
     h5::check(H5Pset_file_locking(fapl.get(), false, true), "H5Pset_file_locking", where);
     if (clear_status_flags) {
         // What `h5clear -s` sets: a file access property of the library
@@ -39,11 +39,29 @@ h5::plist file_access(bool clear_status_flags, const std::string& where) {
     return fapl;
 }
 
+// Where a file's stored bytes end: its EOA (what HDF5 reads up to) or its
+// length on disk, whichever is less. A chunk indexed past it cannot be read.
+haddr_t stored_end(hid_t fid, std::uint64_t file_bytes, const std::string& where) {
+    haddr_t eoa = HADDR_UNDEF;
+    h5::check(H5Fget_eoa(fid, &eoa), "H5Fget_eoa", where);
+    return std::min<haddr_t>(eoa, file_bytes);
+}
+
+// A dataset's chunks as indexed: the rows stored, and where the furthest
+// chunk indexed ends.
+struct chunk_scan {
+    hsize_t rows = 0;  // the extent, cut at the first chunk not stored
+    haddr_t end = 0;   // end of the furthest chunk indexed (0: none, or not chunked)
+    bool torn = false; // a part of the chunk index could not be read
+};
+
 // Rows of `ds` that are stored: the extent, cut at the first chunk that was
-// never allocated (a row there would read as the fill value, not as data).
-// The writer writes chunks in order, so a crash leaves missing chunks at the
-// end; a hole further up is cut at as well.
-hsize_t stored_rows(hid_t ds, const std::string& where) {
+// never allocated (a row there would read as the fill value, not as data) or
+// that the index places past `file_end` (after a disk-full error HDF5 may
+// index a chunk whose bytes never reached the file, or were cut off when it
+// closed the file). The writer writes chunks in order, so such chunks are at
+// the end; a hole further up is cut at as well.
+chunk_scan scan_chunks(hid_t ds, haddr_t file_end, const std::string& where) {
     h5::dataspace space(h5::check_id(H5Dget_space(ds), "H5Dget_space", where));
     const int rank = H5Sget_simple_extent_ndims(space.get());
     if (rank < 1 || rank > 2) throw storage_error(where + ": expected a 1- or 2-dimensional dataset");
@@ -51,18 +69,32 @@ hsize_t stored_rows(hid_t ds, const std::string& where) {
     h5::check(H5Sget_simple_extent_dims(space.get(), dims, nullptr), "H5Sget_simple_extent_dims", where);
     h5::plist dcpl(h5::check_id(H5Dget_create_plist(ds), "H5Dget_create_plist", where));
     hsize_t chunk[2] = {0, 0};
-    if (H5Pget_layout(dcpl.get()) != H5D_CHUNKED) return dims[0];
+    chunk_scan out{dims[0], 0};
+    if (H5Pget_layout(dcpl.get()) != H5D_CHUNKED) return out;
     h5::check(H5Pget_chunk(dcpl.get(), 2, chunk), "H5Pget_chunk", where);
-    if (chunk[0] == 0) return dims[0];
+    if (chunk[0] == 0) return out;
+    bool cut = false;
     for (hsize_t start = 0; start < dims[0]; start += chunk[0]) {
         const hsize_t offset[2] = {start, 0};
         unsigned mask = 0;
         haddr_t addr = HADDR_UNDEF;
         hsize_t size = 0;
-        h5::check(H5Dget_chunk_info_by_coord(ds, offset, &mask, &addr, &size), "H5Dget_chunk_info_by_coord", where);
-        if (addr == HADDR_UNDEF || size == 0) return start;
+        if (H5Dget_chunk_info_by_coord(ds, offset, &mask, &addr, &size) < 0) {
+            // The index itself cannot be read here (a block of it torn by a
+            // write the disk refused): nothing from here on is stored.
+            H5Eclear2(H5E_DEFAULT);
+            if (!cut) out.rows = start;
+            out.torn = true;
+            break;
+        }
+        const bool indexed = addr != HADDR_UNDEF && size != 0;
+        if (indexed) out.end = std::max<haddr_t>(out.end, addr + size);
+        if (!cut && (!indexed || addr + size > file_end)) {
+            out.rows = start;
+            cut = true;
+        }
     }
-    return dims[0];
+    return out;
 }
 
 // Rows of a unit's frame numbers that are frames: the writer stores them
@@ -76,19 +108,40 @@ hsize_t consistent_prefix(std::span<const std::uint64_t> fn) {
     return fn.size();
 }
 
-// Reads the first `rows` frame numbers of `ds` and returns how many of them
-// are consistent (consistent_prefix).
-hsize_t ascending_rows(hid_t ds, hsize_t rows, const std::string& where) {
-    if (rows < 2) return rows;
-    std::vector<std::uint64_t> fn(rows);
+// Reads rows [first, first + n) of the frame numbers into `out`; false
+// (error cleared) when they cannot be read.
+bool read_frame_numbers(hid_t ds, hsize_t first, hsize_t n, std::uint64_t* out, const std::string& where) {
     h5::dataspace file_space(h5::check_id(H5Dget_space(ds), "H5Dget_space", where));
-    const hsize_t start[1] = {0};
-    const hsize_t count[1] = {rows};
+    const hsize_t start[1] = {first};
+    const hsize_t count[1] = {n};
     h5::check(H5Sselect_hyperslab(file_space.get(), H5S_SELECT_SET, start, nullptr, count, nullptr),
               "H5Sselect_hyperslab", where);
     h5::dataspace mem_space(h5::check_id(H5Screate_simple(1, count, nullptr), "H5Screate_simple", where));
-    h5::check(H5Dread(ds, H5T_NATIVE_UINT64, mem_space.get(), file_space.get(), H5P_DEFAULT, fn.data()), "H5Dread",
-              where);
+    if (H5Dread(ds, H5T_NATIVE_UINT64, mem_space.get(), file_space.get(), H5P_DEFAULT, out) >= 0) return true;
+    H5Eclear2(H5E_DEFAULT);
+    return false;
+}
+
+// Reads the first `rows` frame numbers of `ds` and returns how many of them
+// are consistent (consistent_prefix). A chunk that cannot be read (its bytes
+// are not what the index says: a write cut short by a full disk) ends them.
+hsize_t ascending_rows(hid_t ds, hsize_t rows, const std::string& where) {
+    if (rows < 2) return rows;
+    std::vector<std::uint64_t> fn(rows);
+    if (!read_frame_numbers(ds, 0, rows, fn.data(), where)) {
+        // Chunk by chunk, up to the first that does not read.
+        h5::plist dcpl(h5::check_id(H5Dget_create_plist(ds), "H5Dget_create_plist", where));
+        hsize_t chunk[1] = {rows};
+        if (H5Pget_layout(dcpl.get()) == H5D_CHUNKED)
+            h5::check(H5Pget_chunk(dcpl.get(), 1, chunk), "H5Pget_chunk", where);
+        hsize_t readable = 0;
+        while (readable < rows) {
+            const hsize_t n = std::min(std::max<hsize_t>(chunk[0], 1), rows - readable);
+            if (!read_frame_numbers(ds, readable, n, fn.data() + readable, where)) break;
+            readable += n;
+        }
+        fn.resize(readable);
+    }
     return consistent_prefix(fn);
 }
 
@@ -140,12 +193,16 @@ struct unit_fix {
     std::vector<std::string> datasets;  // row datasets of the unit
     hsize_t extent = 0;
     hsize_t keep = 0;
+    haddr_t chunks_end = 0;  // end of the furthest chunk indexed in any of them
+    std::vector<std::string> torn;  // those whose chunk index could not be read whole
 };
 
 // Per unit of an open run file: its row datasets, their largest extent and
 // the rows to keep (stored in every dataset, frame numbers consistent).
-std::vector<unit_fix> plan(hid_t fid, const std::string& where) {
+// `file_bytes`: the file's length on disk.
+std::vector<unit_fix> plan(hid_t fid, std::uint64_t file_bytes, const std::string& where) {
     std::vector<unit_fix> fixes;
+    const haddr_t file_end = stored_end(fid, file_bytes, where);
     if (H5Lexists(fid, "units", H5P_DEFAULT) > 0) {
         h5::group units(h5::check_id(H5Gopen2(fid, "units", H5P_DEFAULT), "H5Gopen2", "/units in " + where));
         H5G_info_t info{};
@@ -172,7 +229,10 @@ std::vector<unit_fix> plan(hid_t fid, const std::string& where) {
                 hsize_t dims[2] = {0, 0};
                 h5::check(H5Sget_simple_extent_dims(sp.get(), dims, nullptr), "H5Sget_simple_extent_dims", w);
                 u.extent = std::max(u.extent, dims[0]);
-                keep = std::min(keep, std::min(dims[0], stored_rows(ds.get(), w)));
+                const auto scan = scan_chunks(ds.get(), file_end, w);
+                u.chunks_end = std::max(u.chunks_end, scan.end);
+                if (scan.torn) u.torn.push_back(p);
+                keep = std::min(keep, std::min(dims[0], scan.rows));
             }
             const std::string fnp = u.group + "/frame_number";
             if (H5Lexists(fid, fnp.c_str(), H5P_DEFAULT) > 0 && keep > 0) {
@@ -189,6 +249,78 @@ std::vector<unit_fix> plan(hid_t fid, const std::string& where) {
         }
     }
     return fixes;
+}
+
+// Copies every attribute of `from` onto `to` (the types as stored, variable
+// length strings included).
+void copy_attributes(hid_t from, hid_t to, const std::string& where) {
+    H5O_info_t info{};
+    h5::check(H5Oget_info2(from, &info, H5O_INFO_NUM_ATTRS), "H5Oget_info2", where);
+    for (hsize_t i = 0; i < info.num_attrs; ++i) {
+        h5::attribute a(h5::check_id(H5Aopen_by_idx(from, ".", H5_INDEX_NAME, H5_ITER_INC, i, H5P_DEFAULT, H5P_DEFAULT),
+                                     "H5Aopen_by_idx", where));
+        char name[256] = "";
+        h5::check(static_cast<int>(H5Aget_name(a.get(), sizeof name, name)), "H5Aget_name", where);
+        h5::datatype type(h5::check_id(H5Aget_type(a.get()), "H5Aget_type", where));
+        h5::datatype mem(h5::check_id(H5Tget_native_type(type.get(), H5T_DIR_ASCEND), "H5Tget_native_type", where));
+        h5::dataspace space(h5::check_id(H5Aget_space(a.get()), "H5Aget_space", where));
+        const hssize_t n = H5Sget_simple_extent_npoints(space.get());
+        std::vector<unsigned char> buf(static_cast<std::size_t>(std::max<hssize_t>(n, 1)) * H5Tget_size(mem.get()));
+        h5::check(H5Aread(a.get(), mem.get(), buf.data()), "H5Aread", std::string(name) + " of " + where);
+        h5::attribute b(h5::check_id(H5Acreate2(to, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT),
+                                     "H5Acreate2", std::string(name) + " of " + where));
+        const herr_t written = H5Awrite(b.get(), mem.get(), buf.data());
+        if (H5Tdetect_class(mem.get(), H5T_VLEN) > 0 || H5Tis_variable_str(mem.get()) > 0)
+            H5Dvlen_reclaim(mem.get(), space.get(), H5P_DEFAULT, buf.data());
+        h5::check(written, "H5Awrite", std::string(name) + " of " + where);
+    }
+}
+
+// Replaces dataset `p` by a copy of its first `keep` rows, chunk by chunk as
+// stored (nothing decompressed). For a dataset HDF5 cannot shrink: its chunk
+// index is torn past `keep` (a block of it half written when the disk
+// refused), and shrinking looks up every chunk it drops. The file grows by
+// the rows copied.
+void rebuild_rows(hid_t fid, const std::string& p, hsize_t keep, const std::string& where) {
+    const std::string w = p + " in " + where;
+    const std::string tmp = p + ".mending";
+    if (H5Lexists(fid, tmp.c_str(), H5P_DEFAULT) > 0)
+        h5::check(H5Ldelete(fid, tmp.c_str(), H5P_DEFAULT), "H5Ldelete", tmp + " in " + where);
+    {
+        h5::dataset old(h5::check_id(H5Dopen2(fid, p.c_str(), H5P_DEFAULT), "H5Dopen2", w));
+        h5::plist dcpl(h5::check_id(H5Dget_create_plist(old.get()), "H5Dget_create_plist", w));
+        h5::datatype type(h5::check_id(H5Dget_type(old.get()), "H5Dget_type", w));
+        h5::dataspace sp(h5::check_id(H5Dget_space(old.get()), "H5Dget_space", w));
+        hsize_t dims[2] = {0, 0};
+        hsize_t maxdims[2] = {0, 0};
+        const int rank = h5::check(H5Sget_simple_extent_dims(sp.get(), dims, maxdims), "H5Sget_simple_extent_dims", w);
+        dims[0] = keep;
+        h5::dataspace nsp(h5::check_id(H5Screate_simple(rank, dims, maxdims), "H5Screate_simple", w));
+        h5::dataset fresh(h5::check_id(
+            H5Dcreate2(fid, tmp.c_str(), type.get(), nsp.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT), "H5Dcreate2",
+            tmp + " in " + where));
+        hsize_t chunk[2] = {0, 0};
+        h5::check(H5Pget_chunk(dcpl.get(), 2, chunk), "H5Pget_chunk", w);
+        std::vector<unsigned char> buf;
+        for (hsize_t start = 0; start < keep; start += std::max<hsize_t>(chunk[0], 1)) {
+            const hsize_t offset[2] = {start, 0};
+            hsize_t bytes = 0;
+            h5::check(H5Dget_chunk_storage_size(old.get(), offset, &bytes), "H5Dget_chunk_storage_size", w);
+            buf.resize(bytes);
+            std::uint32_t mask = 0;
+            h5::check(H5Dread_chunk(old.get(), H5P_DEFAULT, offset, &mask, buf.data()), "H5Dread_chunk", w);
+            h5::check(H5Dwrite_chunk(fresh.get(), H5P_DEFAULT, mask, offset, bytes, buf.data()), "H5Dwrite_chunk",
+                      tmp + " in " + where);
+        }
+        copy_attributes(old.get(), fresh.get(), w);
+        fresh.close("H5Dclose", tmp + " in " + where);
+        // Deleting the torn dataset would walk its index to free its
+        // chunks, and fail: it is unlinked but kept (a reference count
+        // of its own), its space not reused.
+        h5::check(H5Oincr_refcount(old.get()), "H5Oincr_refcount", w);
+    }
+    h5::check(H5Ldelete(fid, p.c_str(), H5P_DEFAULT), "H5Ldelete", w);
+    h5::check(H5Lmove(fid, tmp.c_str(), fid, p.c_str(), H5P_DEFAULT, H5P_DEFAULT), "H5Lmove", w);
 }
 
 }  // namespace
@@ -225,7 +357,7 @@ recovery_result recover_run_file(const fs::path& path) {
                 // rows that were never stored. Such a file is mended too; a
                 // file daqd closed properly always passes.
                 h5::file f(id);
-                const auto fixes = plan(f.get(), where);
+                const auto fixes = plan(f.get(), static_cast<std::uint64_t>(st.st_size), where);
                 f.reset();
                 const bool whole = std::all_of(fixes.begin(), fixes.end(), [](const unit_fix& u) {
                     return u.keep == u.extent;
@@ -244,20 +376,47 @@ recovery_result recover_run_file(const fs::path& path) {
         h5::file f(h5::check_id(H5Fopen(hdf5_path.c_str(), H5F_ACC_RDWR, fapl.get()), "H5Fopen (clearing status flags)",
                                 where));
         const hid_t fid = f.get();
-        const std::vector<unit_fix> fixes = plan(fid, where);
+        const std::vector<unit_fix> fixes = plan(fid, static_cast<std::uint64_t>(st.st_size), where);
+        // Chunks indexed past the file's end (their bytes never reached it)
+        // are dropped with the rows trimmed below. HDF5 returns a dropped
+        // chunk's space to its free list; for that space to be real, the
+        // file's EOA is first moved past every chunk indexed (HDF5 then
+        // extends the file to it when it closes, as a sparse tail).
+        haddr_t chunks_end = 0;
+        for (const auto& u : fixes) chunks_end = std::max(chunks_end, u.chunks_end);
+        haddr_t eoa = HADDR_UNDEF;
+        h5::check(H5Fget_eoa(fid, &eoa), "H5Fget_eoa", where);
+        // (H5Fincrement_filesize sets it to the larger of EOA and the file's
+        // length, plus the increment.)
+        const haddr_t eoa_or_eof = std::max<haddr_t>(eoa, static_cast<haddr_t>(st.st_size));
+        if (chunks_end > eoa)
+            h5::check(H5Fincrement_filesize(fid, chunks_end > eoa_or_eof ? chunks_end - eoa_or_eof : 0),
+                      "H5Fincrement_filesize", where);
+        // First the datasets whose chunk index is torn: HDF5 cannot shrink
+        // them (it looks up every chunk it drops), so the rows kept are
+        // copied into a new dataset of the same name. Done before any
+        // chunk is dropped, while the file's free space is as HDF5 left it.
         for (const auto& u : fixes) {
             r.frames_kept += u.keep;
             r.rows_trimmed += u.extent - u.keep;
+            for (const auto& p : u.torn) {
+                spdlog::warn("recovery: {} in {}: its chunk index is torn past row {}; copying the {} rows kept into a "
+                             "new dataset",
+                             p, where, u.keep, u.keep);
+                rebuild_rows(fid, p, u.keep, where);
+                ++r.datasets_rebuilt;
+            }
+        }
+        for (const auto& u : fixes) {
             for (const auto& p : u.datasets) {
+                if (std::find(u.torn.begin(), u.torn.end(), p) != u.torn.end()) continue;
                 const std::string w = p + " in " + where;
                 h5::dataset ds(h5::check_id(H5Dopen2(fid, p.c_str(), H5P_DEFAULT), "H5Dopen2", w));
                 h5::dataspace sp(h5::check_id(H5Dget_space(ds.get()), "H5Dget_space", w));
                 hsize_t dims[2] = {0, 0};
-                const int rank = h5::check(H5Sget_simple_extent_dims(sp.get(), dims, nullptr),
-                                           "H5Sget_simple_extent_dims", w);
+                h5::check(H5Sget_simple_extent_dims(sp.get(), dims, nullptr), "H5Sget_simple_extent_dims", w);
                 if (dims[0] == u.keep) continue;
                 dims[0] = u.keep;
-                (void)rank;
                 h5::check(H5Dset_extent(ds.get(), dims), "H5Dset_extent", w);
             }
         }
@@ -294,8 +453,10 @@ std::map<std::uint16_t, std::uint64_t> rows_kept(const fs::path& path) {
         id = H5Fopen(where.c_str(), H5F_ACC_RDONLY, fapl.get());
     }
     h5::file f(h5::check_id(id, "H5Fopen (read-only)", where));
+    struct stat st {};
+    if (::stat(where.c_str(), &st) != 0) throw storage_error(fmt::format("stat failed on {}: {}", where, std::strerror(errno)));
     std::map<std::uint16_t, std::uint64_t> out;
-    for (const auto& u : plan(f.get(), where)) {
+    for (const auto& u : plan(f.get(), static_cast<std::uint64_t>(st.st_size), where)) {
         const auto slash = u.group.rfind("/u");
         if (slash == std::string::npos) continue;
         out[static_cast<std::uint16_t>(std::strtoul(u.group.c_str() + slash + 2, nullptr, 10))] = u.keep;

@@ -105,7 +105,8 @@ run_file_entry run_catalog::read_file(const fs::path& path) {
     e.size_bytes = fs::file_size(path, ec);
     h5::init_library();
     // A file written by another process may be open for SWMR writing.
-    hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY | H5F_ACC_SWMR_READ, H5P_DEFAULT);
+    const auto fapl = h5::swmr_read_access(path.string());
+    hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY | H5F_ACC_SWMR_READ, fapl.get());
     if (id < 0) {
         H5Eclear2(H5E_DEFAULT);
         id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);

@@ -11,6 +11,7 @@
 #include <sys/mount.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -169,7 +170,14 @@ struct tmpfs_mount {
         return ::mount("tmpfs", where.c_str(), "tmpfs", MS_REMOUNT, ("size=" + size).c_str()) == 0;
     }
     ~tmpfs_mount() {
-        if (mounted) ::umount2(where.c_str(), MNT_DETACH);
+        if (!mounted) return;
+        // DAQD_KEEP_TEST_FILES keeps what was on the small file system too
+        // (copied beside it as <dir>.kept), for a failure to be examined.
+        if (std::getenv("DAQD_KEEP_TEST_FILES") != nullptr) {
+            std::error_code ec;
+            fs::copy(where, where + ".kept", fs::copy_options::recursive | fs::copy_options::overwrite_existing, ec);
+        }
+        ::umount2(where.c_str(), MNT_DETACH);
     }
 };
 

@@ -182,8 +182,9 @@ struct inspector {
         // A live run is open for SWMR writing: read it as a SWMR reader. A
         // closed file opens either way. While the writer adds a unit it has
         // the file open without SWMR for a moment: retry for a while.
+        const auto fapl = h5::swmr_read_access(path);
         for (int attempt = 0;; ++attempt) {
-            hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY | H5F_ACC_SWMR_READ, H5P_DEFAULT);
+            hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY | H5F_ACC_SWMR_READ, fapl.get());
             if (id < 0) {
                 H5Eclear2(H5E_DEFAULT);
                 id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);

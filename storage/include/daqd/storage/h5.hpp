@@ -144,6 +144,18 @@ using datatype = handle<H5Tclose>;
 using plist = handle<H5Pclose>;
 using attribute = handle<H5Aclose>;
 
+// File access for reading a file that may be open for SWMR writing. A SWMR
+// reader retries a metadata block whose checksum fails (it may be half
+// written); HDF5's default is 100 tries with the wait doubling from 1 ns,
+// which on a damaged file (a disk-full close) sleeps for years. 28 tries
+// wait about 0.27 s in all: ample for a write in progress, then an error.
+inline constexpr unsigned swmr_read_attempts = 28;
+inline plist swmr_read_access(std::string_view where) {
+    plist fapl(check_id(H5Pcreate(H5P_FILE_ACCESS), "H5Pcreate", where));
+    check(H5Pset_metadata_read_attempts(fapl.get(), swmr_read_attempts), "H5Pset_metadata_read_attempts", where);
+    return fapl;
+}
+
 // A scalar variable-length UTF-8 string attribute (h5py reads it as str).
 // `where` names the object and file for error messages.
 inline void write_string_attr(hid_t loc, const char* name, const std::string& value, const std::string& where) {

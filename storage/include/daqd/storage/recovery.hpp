@@ -38,6 +38,7 @@ struct recovery_result {
     bool recovered = false;        // flags cleared, file readable now
     std::uint64_t frames_kept = 0;  // rows over all units after trimming
     std::uint64_t rows_trimmed = 0;  // rows dropped past the last consistent one
+    std::uint32_t datasets_rebuilt = 0;  // datasets whose chunk index was torn: their rows kept copied anew
     std::string error;             // why it could not be recovered (recovered == false)
 };
 
