@@ -47,6 +47,15 @@ haddr_t stored_end(hid_t fid, std::uint64_t file_bytes, const std::string& where
     return std::min<haddr_t>(eoa, file_bytes);
 }
 
+// Rows per chunk of `ds` (0: not chunked).
+hsize_t chunk_rows(hid_t ds, const std::string& where) {
+    h5::plist dcpl(h5::check_id(H5Dget_create_plist(ds), "H5Dget_create_plist", where));
+    if (H5Pget_layout(dcpl.get()) != H5D_CHUNKED) return 0;
+    hsize_t chunk[2] = {0, 0};
+    h5::check(H5Pget_chunk(dcpl.get(), 2, chunk), "H5Pget_chunk", where);
+    return chunk[0];
+}
+
 // A dataset's chunks as indexed: the rows stored, and where the furthest
 // chunk indexed ends.
 struct chunk_scan {
@@ -67,14 +76,11 @@ chunk_scan scan_chunks(hid_t ds, haddr_t file_end, const std::string& where) {
     if (rank < 1 || rank > 2) throw storage_error(where + ": expected a 1- or 2-dimensional dataset");
     hsize_t dims[2] = {0, 0};
     h5::check(H5Sget_simple_extent_dims(space.get(), dims, nullptr), "H5Sget_simple_extent_dims", where);
-    h5::plist dcpl(h5::check_id(H5Dget_create_plist(ds), "H5Dget_create_plist", where));
-    hsize_t chunk[2] = {0, 0};
     chunk_scan out{dims[0], 0};
-    if (H5Pget_layout(dcpl.get()) != H5D_CHUNKED) return out;
-    h5::check(H5Pget_chunk(dcpl.get(), 2, chunk), "H5Pget_chunk", where);
-    if (chunk[0] == 0) return out;
+    const hsize_t step = chunk_rows(ds, where);
+    if (step == 0) return out;
     bool cut = false;
-    for (hsize_t start = 0; start < dims[0]; start += chunk[0]) {
+    for (hsize_t start = 0; start < dims[0]; start += step) {
         const hsize_t offset[2] = {start, 0};
         unsigned mask = 0;
         haddr_t addr = HADDR_UNDEF;
@@ -130,13 +136,11 @@ hsize_t ascending_rows(hid_t ds, hsize_t rows, const std::string& where) {
     std::vector<std::uint64_t> fn(rows);
     if (!read_frame_numbers(ds, 0, rows, fn.data(), where)) {
         // Chunk by chunk, up to the first that does not read.
-        h5::plist dcpl(h5::check_id(H5Dget_create_plist(ds), "H5Dget_create_plist", where));
-        hsize_t chunk[1] = {rows};
-        if (H5Pget_layout(dcpl.get()) == H5D_CHUNKED)
-            h5::check(H5Pget_chunk(dcpl.get(), 1, chunk), "H5Pget_chunk", where);
+        const hsize_t chunk = chunk_rows(ds, where);
+        const hsize_t step = chunk == 0 ? rows : chunk;
         hsize_t readable = 0;
         while (readable < rows) {
-            const hsize_t n = std::min(std::max<hsize_t>(chunk[0], 1), rows - readable);
+            const hsize_t n = std::min(step, rows - readable);
             if (!read_frame_numbers(ds, readable, n, fn.data() + readable, where)) break;
             readable += n;
         }
@@ -299,10 +303,9 @@ void rebuild_rows(hid_t fid, const std::string& p, hsize_t keep, const std::stri
         h5::dataset fresh(h5::check_id(
             H5Dcreate2(fid, tmp.c_str(), type.get(), nsp.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT), "H5Dcreate2",
             tmp + " in " + where));
-        hsize_t chunk[2] = {0, 0};
-        h5::check(H5Pget_chunk(dcpl.get(), 2, chunk), "H5Pget_chunk", w);
+        const hsize_t step = std::max<hsize_t>(chunk_rows(old.get(), w), 1);  // torn: found chunked
         std::vector<unsigned char> buf;
-        for (hsize_t start = 0; start < keep; start += std::max<hsize_t>(chunk[0], 1)) {
+        for (hsize_t start = 0; start < keep; start += step) {
             const hsize_t offset[2] = {start, 0};
             hsize_t bytes = 0;
             h5::check(H5Dget_chunk_storage_size(old.get(), offset, &bytes), "H5Dget_chunk_storage_size", w);

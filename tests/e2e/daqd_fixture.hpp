@@ -5,13 +5,12 @@
 // DAQ_INSPECT_BIN.
 #include "http_client.hpp"
 #include "process.hpp"
+#include "tmpfs_mount.hpp"
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
-#include <sys/mount.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -158,27 +157,6 @@ inline long h5py_frames(const scratch_dir& dir, const std::string& file) {
     return std::stol(out);
 }
 
-// A tmpfs mounted on `where` for the test's life (root only).
-struct tmpfs_mount {
-    std::string where;
-    bool mounted = false;
-    tmpfs_mount(const std::string& w, const std::string& size) : where(w) {
-        fs::create_directories(where);
-        mounted = ::mount("tmpfs", where.c_str(), "tmpfs", 0, ("size=" + size).c_str()) == 0;
-    }
-    bool resize(const std::string& size) {
-        return ::mount("tmpfs", where.c_str(), "tmpfs", MS_REMOUNT, ("size=" + size).c_str()) == 0;
-    }
-    ~tmpfs_mount() {
-        if (!mounted) return;
-        // DAQD_KEEP_TEST_FILES keeps what was on the small file system too
-        // (copied beside it as <dir>.kept), for a failure to be examined.
-        if (std::getenv("DAQD_KEEP_TEST_FILES") != nullptr) {
-            std::error_code ec;
-            fs::copy(where, where + ".kept", fs::copy_options::recursive | fs::copy_options::overwrite_existing, ec);
-        }
-        ::umount2(where.c_str(), MNT_DETACH);
-    }
-};
+using daqd_test::tmpfs_mount;  // tmpfs_mount.hpp
 
 }  // namespace daqd::test
